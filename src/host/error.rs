@@ -1,0 +1,82 @@
+//! Errors of the scripting host. Each names the file (and line where there is one), the
+//! module and routine involved, and what was expected, so the message alone tells a script
+//! author what to fix.
+
+use std::path::PathBuf;
+
+/// Where in a script something went wrong: `file:line` (line 0 = unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePos {
+    pub path: PathBuf,
+    pub line: usize,
+}
+
+impl std::fmt::Display for SourcePos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}", self.path.display(), self.line)
+        } else {
+            write!(f, "{}", self.path.display())
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not valid UTF-8 (byte {offset}); scripts must be UTF-8 text", path.display())]
+    NotUtf8 { path: PathBuf, offset: usize },
+    #[error("{}: empty file; a module needs at least `const MODULE = #{{kind, name, version}};` and its routines", path.display())]
+    Empty { path: PathBuf },
+    #[error("{at}: syntax error: {message}")]
+    Compile { at: SourcePos, message: String },
+    #[error("{at}: {message}")]
+    Contract { at: SourcePos, message: String },
+    #[error("{}: bad reservation fixture: {message}", path.display())]
+    Fixture { path: PathBuf, message: String },
+    #[error("no module {wanted:?} is loaded (loaded: {known})")]
+    UnknownModule { wanted: String, known: String },
+    #[error("module {module:?} ({}) has no routine {routine}() taking {arity} argument(s){hint}", path.display())]
+    UnknownRoutine {
+        module: String,
+        routine: String,
+        arity: usize,
+        path: PathBuf,
+        hint: String,
+    },
+    #[error("{at}: {module}::{routine}: {message}")]
+    Script {
+        module: String,
+        routine: String,
+        at: SourcePos,
+        message: String,
+    },
+    #[error("{at}: {module}::{routine}: did not finish within its deadline of {secs} s")]
+    Timeout {
+        module: String,
+        routine: String,
+        at: SourcePos,
+        secs: u64,
+    },
+    #[error("{at}: {module}::{routine}: cancelled")]
+    Cancelled {
+        module: String,
+        routine: String,
+        at: SourcePos,
+    },
+    #[error("{at}: {module}::{routine} returned {got}, expected {expected}")]
+    BadReturn {
+        module: String,
+        routine: String,
+        at: SourcePos,
+        expected: String,
+        got: String,
+    },
+    #[error("file watcher: {0}")]
+    Watch(#[from] notify::Error),
+}

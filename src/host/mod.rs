@@ -1,0 +1,375 @@
+//! The scripting host: compiles module scripts, checks them against the routine contract,
+//! keeps the last good version of each, reloads them when their files change, and calls
+//! their routines under a deadline with checked return values.
+//!
+//! Start with [`ScriptHost::new`] and [`ScriptHost::load_all`]; call routines with
+//! [`ScriptHost::call`] (blocking: run it on a blocking thread); start hot reload with
+//! [`ScriptHost::watch`]. The pieces: [`engine`] (limits, primitives), [`contract`] (what a
+//! module must define and return), [`registry`] (loaded versions), [`reload`] (the
+//! watcher), [`ctx`] (the reservation object), [`docs`] (the generated API reference).
+
+pub mod contract;
+pub mod ctx;
+pub mod docs;
+pub mod engine;
+pub mod error;
+pub mod registry;
+pub mod reload;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope, AST};
+use tokio::sync::broadcast;
+
+pub use contract::{AddUserAt, Kind, ModuleInfo};
+pub use ctx::{Ctx, CtxBackend, MemoryBackend, ReservationData};
+pub use engine::{Limits, Primitives};
+pub use error::{HostError, SourcePos};
+pub use registry::{FileState, LoadedModule, ModuleKey};
+pub use reload::Watcher;
+
+/// Where scripts live and how they are sandboxed.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// Holds `provisioning/`, `os/` and `site/`.
+    pub scripts_dir: PathBuf,
+    /// Where `import "name"` finds `name.rhai`.
+    pub stdlib_dir: PathBuf,
+    pub limits: Limits,
+}
+
+/// Per-call options: a deadline shorter than the configured one, a cancel flag.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    pub timeout: Option<Duration>,
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// What a load or reload did, broadcast to subscribers (the daemon's status, tests).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReloadEvent {
+    Loaded { path: PathBuf, key: ModuleKey, version: String, generation: u64 },
+    Failed { path: PathBuf, errors: Vec<String>, keeping: Option<ModuleKey> },
+    Deleted { path: PathBuf, keeping: Option<ModuleKey> },
+}
+
+pub struct ScriptHost {
+    engine: Engine,
+    opts: HostOptions,
+    registry: registry::Registry,
+    events: broadcast::Sender<ReloadEvent>,
+    /// Loads are serialized so the watcher and a manual load never interleave on one file.
+    load_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for ScriptHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptHost").field("opts", &self.opts).finish_non_exhaustive()
+    }
+}
+
+impl ScriptHost {
+    /// A host with no modules loaded yet; `families` are the primitive families to register.
+    pub fn new(opts: HostOptions, families: &[Arc<dyn Primitives>]) -> Arc<Self> {
+        let engine = engine::build(&opts.limits, opts.stdlib_dir.clone(), families);
+        let (events, _) = broadcast::channel(256);
+        Arc::new(ScriptHost {
+            engine,
+            opts,
+            registry: registry::Registry::default(),
+            events,
+            load_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn options(&self) -> &HostOptions {
+        &self.opts
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Receive load/reload events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ReloadEvent> {
+        self.events.subscribe()
+    }
+
+    /// Every `*.rhai` under `scripts_dir/{provisioning,os,site}/`, sorted.
+    pub fn module_files(&self) -> Result<Vec<PathBuf>, HostError> {
+        let mut files = Vec::new();
+        for kind in Kind::ALL {
+            let dir = self.opts.scripts_dir.join(kind.as_str());
+            if !dir.is_dir() {
+                continue;
+            }
+            let entries = std::fs::read_dir(&dir).map_err(|e| HostError::Io { path: dir.clone(), source: e })?;
+            for entry in entries {
+                let path = entry.map_err(|e| HostError::Io { path: dir.clone(), source: e })?.path();
+                if path.extension().is_some_and(|e| e == "rhai") && path.is_file() {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Load every module under `scripts_dir`. Returns every error; good modules are loaded
+    /// whatever the others do.
+    pub fn load_all(&self) -> Vec<HostError> {
+        let files = match self.module_files() {
+            Ok(f) => f,
+            Err(e) => return vec![e],
+        };
+        if !self.opts.scripts_dir.is_dir() {
+            return vec![HostError::Io {
+                path: self.opts.scripts_dir.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "scripts folder not found"),
+            }];
+        }
+        files.iter().filter_map(|p| self.load_file(p).err()).flatten().collect()
+    }
+
+    /// Compile, check and install one file. On failure the previous version (if any) stays.
+    pub fn load_file(&self, path: &Path) -> Result<ModuleKey, Vec<HostError>> {
+        let _serial = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.compile_file(path, Kind::from_path(path)).and_then(|(info, source, ast)| {
+            let key = (info.kind, info.name.clone());
+            let version = info.version.clone();
+            self.registry
+                .install(path, info, source, ast)
+                .map(|generation| (key, version, generation))
+                .map_err(|message| vec![HostError::Contract { at: SourcePos { path: path.to_path_buf(), line: 0 }, message }])
+        });
+        match result {
+            Ok((key, version, generation)) => {
+                tracing::info!(path = %path.display(), module = %format!("{}/{}", key.0, key.1), version, generation, "module loaded");
+                let _ = self.events.send(ReloadEvent::Loaded { path: path.to_path_buf(), key: key.clone(), version, generation });
+                Ok(key)
+            }
+            Err(errors) => {
+                let texts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                let keeping = self.registry.record_failure(path, texts.clone());
+                for t in &texts {
+                    match &keeping {
+                        Some(k) => tracing::error!(module = %format!("{}/{}", k.0, k.1), "{t} (keeping the last good version)"),
+                        None => tracing::error!("{t}"),
+                    }
+                }
+                let _ = self.events.send(ReloadEvent::Failed { path: path.to_path_buf(), errors: texts, keeping });
+                Err(errors)
+            }
+        }
+    }
+
+    /// Note that a module file disappeared: its module stays loaded.
+    pub fn forget_file(&self, path: &Path) {
+        let keeping = self.registry.record_deleted(path);
+        if let Some(k) = &keeping {
+            tracing::warn!(path = %path.display(), "module file deleted; keeping {}/{} loaded until restart or replacement", k.0, k.1);
+        }
+        let _ = self.events.send(ReloadEvent::Deleted { path: path.to_path_buf(), keeping });
+    }
+
+    /// Read, compile (resolving `import`s from `stdlib/`) and contract-check a file without
+    /// installing it.
+    pub fn compile_file(&self, path: &Path, folder_kind: Option<Kind>) -> Result<(ModuleInfo, Arc<str>, AST), Vec<HostError>> {
+        let bytes = std::fs::read(path).map_err(|e| vec![HostError::Io { path: path.to_path_buf(), source: e }])?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| vec![HostError::NotUtf8 { path: path.to_path_buf(), offset: e.utf8_error().valid_up_to() }])?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        if text.trim().is_empty() {
+            return Err(vec![HostError::Empty { path: path.to_path_buf() }]);
+        }
+        let mut ast = self
+            .engine
+            .compile_into_self_contained(&Scope::new(), text)
+            .map_err(|e| vec![compile_error(path, *e)])?;
+        ast.set_source(path.display().to_string());
+        let info = contract::check(path, text, &ast, folder_kind)?;
+        Ok((info, Arc::from(text), ast))
+    }
+
+    /// The current version of a module.
+    pub fn module(&self, key: &ModuleKey) -> Option<Arc<LoadedModule>> {
+        self.registry.get(key)
+    }
+
+    /// Loaded module keys.
+    pub fn modules(&self) -> Vec<ModuleKey> {
+        self.registry.keys()
+    }
+
+    /// Every known file and what its last load did.
+    pub fn file_states(&self) -> Vec<(PathBuf, FileState)> {
+        self.registry.files()
+    }
+
+    /// Resolve `"os/linux"` or `"linux"` (if only one kind has it) to a module key.
+    pub fn find_module(&self, spec: &str) -> Result<ModuleKey, HostError> {
+        let keys = self.modules();
+        let unknown = || HostError::UnknownModule {
+            wanted: spec.to_string(),
+            known: if keys.is_empty() {
+                "none".into()
+            } else {
+                keys.iter().map(|(k, n)| format!("{k}/{n}")).collect::<Vec<_>>().join(", ")
+            },
+        };
+        if let Some((kind, name)) = spec.split_once('/') {
+            let kind = Kind::parse(kind).ok_or_else(unknown)?;
+            let key = (kind, name.to_string());
+            return if keys.contains(&key) { Ok(key) } else { Err(unknown()) };
+        }
+        let matches: Vec<&ModuleKey> = keys.iter().filter(|(_, n)| n == spec).collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(unknown()),
+            _ => Err(HostError::UnknownModule {
+                wanted: spec.to_string(),
+                known: format!(
+                    "ambiguous; say which: {}",
+                    matches.iter().map(|(k, n)| format!("{k}/{n}")).collect::<Vec<_>>().join(", ")
+                ),
+            }),
+        }
+    }
+
+    /// Does the current version of `key` define `routine` with `arity` parameters?
+    pub fn has_routine(&self, key: &ModuleKey, routine: &str, arity: usize) -> bool {
+        self.module(key)
+            .is_some_and(|m| m.ast.iter_functions().any(|f| f.name == routine && f.params.len() == arity))
+    }
+
+    /// Call `routine` of module `key` with `ctx` (if given) as first argument, then `args`.
+    /// Blocking: runs the script on this thread under the call's deadline. The module's
+    /// current version is taken once, at the start. Contract routines have their return
+    /// value checked and normalized.
+    pub fn call(
+        &self,
+        key: &ModuleKey,
+        routine: &str,
+        ctx: Option<&Ctx>,
+        args: Vec<Dynamic>,
+        opts: &CallOptions,
+    ) -> Result<Dynamic, HostError> {
+        let module = self.module(key).ok_or_else(|| HostError::UnknownModule {
+            wanted: format!("{}/{}", key.0, key.1),
+            known: self.modules().iter().map(|(k, n)| format!("{k}/{n}")).collect::<Vec<_>>().join(", "),
+        })?;
+        let mut argv: Vec<Dynamic> = Vec::with_capacity(args.len() + 1);
+        if let Some(c) = ctx {
+            argv.push(Dynamic::from(c.clone()));
+        }
+        argv.extend(args.iter().cloned());
+        let arity = argv.len();
+        if !module.ast.iter_functions().any(|f| f.name == routine && f.params.len() == arity) {
+            let others: Vec<String> = module
+                .ast
+                .iter_functions()
+                .filter(|f| f.name == routine)
+                .map(|f| format!("{}({})", f.name, f.params.join(", ")))
+                .collect();
+            let hint = if others.is_empty() { String::new() } else { format!("; it defines {}", others.join(", ")) };
+            return Err(HostError::UnknownRoutine {
+                module: format!("{}/{}", key.0, key.1),
+                routine: routine.to_string(),
+                arity,
+                path: module.path.clone(),
+                hint,
+            });
+        }
+        let timeout = opts.timeout.unwrap_or(Duration::from_secs(self.opts.limits.call_timeout_secs));
+        let result = {
+            let _guard = engine::CallGuard::new(timeout, opts.cancel.clone());
+            let mut scope = Scope::new();
+            let options = CallFnOptions::new().eval_ast(true).rewind_scope(true);
+            self.engine.call_fn_with_options::<Dynamic>(options, &mut scope, &module.ast, routine, argv)
+        };
+        let module_name = format!("{}/{}", key.0, key.1);
+        let value = result.map_err(|e| runtime_error(&module, &module_name, routine, timeout, *e))?;
+        match contract::spec(key.0, routine, arity) {
+            Some(spec) => contract::check_return(spec, &args, value.clone()).map_err(|expected| HostError::BadReturn {
+                module: module_name,
+                routine: routine.to_string(),
+                at: SourcePos { path: module.path.clone(), line: contract::fn_line(&module.source, routine) },
+                expected,
+                got: contract::describe(&value),
+            }),
+            None => Ok(value),
+        }
+    }
+}
+
+fn compile_error(path: &Path, err: EvalAltResult) -> HostError {
+    let line = err.position().line().unwrap_or(0);
+    let at = SourcePos { path: path.to_path_buf(), line };
+    match err {
+        EvalAltResult::ErrorInModule(module, mut inner, _) => {
+            let inner_line = inner.position().line().unwrap_or(0);
+            inner.clear_position();
+            HostError::Compile {
+                at,
+                message: format!("in imported module {module:?} (line {inner_line}): {inner}"),
+            }
+        }
+        mut other => {
+            other.clear_position();
+            HostError::Compile { at, message: other.to_string() }
+        }
+    }
+}
+
+fn runtime_error(module: &LoadedModule, module_name: &str, routine: &str, timeout: Duration, err: EvalAltResult) -> HostError {
+    let mut err = err;
+    let mut path = module.path.clone();
+    let mut outer_pos = Position::NONE;
+    let mut chain: Vec<String> = Vec::new();
+    loop {
+        match err {
+            EvalAltResult::ErrorInFunctionCall(name, source, inner, pos) => {
+                chain.push(name);
+                if !source.is_empty() {
+                    path = PathBuf::from(source);
+                }
+                outer_pos = pos;
+                err = *inner;
+            }
+            EvalAltResult::ErrorInModule(name, inner, pos) => {
+                path = PathBuf::from(name);
+                outer_pos = pos;
+                err = *inner;
+            }
+            other => {
+                err = other;
+                break;
+            }
+        }
+    }
+    let line = err.position().line().or(outer_pos.line()).unwrap_or(0);
+    let at = SourcePos { path, line };
+    let (module, routine) = (module_name.to_string(), routine.to_string());
+    if let EvalAltResult::ErrorTerminated(token, _) = &err {
+        if token.to_string() == engine::CANCEL_TOKEN {
+            return HostError::Cancelled { module, routine, at };
+        }
+        return HostError::Timeout { module, routine, at, secs: timeout.as_secs() };
+    }
+    let mut message = match &err {
+        EvalAltResult::ErrorRuntime(value, _) => format!("threw {}", if value.is_string() { value.to_string() } else { contract::describe(value) }),
+        EvalAltResult::ErrorTooManyOperations(_) => "exceeded its operation budget (runaway loop?)".to_string(),
+        EvalAltResult::ErrorStackOverflow(_) => "exceeded the function call depth limit (endless recursion?)".to_string(),
+        _ => {
+            err.clear_position();
+            err.to_string()
+        }
+    };
+    if chain.len() > 1 {
+        message.push_str(&format!(" (in {})", chain.join(" → ")));
+    }
+    HostError::Script { module, routine, at, message }
+}

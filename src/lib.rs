@@ -1,0 +1,26 @@
+//! provhost: a management-node daemon and embeddable library that provisions computers
+//! (VMs on hypervisor hosts, standalone lab machines) for reservations, in the line of
+//! Apache VCL's `vcld`.
+//!
+//! The Rust core is small and fixed; what differs per hypervisor or operating system lives
+//! in Rhai module scripts that implement a standard set of routines and are reloaded the
+//! moment their file changes. Where to start reading:
+//!
+//! - [`host`]: the scripting host. [`host::ScriptHost`] compiles `scripts/**.rhai`, checks
+//!   each module against the routine contract ([`host::contract`]), keeps the last good
+//!   version, hot-reloads ([`host::reload`]) and calls routines under a deadline.
+//! - [`host::ctx`]: [`Ctx`], the reservation object every routine receives.
+//! - [`prim`]: primitives scripts use to touch the world (bounded waits, logging, …).
+//! - [`config`]: `provhost.toml`, with defaults that make the embedded setup work.
+//! - [`vcl`]: VCL's fixed vocabulary (state ids, load-state names).
+//!
+//! The arrows go one way: state flows call routines, routines call primitives; primitives
+//! never call scripts.
+
+pub mod config;
+pub mod host;
+pub mod prim;
+pub mod vcl;
+
+pub use config::Config;
+pub use host::{CallOptions, Ctx, HostError, Kind, ReservationData, ScriptHost};

@@ -1,0 +1,6 @@
+//! Primitives: the only way a script touches the world. Each is a Rust API first and a
+//! Rhai binding second (`register`), and every one that waits is bounded by its own
+//! timeout and by the calling routine's deadline (`host::engine::remaining`).
+
+pub mod log;
+pub mod wait;
