@@ -1,0 +1,5 @@
+//! Shared helpers for integration tests: real parts (script folders, sshd, databases, VMs),
+//! each cleaned up on drop.
+#![allow(dead_code)]
+
+pub mod scripts;
