@@ -45,6 +45,8 @@ pub struct Config {
     pub paths: Paths,
     /// Sandbox limits for script calls (`[scripts]`).
     pub scripts: Limits,
+    /// The database (`[database] url = "sqlite://…" | "mysql://…"`).
+    pub database: crate::db::DatabaseConfig,
 }
 
 impl Config {

@@ -11,6 +11,8 @@
 //!   version, hot-reloads ([`host::reload`]) and calls routines under a deadline.
 //! - [`host::ctx`]: [`Ctx`], the reservation object every routine receives.
 //! - [`prim`]: primitives scripts use to touch the world (bounded waits, logging, …).
+//! - [`db`]: VCL's tables on SQLite or MySQL/MariaDB: claiming requests, loading a
+//!   reservation into `Ctx`, load-log, state changes.
 //! - [`config`]: `provhost.toml`, with defaults that make the embedded setup work.
 //! - [`vcl`]: VCL's fixed vocabulary (state ids, load-state names).
 //!
@@ -18,6 +20,7 @@
 //! never call scripts.
 
 pub mod config;
+pub mod db;
 pub mod host;
 pub mod prim;
 pub mod vcl;

@@ -1,0 +1,231 @@
+//! Claiming work: the daemon takes a request with one conditional UPDATE (state to
+//! `pending`, `laststateid` to the state it had, `WHERE id = ? AND stateid = ?`) and goes on
+//! only when exactly one row changed. Two daemons racing for a request: one wins, the other
+//! sees zero rows and leaves it. Recovery at start puts requests this node left `pending`
+//! back into their last state.
+//!
+//! A claim also writes a `provhost_claim` row (request, node, a unique token) in the same
+//! transaction. If the connection drops while the commit's answer is on the way, the retry
+//! finds the token and knows the claim is its own, so a claim is never lost and never
+//! doubled.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::db::error::{DbError, During};
+use crate::db::pool::{with_pool, Db, RowExt};
+use crate::vcl;
+
+/// Request states the daemon acts on (VCL's dispatch in `vcld`); everything else
+/// (`pending`, `complete`, `failed`, `maintenance`, …) is left alone.
+pub const ACTIONABLE: &[&str] = &[
+    "new",
+    "reload",
+    "reinstall",
+    "tomaintenance",
+    "imageprep",
+    "tovmhostinuse",
+    "reserved",
+    "inuse",
+    "imageinuse",
+    "rebootsoft",
+    "reboothard",
+    "servermodified",
+    "timeout",
+    "deleted",
+    "image",
+    "checkpoint",
+    "makeproduction",
+];
+
+const PENDING: i64 = 14;
+
+/// A request assigned to a management node, in a state the daemon acts on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Work {
+    pub request_id: i64,
+    /// The parent reservation (lowest id; VCL's rule for clusters).
+    pub reservation_id: i64,
+    pub state: String,
+    pub laststate: String,
+    pub start: String,
+    pub end: String,
+}
+
+/// A successful claim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub request_id: i64,
+    /// The state the request had (now its `laststateid`).
+    pub from_state: String,
+    pub management_node_id: i64,
+    pub token: String,
+}
+
+/// Requests whose reservations are assigned to `management_node`, in a state the daemon
+/// acts on, earliest start first. One query.
+pub async fn work_for(db: &Db, management_node: i64) -> Result<Vec<Work>, DbError> {
+    let ids: Vec<String> = ACTIONABLE.iter().filter_map(|n| vcl::state_id(n)).map(|i| i.to_string()).collect();
+    let sql = format!(
+        "SELECT rq.`id`, MIN(r.`id`) AS `reservationid`, rq.`stateid`, rq.`laststateid`, \
+         CAST(rq.`start` AS CHAR) AS `start`, CAST(rq.`end` AS CHAR) AS `end` \
+         FROM `request` rq JOIN `reservation` r ON r.`requestid` = rq.`id` \
+         WHERE r.`managementnodeid` = ? AND rq.`stateid` IN ({}) \
+         GROUP BY rq.`id`, rq.`stateid`, rq.`laststateid`, rq.`start`, rq.`end` ORDER BY rq.`start`, rq.`id`",
+        ids.join(", ")
+    );
+    let what = format!("listing work for management node {management_node}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let rows = sqlx::query(&sql).bind(management_node).fetch_all(p).await.during(what.as_str())?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Work {
+                        request_id: r.int("id")?,
+                        reservation_id: r.int("reservationid")?,
+                        state: state_label(r.int("stateid")?),
+                        laststate: state_label(r.int("laststateid")?),
+                        start: r.text("start")?,
+                        end: r.text("end")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, DbError>>()
+        })
+    })
+    .await
+}
+
+/// VCL's name for a state id, or `state <id>` for an id VCL does not have.
+pub(crate) fn state_label(id: i64) -> String {
+    vcl::state_name(id).map(str::to_string).unwrap_or_else(|| format!("state {id}"))
+}
+
+pub(crate) fn state_id(name: &str) -> Result<i64, DbError> {
+    vcl::state_id(name).ok_or_else(|| DbError::UnknownState(name.to_string()))
+}
+
+fn new_token(management_node: i64) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{management_node}-{}-{nanos}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Claim `request` for `management_node` if it is still in `expected` state. `Ok(None)`
+/// means another node (or the web front end) changed it first: leave it alone.
+pub async fn claim(db: &Db, request: i64, expected: &str, management_node: i64) -> Result<Option<Claim>, DbError> {
+    let from = state_id(expected)?;
+    if from == PENDING || expected == "maintenance" {
+        return Err(DbError::Invalid(format!("request {request}: a request in state {expected} cannot be claimed")));
+    }
+    let token = new_token(management_node);
+    let update = format!(
+        "UPDATE `request` SET `stateid` = ?, `laststateid` = ?, `datemodified` = {} WHERE `id` = ? AND `stateid` = ?",
+        db.now_sql()
+    );
+    let record = format!(
+        "INSERT INTO `provhost_claim` (`requestid`, `managementnodeid`, `token`, `fromstateid`, `claimed`) VALUES (?, ?, ?, ?, {})",
+        db.now_sql()
+    );
+    let what = format!("claiming request {request}");
+    let mut retrying = false;
+    let won = db
+        .retry(&what, || {
+            let check_first = retrying;
+            retrying = true;
+            let (update, record, token, what) = (&update, &record, &token, &what);
+            async move {
+                with_pool!(db, p => {
+                    if check_first {
+                        // An earlier attempt may have committed before its connection died.
+                        let mine = sqlx::query("SELECT `token` FROM `provhost_claim` WHERE `requestid` = ?")
+                            .bind(request)
+                            .fetch_optional(p)
+                            .await
+                            .during(what.as_str())?;
+                        if let Some(row) = mine {
+                            if &row.text("token")? == token {
+                                return Ok(true);
+                            }
+                        }
+                    }
+                    let mut tx = p.begin().await.during(what.as_str())?;
+                    let changed = sqlx::query(update)
+                        .bind(PENDING)
+                        .bind(from)
+                        .bind(request)
+                        .bind(from)
+                        .execute(&mut *tx)
+                        .await
+                        .during(what.as_str())?
+                        .rows_affected();
+                    if changed != 1 {
+                        return Ok(false);
+                    }
+                    sqlx::query("DELETE FROM `provhost_claim` WHERE `requestid` = ?")
+                        .bind(request)
+                        .execute(&mut *tx)
+                        .await
+                        .during(what.as_str())?;
+                    sqlx::query(record)
+                        .bind(request)
+                        .bind(management_node)
+                        .bind(token)
+                        .bind(from)
+                        .execute(&mut *tx)
+                        .await
+                        .during(what.as_str())?;
+                    tx.commit().await.during(what.as_str())?;
+                    Ok(true)
+                })
+            }
+        })
+        .await?;
+    Ok(won.then(|| Claim { request_id: request, from_state: expected.to_string(), management_node_id: management_node, token }))
+}
+
+/// Recovery at start: every request left `pending` by `management_node` (its claim row
+/// names this node, or it has no claim row and its reservation is assigned to this node)
+/// goes back to its `laststateid`, to be claimed and processed again. Returns the
+/// request ids, smallest first.
+pub async fn recover_pending(db: &Db, management_node: i64) -> Result<Vec<i64>, DbError> {
+    let find = "SELECT DISTINCT rq.`id` FROM `request` rq JOIN `reservation` r ON r.`requestid` = rq.`id` \
+                LEFT JOIN `provhost_claim` c ON c.`requestid` = rq.`id` \
+                WHERE rq.`stateid` = ? AND (c.`managementnodeid` = ? OR (c.`requestid` IS NULL AND r.`managementnodeid` = ?)) \
+                ORDER BY rq.`id`";
+    let what = format!("recovering pending requests of management node {management_node}");
+    let ids: Vec<i64> = db
+        .retry(&what, || async {
+            with_pool!(db, p => {
+                let rows = sqlx::query(find).bind(PENDING).bind(management_node).bind(management_node).fetch_all(p).await.during(what.as_str())?;
+                rows.iter().map(|r| r.int("id")).collect::<Result<Vec<_>, DbError>>()
+            })
+        })
+        .await?;
+    let mut back = Vec::new();
+    for id in ids {
+        if release(db, id).await? {
+            back.push(id);
+        }
+    }
+    Ok(back)
+}
+
+/// Put a `pending` request back into its `laststateid` and drop its claim. False when it
+/// was not pending (nothing changed).
+pub async fn release(db: &Db, request: i64) -> Result<bool, DbError> {
+    let update = format!(
+        "UPDATE `request` SET `stateid` = `laststateid`, `datemodified` = {} WHERE `id` = ? AND `stateid` = ?",
+        db.now_sql()
+    );
+    let what = format!("releasing request {request}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let mut tx = p.begin().await.during(what.as_str())?;
+            let n = sqlx::query(&update).bind(request).bind(PENDING).execute(&mut *tx).await.during(what.as_str())?.rows_affected();
+            sqlx::query("DELETE FROM `provhost_claim` WHERE `requestid` = ?").bind(request).execute(&mut *tx).await.during(what.as_str())?;
+            tx.commit().await.during(what.as_str())?;
+            Ok(n == 1)
+        })
+    })
+    .await
+}

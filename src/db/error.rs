@@ -1,0 +1,109 @@
+//! `DbError`: everything the database layer can fail with, each variant saying what was
+//! being done and with which input, and which failures are worth retrying (a lost
+//! connection, a busy database) as opposed to answers (a missing row, a state conflict).
+
+use std::time::Duration;
+
+/// An error from the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL is not one provhost can use.
+    #[error("database URL {url}: {message}")]
+    BadUrl { url: String, message: String },
+    /// Could not open the database (the URL is shown with its password redacted).
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A statement failed.
+    #[error("{what}: {source}")]
+    Sql {
+        what: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The database stayed unreachable (or busy) through every retry.
+    #[error("{what}: database unavailable after {attempts} attempts over {waited:?}: {last}")]
+    Unavailable {
+        what: String,
+        attempts: u32,
+        waited: Duration,
+        last: Box<DbError>,
+    },
+    /// A row looked up by name or id does not exist.
+    #[error("no {what} {key}")]
+    NotFound { what: &'static str, key: String },
+    /// A reservation refers to a row that does not exist (or lacks a needed link).
+    #[error("reservation {reservation}: {problem}")]
+    BrokenReservation { reservation: i64, problem: String },
+    /// Not a `computerloadstate.loadstatename`.
+    #[error("unknown load-state name {0:?} (names are VCL's computerloadstate.loadstatename, e.g. \"startload\")")]
+    UnknownLoadState(String),
+    /// Not a `state.name`.
+    #[error("unknown state name {0:?} (names are VCL's state.name, e.g. \"reserved\")")]
+    UnknownState(String),
+    /// A conditional state change found the row in another state than expected.
+    #[error("request {request}: expected state {expected}, found {found}")]
+    StateConflict { request: i64, expected: String, found: String },
+    /// The database's schema lacks what provhost needs (each problem on its own line).
+    #[error("database schema does not fit provhost:\n  {}", problems.join("\n  "))]
+    Schema { problems: Vec<String> },
+    /// Input that cannot be stored (bad date, out-of-range size, no free computer, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// A file next to the database (the SQLite file's folder) could not be made.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// MySQL/MariaDB error numbers after which the statement or transaction did not happen
+/// and may be run again: server shutdown, lock wait timeout, deadlock, connection killed,
+/// server gone away, lost connection, client idle timeout.
+const MYSQL_TRANSIENT: &[u16] = &[1053, 1205, 1213, 1927, 2006, 2013, 4031];
+/// SQLite result codes meaning "busy, try again": BUSY, LOCKED, BUSY_RECOVERY, BUSY_SNAPSHOT.
+const SQLITE_TRANSIENT: &[&str] = &["5", "6", "261", "517"];
+
+impl DbError {
+    /// Is this a lost connection or a busy database, after which the whole operation
+    /// (one transaction) may be run again?
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Sql { source, .. } | DbError::Connect { source, .. } => transient(source),
+            _ => false,
+        }
+    }
+}
+
+fn transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => {
+            if let Some(m) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                return MYSQL_TRANSIENT.contains(&m.number());
+            }
+            if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                return d.code().is_some_and(|c| SQLITE_TRANSIENT.contains(&c.as_ref()));
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Attach what was being done to a sqlx error: `.during("claiming request 7")?`.
+pub(crate) trait During<T> {
+    fn during(self, what: impl Into<String>) -> Result<T, DbError>;
+}
+
+impl<T> During<T> for Result<T, sqlx::Error> {
+    fn during(self, what: impl Into<String>) -> Result<T, DbError> {
+        self.map_err(|source| DbError::Sql { what: what.into(), source })
+    }
+}

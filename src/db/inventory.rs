@@ -1,0 +1,154 @@
+//! Adding the things reservations are made of — users, images (with a production
+//! revision), computers, VM hosts, management nodes — the way VCL's web front end adds
+//! them. Used by `db init` (this machine's management node), by tests and by the demo.
+
+use crate::db::claim::state_id;
+use crate::db::error::{DbError, During};
+use crate::db::pool::{with_pool, Db, InsertedId, RowExt};
+
+/// Add a user of affiliation 1 (`Local`); returns `user.id`.
+pub async fn add_user(db: &Db, login: &str, uid: Option<i64>) -> Result<i64, DbError> {
+    let what = format!("adding user {login}");
+    db.retry(&what, || async {
+        with_pool!(db, p => sqlx::query("INSERT INTO `user` (`uid`, `unityid`, `affiliationid`, `email`) VALUES (?, ?, 1, '')")
+            .bind(uid).bind(login).execute(p).await.during(what.as_str()).map(|r| r.inserted_id()))
+    })
+    .await
+}
+
+/// Add an image for OS `os` (`OS.name`) with revision 0 as its production revision, named
+/// `name` on disk. Returns (image id, imagerevision id).
+pub async fn add_image(db: &Db, name: &str, prettyname: &str, os: &str) -> Result<(i64, i64), DbError> {
+    let now = db.now_sql();
+    let image = "INSERT INTO `image` (`name`, `prettyname`, `ownerid`, `OSid`, `deleted`, `size`) SELECT ?, ?, 1, `id`, 0, 0 FROM `OS` WHERE `name` = ?";
+    let revision = format!(
+        "INSERT INTO `imagerevision` (`imageid`, `revision`, `userid`, `datecreated`, `deleted`, `production`, `imagename`) VALUES (?, 0, 1, {now}, 0, 1, ?)"
+    );
+    let what = format!("adding image {name}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let mut tx = p.begin().await.during(what.as_str())?;
+            let r = sqlx::query(image).bind(name).bind(prettyname).bind(os).execute(&mut *tx).await.during(what.as_str())?;
+            if r.rows_affected() != 1 {
+                return Err(DbError::NotFound { what: "OS", key: os.to_string() });
+            }
+            let image_id = r.inserted_id();
+            let rev = sqlx::query(&revision).bind(image_id).bind(name).execute(&mut *tx).await.during(what.as_str())?.inserted_id();
+            tx.commit().await.during(what.as_str())?;
+            Ok((image_id, rev))
+        })
+    })
+    .await
+}
+
+/// A computer to add.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewComputer {
+    pub hostname: String,
+    pub ip: String,
+    pub private_ip: String,
+    /// `provisioning.name` (`qemu`, `lab`, `libvirt`, …).
+    pub provisioning: String,
+    /// `blade`, `lab` or `virtualmachine`.
+    pub computer_type: String,
+    /// State name; VCL adds computers in `maintenance`, provhost's demo in `available`.
+    pub state: String,
+    pub vmhost_id: Option<i64>,
+    /// Recorded in `provhost_computer` when not 22.
+    pub ssh_port: u16,
+    /// Pin the computer to one management node (`provhost_computer.managementnodeid`).
+    pub management_node_id: Option<i64>,
+}
+
+impl NewComputer {
+    /// An available `lab` computer reached on `ip`, port 22.
+    pub fn lab(hostname: &str, ip: &str) -> Self {
+        NewComputer {
+            hostname: hostname.into(),
+            ip: ip.into(),
+            private_ip: ip.into(),
+            provisioning: "lab".into(),
+            computer_type: "lab".into(),
+            state: "available".into(),
+            vmhost_id: None,
+            ssh_port: 22,
+            management_node_id: None,
+        }
+    }
+}
+
+/// Add a computer (and its `provhost_computer` row when it needs one); returns its id.
+pub async fn add_computer(db: &Db, c: &NewComputer) -> Result<i64, DbError> {
+    let state = state_id(&c.state)?;
+    let insert = "INSERT INTO `computer` (`stateid`, `hostname`, `IPaddress`, `privateIPaddress`, `type`, `provisioningid`, `vmhostid`, \
+                  `currentimageid`, `nextimageid`, `imagerevisionid`, `deleted`) SELECT ?, ?, ?, ?, ?, `id`, ?, 1, 1, 1, 0 \
+                  FROM `provisioning` WHERE `name` = ?";
+    let what = format!("adding computer {}", c.hostname);
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let mut tx = p.begin().await.during(what.as_str())?;
+            let r = sqlx::query(insert)
+                .bind(state).bind(&c.hostname).bind(&c.ip).bind(&c.private_ip).bind(&c.computer_type).bind(c.vmhost_id).bind(&c.provisioning)
+                .execute(&mut *tx).await.during(what.as_str())?;
+            if r.rows_affected() != 1 {
+                return Err(DbError::NotFound { what: "provisioning", key: c.provisioning.clone() });
+            }
+            let id = r.inserted_id();
+            if c.ssh_port != 22 || c.management_node_id.is_some() {
+                sqlx::query("INSERT INTO `provhost_computer` (`computerid`, `sshport`, `managementnodeid`) VALUES (?, ?, ?)")
+                    .bind(id).bind(i64::from(c.ssh_port)).bind(c.management_node_id).execute(&mut *tx).await.during(what.as_str())?;
+            }
+            tx.commit().await.during(what.as_str())?;
+            Ok(id)
+        })
+    })
+    .await
+}
+
+/// Make computer `computer` a VM host with a VM profile named `profile` (created when
+/// missing, with the given paths); returns `vmhost.id`.
+pub async fn add_vmhost(db: &Db, computer: i64, profile: &str, datastore: &str, repository: &str, vmpath: &str) -> Result<i64, DbError> {
+    let what = format!("making computer {computer} a VM host ({profile})");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let mut tx = p.begin().await.during(what.as_str())?;
+            let existing = sqlx::query("SELECT `id` FROM `vmprofile` WHERE `profilename` = ?").bind(profile).fetch_optional(&mut *tx).await.during(what.as_str())?;
+            let profile_id = match existing {
+                Some(r) => r.int("id")?,
+                None => sqlx::query("INSERT INTO `vmprofile` (`profilename`, `imageid`, `datastorepath`, `repositorypath`, `vmpath`) VALUES (?, 1, ?, ?, ?)")
+                    .bind(profile).bind(datastore).bind(repository).bind(vmpath).execute(&mut *tx).await.during(what.as_str())?.inserted_id(),
+            };
+            let id = sqlx::query("INSERT INTO `vmhost` (`computerid`, `vmprofileid`) VALUES (?, ?)")
+                .bind(computer).bind(profile_id).execute(&mut *tx).await.during(what.as_str())?.inserted_id();
+            sqlx::query("UPDATE `computer` SET `stateid` = ? WHERE `id` = ?").bind(state_id("vmhostinuse")?).bind(computer).execute(&mut *tx).await.during(what.as_str())?;
+            tx.commit().await.during(what.as_str())?;
+            Ok(id)
+        })
+    })
+    .await
+}
+
+/// Add an available management node; returns its id.
+pub async fn add_management_node(db: &Db, hostname: &str, ip: &str) -> Result<i64, DbError> {
+    let what = format!("adding management node {hostname}");
+    db.retry(&what, || async {
+        with_pool!(db, p => sqlx::query("INSERT INTO `managementnode` (`IPaddress`, `hostname`, `stateid`, `installpath`) VALUES (?, ?, 2, '/install')")
+            .bind(ip).bind(hostname).execute(p).await.during(what.as_str()).map(|r| r.inserted_id()))
+    })
+    .await
+}
+
+/// The id of the management node named `hostname` (VCL matches vcld.conf's FQDN to
+/// `managementnode.hostname`).
+pub async fn management_node_id(db: &Db, hostname: &str) -> Result<i64, DbError> {
+    let what = format!("looking up management node {hostname}");
+    let id = db
+        .retry(&what, || async {
+            with_pool!(db, p => {
+                let row = sqlx::query("SELECT `id` FROM `managementnode` WHERE `hostname` = ?").bind(hostname).fetch_optional(p).await.during(what.as_str())?;
+                row.map(|r| r.int("id")).transpose()
+            })
+        })
+        .await?;
+    id.ok_or_else(|| DbError::NotFound { what: "management node", key: hostname.to_string() })
+}

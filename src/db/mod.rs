@@ -1,0 +1,57 @@
+//! The database: VCL's tables on SQLite (the embedded default) or MySQL/MariaDB (an
+//! existing VCL database), with provhost's own data in `provhost_*` tables.
+//!
+//! Where to start: [`Db::connect`] opens a pool ([`pool`]), [`schema::init`] creates or
+//! verifies the schema. What the daemon calls:
+//!
+//! - [`claim::work_for`], [`claim::claim`], [`claim::recover_pending`] — finding and taking work;
+//! - [`reservation::load_reservation`] — the reservation as [`crate::ReservationData`] for `ctx`;
+//! - [`ctx_backend::DbBackend`] — `ctx.loadlog` / `ctx.set_image_size` into the database;
+//! - [`loadlog::loadlog`] — VCL's insertloadlog; [`loadlog::timeline`] reads it back;
+//! - [`state`] — `state_exit`, `reservation_failed`, `insert_reload_request`, computer state;
+//! - [`image`] — image size, new revisions, production revision;
+//! - [`requests`] — `provhost request new|list`; [`inventory`] — users, images, computers.
+//!
+//! Every operation is one statement or one transaction, retried with bounded backoff when
+//! the connection drops ([`Db::retry`]); see `docs/database.md`.
+
+pub mod claim;
+pub mod ctx_backend;
+pub mod error;
+pub mod image;
+pub mod inventory;
+pub mod loadlog;
+pub mod pool;
+pub mod requests;
+pub mod reservation;
+pub mod schema;
+pub mod state;
+pub mod time;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use ctx_backend::DbBackend;
+pub use error::DbError;
+pub use pool::{Backend, Db, DbOptions, RetryPolicy};
+
+/// `[database]` in `provhost.toml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `mysql://USER[:PASSWORD]@HOST[:PORT]/DATABASE`. Empty: the SQLite
+    /// file `provhost.db` in the data folder (`paths.data_dir`), created when missing.
+    pub url: String,
+}
+
+impl DatabaseConfig {
+    /// The URL to open: the configured one, or the SQLite file in `data_dir`.
+    pub fn url_or_default(&self, data_dir: &Path) -> String {
+        if self.url.trim().is_empty() {
+            format!("sqlite://{}", data_dir.join("provhost.db").display())
+        } else {
+            self.url.trim().to_string()
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! `Db`: a connection pool to SQLite or MySQL/MariaDB, and the one place where the two
+//! backends differ at run time (URL handling, the "now" expression, reading typed columns).
+//! Also the bounded retry with backoff that carries operations over a lost connection.
+//!
+//! Queries are written once, in SQL both backends accept: identifiers in backticks (SQLite
+//! accepts them too), `?` placeholders, datetimes read as `CAST(col AS CHAR)`. The
+//! [`with_pool!`] macro runs the same code against whichever pool is open.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlQueryResult, MySqlRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult, SqliteRow};
+use sqlx::Row;
+
+use crate::db::error::{DbError, During};
+
+/// Which database engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    MySql,
+}
+
+/// The open pool.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    MySql(MySqlPool),
+}
+
+/// How hard to try again after a lost connection or a busy database. Every operation
+/// gives up after `attempts` tries; the waits double from `first_delay` up to `max_delay`.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// About 30 s in all: 0.1 + 0.2 + 0.4 + … capped at 5 s, 10 tries.
+    fn default() -> Self {
+        RetryPolicy { attempts: 10, first_delay: Duration::from_millis(100), max_delay: Duration::from_secs(5) }
+    }
+}
+
+/// Options for [`Db::connect_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct DbOptions {
+    pub max_connections: u32,
+    /// How long to wait for a free (or new) connection before the attempt counts as failed.
+    pub acquire_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        DbOptions { max_connections: 5, acquire_timeout: Duration::from_secs(10), retry: RetryPolicy::default() }
+    }
+}
+
+/// A handle to the database; cheap to clone (the pool is shared).
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: Pool,
+    url: String,
+    retry: RetryPolicy,
+}
+
+/// Run `$body` with `$p` bound to the open pool, whichever backend it is. The body is
+/// compiled once per backend, so it may use backend-specific row types through
+/// [`RowExt`].
+macro_rules! with_pool {
+    ($db:expr, $p:ident => $body:expr) => {
+        match $db.pool() {
+            $crate::db::pool::Pool::Sqlite($p) => $body,
+            $crate::db::pool::Pool::MySql($p) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+impl Db {
+    /// Open `url` (`sqlite://PATH`, `mysql://USER[:PASSWORD]@HOST[:PORT]/DB`; `mariadb://`
+    /// is taken as `mysql://`) with default options. A SQLite file and its folder are
+    /// created when missing.
+    pub async fn connect(url: &str) -> Result<Db, DbError> {
+        Db::connect_with(url, DbOptions::default()).await
+    }
+
+    /// Open `url` with explicit pool and retry options.
+    pub async fn connect_with(url: &str, opts: DbOptions) -> Result<Db, DbError> {
+        let shown = redact_url(url);
+        let bad = |message: String| DbError::BadUrl { url: shown.clone(), message };
+        let connect_err = |source| DbError::Connect { url: shown.clone(), source };
+        let pool = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            if path.is_empty() {
+                return Err(bad("no file name (expected sqlite://PATH)".into()));
+            }
+            let path = path.split('?').next().unwrap_or(path);
+            if path != ":memory:" {
+                if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| DbError::Io { path: dir.display().to_string(), source })?;
+                }
+            }
+            let o = SqliteConnectOptions::from_str(url)
+                .map_err(|e| bad(e.to_string()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(5));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_with(o)
+                .await
+                .map_err(connect_err)?;
+            Pool::Sqlite(pool)
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            let normalized = url.replacen("mariadb://", "mysql://", 1);
+            let o = MySqlConnectOptions::from_str(&normalized).map_err(|e| bad(e.to_string()))?;
+            let pool = MySqlPoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_with(o)
+                .await
+                .map_err(connect_err)?;
+            Pool::MySql(pool)
+        } else {
+            return Err(bad("expected sqlite://PATH or mysql://USER@HOST/DATABASE".into()));
+        };
+        Ok(Db { pool, url: shown, retry: opts.retry })
+    }
+
+    /// The open pool, for [`with_pool!`].
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// SQLite or MySQL.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::MySql(_) => Backend::MySql,
+        }
+    }
+
+    /// The URL this handle was opened with, password replaced by `***`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Close every connection (waits for connections in use to come back).
+    pub async fn close(&self) {
+        with_pool!(self, p => p.close().await)
+    }
+
+    /// The SQL expression for "now" as a local-time datetime, the way VCL stores times.
+    pub(crate) fn now_sql(&self) -> &'static str {
+        match self.backend() {
+            Backend::Sqlite => "datetime('now', 'localtime')",
+            Backend::MySql => "NOW()",
+        }
+    }
+
+    /// The SQL expression for "now plus `minutes`" (VCL's `TIMESTAMPADD(MINUTE, n, NOW())`).
+    pub(crate) fn now_plus_minutes_sql(&self, minutes: i64) -> String {
+        match self.backend() {
+            Backend::Sqlite => format!("datetime('now', 'localtime', '{minutes:+} minutes')"),
+            Backend::MySql => format!("TIMESTAMPADD(MINUTE, {minutes}, NOW())"),
+        }
+    }
+
+    /// The database's current time, `YYYY-MM-DD HH:MM:SS` (the clock request times are
+    /// compared with).
+    pub async fn now(&self) -> Result<String, DbError> {
+        let sql = format!("SELECT CAST({} AS CHAR) AS `now`", self.now_sql());
+        self.retry("reading the database clock", || async {
+            with_pool!(self, p => {
+                let row = sqlx::query(&sql).fetch_one(p).await.during("reading the database clock")?;
+                row.text("now")
+            })
+        })
+        .await
+    }
+
+    /// Run `op` (one whole transaction or one statement) until it succeeds, fails for a
+    /// reason that is not a lost connection / busy database, or the retry policy is used up.
+    /// Operations given to this must be safe to run again after a failure: each is one
+    /// transaction (rolled back when its connection died) or one conditional statement.
+    pub async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, DbError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, DbError>>,
+    {
+        let started = Instant::now();
+        let mut delay = self.retry.first_delay;
+        let attempts = self.retry.attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(e) if e.is_transient() => {
+                    if attempt >= attempts {
+                        return Err(DbError::Unavailable {
+                            what: what.to_string(),
+                            attempts,
+                            waited: started.elapsed(),
+                            last: Box::new(e),
+                        });
+                    }
+                    tracing::warn!(db = %self.url, attempt, "{what}: {e}; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.retry.max_delay);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else { return url.to_string() };
+    let userinfo = &authority[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &userinfo[..colon], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// Typed column reads that behave the same on both backends: NULL reads as 0 / "", and
+/// MySQL's unsigned integer columns (VCL uses them everywhere) read as `i64`.
+pub(crate) trait RowExt {
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, DbError>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>, DbError>;
+    fn int(&self, col: &str) -> Result<i64, DbError> {
+        Ok(self.opt_int(col)?.unwrap_or(0))
+    }
+    fn text(&self, col: &str) -> Result<String, DbError> {
+        Ok(self.opt_text(col)?.unwrap_or_default())
+    }
+}
+
+fn col_err(col: &str, source: sqlx::Error) -> DbError {
+    DbError::Sql { what: format!("reading column {col}"), source }
+}
+
+impl RowExt for SqliteRow {
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, DbError> {
+        self.try_get::<Option<i64>, _>(col).map_err(|e| col_err(col, e))
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, DbError> {
+        self.try_get_unchecked::<Option<String>, _>(col).map_err(|e| col_err(col, e))
+    }
+}
+
+impl RowExt for MySqlRow {
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, DbError> {
+        match self.try_get::<Option<i64>, _>(col) {
+            Ok(v) => Ok(v),
+            Err(sqlx::Error::ColumnDecode { .. }) => {
+                let v = self.try_get::<Option<u64>, _>(col).map_err(|e| col_err(col, e))?;
+                v.map(|u| i64::try_from(u).map_err(|_| DbError::Invalid(format!("column {col}: {u} does not fit in i64"))))
+                    .transpose()
+            }
+            Err(e) => Err(col_err(col, e)),
+        }
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, DbError> {
+        self.try_get_unchecked::<Option<String>, _>(col).map_err(|e| col_err(col, e))
+    }
+}
+
+/// The id an `INSERT` gave its row, on either backend.
+pub(crate) trait InsertedId {
+    fn inserted_id(&self) -> i64;
+}
+
+impl InsertedId for SqliteQueryResult {
+    fn inserted_id(&self) -> i64 {
+        self.last_insert_rowid()
+    }
+}
+
+impl InsertedId for MySqlQueryResult {
+    fn inserted_id(&self) -> i64 {
+        i64::try_from(self.last_insert_id()).unwrap_or(i64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redact_url("mysql://root:s3cret@db.example/vcl"), "mysql://root:***@db.example/vcl");
+        assert_eq!(redact_url("mysql://root@127.0.0.1/vcl"), "mysql://root@127.0.0.1/vcl");
+        assert_eq!(redact_url("sqlite:///var/lib/provhost/provhost.db"), "sqlite:///var/lib/provhost/provhost.db");
+        assert_eq!(redact_url("mysql://u:p@ss:w@h:3306/x"), "mysql://u:***@h:3306/x");
+    }
+}

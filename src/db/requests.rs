@@ -1,0 +1,297 @@
+//! Requests as users make them: `provhost request new` inserts a request and its
+//! reservation the way VCL's web front end does (request in state `new`, laststate `new`,
+//! one reservation naming computer, image, production revision and management node), and
+//! `provhost request list` shows them.
+//!
+//! Picking a computer and writing the reservation happen in one transaction that first
+//! locks the computer row, so two users asking at once never get overlapping reservations
+//! on one computer.
+
+use chrono::NaiveDateTime;
+
+use crate::db::claim::state_label;
+use crate::db::error::{DbError, During};
+use crate::db::pool::{with_pool, Db, InsertedId, RowExt};
+use crate::db::time::{format_datetime, parse_datetime, parse_when};
+
+/// Computer states in which a computer cannot take a new reservation.
+const UNUSABLE_COMPUTER_STATES: &[i64] = &[1, 5, 10, 16, 20, 21, 22, 23];
+/// Request states that no longer hold their computer: failed, complete.
+const FINISHED_REQUEST_STATES: &str = "5, 12";
+/// At most this many computers are tried for `--any`.
+const MAX_CANDIDATES: usize = 500;
+
+/// Which computer a new request is for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ComputerChoice {
+    /// `computer.hostname`, or its short name.
+    Named(String),
+    /// Any computer free for the whole time, preferring one that already has the image.
+    Any,
+}
+
+/// `provhost request new`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRequest {
+    /// `image.name` or `image.prettyname`.
+    pub image: String,
+    pub computer: ComputerChoice,
+    /// `user.unityid`.
+    pub user: String,
+    /// `now` (default), `+30m`, or `YYYY-MM-DD HH:MM[:SS]`.
+    pub start: Option<String>,
+    /// Default `+1h` after the start; relative times count from the start.
+    pub end: Option<String>,
+}
+
+/// What `new_request` made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created {
+    pub request_id: i64,
+    pub reservation_id: i64,
+    pub computer_id: i64,
+    pub computer: String,
+    pub image_id: i64,
+    pub imagerevision_id: i64,
+    pub management_node_id: i64,
+    pub management_node: String,
+    pub start: String,
+    pub end: String,
+}
+
+struct Candidate {
+    id: i64,
+    hostname: String,
+    management_node: Option<i64>,
+}
+
+/// Insert a request and its reservation (see the module doc).
+pub async fn new_request(db: &Db, req: &NewRequest) -> Result<Created, DbError> {
+    let now = parse_datetime(&db.now().await?)?;
+    let mut start = parse_when(req.start.as_deref().unwrap_or("now"), now)?;
+    if start < now {
+        start = now;
+    }
+    let end = parse_when(req.end.as_deref().unwrap_or("+1h"), start)?;
+    if end <= start {
+        return Err(DbError::Invalid(format!("the end ({end}) must be after the start ({start})")));
+    }
+    let (image_id, imagerevision_id) = production_revision(db, &req.image).await?;
+    let user_id = user_id(db, &req.user).await?;
+    let candidates = candidates(db, &req.computer, image_id).await?;
+    if candidates.is_empty() {
+        return Err(match &req.computer {
+            ComputerChoice::Named(n) => DbError::NotFound { what: "computer", key: n.clone() },
+            ComputerChoice::Any => DbError::Invalid("no computer can take a reservation (none is available or reloadable)".into()),
+        });
+    }
+    let mut last_busy = String::new();
+    for c in candidates.iter().take(MAX_CANDIDATES) {
+        match try_computer(db, c, image_id, imagerevision_id, user_id, start, end).await? {
+            Ok(created) => return Ok(created),
+            Err(busy) => last_busy = busy,
+        }
+    }
+    Err(DbError::Invalid(match &req.computer {
+        ComputerChoice::Named(_) => last_busy,
+        ComputerChoice::Any => format!("no computer is free from {} to {}", format_datetime(start), format_datetime(end)),
+    }))
+}
+
+/// The image's id and its production revision's id.
+async fn production_revision(db: &Db, image: &str) -> Result<(i64, i64), DbError> {
+    let sql = "SELECT i.`id`, (SELECT MAX(ir.`id`) FROM `imagerevision` ir WHERE ir.`imageid` = i.`id` AND ir.`production` = 1 \
+               AND ir.`deleted` = 0) AS `revisionid` FROM `image` i WHERE (i.`name` = ? OR i.`prettyname` = ?) AND i.`deleted` = 0 \
+               ORDER BY i.`id` LIMIT 1";
+    let what = format!("looking up image {image}");
+    let found = db
+        .retry(&what, || async {
+            with_pool!(db, p => {
+                let row = sqlx::query(sql).bind(image).bind(image).fetch_optional(p).await.during(what.as_str())?;
+                row.map(|r| Ok((r.int("id")?, r.opt_int("revisionid")?))).transpose()
+            })
+        })
+        .await?;
+    match found {
+        None => Err(DbError::NotFound { what: "image", key: image.to_string() }),
+        Some((_, None)) => Err(DbError::Invalid(format!("image {image} has no production revision (imagerevision.production = 1)"))),
+        Some((id, Some(rev))) => Ok((id, rev)),
+    }
+}
+
+async fn user_id(db: &Db, login: &str) -> Result<i64, DbError> {
+    let what = format!("looking up user {login}");
+    let id = db
+        .retry(&what, || async {
+            with_pool!(db, p => {
+                let row = sqlx::query("SELECT `id` FROM `user` WHERE `unityid` = ? ORDER BY `affiliationid`, `id` LIMIT 1")
+                    .bind(login).fetch_optional(p).await.during(what.as_str())?;
+                row.map(|r| r.int("id")).transpose()
+            })
+        })
+        .await?;
+    id.ok_or_else(|| DbError::NotFound { what: "user", key: login.to_string() })
+}
+
+async fn candidates(db: &Db, choice: &ComputerChoice, image: i64) -> Result<Vec<Candidate>, DbError> {
+    let unusable = UNUSABLE_COMPUTER_STATES.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let base = "SELECT c.`id`, c.`hostname`, pc.`managementnodeid` FROM `computer` c \
+                LEFT JOIN `provhost_computer` pc ON pc.`computerid` = c.`id` WHERE c.`deleted` = 0";
+    let (sql, name) = match choice {
+        ComputerChoice::Named(n) => (format!("{base} AND (c.`hostname` = ? OR c.`hostname` LIKE ?) ORDER BY c.`id`"), Some(n.as_str())),
+        ComputerChoice::Any => (
+            format!(
+                "{base} AND c.`stateid` NOT IN ({unusable}) AND c.`id` NOT IN (SELECT `computerid` FROM `vmhost`) \
+                 ORDER BY CASE WHEN c.`currentimageid` = ? THEN 0 ELSE 1 END, CASE WHEN c.`stateid` = 2 THEN 0 ELSE 1 END, c.`id`"
+            ),
+            None,
+        ),
+    };
+    let what = "choosing a computer";
+    db.retry(what, || async {
+        with_pool!(db, p => {
+            let q = sqlx::query(&sql);
+            let q = match name {
+                Some(n) => q.bind(n).bind(format!("{n}.%")),
+                None => q.bind(image),
+            };
+            let rows = q.fetch_all(p).await.during(what)?;
+            rows.iter()
+                .map(|r| Ok(Candidate { id: r.int("id")?, hostname: r.text("hostname")?, management_node: r.opt_int("managementnodeid")? }))
+                .collect::<Result<Vec<_>, DbError>>()
+        })
+    })
+    .await
+}
+
+/// One transaction for one computer: lock it, check that it is usable and free for the
+/// whole time, pick the management node, insert request and reservation. The inner
+/// `Err` says why this computer cannot take it.
+async fn try_computer(
+    db: &Db,
+    c: &Candidate,
+    image: i64,
+    imagerevision: i64,
+    user: i64,
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+) -> Result<Result<Created, String>, DbError> {
+    let (start_s, end_s) = (format_datetime(start), format_datetime(end));
+    let now = db.now_sql();
+    let overlap = format!(
+        "SELECT CAST(rq.`start` AS CHAR) AS `start`, CAST(rq.`end` AS CHAR) AS `end`, rq.`id` FROM `reservation` r \
+         JOIN `request` rq ON rq.`id` = r.`requestid` WHERE r.`computerid` = ? AND rq.`stateid` NOT IN ({FINISHED_REQUEST_STATES}) \
+         AND rq.`start` < ? AND rq.`end` > ? ORDER BY rq.`start` LIMIT 1"
+    );
+    let node = format!(
+        "SELECT mn.`id`, mn.`hostname`, (SELECT COUNT(*) FROM `reservation` r JOIN `request` rq ON rq.`id` = r.`requestid` \
+         WHERE r.`managementnodeid` = mn.`id` AND rq.`stateid` NOT IN ({FINISHED_REQUEST_STATES})) AS `busy` \
+         FROM `managementnode` mn WHERE mn.`stateid` = 2 AND (? = 0 OR mn.`id` = ?) ORDER BY `busy`, mn.`id` LIMIT 1"
+    );
+    let insert_request = format!(
+        "INSERT INTO `request` (`stateid`, `userid`, `laststateid`, `forimaging`, `start`, `end`, `daterequested`, `checkuser`) \
+         VALUES (13, ?, 13, 0, ?, ?, {now}, 1)"
+    );
+    let insert_reservation =
+        "INSERT INTO `reservation` (`requestid`, `computerid`, `imageid`, `imagerevisionid`, `managementnodeid`) VALUES (?, ?, ?, ?, ?)";
+    let unusable = UNUSABLE_COMPUTER_STATES.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let lock = format!("UPDATE `computer` SET `stateid` = `stateid` WHERE `id` = ? AND `deleted` = 0 AND `stateid` NOT IN ({unusable})");
+    let fixed_node = c.management_node.unwrap_or(0);
+    let what = format!("reserving computer {}", c.hostname);
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let mut tx = p.begin().await.during(what.as_str())?;
+            let n = sqlx::query(&lock).bind(c.id).execute(&mut *tx).await.during(what.as_str())?.rows_affected();
+            if n == 0 {
+                let state = sqlx::query("SELECT `stateid` FROM `computer` WHERE `id` = ?").bind(c.id).fetch_optional(&mut *tx).await.during(what.as_str())?;
+                let state = match state { Some(r) => state_label(r.int("stateid")?), None => "gone".into() };
+                return Ok(Err(format!("computer {} cannot be reserved in state {state}", c.hostname)));
+            }
+            let busy = sqlx::query(&overlap).bind(c.id).bind(&end_s).bind(&start_s).fetch_optional(&mut *tx).await.during(what.as_str())?;
+            if let Some(b) = busy {
+                return Ok(Err(format!("computer {} is reserved by request {} from {} to {}", c.hostname, b.int("id")?, b.text("start")?, b.text("end")?)));
+            }
+            let mn = sqlx::query(&node).bind(fixed_node).bind(fixed_node).fetch_optional(&mut *tx).await.during(what.as_str())?;
+            let Some(mn) = mn else {
+                return Err(DbError::Invalid(if fixed_node == 0 {
+                    "no management node is available (managementnode.stateid = available); run `provhost db init` on a fresh database".into()
+                } else {
+                    format!("management node {fixed_node} of computer {} (provhost_computer) is not available", c.hostname)
+                }));
+            };
+            let (mn_id, mn_host) = (mn.int("id")?, mn.text("hostname")?);
+            let request_id = sqlx::query(&insert_request).bind(user).bind(&start_s).bind(&end_s).execute(&mut *tx).await.during(what.as_str())?.inserted_id();
+            let reservation_id = sqlx::query(insert_reservation).bind(request_id).bind(c.id).bind(image).bind(imagerevision).bind(mn_id)
+                .execute(&mut *tx).await.during(what.as_str())?.inserted_id();
+            tx.commit().await.during(what.as_str())?;
+            Ok(Ok(Created {
+                request_id, reservation_id, computer_id: c.id, computer: c.hostname.clone(), image_id: image, imagerevision_id: imagerevision,
+                management_node_id: mn_id, management_node: mn_host, start: start_s.clone(), end: end_s.clone(),
+            }))
+        })
+    })
+    .await
+}
+
+/// A line of `provhost request list`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRow {
+    pub request_id: i64,
+    pub reservation_id: i64,
+    pub state: String,
+    pub laststate: String,
+    pub user: String,
+    pub image: String,
+    pub computer: String,
+    pub management_node: String,
+    pub start: String,
+    pub end: String,
+}
+
+/// Requests with their reservations, newest first; without `all`, only those not
+/// `complete` or `failed`. At most `limit` rows.
+pub async fn list_requests(db: &Db, all: bool, limit: i64) -> Result<Vec<RequestRow>, DbError> {
+    let filter = if all { String::new() } else { format!("WHERE rq.`stateid` NOT IN ({FINISHED_REQUEST_STATES})") };
+    let sql = format!(
+        "SELECT rq.`id` AS `requestid`, r.`id` AS `reservationid`, rq.`stateid`, rq.`laststateid`, u.`unityid`, i.`name` AS `image`, \
+         c.`hostname`, mn.`hostname` AS `mn`, CAST(rq.`start` AS CHAR) AS `start`, CAST(rq.`end` AS CHAR) AS `end` \
+         FROM `request` rq JOIN `reservation` r ON r.`requestid` = rq.`id` LEFT JOIN `user` u ON u.`id` = rq.`userid` \
+         LEFT JOIN `image` i ON i.`id` = r.`imageid` LEFT JOIN `computer` c ON c.`id` = r.`computerid` \
+         LEFT JOIN `managementnode` mn ON mn.`id` = r.`managementnodeid` {filter} ORDER BY rq.`id` DESC, r.`id` LIMIT ?"
+    );
+    let what = "listing requests";
+    db.retry(what, || async {
+        with_pool!(db, p => {
+            let rows = sqlx::query(&sql).bind(limit.max(0)).fetch_all(p).await.during(what)?;
+            rows.iter().map(|r| Ok(RequestRow {
+                request_id: r.int("requestid")?, reservation_id: r.int("reservationid")?,
+                state: state_label(r.int("stateid")?), laststate: state_label(r.int("laststateid")?),
+                user: r.text("unityid")?, image: r.text("image")?, computer: r.text("hostname")?, management_node: r.text("mn")?,
+                start: r.text("start")?, end: r.text("end")?,
+            })).collect::<Result<Vec<_>, DbError>>()
+        })
+    })
+    .await
+}
+
+/// The request list as a table.
+pub fn format_requests(rows: &[RequestRow]) -> String {
+    let mut s = format!(
+        "{:>7} {:>7}  {:<18} {:<12} {:<24} {:<20} {:<19}  {:<19}\n",
+        "REQUEST", "RESV", "STATE/LAST", "USER", "IMAGE", "COMPUTER", "START", "END"
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "{:>7} {:>7}  {:<18} {:<12} {:<24} {:<20} {:<19}  {:<19}\n",
+            r.request_id,
+            r.reservation_id,
+            format!("{}/{}", r.state, r.laststate),
+            r.user,
+            r.image,
+            r.computer,
+            r.start,
+            r.end
+        ));
+    }
+    s
+}

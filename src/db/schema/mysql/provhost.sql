@@ -1,0 +1,24 @@
+-- provhost-only tables (MySQL/MariaDB). Created on every `provhost db init`, also on an
+-- existing VCL database, so each statement must be safe to run again.
+
+CREATE TABLE IF NOT EXISTS `provhost_schema` (
+  `version` int(10) unsigned NOT NULL,
+  `applied` datetime NOT NULL,
+  PRIMARY KEY (`version`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS `provhost_computer` (
+  `computerid` smallint(5) unsigned NOT NULL,
+  `sshport` smallint(5) unsigned NOT NULL DEFAULT 22,
+  `managementnodeid` smallint(5) unsigned DEFAULT NULL,
+  PRIMARY KEY (`computerid`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS `provhost_claim` (
+  `requestid` mediumint(8) unsigned NOT NULL,
+  `managementnodeid` smallint(5) unsigned NOT NULL,
+  `token` varchar(64) NOT NULL,
+  `fromstateid` tinyint(3) unsigned NOT NULL,
+  `claimed` datetime NOT NULL,
+  PRIMARY KEY (`requestid`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -1,0 +1,21 @@
+-- provhost-only tables (SQLite). Created on every `provhost db init`, also on an existing
+-- VCL database, so each statement must be safe to run again.
+
+CREATE TABLE IF NOT EXISTS `provhost_schema` (
+  `version` INTEGER PRIMARY KEY,
+  `applied` TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS `provhost_computer` (
+  `computerid` INTEGER PRIMARY KEY,
+  `sshport` INTEGER NOT NULL DEFAULT 22,
+  `managementnodeid` INTEGER DEFAULT NULL
+);
+
+CREATE TABLE IF NOT EXISTS `provhost_claim` (
+  `requestid` INTEGER PRIMARY KEY,
+  `managementnodeid` INTEGER NOT NULL,
+  `token` TEXT NOT NULL,
+  `fromstateid` INTEGER NOT NULL,
+  `claimed` TEXT NOT NULL
+);

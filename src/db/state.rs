@@ -1,0 +1,239 @@
+//! Moving request and computer states the way vcld does: `state_exit` (request out of
+//! `pending` into its next state, computer state, `exited` load-log entry, all in one
+//! transaction), `reservation_failed`, `insert_reload_request`, and the plain updates a
+//! state flow makes along the way (computer state, the image now on a computer).
+//!
+//! Every function here is safe to run again after a lost connection: each is one
+//! transaction, and `state_exit` recognises its own earlier commit (the request is already
+//! where it was going), so nothing is written twice.
+
+use crate::db::claim::{state_id, state_label};
+use crate::db::error::{DbError, During};
+use crate::db::pool::{with_pool, Db, InsertedId, RowExt};
+use crate::host::ReservationData;
+use crate::vcl;
+
+const PENDING: i64 = 14;
+
+/// The three ids a state change needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    pub request: i64,
+    pub reservation: i64,
+    pub computer: i64,
+}
+
+impl From<&ReservationData> for Ids {
+    fn from(d: &ReservationData) -> Self {
+        Ids { request: d.request_id, reservation: d.reservation_id, computer: d.computer_id }
+    }
+}
+
+/// Set `computer.stateid` by state name.
+pub async fn set_computer_state(db: &Db, computer: i64, state: &str) -> Result<(), DbError> {
+    let id = state_id(state)?;
+    let what = format!("setting computer {computer} to {state}");
+    let n = db
+        .retry(&what, || async {
+            with_pool!(db, p => sqlx::query("UPDATE `computer` SET `stateid` = ? WHERE `id` = ?").bind(id).bind(computer).execute(p).await.during(what.as_str()).map(|r| r.rows_affected()))
+        })
+        .await?;
+    if n == 0 {
+        // MySQL counts only changed rows: tell "already there" from "no such computer".
+        if computer_state(db, computer).await?.is_none() {
+            return Err(DbError::NotFound { what: "computer", key: computer.to_string() });
+        }
+    }
+    Ok(())
+}
+
+/// The name of a computer's state, `None` when there is no such computer.
+pub async fn computer_state(db: &Db, computer: i64) -> Result<Option<String>, DbError> {
+    let what = format!("reading the state of computer {computer}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let row = sqlx::query("SELECT `stateid` FROM `computer` WHERE `id` = ?").bind(computer).fetch_optional(p).await.during(what.as_str())?;
+            row.map(|r| r.int("stateid").map(state_label)).transpose()
+        })
+    })
+    .await
+}
+
+/// The (state, laststate) names of a request, `None` when there is no such request.
+pub async fn request_state(db: &Db, request: i64) -> Result<Option<(String, String)>, DbError> {
+    let what = format!("reading the state of request {request}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let row = sqlx::query("SELECT `stateid`, `laststateid` FROM `request` WHERE `id` = ?").bind(request).fetch_optional(p).await.during(what.as_str())?;
+            row.map(|r| Ok((state_label(r.int("stateid")?), state_label(r.int("laststateid")?)))).transpose()
+        })
+    })
+    .await
+}
+
+/// Conditional change of a request's state: `from` → `to` (laststate = `from`), only if it
+/// is still in `from`. True when this call changed it. (What the web front end does when a
+/// user deletes or acknowledges; the daemon itself uses `claim` and `state_exit`.)
+pub async fn transition(db: &Db, request: i64, from: &str, to: &str) -> Result<bool, DbError> {
+    let (f, t) = (state_id(from)?, state_id(to)?);
+    let sql = format!(
+        "UPDATE `request` SET `stateid` = ?, `laststateid` = ?, `datemodified` = {} WHERE `id` = ? AND `stateid` = ?",
+        db.now_sql()
+    );
+    let what = format!("moving request {request} from {from} to {to}");
+    db.retry(&what, || async {
+        with_pool!(db, p => sqlx::query(&sql).bind(t).bind(f).bind(request).bind(f).execute(p).await.during(what.as_str()).map(|r| r.rows_affected() == 1))
+    })
+    .await
+}
+
+/// VCL's `state_exit`: in one transaction, move the request out of `pending` into
+/// `request_state` with `laststate`, set the computer's state (when given), and log
+/// `exited`. Fails with [`DbError::StateConflict`] when the request is not `pending` (this
+/// node does not hold it); succeeds without writing when an earlier attempt already did it.
+pub async fn state_exit(
+    db: &Db,
+    ids: Ids,
+    request_state: &str,
+    laststate: &str,
+    computer_state: Option<&str>,
+) -> Result<(), DbError> {
+    exit_tx(db, ids, request_state, laststate, computer_state, None).await
+}
+
+/// VCL's `reservation_failed`: load-log `failed` with `message`, request → `failed`,
+/// computer → `computer_state` (VCL: `failed`; `maintenance` after a failed capture, `inuse`
+/// for a failed in-use step), then `state_exit` — all in one transaction. The request's
+/// laststate is the state it was claimed from.
+pub async fn reservation_failed(db: &Db, ids: Ids, message: &str, computer_state: &str) -> Result<(), DbError> {
+    let laststate = match request_state(db, ids.request).await? {
+        Some((_, last)) => last,
+        None => return Err(DbError::NotFound { what: "request", key: ids.request.to_string() }),
+    };
+    exit_tx(db, ids, "failed", &laststate, Some(computer_state), Some(message)).await
+}
+
+async fn exit_tx(
+    db: &Db,
+    ids: Ids,
+    request_state: &str,
+    laststate: &str,
+    computer_state: Option<&str>,
+    failed: Option<&str>,
+) -> Result<(), DbError> {
+    let to = state_id(request_state)?;
+    let last = state_id(laststate)?;
+    let comp = computer_state.map(state_id).transpose()?;
+    let now = db.now_sql();
+    let update = format!(
+        "UPDATE `request` SET `stateid` = ?, `laststateid` = ?, `datemodified` = {now} WHERE `id` = ? AND `stateid` = ?"
+    );
+    let log = format!(
+        "INSERT INTO `computerloadlog` (`reservationid`, `computerid`, `loadstateid`, `timestamp`, `additionalinfo`) \
+         SELECT ?, ?, `id`, {now}, ? FROM `computerloadstate` WHERE `loadstatename` = ?"
+    );
+    let what = format!("request {}: state exit to {request_state}/{laststate}", ids.request);
+    let exit_text = format!("vcld process exited, request {request_state}, laststate {laststate}");
+    let outcome: Option<(String, String)> = db
+        .retry(&what, || async {
+            with_pool!(db, p => {
+                let mut tx = p.begin().await.during(what.as_str())?;
+                let n = sqlx::query(&update).bind(to).bind(last).bind(ids.request).bind(PENDING).execute(&mut *tx).await.during(what.as_str())?.rows_affected();
+                if n != 1 {
+                    let row = sqlx::query("SELECT `stateid`, `laststateid` FROM `request` WHERE `id` = ?").bind(ids.request).fetch_optional(&mut *tx).await.during(what.as_str())?;
+                    return match row {
+                        None => Err(DbError::NotFound { what: "request", key: ids.request.to_string() }),
+                        Some(r) => Ok(Some((state_label(r.int("stateid")?), state_label(r.int("laststateid")?)))),
+                    };
+                }
+                if let Some(c) = comp {
+                    sqlx::query("UPDATE `computer` SET `stateid` = ? WHERE `id` = ?").bind(c).bind(ids.computer).execute(&mut *tx).await.during(what.as_str())?;
+                }
+                if let Some(msg) = failed {
+                    sqlx::query(&log).bind(ids.reservation).bind(ids.computer).bind(msg).bind("failed").execute(&mut *tx).await.during(what.as_str())?;
+                }
+                sqlx::query(&log).bind(ids.reservation).bind(ids.computer).bind(exit_text.as_str()).bind("exited").execute(&mut *tx).await.during(what.as_str())?;
+                sqlx::query("DELETE FROM `provhost_claim` WHERE `requestid` = ?").bind(ids.request).execute(&mut *tx).await.during(what.as_str())?;
+                tx.commit().await.during(what.as_str())?;
+                Ok(None)
+            })
+        })
+        .await?;
+    match outcome {
+        None => Ok(()),
+        // An earlier attempt committed and only its answer was lost: done already.
+        Some((s, l)) if s == request_state && l == laststate => Ok(()),
+        Some((s, _)) => Err(DbError::StateConflict { request: ids.request, expected: "pending".into(), found: s }),
+    }
+}
+
+/// Record that a computer now has `image` / `imagerevision` loaded (new.pm sets
+/// `currentimageid`, `nextimageid` and `imagerevisionid` after a successful load).
+pub async fn set_computer_image(db: &Db, computer: i64, image: i64, imagerevision: i64) -> Result<(), DbError> {
+    let what = format!("recording image {image} (revision {imagerevision}) on computer {computer}");
+    db.retry(&what, || async {
+        with_pool!(db, p => sqlx::query("UPDATE `computer` SET `currentimageid` = ?, `nextimageid` = ?, `imagerevisionid` = ? WHERE `id` = ?")
+            .bind(image).bind(image).bind(imagerevision).bind(computer).execute(p).await.during(what.as_str()).map(|_| ()))
+    })
+    .await
+}
+
+/// VCL's `insert_reload_request`: log `loadimageblade` / `loadimagevmware` / `info` on the
+/// old reservation, set the computer to `reload`, and add a request in state `reload`
+/// (laststate = the old request's laststate) for user `vclreload`, starting now and ending
+/// in 30 minutes, with one reservation for the same computer, image, revision and
+/// management node. One transaction. Returns the new (request id, reservation id), or
+/// `None` when the computer is already in `reload`/`reloading` (a reload is on its way).
+pub async fn insert_reload_request(db: &Db, data: &ReservationData) -> Result<Option<(i64, i64)>, DbError> {
+    let loadstate = match data.computer_type.as_str() {
+        "blade" => "loadimageblade",
+        "virtualmachine" => "loadimagevmware",
+        _ => "info",
+    };
+    let last = state_id(if data.request_laststate.is_empty() { "reload" } else { &data.request_laststate })?;
+    let (reload, reloading) = (state_id("reload")?, state_id("reloading")?);
+    let now = db.now_sql();
+    let end = db.now_plus_minutes_sql(30);
+    let log = format!(
+        "INSERT INTO `computerloadlog` (`reservationid`, `computerid`, `loadstateid`, `timestamp`, `additionalinfo`) \
+         SELECT ?, ?, `id`, {now}, ? FROM `computerloadstate` WHERE `loadstatename` = ?"
+    );
+    let req = format!(
+        "INSERT INTO `request` (`stateid`, `laststateid`, `userid`, `forimaging`, `test`, `preload`, `start`, `end`, `daterequested`) \
+         SELECT ?, ?, `id`, 0, 0, 0, {now}, {end}, {now} FROM `user` WHERE `unityid` = 'vclreload' ORDER BY `id` LIMIT 1"
+    );
+    let res = "INSERT INTO `reservation` (`requestid`, `computerid`, `imageid`, `imagerevisionid`, `managementnodeid`) VALUES (?, ?, ?, ?, ?)";
+    let what = format!("request {}: inserting a reload request for computer {}", data.request_id, data.computer_id);
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let mut tx = p.begin().await.during(what.as_str())?;
+            // Taking the computer row first serializes two reclaims of the same computer.
+            let n = sqlx::query("UPDATE `computer` SET `stateid` = ? WHERE `id` = ? AND `stateid` NOT IN (?, ?)")
+                .bind(reload).bind(data.computer_id).bind(reload).bind(reloading)
+                .execute(&mut *tx).await.during(what.as_str())?.rows_affected();
+            if n == 0 {
+                return Ok(None);
+            }
+            sqlx::query(&log).bind(data.reservation_id).bind(data.computer_id).bind("switching request state to reload").bind(loadstate)
+                .execute(&mut *tx).await.during(what.as_str())?;
+            let r = sqlx::query(&req).bind(reload).bind(last).execute(&mut *tx).await.during(what.as_str())?;
+            if r.rows_affected() != 1 {
+                return Err(DbError::NotFound { what: "user", key: "vclreload".into() });
+            }
+            let request_id = r.inserted_id();
+            let reservation_id = sqlx::query(res)
+                .bind(request_id).bind(data.computer_id).bind(data.image_id).bind(data.imagerevision_id).bind(data.management_node_id)
+                .execute(&mut *tx).await.during(what.as_str())?.inserted_id();
+            sqlx::query(&log).bind(data.reservation_id).bind(data.computer_id).bind(format!("created new reload request {request_id}")).bind("info")
+                .execute(&mut *tx).await.during(what.as_str())?;
+            tx.commit().await.during(what.as_str())?;
+            Ok(Some((request_id, reservation_id)))
+        })
+    })
+    .await
+}
+
+/// Is `name` a VCL state name? (For callers validating input before a transaction.)
+pub fn is_state(name: &str) -> bool {
+    vcl::state_id(name).is_some()
+}
