@@ -20,9 +20,11 @@
 //! never call scripts.
 
 pub mod config;
+pub mod daemon;
 pub mod db;
 pub mod host;
 pub mod prim;
+pub mod state;
 pub mod vcl;
 
 pub use config::Config;

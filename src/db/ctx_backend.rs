@@ -43,4 +43,12 @@ impl CtxBackend for DbBackend {
     fn set_image_size(&self, data: &ReservationData, mb: i64) -> Result<(), String> {
         self.block_on(crate::db::image::set_image_size(&self.db, data.image_id, mb))
     }
+
+    fn computer_var(&self, data: &ReservationData, name: &str) -> Result<Option<String>, String> {
+        self.block_on(crate::db::flow::computer_var(&self.db, data.computer_id, name))
+    }
+
+    fn set_computer_var(&self, data: &ReservationData, name: &str, value: &str) -> Result<(), String> {
+        self.block_on(crate::db::flow::set_computer_var(&self.db, data.computer_id, name, value))
+    }
 }

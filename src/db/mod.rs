@@ -18,6 +18,7 @@
 pub mod claim;
 pub mod ctx_backend;
 pub mod error;
+pub mod flow;
 pub mod image;
 pub mod inventory;
 pub mod loadlog;

@@ -26,6 +26,10 @@ pub trait CtxBackend: Send + Sync {
     fn loadlog(&self, data: &ReservationData, name: &str, text: &str) -> Result<(), String>;
     /// Record the image's size in MB (VCL: `image.size`).
     fn set_image_size(&self, data: &ReservationData, mb: i64) -> Result<(), String>;
+    /// A variable a module keeps for this computer across reservations (`None` = unset).
+    fn computer_var(&self, data: &ReservationData, name: &str) -> Result<Option<String>, String>;
+    /// Set a per-computer variable.
+    fn set_computer_var(&self, data: &ReservationData, name: &str, value: &str) -> Result<(), String>;
 }
 
 /// A backend that keeps load-log entries in memory and mirrors them to `tracing`.
@@ -34,6 +38,7 @@ pub trait CtxBackend: Send + Sync {
 pub struct MemoryBackend {
     entries: Mutex<Vec<(String, String)>>,
     image_size: Mutex<Option<i64>>,
+    vars: Mutex<std::collections::BTreeMap<(i64, String), String>>,
 }
 
 impl MemoryBackend {
@@ -62,6 +67,15 @@ impl CtxBackend for MemoryBackend {
             .image_size
             .lock()
             .map_err(|_| "image size poisoned".to_string())? = Some(mb);
+        Ok(())
+    }
+    fn computer_var(&self, data: &ReservationData, name: &str) -> Result<Option<String>, String> {
+        let vars = self.vars.lock().map_err(|_| "variables poisoned".to_string())?;
+        Ok(vars.get(&(data.computer_id, name.to_string())).cloned())
+    }
+    fn set_computer_var(&self, data: &ReservationData, name: &str, value: &str) -> Result<(), String> {
+        let mut vars = self.vars.lock().map_err(|_| "variables poisoned".to_string())?;
+        vars.insert((data.computer_id, name.to_string()), value.to_string());
         Ok(())
     }
 }
@@ -244,6 +258,24 @@ impl Ctx {
         }
     }
 
+    /// The same reservation (notes, backend) with fresh data, e.g. after the user's
+    /// address arrived.
+    pub fn with_data(&self, data: ReservationData) -> Self {
+        Ctx { data: Arc::new(data), notes: Arc::clone(&self.notes), backend: Arc::clone(&self.backend) }
+    }
+
+    /// Read a note (as scripts do with `ctx.note(key)`).
+    pub fn note(&self, key: &str) -> Option<Dynamic> {
+        self.notes.lock().ok().and_then(|n| n.get(key).cloned())
+    }
+
+    /// Keep a note (as scripts do with `ctx.note(key, value)`).
+    pub fn set_note(&self, key: &str, value: Dynamic) {
+        if let Ok(mut n) = self.notes.lock() {
+            n.insert(key.into(), value);
+        }
+    }
+
     /// The reservation data.
     pub fn data(&self) -> &ReservationData {
         &self.data
@@ -307,6 +339,22 @@ pub fn register(engine: &mut Engine) {
         .register_into_engine(engine, |c: &mut Ctx, key: &str| {
             let notes = c.notes.lock().map_err(|_| script_err("notes poisoned".into()))?;
             Ok::<Dynamic, Box<EvalAltResult>>(notes.get(key).cloned().unwrap_or(Dynamic::UNIT))
+        });
+    FuncRegistration::new("computer_var")
+        .with_comments(["/// A variable this computer keeps across reservations (kept by modules, e.g. a VM's",
+            "/// port or the simulator's power state); `()` when unset."])
+        .with_params_info(["ctx: Ctx", "name: &str", "Dynamic"])
+        .register_into_engine(engine, |c: &mut Ctx, name: &str| {
+            c.backend
+                .computer_var(&c.data, name)
+                .map(|v| v.map(Dynamic::from).unwrap_or(Dynamic::UNIT))
+                .map_err(script_err)
+        });
+    FuncRegistration::new("set_computer_var")
+        .with_comments(["/// Set a variable this computer keeps across reservations (the value is stored as a string)."])
+        .with_params_info(["ctx: Ctx", "name: &str", "value: Dynamic", "()"])
+        .register_into_engine(engine, |c: &mut Ctx, name: &str, value: Dynamic| {
+            c.backend.set_computer_var(&c.data, name, &value.to_string()).map_err(script_err)
         });
     FuncRegistration::new("to_map")
         .with_comments(["/// All reservation data as an object map (for printing or passing on)."])

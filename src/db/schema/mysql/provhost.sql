@@ -22,3 +22,10 @@ CREATE TABLE IF NOT EXISTS `provhost_claim` (
   `claimed` datetime NOT NULL,
   PRIMARY KEY (`requestid`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE IF NOT EXISTS `provhost_computervar` (
+  `computerid` smallint(5) unsigned NOT NULL,
+  `name` varchar(64) NOT NULL,
+  `value` text NOT NULL,
+  PRIMARY KEY (`computerid`, `name`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -19,3 +19,10 @@ CREATE TABLE IF NOT EXISTS `provhost_claim` (
   `fromstateid` INTEGER NOT NULL,
   `claimed` TEXT NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS `provhost_computervar` (
+  `computerid` INTEGER NOT NULL,
+  `name` TEXT NOT NULL,
+  `value` TEXT NOT NULL,
+  PRIMARY KEY (`computerid`, `name`)
+);

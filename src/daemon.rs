@@ -1,0 +1,284 @@
+//! The daemon: polls the database for this management node's requests, claims each due
+//! one atomically, runs its state flow as a tokio task, and stops cleanly.
+//!
+//! - Start: requests this node left `pending` (it died) go back to their last state and
+//!   are processed again (`recovery`), with a load-log line saying so.
+//! - Loop: every `poll_interval_secs`, or at once when `provhost request new` on this
+//!   machine pokes the wake socket (`<data_dir>/provhost.wake`), list the node's work,
+//!   claim what is due (VCL's `check_time`, simplified: new/reload once started, in-use
+//!   reservations near their end or every `general_inuse_check`), spawn its flow.
+//! - Stop (SIGTERM/SIGINT, or `--once` when nothing is left): running flows are cancelled at
+//!   their next routine step and hand their request back; after `shutdown_grace_secs`
+//!   whatever still runs is abandoned to recovery. A claimed request is never left
+//!   `pending` by a clean stop.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use crate::db::{Db, DbError};
+use crate::host::ScriptHost;
+use crate::state::{Services, Timings};
+
+/// `[daemon]` in `provhost.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// This node's `managementnode.hostname` (default: the machine's host name).
+    pub node: String,
+    /// Seconds between polls of the database.
+    pub poll_interval_secs: u64,
+    /// How long a stop waits for running flows to hand their requests back.
+    pub shutdown_grace_secs: u64,
+    /// Most flows running at once; further due work waits for the next poll.
+    pub max_flows: usize,
+    /// VCL's timing variables.
+    pub timings: Timings,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            node: String::new(),
+            poll_interval_secs: 5,
+            shutdown_grace_secs: 30,
+            max_flows: 5000,
+            timings: Timings::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("management node {node:?} is not in the managementnode table ({source}); run `provhost db init` on this machine or set [daemon] node")]
+    UnknownNode {
+        node: String,
+        #[source]
+        source: DbError,
+    },
+    #[error("{0}")]
+    Db(#[from] DbError),
+    #[error("wake socket {}: {source}", path.display())]
+    Wake {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Request states the daemon has a flow for.
+pub const HANDLED: &[&str] = &["new", "reload", "reinstall", "tomaintenance", "reserved", "inuse", "timeout", "deleted", "image"];
+
+/// What a run did (for `--once`, tests and the exit message).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Summary {
+    pub recovered: usize,
+    pub processed: usize,
+}
+
+pub struct Daemon {
+    svc: Arc<Services>,
+    cfg: DaemonConfig,
+    wake: Option<PathBuf>,
+}
+
+/// The wake socket path in `data_dir`.
+pub fn wake_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("provhost.wake")
+}
+
+/// Poke a daemon running on this machine (best effort: nothing listening is fine).
+pub fn wake(data_dir: &Path) {
+    let path = wake_path(data_dir);
+    if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
+        let _ = sock.send_to(b"w", &path);
+    }
+}
+
+impl Daemon {
+    /// Resolve this node's id; `wake_dir` is where the wake socket goes (`None`: no socket).
+    pub async fn new(db: Db, host: Arc<ScriptHost>, cfg: DaemonConfig, wake_dir: Option<&Path>) -> Result<Daemon, DaemonError> {
+        let node = if cfg.node.is_empty() { crate::db::schema::local_hostname() } else { cfg.node.clone() };
+        let node_id = crate::db::inventory::management_node_id(&db, &node)
+            .await
+            .map_err(|source| DaemonError::UnknownNode { node: node.clone(), source })?;
+        let svc = Arc::new(Services { db, host, timings: cfg.timings.clone(), node_id });
+        Ok(Daemon { svc, cfg, wake: wake_dir.map(wake_path) })
+    }
+
+    pub fn node_id(&self) -> i64 {
+        self.svc.node_id
+    }
+
+    /// Run until `shutdown` resolves (or, with `once`, until nothing is due or running).
+    pub async fn run(&self, shutdown: impl Future<Output = ()>, once: bool) -> Result<Summary, DaemonError> {
+        let db = &self.svc.db;
+        let node = self.svc.node_id;
+        let recovered: HashSet<i64> = crate::db::claim::recover_pending(db, node).await?.into_iter().collect();
+        if !recovered.is_empty() {
+            tracing::warn!(requests = ?recovered, "recovered requests this node left pending");
+        }
+        let mut summary = Summary { recovered: recovered.len(), processed: 0 };
+
+        let wake_sock = match &self.wake {
+            Some(p) => {
+                let _ = std::fs::remove_file(p);
+                if let Some(dir) = p.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                Some(tokio::net::UnixDatagram::bind(p).map_err(|source| DaemonError::Wake { path: p.clone(), source })?)
+            }
+            None => None,
+        };
+
+        let mut tasks: JoinSet<i64> = JoinSet::new();
+        let mut running: HashMap<i64, Arc<AtomicBool>> = HashMap::new();
+        let mut inuse_checked: HashMap<i64, Instant> = HashMap::new();
+        let mut warned: HashSet<String> = HashSet::new();
+        let poll = Duration::from_secs(self.cfg.poll_interval_secs.max(1));
+        tokio::pin!(shutdown);
+        let mut buf = [0u8; 16];
+        // A bound on `--once` passes: each pass either claims work or ends the run.
+        let mut passes_left: u64 = if once { 100_000 } else { u64::MAX };
+
+        loop {
+            passes_left = passes_left.saturating_sub(1);
+            if let Err(e) = crate::db::flow::checkin(db, node).await {
+                tracing::warn!("check-in failed: {e}");
+            }
+            let claimed = match self.claim_due(&recovered, &mut running, &mut inuse_checked, &mut warned, &mut tasks).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!("polling for work failed (will retry): {e}");
+                    0
+                }
+            };
+            if once && claimed == 0 && running.is_empty() || passes_left == 0 {
+                break;
+            }
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok(request) = done {
+                        running.remove(&request);
+                        summary.processed += 1;
+                    }
+                    // Reap everything else that has finished too.
+                    while let Some(done) = tasks.try_join_next() {
+                        if let Ok(request) = done {
+                            running.remove(&request);
+                            summary.processed += 1;
+                        }
+                    }
+                }
+                _ = async { match &wake_sock { Some(s) => { let _ = s.recv(&mut buf).await; } None => std::future::pending().await } } => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+
+        if !running.is_empty() {
+            tracing::info!(running = running.len(), "stopping: cancelling running flows");
+            for flag in running.values() {
+                flag.store(true, Ordering::Relaxed);
+            }
+            let grace = Duration::from_secs(self.cfg.shutdown_grace_secs);
+            let drained = tokio::time::timeout(grace, async {
+                while let Some(done) = tasks.join_next().await {
+                    if let Ok(request) = done {
+                        running.remove(&request);
+                        summary.processed += 1;
+                    }
+                }
+            })
+            .await;
+            if drained.is_err() {
+                tracing::error!(left = ?running.keys().collect::<Vec<_>>(), "flows still running after the grace period; their requests stay pending for recovery");
+                tasks.abort_all();
+            }
+        }
+        if let Some(p) = &self.wake {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(summary)
+    }
+
+    /// One poll: claim every due request that is not already running. Returns how many
+    /// were claimed.
+    async fn claim_due(
+        &self,
+        recovered: &HashSet<i64>,
+        running: &mut HashMap<i64, Arc<AtomicBool>>,
+        inuse_checked: &mut HashMap<i64, Instant>,
+        warned: &mut HashSet<String>,
+        tasks: &mut JoinSet<i64>,
+    ) -> Result<usize, DbError> {
+        let db = &self.svc.db;
+        let work = crate::db::claim::work_for(db, self.svc.node_id).await?;
+        let now = crate::db::time::parse_datetime(&db.now().await?)?;
+        let t = &self.svc.timings;
+        let mut claimed = 0;
+        inuse_checked.retain(|id, _| work.iter().any(|w| w.request_id == *id && w.state == "inuse"));
+        for w in work {
+            if running.contains_key(&w.request_id) || running.len() >= self.cfg.max_flows {
+                continue;
+            }
+            if !HANDLED.contains(&w.state.as_str()) {
+                if warned.insert(w.state.clone()) {
+                    tracing::warn!(state = %w.state, "requests in this state are left alone: provhost has no flow for it");
+                }
+                continue;
+            }
+            let start = crate::db::time::parse_datetime(&w.start).unwrap_or(now);
+            let end = crate::db::time::parse_datetime(&w.end).unwrap_or(now);
+            let due = match w.state.as_str() {
+                "new" | "reload" | "reinstall" => start <= now,
+                "inuse" => {
+                    let near_end = (end - now).num_seconds() <= (t.general_end_notice_first + self.cfg.poll_interval_secs) as i64;
+                    let last = *inuse_checked.entry(w.request_id).or_insert_with(Instant::now);
+                    near_end || last.elapsed() >= Duration::from_secs(t.general_inuse_check)
+                }
+                _ => true,
+            };
+            if !due {
+                continue;
+            }
+            match crate::db::claim::claim(db, w.request_id, &w.state, self.svc.node_id).await {
+                Ok(Some(_)) => {}
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!(request = w.request_id, "claim failed: {e}");
+                    continue;
+                }
+            }
+            if w.state == "inuse" {
+                inuse_checked.insert(w.request_id, Instant::now());
+            }
+            claimed += 1;
+            let cancel = Arc::new(AtomicBool::new(false));
+            running.insert(w.request_id, Arc::clone(&cancel));
+            let svc = Arc::clone(&self.svc);
+            let request = w.request_id;
+            let was_recovered = recovered.contains(&request);
+            tasks.spawn(async move {
+                crate::state::run(svc, w, cancel, was_recovered).await;
+                request
+            });
+        }
+        Ok(claimed)
+    }
+}
+
+/// The host a daemon runs scripts with: every module under the configured scripts folder
+/// loaded (errors logged, good modules served) and hot reload on.
+pub fn start_host(host: &Arc<ScriptHost>) -> Result<crate::host::Watcher, crate::host::HostError> {
+    for e in host.load_all() {
+        tracing::error!("{e}");
+    }
+    host.watch()
+}

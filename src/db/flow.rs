@@ -1,0 +1,117 @@
+//! What the state flows read and write besides claims and state exits: the live
+//! `reservation.remoteIP` (the user's acknowledgement), the reservation password, the
+//! management node's check-in, and per-computer variables that modules keep across
+//! reservations (`provhost_computervar`, e.g. the simulator's power state).
+
+use crate::db::error::{DbError, During};
+use crate::db::pool::{with_pool, Db, RowExt};
+
+/// `reservation.remoteIP`, read live (the web front end sets it when the user clicks
+/// Connect). Empty when not acknowledged yet.
+pub async fn remote_ip(db: &Db, reservation: i64) -> Result<String, DbError> {
+    let what = format!("reading remoteIP of reservation {reservation}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let row = sqlx::query("SELECT `remoteIP` FROM `reservation` WHERE `id` = ?").bind(reservation).fetch_optional(p).await.during(what.as_str())?;
+            match row {
+                Some(r) => Ok(r.text("remoteIP")?),
+                None => Err(DbError::NotFound { what: "reservation", key: reservation.to_string() }),
+            }
+        })
+    })
+    .await
+}
+
+/// `reservation.pw` (VCL keeps the user's password for the reservation there).
+pub async fn reservation_password(db: &Db, reservation: i64) -> Result<String, DbError> {
+    let what = format!("reading the password of reservation {reservation}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let row = sqlx::query("SELECT `pw` FROM `reservation` WHERE `id` = ?").bind(reservation).fetch_optional(p).await.during(what.as_str())?;
+            Ok(match row { Some(r) => r.text("pw")?, None => String::new() })
+        })
+    })
+    .await
+}
+
+/// Store the user's password for the reservation (`reservation.pw`).
+pub async fn set_reservation_password(db: &Db, reservation: i64, password: &str) -> Result<(), DbError> {
+    let what = format!("storing the password of reservation {reservation}");
+    db.retry(&what, || async {
+        with_pool!(db, p => sqlx::query("UPDATE `reservation` SET `pw` = ? WHERE `id` = ?").bind(password).bind(reservation).execute(p).await.during(what.as_str()).map(|_| ()))
+    })
+    .await
+}
+
+/// `managementnode.lastcheckin = now` (VCL's liveness mark for a node).
+pub async fn checkin(db: &Db, management_node: i64) -> Result<(), DbError> {
+    let sql = format!("UPDATE `managementnode` SET `lastcheckin` = {} WHERE `id` = ?", db.now_sql());
+    let what = format!("check-in of management node {management_node}");
+    db.retry(&what, || async {
+        with_pool!(db, p => sqlx::query(&sql).bind(management_node).execute(p).await.during(what.as_str()).map(|_| ()))
+    })
+    .await
+}
+
+/// A per-computer variable kept by a module, `None` when unset.
+pub async fn computer_var(db: &Db, computer: i64, name: &str) -> Result<Option<String>, DbError> {
+    let what = format!("reading variable {name:?} of computer {computer}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let row = sqlx::query("SELECT `value` FROM `provhost_computervar` WHERE `computerid` = ? AND `name` = ?")
+                .bind(computer).bind(name).fetch_optional(p).await.during(what.as_str())?;
+            row.map(|r| r.text("value")).transpose()
+        })
+    })
+    .await
+}
+
+/// Set (replace) a per-computer variable.
+pub async fn set_computer_var(db: &Db, computer: i64, name: &str, value: &str) -> Result<(), DbError> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(DbError::Invalid(format!("computer variable name must be 1-64 characters, got {name:?}")));
+    }
+    let what = format!("setting variable {name:?} of computer {computer}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let mut tx = p.begin().await.during(what.as_str())?;
+            sqlx::query("DELETE FROM `provhost_computervar` WHERE `computerid` = ? AND `name` = ?").bind(computer).bind(name).execute(&mut *tx).await.during(what.as_str())?;
+            sqlx::query("INSERT INTO `provhost_computervar` (`computerid`, `name`, `value`) VALUES (?, ?, ?)").bind(computer).bind(name).bind(value).execute(&mut *tx).await.during(what.as_str())?;
+            tx.commit().await.during(what.as_str())
+        })
+    })
+    .await
+}
+
+/// Fail a claimed request whose reservation cannot even be loaded (a row it points to is
+/// missing): request `pending` → `failed` (laststate stays the state it was claimed
+/// from), load-log `failed` with `message` against the computer id the reservation row
+/// names, claim dropped. One transaction; false when the request was not pending.
+pub async fn fail_request(db: &Db, request: i64, reservation: i64, message: &str) -> Result<bool, DbError> {
+    let (failed, pending) = (state_id("failed")?, state_id("pending")?);
+    let now = db.now_sql();
+    let update = format!("UPDATE `request` SET `stateid` = ?, `datemodified` = {now} WHERE `id` = ? AND `stateid` = ?");
+    let log = format!(
+        "INSERT INTO `computerloadlog` (`reservationid`, `computerid`, `loadstateid`, `timestamp`, `additionalinfo`) \
+         SELECT r.`id`, r.`computerid`, s.`id`, {now}, ? FROM `reservation` r, `computerloadstate` s \
+         WHERE r.`id` = ? AND s.`loadstatename` = 'failed'"
+    );
+    let what = format!("failing request {request}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let mut tx = p.begin().await.during(what.as_str())?;
+            let n = sqlx::query(&update).bind(failed).bind(request).bind(pending).execute(&mut *tx).await.during(what.as_str())?.rows_affected();
+            if n == 1 {
+                sqlx::query(&log).bind(message).bind(reservation).execute(&mut *tx).await.during(what.as_str())?;
+                sqlx::query("DELETE FROM `provhost_claim` WHERE `requestid` = ?").bind(request).execute(&mut *tx).await.during(what.as_str())?;
+            }
+            tx.commit().await.during(what.as_str())?;
+            Ok(n == 1)
+        })
+    })
+    .await
+}
+
+fn state_id(name: &str) -> Result<i64, DbError> {
+    crate::vcl::state_id(name).ok_or_else(|| DbError::UnknownState(name.to_string()))
+}

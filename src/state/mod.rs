@@ -1,0 +1,386 @@
+//! State flows: plain Rust that runs one claimed request through VCL's steps, calling the
+//! computer's provisioning module, the image's OS module and the site hooks in VCL's
+//! order, writing load-log entries and moving request and computer states.
+//!
+//! One file per flow: [`new`] (new, reload, reinstall, tomaintenance), [`reserved`],
+//! [`inuse`], [`reclaim`] (timeout, deleted), [`image`]. [`run`] is the entry point the
+//! daemon calls for each claimed request; it turns a flow's [`Exit`] into VCL's
+//! `state_exit`, a flow error into `reservation_failed` with a load-log entry that says
+//! why, and a shutdown into handing the request back.
+//!
+//! Flows never contain hypervisor or OS specifics and never touch SQL: they call
+//! routines through [`Flow::call`] and the database through `db::`.
+
+pub mod image;
+pub mod inuse;
+pub mod new;
+pub mod reclaim;
+pub mod reserved;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rhai::Dynamic;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::db::claim::Work;
+use crate::db::state::Ids;
+use crate::db::{Db, DbBackend, DbError};
+use crate::host::{AddUserAt, CallOptions, Ctx, FileState, HostError, Kind, ModuleKey, ReservationData, ScriptHost, SourcePos};
+
+/// VCL's timing variables (the `variable` table's defaults), in seconds, plus how often
+/// the flows poll. Every wait in a flow is bounded by one of these.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timings {
+    /// How long a reserved computer waits for the user to click Connect.
+    pub acknowledgetimeout: u64,
+    /// How long after Connect the user has to log in.
+    pub initialconnecttimeout: u64,
+    /// How long an in-use reservation waits for a disconnected user to come back.
+    pub reconnecttimeout: u64,
+    /// How often an in-use reservation is checked.
+    pub general_inuse_check: u64,
+    /// First end-of-reservation notice (`inuseend10`) this long before the end.
+    pub general_end_notice_first: u64,
+    /// Second notice (`inuseend5`).
+    pub general_end_notice_second: u64,
+    /// Poll interval for the acknowledgement (`reservation.remoteIP`), milliseconds.
+    pub acknowledge_poll_ms: u64,
+    /// Poll interval for the user's connection, seconds.
+    pub connect_poll: u64,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Timings {
+            acknowledgetimeout: 900,
+            initialconnecttimeout: 900,
+            reconnecttimeout: 900,
+            general_inuse_check: 300,
+            general_end_notice_first: 600,
+            general_end_notice_second: 300,
+            acknowledge_poll_ms: 1000,
+            connect_poll: 15,
+        }
+    }
+}
+
+/// What every flow needs: the database, the scripting host, the timings.
+pub struct Services {
+    pub db: Db,
+    pub host: Arc<ScriptHost>,
+    pub timings: Timings,
+    pub node_id: i64,
+}
+
+/// How a flow ends: VCL's `state_exit(request_state, computer_state)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exit {
+    pub request: &'static str,
+    pub laststate: String,
+    pub computer: Option<&'static str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error("{0}")]
+    Routine(HostError),
+    #[error("{at}: {module}::{routine} returned false")]
+    False { module: String, routine: String, at: SourcePos },
+    #[error("{0}")]
+    Db(#[from] DbError),
+    /// Something the flow cannot start or go on without (a module not loaded, no image).
+    #[error("{0}")]
+    Failed(String),
+    /// The daemon is shutting down: hand the request back.
+    #[error("cancelled: the daemon is shutting down")]
+    Cancelled,
+}
+
+impl From<HostError> for FlowError {
+    fn from(e: HostError) -> Self {
+        match e {
+            HostError::Cancelled { .. } => FlowError::Cancelled,
+            e => FlowError::Routine(e),
+        }
+    }
+}
+
+/// One claimed request being processed.
+#[derive(Clone)]
+pub struct Flow {
+    pub svc: Arc<Services>,
+    pub data: ReservationData,
+    pub ctx: Ctx,
+    pub prov: ModuleKey,
+    pub os: ModuleKey,
+    /// The state the request was claimed from.
+    pub state: String,
+    /// The request's laststate before the claim (what it was doing when deleted, …).
+    pub prior_laststate: String,
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Flow {
+    pub fn ids(&self) -> Ids {
+        Ids::from(&self.data)
+    }
+
+    pub fn module_name(key: &ModuleKey) -> String {
+        format!("{}/{}", key.0, key.1)
+    }
+
+    fn check_cancel(&self) -> Result<(), FlowError> {
+        if self.cancel.load(Ordering::Relaxed) {
+            Err(FlowError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Write a load-log entry (VCL's insertloadlog).
+    pub async fn log(&self, name: &str, text: &str) -> Result<(), FlowError> {
+        let text = crate::prim::secret::redact(text);
+        crate::db::loadlog::loadlog(&self.svc.db, self.data.reservation_id, self.data.computer_id, name, &text).await?;
+        Ok(())
+    }
+
+    /// Call a routine (ctx first, then `args`) on a blocking thread; the module's current
+    /// version is used, under the configured deadline, cancelled at shutdown.
+    pub async fn call(&self, key: &ModuleKey, routine: &str, args: Vec<Dynamic>) -> Result<Dynamic, FlowError> {
+        self.check_cancel()?;
+        let (host, key, ctx, cancel, routine) =
+            (Arc::clone(&self.svc.host), key.clone(), self.ctx.clone(), Arc::clone(&self.cancel), routine.to_string());
+        let span = tracing::Span::current();
+        let result = tokio::task::spawn_blocking(move || {
+            let _enter = span.enter();
+            host.call(&key, &routine, Some(&ctx), args, &CallOptions { timeout: None, cancel: Some(cancel) })
+        })
+        .await
+        .map_err(|e| FlowError::Failed(format!("routine thread ended abnormally: {e}")))?;
+        Ok(result?)
+    }
+
+    /// Call a routine that must return `true`.
+    pub async fn call_ok(&self, key: &ModuleKey, routine: &str, args: Vec<Dynamic>) -> Result<(), FlowError> {
+        let v = self.call(key, routine, args).await?;
+        if v.as_bool().unwrap_or(false) {
+            Ok(())
+        } else {
+            Err(self.returned_false(key, routine))
+        }
+    }
+
+    /// Call a routine that returns a bool and give it back.
+    pub async fn call_bool(&self, key: &ModuleKey, routine: &str) -> Result<bool, FlowError> {
+        Ok(self.call(key, routine, vec![]).await?.as_bool().unwrap_or(false))
+    }
+
+    pub fn returned_false(&self, key: &ModuleKey, routine: &str) -> FlowError {
+        let (path, line) = match self.svc.host.module(key) {
+            Some(m) => (m.path.clone(), crate::host::contract::fn_line(&m.source, routine)),
+            None => (Default::default(), 0),
+        };
+        FlowError::False { module: Flow::module_name(key), routine: routine.to_string(), at: SourcePos { path, line } }
+    }
+
+    /// Does the module define the optional `routine(ctx)`?
+    pub fn defines(&self, key: &ModuleKey, routine: &str) -> bool {
+        self.svc.host.has_routine(key, routine, 1)
+    }
+
+    /// Call an optional `routine(ctx)` when the module defines it; it must return `true`.
+    pub async fn call_optional(&self, key: &ModuleKey, routine: &str) -> Result<(), FlowError> {
+        if self.defines(key, routine) {
+            self.call_ok(key, routine, vec![]).await?;
+        }
+        Ok(())
+    }
+
+    /// Run `routine(ctx)` of every site module that defines it, in name order.
+    pub async fn site_hooks(&self, routine: &str) -> Result<(), FlowError> {
+        let sites: Vec<ModuleKey> = self.svc.host.modules().into_iter().filter(|(k, _)| *k == Kind::Site).collect();
+        for key in sites {
+            self.call_optional(&key, routine).await?;
+        }
+        Ok(())
+    }
+
+    /// When the OS module adds the reservation user.
+    pub fn add_user_at(&self) -> AddUserAt {
+        self.svc.host.module(&self.os).map(|m| m.info.add_user_at).unwrap_or(AddUserAt::Acknowledge)
+    }
+
+    /// The reservation user as routines receive it: `#{login, uid, password, ssh_keys, root}`.
+    /// The password is `reservation.pw`, generated (and stored) when empty.
+    pub async fn user_map(&self) -> Result<rhai::Map, FlowError> {
+        let mut pw = crate::db::flow::reservation_password(&self.svc.db, self.data.reservation_id).await?;
+        if pw.is_empty() {
+            pw = crate::prim::secret::password(12).map_err(|e| FlowError::Failed(e.to_string()))?;
+            crate::db::flow::set_reservation_password(&self.svc.db, self.data.reservation_id, &pw).await?;
+        } else {
+            crate::prim::secret::remember(&pw);
+        }
+        let mut m = rhai::Map::new();
+        m.insert("login".into(), self.data.user_login_id.clone().into());
+        m.insert("uid".into(), self.data.user_uid.into());
+        m.insert("password".into(), pw.into());
+        m.insert("ssh_keys".into(), self.data.user_ssh_public_keys.clone().into());
+        m.insert("root".into(), false.into());
+        Ok(m)
+    }
+
+    /// `addinguser` + the OS module's `add_user(ctx, user)`.
+    pub async fn add_user(&self) -> Result<(), FlowError> {
+        self.log("addinguser", &format!("adding user {}", self.data.user_login_id)).await?;
+        let user = self.user_map().await?;
+        self.call_ok(&self.os.clone(), "add_user", vec![user.into()]).await
+    }
+
+    /// The OS module's `post_load` and then the site hooks' `post_load`.
+    pub async fn post_load(&self) -> Result<(), FlowError> {
+        self.call_ok(&self.os.clone(), "post_load", vec![]).await?;
+        self.site_hooks("post_load").await
+    }
+
+    /// Sleep, but wake up for a shutdown.
+    pub async fn pause(&self, d: Duration) -> Result<(), FlowError> {
+        let step = Duration::from_millis(100);
+        let mut left = d;
+        while !left.is_zero() {
+            self.check_cancel()?;
+            let s = left.min(step);
+            tokio::time::sleep(s).await;
+            left = left.saturating_sub(s);
+        }
+        self.check_cancel()
+    }
+}
+
+/// Which module of `kind` is `name`, with a clear reason when it is not loaded.
+fn resolve(host: &ScriptHost, kind: Kind, name: &str, what: &str) -> Result<ModuleKey, FlowError> {
+    let key = (kind, name.to_string());
+    if name.is_empty() {
+        return Err(FlowError::Failed(format!("the {what} has no {kind} module")));
+    }
+    if host.module(&key).is_some() {
+        return Ok(key);
+    }
+    let file = host.options().scripts_dir.join(kind.as_str()).join(format!("{name}.rhai"));
+    let why = host
+        .file_states()
+        .into_iter()
+        .find(|(p, _)| p == &file)
+        .and_then(|(_, s)| match s {
+            FileState::Failed { errors, .. } => Some(format!(": {}", errors.join("; "))),
+            _ => None,
+        })
+        .unwrap_or_else(|| format!(" ({} does not exist or did not load)", file.display()));
+    Err(FlowError::Failed(format!("{kind} module {name:?} of the {what} is not loaded{why}")))
+}
+
+/// The computer state a failure leaves, per flow (VCL: image → maintenance, inuse → inuse).
+fn failure_computer_state(state: &str) -> &'static str {
+    match state {
+        "image" | "tomaintenance" => "maintenance",
+        "inuse" => "inuse",
+        _ => "failed",
+    }
+}
+
+/// Process one claimed request to its end. Never panics and never returns an error: every
+/// outcome is written to the database (or, when the database is gone, left `pending` for
+/// recovery and logged).
+pub async fn run(svc: Arc<Services>, work: Work, cancel: Arc<AtomicBool>, recovered: bool) {
+    let span = tracing::info_span!("reservation", id = work.reservation_id, request = work.request_id, state = %work.state, computer = tracing::field::Empty);
+    async move {
+        let ids_fallback = Ids { request: work.request_id, reservation: work.reservation_id, computer: 0 };
+        let data = match crate::db::reservation::load_reservation(&svc.db, work.reservation_id).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("cannot load the reservation: {e}");
+                fail(&svc, ids_fallback, &work.state, &format!("cannot load reservation: {e}")).await;
+                return;
+            }
+        };
+        tracing::Span::current().record("computer", data.computer_node_name.as_str());
+        let ids = Ids::from(&data);
+        let flow = match prepare(&svc, data, &work, cancel) {
+            Ok(f) => f,
+            Err(e) => {
+                fail(&svc, ids, &work.state, &e.to_string()).await;
+                return;
+            }
+        };
+        if recovered {
+            let _ = flow.log("info", &format!("recovered after a daemon restart: request returned to {} and processed again", work.state)).await;
+        }
+        let result = match work.state.as_str() {
+            "new" | "reload" | "reinstall" | "tomaintenance" => new::run(&flow).await,
+            "reserved" => reserved::run(&flow).await,
+            "inuse" => inuse::run(&flow).await,
+            "timeout" | "deleted" => reclaim::run(&flow).await,
+            "image" => image::run(&flow).await,
+            other => Err(FlowError::Failed(format!("provhost has no flow for request state {other:?}"))),
+        };
+        match result {
+            Ok(exit) => {
+                tracing::info!(to = exit.request, computer_state = ?exit.computer, "flow finished");
+                if let Err(e) = crate::db::state::state_exit(&svc.db, ids, exit.request, &exit.laststate, exit.computer).await {
+                    tracing::error!("state exit failed; the request stays pending for recovery: {e}");
+                }
+            }
+            Err(FlowError::Cancelled) => {
+                tracing::warn!("shutting down: handing the request back");
+                let _ = flow.log("info", "daemon shutting down: request handed back to be processed again").await;
+                if let Err(e) = crate::db::claim::release(&svc.db, work.request_id).await {
+                    tracing::error!("could not hand the request back; recovery will: {e}");
+                }
+            }
+            Err(e) => {
+                tracing::error!("flow failed: {e}");
+                fail(&svc, ids, &work.state, &e.to_string()).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn prepare(svc: &Arc<Services>, data: ReservationData, work: &Work, cancel: Arc<AtomicBool>) -> Result<Flow, FlowError> {
+    let what = format!("computer {}", data.computer_node_name);
+    let prov = resolve(&svc.host, Kind::Provisioning, &data.computer_provisioning_module, &what)?;
+    let os = resolve(&svc.host, Kind::Os, &data.image_os_module, &format!("image {}", data.image_name))?;
+    let backend = Arc::new(DbBackend::new(svc.db.clone(), tokio::runtime::Handle::current()));
+    let ctx = Ctx::new(data.clone(), backend);
+    Ok(Flow {
+        svc: Arc::clone(svc),
+        data,
+        ctx,
+        prov,
+        os,
+        state: work.state.clone(),
+        prior_laststate: work.laststate.clone(),
+        cancel,
+    })
+}
+
+/// VCL's `reservation_failed`: load-log `failed` with `message`, request failed, computer
+/// to the flow's failure state.
+async fn fail(svc: &Services, ids: Ids, state: &str, message: &str) {
+    let message = crate::prim::secret::redact(message);
+    let comp = failure_computer_state(state);
+    if ids.computer == 0 {
+        // No computer to log against (a broken reservation row): still end the request.
+        if let Err(e) = crate::db::flow::fail_request(&svc.db, ids.request, ids.reservation, &message).await {
+            tracing::error!("could not mark the request failed; it stays pending for recovery: {e}");
+        }
+        return;
+    }
+    if let Err(e) = crate::db::state::reservation_failed(&svc.db, ids, &message, comp).await {
+        tracing::error!("could not mark the request failed; it stays pending for recovery: {e}");
+    }
+}

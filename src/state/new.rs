@@ -1,0 +1,94 @@
+//! `new`, `reload`, `reinstall` and `tomaintenance` (VCL's new.pm).
+//!
+//! new: `statuscheck` → `node_status` → (post_load only, or the whole reload:
+//! `loadimageblade`, computer `reloading`, `doesimageexists` / `copyfrompartnerMN`,
+//! `pre_reload`, `load` → `loadimagecomplete` or `loadimagefailed`, then the OS module's
+//! `post_load` and the site hooks — provhost calls post_load itself, VCL's modules call it
+//! from inside load) → Windows-like OS: add the user now → `reserve` hooks → `nodeready` →
+//! request `reserved`. reload/reinstall always reload and end with the computer
+//! `available`. tomaintenance powers the computer off and leaves it in `maintenance`.
+
+use crate::state::{Exit, Flow, FlowError};
+
+pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
+    if f.state == "tomaintenance" {
+        return to_maintenance(f).await;
+    }
+    let status = if f.state == "new" {
+        f.log("statuscheck", &format!("checking {} for image {}", f.data.computer_node_name, f.data.image_name)).await?;
+        match f.call(&f.prov.clone(), "node_status", vec![]).await {
+            Ok(s) => s.to_string(),
+            Err(FlowError::Routine(e)) => {
+                // VCL: a failed status check means "reload".
+                f.log("WARNING", &format!("node_status failed, reloading: {e}")).await?;
+                "reload".to_string()
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        "reload".to_string()
+    };
+    tracing::info!(status, "node status");
+
+    match status.as_str() {
+        "ready" => {}
+        "post_load" => f.post_load().await?,
+        _ => reload_image(f).await?,
+    }
+
+    if f.state == "new" {
+        if f.add_user_at() == crate::host::AddUserAt::Ready {
+            f.add_user().await?;
+        }
+        f.call_optional(&f.prov.clone(), "reserve").await?;
+        f.call_optional(&f.os.clone(), "reserve").await?;
+        f.site_hooks("reserve").await?;
+        f.log("nodeready", "resource ready").await?;
+        Ok(Exit { request: "reserved", laststate: "new".into(), computer: Some("reserved") })
+    } else {
+        f.log("nodeready", "reload complete").await?;
+        Ok(Exit { request: "complete", laststate: f.state.clone(), computer: Some("available") })
+    }
+}
+
+/// VCL's `reload_image`.
+async fn reload_image(f: &Flow) -> Result<(), FlowError> {
+    let (prov, os) = (f.prov.clone(), f.os.clone());
+    f.log("loadimageblade", &format!("reloading {} with {}", f.data.computer_node_name, f.data.image_name)).await?;
+    crate::db::state::set_computer_state(&f.svc.db, f.data.computer_id, "reloading").await?;
+    f.log("doesimageexists", &format!("checking for image {}", f.data.image_name)).await?;
+    if !f.call_bool(&prov, "does_image_exist").await? {
+        f.log("copyfrompartnerMN", &format!("image {} is not here; asking partner management nodes", f.data.image_name)).await?;
+        if !f.call_bool(&prov, "retrieve_image").await? {
+            return Err(FlowError::Failed(format!(
+                "image {} does not exist in this node's image library and could not be retrieved from a partner node",
+                f.data.image_name
+            )));
+        }
+    }
+    f.call_optional(&os, "pre_reload").await?;
+    f.call_optional(&prov, "pre_reload").await?;
+    f.log("startload", &format!("loading {} on {}", f.data.image_name, f.data.computer_node_name)).await?;
+    match f.call_ok(&prov, "load", vec![]).await {
+        Ok(()) => {}
+        Err(e) => {
+            let _ = f.log("loadimagefailed", &e.to_string()).await;
+            return Err(e);
+        }
+    }
+    f.log("loadimagecomplete", "running post configuration").await?;
+    f.post_load().await?;
+    crate::db::state::set_computer_image(&f.svc.db, f.data.computer_id, f.data.image_id, f.data.imagerevision_id).await?;
+    Ok(())
+}
+
+async fn to_maintenance(f: &Flow) -> Result<Exit, FlowError> {
+    f.log("info", &format!("putting {} into maintenance", f.data.computer_node_name)).await?;
+    match f.call(&f.prov.clone(), "control_vm", vec!["off".into()]).await {
+        Ok(v) if v.as_bool().unwrap_or(false) => {}
+        Ok(_) => f.log("WARNING", "power off returned false; computer goes to maintenance anyway").await?,
+        Err(FlowError::Routine(e)) => f.log("WARNING", &format!("power off failed ({e}); computer goes to maintenance anyway")).await?,
+        Err(e) => return Err(e),
+    }
+    Ok(Exit { request: "complete", laststate: "tomaintenance".into(), computer: Some("maintenance") })
+}

@@ -1,0 +1,30 @@
+//! `timeout` and `deleted` (VCL's reclaim.pm): take access away, remove the user, clean
+//! the computer (OS module then site hooks), run the post_reservation hooks, then insert
+//! a reload request for the computer as VCL does. A request deleted before its computer
+//! was ever handed over (laststate `new`) has nothing to undo.
+
+use crate::state::{Exit, Flow, FlowError};
+
+pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
+    let reason = if f.state == "deleted" { "reservation deleted" } else { "reservation timed out" };
+    f.log(&f.state, &format!("{reason} (was {})", f.prior_laststate)).await?;
+    if f.prior_laststate == "new" {
+        return Ok(Exit { request: "complete", laststate: f.state.clone(), computer: Some("available") });
+    }
+    let (prov, os) = (f.prov.clone(), f.os.clone());
+    f.call_ok(&os, "revoke_access", vec![]).await?;
+    if !f.data.user_login_id.is_empty() {
+        let user = f.user_map().await?;
+        f.call_ok(&os, "delete_user", vec![user.into()]).await?;
+    }
+    f.call_ok(&os, "sanitize", vec![]).await?;
+    f.site_hooks("sanitize").await?;
+    f.call_optional(&prov, "post_reservation").await?;
+    f.call_optional(&os, "post_reservation").await?;
+    f.site_hooks("post_reservation").await?;
+    match crate::db::state::insert_reload_request(&f.svc.db, &f.data).await? {
+        Some((request, _)) => tracing::info!(reload_request = request, "reload request inserted"),
+        None => tracing::info!("a reload of this computer is already on its way"),
+    }
+    Ok(Exit { request: "complete", laststate: f.state.clone(), computer: None })
+}

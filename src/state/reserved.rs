@@ -1,0 +1,85 @@
+//! `reserved` (VCL's reserved.pm): the computer is ready; wait for the user's
+//! acknowledgement (`reservation.remoteIP`, set by the web front end on Connect), open
+//! access for that address only, add the user (Linux-like OS modules), run the
+//! post_reserve hooks, then wait for the user to connect. Every wait is bounded by VCL's
+//! timing variables.
+
+use std::time::{Duration, Instant};
+
+use crate::host::AddUserAt;
+use crate::state::{Exit, Flow, FlowError};
+
+pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
+    let t = &f.svc.timings;
+    crate::db::state::set_computer_state(&f.svc.db, f.data.computer_id, "reserved").await?;
+    f.log("reserved", "ready for Connect").await?;
+    f.log("acknowledgetimeout", &format!("waiting up to {} s for the user to click Connect", t.acknowledgetimeout)).await?;
+
+    let ip = wait_for_ack(f).await?;
+    let Some(ip) = ip else {
+        f.log("timeout", "no acknowledgement from the user").await?;
+        return Ok(Exit { request: "timeout", laststate: "reserved".into(), computer: Some("available") });
+    };
+    tracing::info!(remote_ip = %ip, "acknowledged");
+    let mut data = f.data.clone();
+    data.remote_ip = ip;
+    let acked = Flow { data: data.clone(), ctx: f.ctx.with_data(data), ..f.clone() };
+
+    acked.log("noinitialconnection", &format!("acknowledged from {}", acked.data.remote_ip)).await?;
+    acked.log("initialconnecttimeout", &format!("waiting up to {} s for the user to connect", t.initialconnecttimeout)).await?;
+    acked.call_ok(&acked.os.clone(), "grant_access", vec![]).await?;
+    if acked.add_user_at() == AddUserAt::Acknowledge {
+        acked.add_user().await?;
+    }
+    acked.call_optional(&acked.prov.clone(), "post_reserve").await?;
+    acked.call_optional(&acked.os.clone(), "post_reserve").await?;
+    acked.site_hooks("post_reserve").await?;
+    acked.log("postreserve", "post reserve completed").await?;
+
+    if !wait_for_connection(&acked, Duration::from_secs(t.initialconnecttimeout)).await? {
+        acked.log("timeout", "the user did not connect").await?;
+        return Ok(Exit { request: "timeout", laststate: "reserved".into(), computer: Some("reserved") });
+    }
+    acked.log("connected", "detected user connection").await?;
+    Ok(Exit { request: "inuse", laststate: "reserved".into(), computer: Some("inuse") })
+}
+
+/// Poll `reservation.remoteIP` until it is set or `acknowledgetimeout` passes.
+async fn wait_for_ack(f: &Flow) -> Result<Option<String>, FlowError> {
+    let t = &f.svc.timings;
+    let end = Instant::now() + Duration::from_secs(t.acknowledgetimeout);
+    let every = Duration::from_millis(t.acknowledge_poll_ms.max(10));
+    let max_polls = t.acknowledgetimeout.saturating_mul(1000) / t.acknowledge_poll_ms.max(10) + 2;
+    for _ in 0..max_polls {
+        let ip = crate::db::flow::remote_ip(&f.svc.db, f.data.reservation_id).await?;
+        if !ip.trim().is_empty() {
+            return Ok(Some(ip.trim().to_string()));
+        }
+        if Instant::now() >= end {
+            break;
+        }
+        f.pause(every.min(end.saturating_duration_since(Instant::now()))).await?;
+    }
+    Ok(None)
+}
+
+/// Poll the OS module's `is_user_connected` every `connect_poll` s for at most `limit`.
+/// Without that routine, or with `request.checkuser` off, the user counts as connected.
+pub async fn wait_for_connection(f: &Flow, limit: Duration) -> Result<bool, FlowError> {
+    if !f.data.request_checkuser || !f.defines(&f.os, "is_user_connected") {
+        return Ok(true);
+    }
+    let every = Duration::from_secs(f.svc.timings.connect_poll.max(1));
+    let end = Instant::now() + limit;
+    let max_polls = limit.as_secs() / every.as_secs().max(1) + 2;
+    for _ in 0..max_polls {
+        if f.call_bool(&f.os.clone(), "is_user_connected").await? {
+            return Ok(true);
+        }
+        if Instant::now() >= end {
+            break;
+        }
+        f.pause(every.min(end.saturating_duration_since(Instant::now()))).await?;
+    }
+    Ok(false)
+}
