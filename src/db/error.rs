@@ -11,19 +11,11 @@ pub enum DbError {
     #[error("database URL {url}: {message}")]
     BadUrl { url: String, message: String },
     /// Could not open the database (the URL is shown with its password redacted).
-    #[error("cannot connect to {url}: {source}")]
-    Connect {
-        url: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error("cannot connect to {url}: {cause}")]
+    Connect { url: String, cause: sqlx::Error },
     /// A statement failed.
-    #[error("{what}: {source}")]
-    Sql {
-        what: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error("{what}: {cause}")]
+    Sql { what: String, cause: sqlx::Error },
     /// The database stayed unreachable (or busy) through every retry.
     #[error("{what}: database unavailable after {attempts} attempts over {waited:?}: {last}")]
     Unavailable {
@@ -54,12 +46,8 @@ pub enum DbError {
     #[error("{0}")]
     Invalid(String),
     /// A file next to the database (the SQLite file's folder) could not be made.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
 }
 
 /// MySQL/MariaDB error numbers after which the statement or transaction did not happen
@@ -74,7 +62,7 @@ impl DbError {
     /// (one transaction) may be run again?
     pub fn is_transient(&self) -> bool {
         match self {
-            DbError::Sql { source, .. } | DbError::Connect { source, .. } => transient(source),
+            DbError::Sql { cause, .. } | DbError::Connect { cause, .. } => transient(cause),
             _ => false,
         }
     }
@@ -104,6 +92,6 @@ pub(crate) trait During<T> {
 
 impl<T> During<T> for Result<T, sqlx::Error> {
     fn during(self, what: impl Into<String>) -> Result<T, DbError> {
-        self.map_err(|source| DbError::Sql { what: what.into(), source })
+        self.map_err(|cause| DbError::Sql { what: what.into(), cause })
     }
 }

@@ -94,7 +94,7 @@ impl Db {
     pub async fn connect_with(url: &str, opts: DbOptions) -> Result<Db, DbError> {
         let shown = redact_url(url);
         let bad = |message: String| DbError::BadUrl { url: shown.clone(), message };
-        let connect_err = |source| DbError::Connect { url: shown.clone(), source };
+        let connect_err = |cause| DbError::Connect { url: shown.clone(), cause };
         let pool = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
             if path.is_empty() {
@@ -103,7 +103,7 @@ impl Db {
             let path = path.split('?').next().unwrap_or(path);
             if path != ":memory:" {
                 if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| DbError::Io { path: dir.display().to_string(), source })?;
+                    std::fs::create_dir_all(dir).map_err(|cause| DbError::Io { path: dir.display().to_string(), cause })?;
                 }
             }
             let o = SqliteConnectOptions::from_str(url)
@@ -111,22 +111,34 @@ impl Db {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(Duration::from_secs(5));
-            let pool = SqlitePoolOptions::new()
-                .max_connections(opts.max_connections)
-                .acquire_timeout(opts.acquire_timeout)
-                .connect_with(o)
-                .await
-                .map_err(connect_err)?;
+            let pool = retry_with(&opts.retry, &shown, "connecting", || {
+                let o = o.clone();
+                async move {
+                    SqlitePoolOptions::new()
+                        .max_connections(opts.max_connections)
+                        .acquire_timeout(opts.acquire_timeout)
+                        .connect_with(o)
+                        .await
+                        .map_err(connect_err)
+                }
+            })
+            .await?;
             Pool::Sqlite(pool)
         } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
             let normalized = url.replacen("mariadb://", "mysql://", 1);
             let o = MySqlConnectOptions::from_str(&normalized).map_err(|e| bad(e.to_string()))?;
-            let pool = MySqlPoolOptions::new()
-                .max_connections(opts.max_connections)
-                .acquire_timeout(opts.acquire_timeout)
-                .connect_with(o)
-                .await
-                .map_err(connect_err)?;
+            let pool = retry_with(&opts.retry, &shown, "connecting", || {
+                let o = o.clone();
+                async move {
+                    MySqlPoolOptions::new()
+                        .max_connections(opts.max_connections)
+                        .acquire_timeout(opts.acquire_timeout)
+                        .connect_with(o)
+                        .await
+                        .map_err(connect_err)
+                }
+            })
+            .await?;
             Pool::MySql(pool)
         } else {
             return Err(bad("expected sqlite://PATH or mysql://USER@HOST/DATABASE".into()));
@@ -190,33 +202,37 @@ impl Db {
     /// reason that is not a lost connection / busy database, or the retry policy is used up.
     /// Operations given to this must be safe to run again after a failure: each is one
     /// transaction (rolled back when its connection died) or one conditional statement.
-    pub async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, DbError>
+    pub async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T, DbError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, DbError>>,
     {
-        let started = Instant::now();
-        let mut delay = self.retry.first_delay;
-        let attempts = self.retry.attempts.max(1);
-        let mut attempt = 1;
-        loop {
-            match op().await {
-                Err(e) if e.is_transient() => {
-                    if attempt >= attempts {
-                        return Err(DbError::Unavailable {
-                            what: what.to_string(),
-                            attempts,
-                            waited: started.elapsed(),
-                            last: Box::new(e),
-                        });
-                    }
-                    tracing::warn!(db = %self.url, attempt, "{what}: {e}; retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.retry.max_delay);
-                    attempt += 1;
+        retry_with(&self.retry, &self.url, what, op).await
+    }
+}
+
+/// The retry loop behind [`Db::retry`] (also used while connecting).
+async fn retry_with<T, F, Fut>(policy: &RetryPolicy, url: &str, what: &str, mut op: F) -> Result<T, DbError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DbError>>,
+{
+    let started = Instant::now();
+    let mut delay = policy.first_delay;
+    let attempts = policy.attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() => {
+                if attempt >= attempts {
+                    return Err(DbError::Unavailable { what: what.to_string(), attempts, waited: started.elapsed(), last: Box::new(e) });
                 }
-                other => return other,
+                tracing::warn!(db = %url, attempt, "{what}: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(policy.max_delay);
+                attempt += 1;
             }
+            other => return other,
         }
     }
 }
@@ -248,8 +264,8 @@ pub(crate) trait RowExt {
     }
 }
 
-fn col_err(col: &str, source: sqlx::Error) -> DbError {
-    DbError::Sql { what: format!("reading column {col}"), source }
+fn col_err(col: &str, cause: sqlx::Error) -> DbError {
+    DbError::Sql { what: format!("reading column {col}"), cause }
 }
 
 impl RowExt for SqliteRow {
