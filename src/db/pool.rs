@@ -52,12 +52,20 @@ pub struct DbOptions {
     pub max_connections: u32,
     /// How long to wait for a free (or new) connection before the attempt counts as failed.
     pub acquire_timeout: Duration,
+    /// SQLite only: how long one statement waits for another connection's write lock
+    /// before failing with "database is locked" (which [`Db::retry`] then retries).
+    pub sqlite_busy_timeout: Duration,
     pub retry: RetryPolicy,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        DbOptions { max_connections: 5, acquire_timeout: Duration::from_secs(10), retry: RetryPolicy::default() }
+        DbOptions {
+            max_connections: 5,
+            acquire_timeout: Duration::from_secs(10),
+            sqlite_busy_timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+        }
     }
 }
 
@@ -110,7 +118,7 @@ impl Db {
                 .map_err(|e| bad(e.to_string()))?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(5));
+                .busy_timeout(opts.sqlite_busy_timeout);
             let pool = retry_with(&opts.retry, &shown, "connecting", || {
                 let o = o.clone();
                 async move {

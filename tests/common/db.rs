@@ -24,6 +24,7 @@ pub fn test_options() -> DbOptions {
     DbOptions {
         max_connections: 5,
         acquire_timeout: Duration::from_secs(10),
+        sqlite_busy_timeout: Duration::from_secs(5),
         retry: RetryPolicy { attempts: 8, first_delay: Duration::from_millis(50), max_delay: Duration::from_secs(1) },
     }
 }
@@ -118,7 +119,12 @@ impl TestDb {
 
     /// Another, independent pool on the same database (a second daemon).
     pub async fn connect_again(&self) -> Db {
-        Db::connect_with(&self.url, test_options()).await.expect("second connection pool")
+        self.connect_with(test_options()).await
+    }
+
+    /// Another pool on the same database with other options.
+    pub async fn connect_with(&self, opts: DbOptions) -> Db {
+        Db::connect_with(&self.url, opts).await.expect("another connection pool")
     }
 
     /// Run one statement as test setup.
