@@ -107,9 +107,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { paths } => Ok(check(&config, paths)),
         Command::Call { module, routine, ctx, timeout, args } => call(&config, module, routine, ctx, timeout, args).await,
-        Command::Db { command } => provhost::db::cli::db(&config, command).await.map(|()| ExitCode::SUCCESS).map_err(Into::into),
-        Command::Request { command } => provhost::db::cli::request(&config, command).await.map(|()| ExitCode::SUCCESS).map_err(Into::into),
-        Command::Log { reservation, url } => provhost::db::cli::log(&config, reservation, url).await.map(|()| ExitCode::SUCCESS).map_err(Into::into),
+        Command::Db { command } => {
+            provhost::db::cli::db(&config, command).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Request { command } => {
+            provhost::db::cli::request(&config, command).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Log { reservation, url } => {
+            provhost::db::cli::log(&config, reservation, url).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Docs { out } => {
             let host = ScriptHost::new(config.host_options(), &[]);
             let text = provhost::host::docs::generate(&host).map_err(anyhow::Error::msg)?;

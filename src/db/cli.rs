@@ -20,7 +20,9 @@ pub struct UrlArg {
 
 impl UrlArg {
     fn resolve(&self, config: &Config) -> String {
-        self.url.clone().unwrap_or_else(|| config.database.url_or_default(&config.paths.data_dir))
+        self.url
+            .clone()
+            .unwrap_or_else(|| config.database.url_or_default(&config.paths.data_dir))
     }
 }
 
@@ -78,7 +80,10 @@ pub enum RequestCommand {
 /// Run `provhost db …`.
 pub async fn db(config: &Config, cmd: DbCommand) -> Result<(), DbError> {
     match cmd {
-        DbCommand::Init { url, management_node } => {
+        DbCommand::Init {
+            url,
+            management_node,
+        } => {
             let db = Db::connect(&url.resolve(config)).await?;
             let host = management_node.unwrap_or_else(schema::local_hostname);
             let report = schema::init(&db, &host).await?;
@@ -100,17 +105,45 @@ pub async fn db(config: &Config, cmd: DbCommand) -> Result<(), DbError> {
 /// Run `provhost request …`.
 pub async fn request(config: &Config, cmd: RequestCommand) -> Result<(), DbError> {
     match cmd {
-        RequestCommand::New { image, computer, any, user, start, end, url } => {
+        RequestCommand::New {
+            image,
+            computer,
+            any,
+            user,
+            start,
+            end,
+            url,
+        } => {
             let db = Db::connect(&url.resolve(config)).await?;
             let choice = match (computer, any) {
                 (Some(c), false) => ComputerChoice::Named(c),
                 (None, true) => ComputerChoice::Any,
-                _ => return Err(DbError::Invalid("give either --computer NAME or --any".into())),
+                _ => {
+                    return Err(DbError::Invalid(
+                        "give either --computer NAME or --any".into(),
+                    ))
+                }
             };
-            let c = requests::new_request(&db, &NewRequest { image, computer: choice, user, start, end }).await?;
+            let c = requests::new_request(
+                &db,
+                &NewRequest {
+                    image,
+                    computer: choice,
+                    user,
+                    start,
+                    end,
+                },
+            )
+            .await?;
             println!(
                 "request {} (reservation {}): image {} on {}, management node {}, {} to {}",
-                c.request_id, c.reservation_id, c.image_id, c.computer, c.management_node, c.start, c.end
+                c.request_id,
+                c.reservation_id,
+                c.image_id,
+                c.computer,
+                c.management_node,
+                c.start,
+                c.end
             );
             db.close().await;
             Ok(())

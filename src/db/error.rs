@@ -38,7 +38,11 @@ pub enum DbError {
     UnknownState(String),
     /// A conditional state change found the row in another state than expected.
     #[error("request {request}: expected state {expected}, found {found}")]
-    StateConflict { request: i64, expected: String, found: String },
+    StateConflict {
+        request: i64,
+        expected: String,
+        found: String,
+    },
     /// The database's schema lacks what provhost needs (each problem on its own line).
     #[error("database schema does not fit provhost:\n  {}", problems.join("\n  "))]
     Schema { problems: Vec<String> },
@@ -70,14 +74,19 @@ impl DbError {
 
 fn transient(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(d) => {
             if let Some(m) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
                 return MYSQL_TRANSIENT.contains(&m.number());
             }
             if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                return d.code().is_some_and(|c| SQLITE_TRANSIENT.contains(&c.as_ref()));
+                return d
+                    .code()
+                    .is_some_and(|c| SQLITE_TRANSIENT.contains(&c.as_ref()));
             }
             false
         }
@@ -92,6 +101,9 @@ pub(crate) trait During<T> {
 
 impl<T> During<T> for Result<T, sqlx::Error> {
     fn during(self, what: impl Into<String>) -> Result<T, DbError> {
-        self.map_err(|cause| DbError::Sql { what: what.into(), cause })
+        self.map_err(|cause| DbError::Sql {
+            what: what.into(),
+            cause,
+        })
     }
 }

@@ -56,3 +56,24 @@ impl DatabaseConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_section_and_default_url() {
+        let c: crate::Config =
+            toml::from_str("[database]\nurl = \"mysql://root@127.0.0.1/vcl\"\n").expect("parse");
+        assert_eq!(
+            c.database.url_or_default(Path::new("/x")),
+            "mysql://root@127.0.0.1/vcl"
+        );
+        let d = crate::Config::default();
+        assert_eq!(
+            d.database.url_or_default(Path::new("/var/lib/provhost")),
+            "sqlite:///var/lib/provhost/provhost.db"
+        );
+        assert!(toml::from_str::<crate::Config>("[database]\nurl_typo = \"x\"\n").is_err());
+    }
+}

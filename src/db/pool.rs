@@ -11,7 +11,10 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlQueryResult, MySqlRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult, SqliteRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteRow,
+};
 use sqlx::Row;
 
 use crate::db::error::{DbError, During};
@@ -42,7 +45,11 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     /// About 30 s in all: 0.1 + 0.2 + 0.4 + … capped at 5 s, 10 tries.
     fn default() -> Self {
-        RetryPolicy { attempts: 10, first_delay: Duration::from_millis(100), max_delay: Duration::from_secs(5) }
+        RetryPolicy {
+            attempts: 10,
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+        }
     }
 }
 
@@ -101,8 +108,14 @@ impl Db {
     /// Open `url` with explicit pool and retry options.
     pub async fn connect_with(url: &str, opts: DbOptions) -> Result<Db, DbError> {
         let shown = redact_url(url);
-        let bad = |message: String| DbError::BadUrl { url: shown.clone(), message };
-        let connect_err = |cause| DbError::Connect { url: shown.clone(), cause };
+        let bad = |message: String| DbError::BadUrl {
+            url: shown.clone(),
+            message,
+        };
+        let connect_err = |cause| DbError::Connect {
+            url: shown.clone(),
+            cause,
+        };
         let pool = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
             if path.is_empty() {
@@ -110,8 +123,14 @@ impl Db {
             }
             let path = path.split('?').next().unwrap_or(path);
             if path != ":memory:" {
-                if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|cause| DbError::Io { path: dir.display().to_string(), cause })?;
+                if let Some(dir) = std::path::Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(dir).map_err(|cause| DbError::Io {
+                        path: dir.display().to_string(),
+                        cause,
+                    })?;
                 }
             }
             let o = SqliteConnectOptions::from_str(url)
@@ -149,9 +168,15 @@ impl Db {
             .await?;
             Pool::MySql(pool)
         } else {
-            return Err(bad("expected sqlite://PATH or mysql://USER@HOST/DATABASE".into()));
+            return Err(bad(
+                "expected sqlite://PATH or mysql://USER@HOST/DATABASE".into()
+            ));
         };
-        Ok(Db { pool, url: shown, retry: opts.retry })
+        Ok(Db {
+            pool,
+            url: shown,
+            retry: opts.retry,
+        })
     }
 
     /// The open pool, for [`with_pool!`].
@@ -220,7 +245,12 @@ impl Db {
 }
 
 /// The retry loop behind [`Db::retry`] (also used while connecting).
-async fn retry_with<T, F, Fut>(policy: &RetryPolicy, url: &str, what: &str, mut op: F) -> Result<T, DbError>
+async fn retry_with<T, F, Fut>(
+    policy: &RetryPolicy,
+    url: &str,
+    what: &str,
+    mut op: F,
+) -> Result<T, DbError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, DbError>>,
@@ -233,7 +263,12 @@ where
         match op().await {
             Err(e) if e.is_transient() => {
                 if attempt >= attempts {
-                    return Err(DbError::Unavailable { what: what.to_string(), attempts, waited: started.elapsed(), last: Box::new(e) });
+                    return Err(DbError::Unavailable {
+                        what: what.to_string(),
+                        attempts,
+                        waited: started.elapsed(),
+                        last: Box::new(e),
+                    });
                 }
                 tracing::warn!(db = %url, attempt, "{what}: {e}; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
@@ -247,14 +282,23 @@ where
 
 /// `url` with any password replaced by `***`, for logs and error messages.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else { return url.to_string() };
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
     let userinfo = &authority[..at];
     match userinfo.find(':') {
-        Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &userinfo[..colon], &rest[at..]),
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
         None => url.to_string(),
     }
 }
@@ -273,15 +317,20 @@ pub(crate) trait RowExt {
 }
 
 fn col_err(col: &str, cause: sqlx::Error) -> DbError {
-    DbError::Sql { what: format!("reading column {col}"), cause }
+    DbError::Sql {
+        what: format!("reading column {col}"),
+        cause,
+    }
 }
 
 impl RowExt for SqliteRow {
     fn opt_int(&self, col: &str) -> Result<Option<i64>, DbError> {
-        self.try_get::<Option<i64>, _>(col).map_err(|e| col_err(col, e))
+        self.try_get::<Option<i64>, _>(col)
+            .map_err(|e| col_err(col, e))
     }
     fn opt_text(&self, col: &str) -> Result<Option<String>, DbError> {
-        self.try_get_unchecked::<Option<String>, _>(col).map_err(|e| col_err(col, e))
+        self.try_get_unchecked::<Option<String>, _>(col)
+            .map_err(|e| col_err(col, e))
     }
 }
 
@@ -290,15 +339,22 @@ impl RowExt for MySqlRow {
         match self.try_get::<Option<i64>, _>(col) {
             Ok(v) => Ok(v),
             Err(sqlx::Error::ColumnDecode { .. }) => {
-                let v = self.try_get::<Option<u64>, _>(col).map_err(|e| col_err(col, e))?;
-                v.map(|u| i64::try_from(u).map_err(|_| DbError::Invalid(format!("column {col}: {u} does not fit in i64"))))
-                    .transpose()
+                let v = self
+                    .try_get::<Option<u64>, _>(col)
+                    .map_err(|e| col_err(col, e))?;
+                v.map(|u| {
+                    i64::try_from(u).map_err(|_| {
+                        DbError::Invalid(format!("column {col}: {u} does not fit in i64"))
+                    })
+                })
+                .transpose()
             }
             Err(e) => Err(col_err(col, e)),
         }
     }
     fn opt_text(&self, col: &str) -> Result<Option<String>, DbError> {
-        self.try_get_unchecked::<Option<String>, _>(col).map_err(|e| col_err(col, e))
+        self.try_get_unchecked::<Option<String>, _>(col)
+            .map_err(|e| col_err(col, e))
     }
 }
 
@@ -325,9 +381,21 @@ mod tests {
 
     #[test]
     fn passwords_never_show() {
-        assert_eq!(redact_url("mysql://root:s3cret@db.example/vcl"), "mysql://root:***@db.example/vcl");
-        assert_eq!(redact_url("mysql://root@127.0.0.1/vcl"), "mysql://root@127.0.0.1/vcl");
-        assert_eq!(redact_url("sqlite:///var/lib/provhost/provhost.db"), "sqlite:///var/lib/provhost/provhost.db");
-        assert_eq!(redact_url("mysql://u:p@ss:w@h:3306/x"), "mysql://u:***@h:3306/x");
+        assert_eq!(
+            redact_url("mysql://root:s3cret@db.example/vcl"),
+            "mysql://root:***@db.example/vcl"
+        );
+        assert_eq!(
+            redact_url("mysql://root@127.0.0.1/vcl"),
+            "mysql://root@127.0.0.1/vcl"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/provhost/provhost.db"),
+            "sqlite:///var/lib/provhost/provhost.db"
+        );
+        assert_eq!(
+            redact_url("mysql://u:p@ss:w@h:3306/x"),
+            "mysql://u:***@h:3306/x"
+        );
     }
 }
