@@ -273,6 +273,11 @@ async fn ctx_writes_loadlog_and_image_size(backend: Backend) {
         tokio::runtime::Handle::current(),
     ));
     let ctx = Ctx::new(data.clone(), backend);
+    // On an async worker thread the blocking backend refuses instead of panicking.
+    let refused = ctx
+        .loadlog("info", "from async code")
+        .expect_err("not on a worker thread");
+    assert!(refused.contains("spawn_blocking"), "{refused}");
     // Routines run on the blocking pool; that is where ctx writes happen.
     let results = tokio::task::spawn_blocking(move || {
         (

@@ -43,7 +43,7 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// About 30 s in all: 0.1 + 0.2 + 0.4 + … capped at 5 s, 10 tries.
+    /// 10 tries; waits 0.1, 0.2, 0.4 … capped at 5 s between them (about 20 s in all).
     fn default() -> Self {
         RetryPolicy {
             attempts: 10,
