@@ -261,7 +261,7 @@ impl Ctx {
                 "unknown load-state name {name:?} (names are VCL's computerloadstate.loadstatename, e.g. \"startload\", \"machinebooted\")"
             ));
         }
-        self.backend.loadlog(&self.data, name, text)
+        self.backend.loadlog(&self.data, name, &crate::prim::secret::redact(text))
     }
 
     /// Record the image size in MB.

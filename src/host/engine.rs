@@ -150,6 +150,7 @@ pub fn build(limits: &Limits, stdlib: PathBuf, families: &[Arc<dyn Primitives>])
     crate::host::ctx::register(&mut engine);
     crate::prim::wait::register(&mut engine);
     crate::prim::log::register(&mut engine);
+    crate::prim::secret::register(&mut engine);
     for family in families {
         family.register(&mut engine);
     }

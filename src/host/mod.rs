@@ -350,7 +350,11 @@ fn runtime_error(module: &LoadedModule, module_name: &str, routine: &str, timeou
             }
         }
     }
-    let line = err.position().line().or(outer_pos.line()).unwrap_or(0);
+    let mut line = err.position().line().or(outer_pos.line()).unwrap_or(0);
+    if line == 0 && path == module.path {
+        // Limit errors carry no position: point at the function that was running.
+        line = contract::fn_line(&module.source, chain.last().map(String::as_str).unwrap_or(routine));
+    }
     let at = SourcePos { path, line };
     let (module, routine) = (module_name.to_string(), routine.to_string());
     if let EvalAltResult::ErrorTerminated(token, _) = &err {
@@ -368,8 +372,8 @@ fn runtime_error(module: &LoadedModule, module_name: &str, routine: &str, timeou
             err.to_string()
         }
     };
-    if chain.len() > 1 {
-        message.push_str(&format!(" (in {})", chain.join(" → ")));
+    if !chain.is_empty() {
+        message.push_str(&format!(" (via {})", chain.join(" → ")));
     }
     HostError::Script { module, routine, at, message }
 }

@@ -3,4 +3,5 @@
 //! timeout and by the calling routine's deadline (`host::engine::remaining`).
 
 pub mod log;
+pub mod secret;
 pub mod wait;

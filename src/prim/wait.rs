@@ -1,7 +1,8 @@
-//! Bounded waiting: `wait::sleep(seconds)` and `wait::until(fn, #{timeout, interval})`.
+//! Bounded waiting: `wait::sleep(seconds)` and `wait::poll(fn, #{timeout, interval})`.
 //!
-//! Neither ever outlives the calling routine's deadline: a sleep that would cross it ends
-//! the routine with a deadline error, and `until` gives up (returns `false`) at its own
+//! Neither ever outlives the calling routine's deadline (DESIGN.md calls it `wait::until`, but `until` is a
+//! Rhai keyword, so it is `poll`): a sleep that would cross it ends
+//! the routine with a deadline error, and `poll` gives up (returns `false`) at its own
 //! timeout or at the deadline, whichever is first, with a hard cap on iterations.
 
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use crate::host::engine::{check_deadline, remaining};
 
 /// Longest single sleep a script may ask for.
 pub const MAX_SLEEP: Duration = Duration::from_secs(3600);
-/// Upper bound on `wait::until` checks, whatever timeout and interval say.
+/// Upper bound on `wait::poll` checks, whatever timeout and interval say.
 pub const MAX_CHECKS: u64 = 100_000;
 
 /// Sleep for `d`, but never past the current routine's deadline; in small steps so a
@@ -47,10 +48,10 @@ fn secs(v: &Dynamic, what: &str) -> Result<Duration, Box<EvalAltResult>> {
     Ok(Duration::from_secs_f64(s.min(MAX_SLEEP.as_secs_f64())))
 }
 
-fn until(ctx: NativeCallContext, f: FnPtr, opts: Map) -> Result<bool, Box<EvalAltResult>> {
+fn poll(ctx: NativeCallContext, f: FnPtr, opts: Map) -> Result<bool, Box<EvalAltResult>> {
     let timeout = match opts.get("timeout") {
         Some(v) => secs(v, "timeout")?,
-        None => return Err("wait::until needs #{ timeout: SECONDS } (waits are always bounded)".into()),
+        None => return Err("wait::poll needs #{ timeout: SECONDS } (waits are always bounded)".into()),
     };
     let interval = match opts.get("interval") {
         Some(v) => secs(v, "interval")?,
@@ -59,7 +60,7 @@ fn until(ctx: NativeCallContext, f: FnPtr, opts: Map) -> Result<bool, Box<EvalAl
     .max(Duration::from_millis(10));
     for key in opts.keys() {
         if key != "timeout" && key != "interval" {
-            return Err(format!("wait::until: unknown option {key:?} (known: timeout, interval)").into());
+            return Err(format!("wait::poll: unknown option {key:?} (known: timeout, interval)").into());
         }
     }
     let end = Instant::now() + timeout;
@@ -86,18 +87,18 @@ pub fn register(engine: &mut Engine) {
         ])
         .with_params_info(["seconds: Dynamic", "()"])
         .set_into_module(&mut m, |seconds: Dynamic| bounded_sleep(secs(&seconds, "seconds")?));
-    FuncRegistration::new("until")
+    FuncRegistration::new("poll")
         .with_comments([
             "/// Call `f` until it returns something truthy, every `interval` seconds (default 1),",
             "/// for at most `timeout` seconds (required). Returns `true` if `f` succeeded,",
             "/// `false` on time-out. Errors thrown by `f` end the wait and propagate.",
             "///",
             "/// ```rhai",
-            "/// let up = wait::until(|| h.run(\"test -e /run/ready\").code == 0, #{ timeout: 60, interval: 2 });",
+            "/// let up = wait::poll(|| h.run(\"test -e /run/ready\").code == 0, #{ timeout: 60, interval: 2 });",
             "/// ```",
         ])
         .with_params_info(["f: FnPtr", "opts: Map", "bool"])
-        .set_into_module(&mut m, until);
+        .set_into_module(&mut m, poll);
     engine.register_static_module("wait", m.into());
 }
 
@@ -114,24 +115,24 @@ mod tests {
     }
 
     #[test]
-    fn until_returns_true_when_the_condition_holds() {
+    fn poll_returns_true_when_the_condition_holds() {
         let e = engine();
         let _g = CallGuard::new(Duration::from_secs(10), None);
         let got: bool = e
-            .eval("let n = 0; wait::until(|| { n += 1; n >= 3 }, #{ timeout: 5, interval: 0.01 })")
+            .eval("let n = 0; wait::poll(|| { n += 1; n >= 3 }, #{ timeout: 5, interval: 0.01 })")
             .expect("eval");
         assert!(got);
     }
 
     #[test]
-    fn until_gives_up_at_its_timeout() {
+    fn poll_gives_up_at_its_timeout() {
         let e = engine();
         let _g = CallGuard::new(Duration::from_secs(10), None);
         let t = Instant::now();
-        let got: bool = e.eval("wait::until(|| false, #{ timeout: 0.2, interval: 0.05 })").expect("eval");
+        let got: bool = e.eval("wait::poll(|| false, #{ timeout: 0.2, interval: 0.05 })").expect("eval");
         assert!(!got);
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-        let err = e.eval::<bool>("wait::until(|| false, #{})").expect_err("needs timeout");
+        let err = e.eval::<bool>("wait::poll(|| false, #{})").expect_err("needs timeout");
         assert!(err.to_string().contains("always bounded"), "{err}");
     }
 

@@ -1,4 +1,6 @@
-//! Helpers shared by the integration tests: real parts set up and torn down for a test.
-//! `db`: a fresh SQLite or MariaDB database per test.
+//! Shared helpers for integration tests: real parts (script folders, sshd, databases, VMs),
+//! each cleaned up on drop.
+#![allow(dead_code)]
 
 pub mod db;
+pub mod scripts;

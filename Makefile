@@ -1,0 +1,23 @@
+# The two commands of the README: `make demo` (the main job on the embedded default) and
+# `make test` (the whole test suite). Both install what they need first.
+.PHONY: deps demo test lint bench docs
+
+deps:
+	./tools/install-deps.sh
+
+demo: deps
+	cargo run --quiet -- check scripts
+	cargo run --quiet -- call os/linux is_ready --ctx examples/ctx-local.toml
+
+test: deps
+	cargo test --no-fail-fast
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+bench:
+	cargo run --release --example bench_host
+
+docs:
+	cargo run --quiet -- docs --out docs/script-api.md
