@@ -54,6 +54,23 @@ enum Command {
         /// plain strings.
         args: Vec<String>,
     },
+    /// The database: `db init`.
+    Db {
+        #[command(subcommand)]
+        command: provhost::db::cli::DbCommand,
+    },
+    /// Reservation requests: `request new`, `request list`.
+    Request {
+        #[command(subcommand)]
+        command: provhost::db::cli::RequestCommand,
+    },
+    /// The load-log timeline of a reservation, with elapsed times.
+    Log {
+        /// `reservation.id`
+        reservation: i64,
+        #[command(flatten)]
+        url: provhost::db::cli::UrlArg,
+    },
     /// Generate the script API reference from the registered functions.
     Docs {
         /// Where to write it (`-` for standard output).
@@ -90,6 +107,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { paths } => Ok(check(&config, paths)),
         Command::Call { module, routine, ctx, timeout, args } => call(&config, module, routine, ctx, timeout, args).await,
+        Command::Db { command } => {
+            provhost::db::cli::db(&config, command).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Request { command } => {
+            provhost::db::cli::request(&config, command).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Log { reservation, url } => {
+            provhost::db::cli::log(&config, reservation, url).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Docs { out } => {
             let host = ScriptHost::new(config.host_options(), &[]);
             let text = provhost::host::docs::generate(&host).map_err(anyhow::Error::msg)?;

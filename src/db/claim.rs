@@ -65,7 +65,11 @@ pub struct Claim {
 /// Requests whose reservations are assigned to `management_node`, in a state the daemon
 /// acts on, earliest start first. One query.
 pub async fn work_for(db: &Db, management_node: i64) -> Result<Vec<Work>, DbError> {
-    let ids: Vec<String> = ACTIONABLE.iter().filter_map(|n| vcl::state_id(n)).map(|i| i.to_string()).collect();
+    let ids: Vec<String> = ACTIONABLE
+        .iter()
+        .filter_map(|n| vcl::state_id(n))
+        .map(|i| i.to_string())
+        .collect();
     let sql = format!(
         "SELECT rq.`id`, MIN(r.`id`) AS `reservationid`, rq.`stateid`, rq.`laststateid`, \
          CAST(rq.`start` AS CHAR) AS `start`, CAST(rq.`end` AS CHAR) AS `end` \
@@ -97,7 +101,9 @@ pub async fn work_for(db: &Db, management_node: i64) -> Result<Vec<Work>, DbErro
 
 /// VCL's name for a state id, or `state <id>` for an id VCL does not have.
 pub(crate) fn state_label(id: i64) -> String {
-    vcl::state_name(id).map(str::to_string).unwrap_or_else(|| format!("state {id}"))
+    vcl::state_name(id)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("state {id}"))
 }
 
 pub(crate) fn state_id(name: &str) -> Result<i64, DbError> {
@@ -106,16 +112,30 @@ pub(crate) fn state_id(name: &str) -> Result<i64, DbError> {
 
 fn new_token(management_node: i64) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{management_node}-{}-{nanos}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{management_node}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Claim `request` for `management_node` if it is still in `expected` state. `Ok(None)`
 /// means another node (or the web front end) changed it first: leave it alone.
-pub async fn claim(db: &Db, request: i64, expected: &str, management_node: i64) -> Result<Option<Claim>, DbError> {
+pub async fn claim(
+    db: &Db,
+    request: i64,
+    expected: &str,
+    management_node: i64,
+) -> Result<Option<Claim>, DbError> {
     let from = state_id(expected)?;
     if from == PENDING || expected == "maintenance" {
-        return Err(DbError::Invalid(format!("request {request}: a request in state {expected} cannot be claimed")));
+        return Err(DbError::Invalid(format!(
+            "request {request}: a request in state {expected} cannot be claimed"
+        )));
     }
     let token = new_token(management_node);
     let update = format!(
@@ -180,7 +200,12 @@ pub async fn claim(db: &Db, request: i64, expected: &str, management_node: i64) 
             }
         })
         .await?;
-    Ok(won.then(|| Claim { request_id: request, from_state: expected.to_string(), management_node_id: management_node, token }))
+    Ok(won.then(|| Claim {
+        request_id: request,
+        from_state: expected.to_string(),
+        management_node_id: management_node,
+        token,
+    }))
 }
 
 /// Recovery at start: every request left `pending` by `management_node` (its claim row

@@ -25,7 +25,10 @@ impl DbBackend {
         DbBackend { db, handle }
     }
 
-    fn block_on<T>(&self, fut: impl std::future::Future<Output = Result<T, crate::db::DbError>>) -> Result<T, String> {
+    fn block_on<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, crate::db::DbError>>,
+    ) -> Result<T, String> {
         // `block_on` panics on a runtime worker thread; turn that programming error into an
         // error the routine reports instead of a crashed reservation task.
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle.block_on(fut))) {
@@ -37,11 +40,21 @@ impl DbBackend {
 
 impl CtxBackend for DbBackend {
     fn loadlog(&self, data: &ReservationData, name: &str, text: &str) -> Result<(), String> {
-        self.block_on(crate::db::loadlog::loadlog(&self.db, data.reservation_id, data.computer_id, name, text))
+        self.block_on(crate::db::loadlog::loadlog(
+            &self.db,
+            data.reservation_id,
+            data.computer_id,
+            name,
+            text,
+        ))
     }
 
     fn set_image_size(&self, data: &ReservationData, mb: i64) -> Result<(), String> {
-        self.block_on(crate::db::image::set_image_size(&self.db, data.image_id, mb))
+        self.block_on(crate::db::image::set_image_size(
+            &self.db,
+            data.image_id,
+            mb,
+        ))
     }
 
     fn computer_var(&self, data: &ReservationData, name: &str) -> Result<Option<String>, String> {

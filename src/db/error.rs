@@ -11,19 +11,11 @@ pub enum DbError {
     #[error("database URL {url}: {message}")]
     BadUrl { url: String, message: String },
     /// Could not open the database (the URL is shown with its password redacted).
-    #[error("cannot connect to {url}: {source}")]
-    Connect {
-        url: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error("cannot connect to {url}: {cause}")]
+    Connect { url: String, cause: sqlx::Error },
     /// A statement failed.
-    #[error("{what}: {source}")]
-    Sql {
-        what: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    #[error("{what}: {cause}")]
+    Sql { what: String, cause: sqlx::Error },
     /// The database stayed unreachable (or busy) through every retry.
     #[error("{what}: database unavailable after {attempts} attempts over {waited:?}: {last}")]
     Unavailable {
@@ -46,7 +38,11 @@ pub enum DbError {
     UnknownState(String),
     /// A conditional state change found the row in another state than expected.
     #[error("request {request}: expected state {expected}, found {found}")]
-    StateConflict { request: i64, expected: String, found: String },
+    StateConflict {
+        request: i64,
+        expected: String,
+        found: String,
+    },
     /// The database's schema lacks what provhost needs (each problem on its own line).
     #[error("database schema does not fit provhost:\n  {}", problems.join("\n  "))]
     Schema { problems: Vec<String> },
@@ -54,12 +50,8 @@ pub enum DbError {
     #[error("{0}")]
     Invalid(String),
     /// A file next to the database (the SQLite file's folder) could not be made.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
 }
 
 /// MySQL/MariaDB error numbers after which the statement or transaction did not happen
@@ -74,7 +66,7 @@ impl DbError {
     /// (one transaction) may be run again?
     pub fn is_transient(&self) -> bool {
         match self {
-            DbError::Sql { source, .. } | DbError::Connect { source, .. } => transient(source),
+            DbError::Sql { cause, .. } | DbError::Connect { cause, .. } => transient(cause),
             _ => false,
         }
     }
@@ -82,14 +74,19 @@ impl DbError {
 
 fn transient(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(d) => {
             if let Some(m) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
                 return MYSQL_TRANSIENT.contains(&m.number());
             }
             if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                return d.code().is_some_and(|c| SQLITE_TRANSIENT.contains(&c.as_ref()));
+                return d
+                    .code()
+                    .is_some_and(|c| SQLITE_TRANSIENT.contains(&c.as_ref()));
             }
             false
         }
@@ -104,6 +101,9 @@ pub(crate) trait During<T> {
 
 impl<T> During<T> for Result<T, sqlx::Error> {
     fn during(self, what: impl Into<String>) -> Result<T, DbError> {
-        self.map_err(|source| DbError::Sql { what: what.into(), source })
+        self.map_err(|cause| DbError::Sql {
+            what: what.into(),
+            cause,
+        })
     }
 }

@@ -21,7 +21,10 @@ fn check_size(mb: i64) -> Result<(), DbError> {
 /// Set `image.size` (MB) and `image.lastupdate`.
 pub async fn set_image_size(db: &Db, image: i64, mb: i64) -> Result<(), DbError> {
     check_size(mb)?;
-    let sql = format!("UPDATE `image` SET `size` = ?, `lastupdate` = {} WHERE `id` = ?", db.now_sql());
+    let sql = format!(
+        "UPDATE `image` SET `size` = ?, `lastupdate` = {} WHERE `id` = ?",
+        db.now_sql()
+    );
     let what = format!("setting the size of image {image} to {mb} MB");
     let n = db
         .retry(&what, || async {
@@ -29,7 +32,10 @@ pub async fn set_image_size(db: &Db, image: i64, mb: i64) -> Result<(), DbError>
         })
         .await?;
     if n == 0 {
-        return Err(DbError::NotFound { what: "image", key: image.to_string() });
+        return Err(DbError::NotFound {
+            what: "image",
+            key: image.to_string(),
+        });
     }
     Ok(())
 }

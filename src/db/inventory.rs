@@ -18,7 +18,12 @@ pub async fn add_user(db: &Db, login: &str, uid: Option<i64>) -> Result<i64, DbE
 
 /// Add an image for OS `os` (`OS.name`) with revision 0 as its production revision, named
 /// `name` on disk. Returns (image id, imagerevision id).
-pub async fn add_image(db: &Db, name: &str, prettyname: &str, os: &str) -> Result<(i64, i64), DbError> {
+pub async fn add_image(
+    db: &Db,
+    name: &str,
+    prettyname: &str,
+    os: &str,
+) -> Result<(i64, i64), DbError> {
     let now = db.now_sql();
     let image = "INSERT INTO `image` (`name`, `prettyname`, `ownerid`, `OSid`, `deleted`, `size`) SELECT ?, ?, 1, `id`, 0, 0 FROM `OS` WHERE `name` = ?";
     let revision = format!(
@@ -107,7 +112,14 @@ pub async fn add_computer(db: &Db, c: &NewComputer) -> Result<i64, DbError> {
 
 /// Make computer `computer` a VM host with a VM profile named `profile` (created when
 /// missing, with the given paths); returns `vmhost.id`.
-pub async fn add_vmhost(db: &Db, computer: i64, profile: &str, datastore: &str, repository: &str, vmpath: &str) -> Result<i64, DbError> {
+pub async fn add_vmhost(
+    db: &Db,
+    computer: i64,
+    profile: &str,
+    datastore: &str,
+    repository: &str,
+    vmpath: &str,
+) -> Result<i64, DbError> {
     let what = format!("making computer {computer} a VM host ({profile})");
     db.retry(&what, || async {
         with_pool!(db, p => {
@@ -150,5 +162,8 @@ pub async fn management_node_id(db: &Db, hostname: &str) -> Result<i64, DbError>
             })
         })
         .await?;
-    id.ok_or_else(|| DbError::NotFound { what: "management node", key: hostname.to_string() })
+    id.ok_or_else(|| DbError::NotFound {
+        what: "management node",
+        key: hostname.to_string(),
+    })
 }

@@ -11,7 +11,13 @@ use crate::vcl;
 /// Write a load-log entry for `reservation` / `computer`. `name` must be one of VCL's
 /// `computerloadstate.loadstatename` values (exact case) and present in the database's
 /// `computerloadstate` table; anything else is [`DbError::UnknownLoadState`].
-pub async fn loadlog(db: &Db, reservation: i64, computer: i64, name: &str, text: &str) -> Result<(), DbError> {
+pub async fn loadlog(
+    db: &Db,
+    reservation: i64,
+    computer: i64,
+    name: &str,
+    text: &str,
+) -> Result<(), DbError> {
     if !vcl::is_load_state(name) {
         return Err(DbError::UnknownLoadState(name.to_string()));
     }
@@ -29,7 +35,9 @@ pub async fn loadlog(db: &Db, reservation: i64, computer: i64, name: &str, text:
         })
         .await?;
     if inserted == 0 {
-        return Err(DbError::UnknownLoadState(format!("{name} (not in this database's computerloadstate table)")));
+        return Err(DbError::UnknownLoadState(format!(
+            "{name} (not in this database's computerloadstate table)"
+        )));
     }
     tracing::info!(reservation, computer, loadstate = name, "{text}");
     Ok(())
@@ -83,7 +91,16 @@ pub async fn timeline(db: &Db, reservation: i64) -> Result<Vec<LoadLogEntry>, Db
         if t.is_some() {
             prev = t;
         }
-        out.push(LoadLogEntry { id, computer_id, timestamp, loadstatename, prettyname, additionalinfo, elapsed_secs, step_secs });
+        out.push(LoadLogEntry {
+            id,
+            computer_id,
+            timestamp,
+            loadstatename,
+            prettyname,
+            additionalinfo,
+            elapsed_secs,
+            step_secs,
+        });
     }
     Ok(out)
 }

@@ -16,6 +16,7 @@
 //! the connection drops ([`Db::retry`]); see `docs/database.md`.
 
 pub mod claim;
+pub mod cli;
 pub mod ctx_backend;
 pub mod error;
 pub mod flow;
@@ -54,5 +55,26 @@ impl DatabaseConfig {
         } else {
             self.url.trim().to_string()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_section_and_default_url() {
+        let c: crate::Config =
+            toml::from_str("[database]\nurl = \"mysql://root@127.0.0.1/vcl\"\n").expect("parse");
+        assert_eq!(
+            c.database.url_or_default(Path::new("/x")),
+            "mysql://root@127.0.0.1/vcl"
+        );
+        let d = crate::Config::default();
+        assert_eq!(
+            d.database.url_or_default(Path::new("/var/lib/provhost")),
+            "sqlite:///var/lib/provhost/provhost.db"
+        );
+        assert!(toml::from_str::<crate::Config>("[database]\nurl_typo = \"x\"\n").is_err());
     }
 }

@@ -11,7 +11,10 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlQueryResult, MySqlRow};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult, SqliteRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteRow,
+};
 use sqlx::Row;
 
 use crate::db::error::{DbError, During};
@@ -40,9 +43,13 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// About 30 s in all: 0.1 + 0.2 + 0.4 + … capped at 5 s, 10 tries.
+    /// 10 tries; waits 0.1, 0.2, 0.4 … capped at 5 s between them (about 20 s in all).
     fn default() -> Self {
-        RetryPolicy { attempts: 10, first_delay: Duration::from_millis(100), max_delay: Duration::from_secs(5) }
+        RetryPolicy {
+            attempts: 10,
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+        }
     }
 }
 
@@ -52,12 +59,20 @@ pub struct DbOptions {
     pub max_connections: u32,
     /// How long to wait for a free (or new) connection before the attempt counts as failed.
     pub acquire_timeout: Duration,
+    /// SQLite only: how long one statement waits for another connection's write lock
+    /// before failing with "database is locked" (which [`Db::retry`] then retries).
+    pub sqlite_busy_timeout: Duration,
     pub retry: RetryPolicy,
 }
 
 impl Default for DbOptions {
     fn default() -> Self {
-        DbOptions { max_connections: 5, acquire_timeout: Duration::from_secs(10), retry: RetryPolicy::default() }
+        DbOptions {
+            max_connections: 5,
+            acquire_timeout: Duration::from_secs(10),
+            sqlite_busy_timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+        }
     }
 }
 
@@ -93,8 +108,14 @@ impl Db {
     /// Open `url` with explicit pool and retry options.
     pub async fn connect_with(url: &str, opts: DbOptions) -> Result<Db, DbError> {
         let shown = redact_url(url);
-        let bad = |message: String| DbError::BadUrl { url: shown.clone(), message };
-        let connect_err = |source| DbError::Connect { url: shown.clone(), source };
+        let bad = |message: String| DbError::BadUrl {
+            url: shown.clone(),
+            message,
+        };
+        let connect_err = |cause| DbError::Connect {
+            url: shown.clone(),
+            cause,
+        };
         let pool = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
             if path.is_empty() {
@@ -102,36 +123,60 @@ impl Db {
             }
             let path = path.split('?').next().unwrap_or(path);
             if path != ":memory:" {
-                if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|source| DbError::Io { path: dir.display().to_string(), source })?;
+                if let Some(dir) = std::path::Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(dir).map_err(|cause| DbError::Io {
+                        path: dir.display().to_string(),
+                        cause,
+                    })?;
                 }
             }
             let o = SqliteConnectOptions::from_str(url)
                 .map_err(|e| bad(e.to_string()))?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .busy_timeout(Duration::from_secs(5));
-            let pool = SqlitePoolOptions::new()
-                .max_connections(opts.max_connections)
-                .acquire_timeout(opts.acquire_timeout)
-                .connect_with(o)
-                .await
-                .map_err(connect_err)?;
+                .busy_timeout(opts.sqlite_busy_timeout);
+            let pool = retry_with(&opts.retry, &shown, "connecting", || {
+                let o = o.clone();
+                async move {
+                    SqlitePoolOptions::new()
+                        .max_connections(opts.max_connections)
+                        .acquire_timeout(opts.acquire_timeout)
+                        .connect_with(o)
+                        .await
+                        .map_err(connect_err)
+                }
+            })
+            .await?;
             Pool::Sqlite(pool)
         } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
             let normalized = url.replacen("mariadb://", "mysql://", 1);
             let o = MySqlConnectOptions::from_str(&normalized).map_err(|e| bad(e.to_string()))?;
-            let pool = MySqlPoolOptions::new()
-                .max_connections(opts.max_connections)
-                .acquire_timeout(opts.acquire_timeout)
-                .connect_with(o)
-                .await
-                .map_err(connect_err)?;
+            let pool = retry_with(&opts.retry, &shown, "connecting", || {
+                let o = o.clone();
+                async move {
+                    MySqlPoolOptions::new()
+                        .max_connections(opts.max_connections)
+                        .acquire_timeout(opts.acquire_timeout)
+                        .connect_with(o)
+                        .await
+                        .map_err(connect_err)
+                }
+            })
+            .await?;
             Pool::MySql(pool)
         } else {
-            return Err(bad("expected sqlite://PATH or mysql://USER@HOST/DATABASE".into()));
+            return Err(bad(
+                "expected sqlite://PATH or mysql://USER@HOST/DATABASE".into()
+            ));
         };
-        Ok(Db { pool, url: shown, retry: opts.retry })
+        Ok(Db {
+            pool,
+            url: shown,
+            retry: opts.retry,
+        })
     }
 
     /// The open pool, for [`with_pool!`].
@@ -190,47 +235,70 @@ impl Db {
     /// reason that is not a lost connection / busy database, or the retry policy is used up.
     /// Operations given to this must be safe to run again after a failure: each is one
     /// transaction (rolled back when its connection died) or one conditional statement.
-    pub async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, DbError>
+    pub async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T, DbError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, DbError>>,
     {
-        let started = Instant::now();
-        let mut delay = self.retry.first_delay;
-        let attempts = self.retry.attempts.max(1);
-        let mut attempt = 1;
-        loop {
-            match op().await {
-                Err(e) if e.is_transient() => {
-                    if attempt >= attempts {
-                        return Err(DbError::Unavailable {
-                            what: what.to_string(),
-                            attempts,
-                            waited: started.elapsed(),
-                            last: Box::new(e),
-                        });
-                    }
-                    tracing::warn!(db = %self.url, attempt, "{what}: {e}; retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.retry.max_delay);
-                    attempt += 1;
+        retry_with(&self.retry, &self.url, what, op).await
+    }
+}
+
+/// The retry loop behind [`Db::retry`] (also used while connecting).
+async fn retry_with<T, F, Fut>(
+    policy: &RetryPolicy,
+    url: &str,
+    what: &str,
+    mut op: F,
+) -> Result<T, DbError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, DbError>>,
+{
+    let started = Instant::now();
+    let mut delay = policy.first_delay;
+    let attempts = policy.attempts.max(1);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if e.is_transient() => {
+                if attempt >= attempts {
+                    return Err(DbError::Unavailable {
+                        what: what.to_string(),
+                        attempts,
+                        waited: started.elapsed(),
+                        last: Box::new(e),
+                    });
                 }
-                other => return other,
+                tracing::warn!(db = %url, attempt, "{what}: {e}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(policy.max_delay);
+                attempt += 1;
             }
+            other => return other,
         }
     }
 }
 
 /// `url` with any password replaced by `***`, for logs and error messages.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_string() };
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
     let rest = &url[scheme_end + 3..];
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else { return url.to_string() };
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
     let userinfo = &authority[..at];
     match userinfo.find(':') {
-        Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &userinfo[..colon], &rest[at..]),
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end + 3],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
         None => url.to_string(),
     }
 }
@@ -248,16 +316,21 @@ pub(crate) trait RowExt {
     }
 }
 
-fn col_err(col: &str, source: sqlx::Error) -> DbError {
-    DbError::Sql { what: format!("reading column {col}"), source }
+fn col_err(col: &str, cause: sqlx::Error) -> DbError {
+    DbError::Sql {
+        what: format!("reading column {col}"),
+        cause,
+    }
 }
 
 impl RowExt for SqliteRow {
     fn opt_int(&self, col: &str) -> Result<Option<i64>, DbError> {
-        self.try_get::<Option<i64>, _>(col).map_err(|e| col_err(col, e))
+        self.try_get::<Option<i64>, _>(col)
+            .map_err(|e| col_err(col, e))
     }
     fn opt_text(&self, col: &str) -> Result<Option<String>, DbError> {
-        self.try_get_unchecked::<Option<String>, _>(col).map_err(|e| col_err(col, e))
+        self.try_get_unchecked::<Option<String>, _>(col)
+            .map_err(|e| col_err(col, e))
     }
 }
 
@@ -266,15 +339,22 @@ impl RowExt for MySqlRow {
         match self.try_get::<Option<i64>, _>(col) {
             Ok(v) => Ok(v),
             Err(sqlx::Error::ColumnDecode { .. }) => {
-                let v = self.try_get::<Option<u64>, _>(col).map_err(|e| col_err(col, e))?;
-                v.map(|u| i64::try_from(u).map_err(|_| DbError::Invalid(format!("column {col}: {u} does not fit in i64"))))
-                    .transpose()
+                let v = self
+                    .try_get::<Option<u64>, _>(col)
+                    .map_err(|e| col_err(col, e))?;
+                v.map(|u| {
+                    i64::try_from(u).map_err(|_| {
+                        DbError::Invalid(format!("column {col}: {u} does not fit in i64"))
+                    })
+                })
+                .transpose()
             }
             Err(e) => Err(col_err(col, e)),
         }
     }
     fn opt_text(&self, col: &str) -> Result<Option<String>, DbError> {
-        self.try_get_unchecked::<Option<String>, _>(col).map_err(|e| col_err(col, e))
+        self.try_get_unchecked::<Option<String>, _>(col)
+            .map_err(|e| col_err(col, e))
     }
 }
 
@@ -301,9 +381,21 @@ mod tests {
 
     #[test]
     fn passwords_never_show() {
-        assert_eq!(redact_url("mysql://root:s3cret@db.example/vcl"), "mysql://root:***@db.example/vcl");
-        assert_eq!(redact_url("mysql://root@127.0.0.1/vcl"), "mysql://root@127.0.0.1/vcl");
-        assert_eq!(redact_url("sqlite:///var/lib/provhost/provhost.db"), "sqlite:///var/lib/provhost/provhost.db");
-        assert_eq!(redact_url("mysql://u:p@ss:w@h:3306/x"), "mysql://u:***@h:3306/x");
+        assert_eq!(
+            redact_url("mysql://root:s3cret@db.example/vcl"),
+            "mysql://root:***@db.example/vcl"
+        );
+        assert_eq!(
+            redact_url("mysql://root@127.0.0.1/vcl"),
+            "mysql://root@127.0.0.1/vcl"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/provhost/provhost.db"),
+            "sqlite:///var/lib/provhost/provhost.db"
+        );
+        assert_eq!(
+            redact_url("mysql://u:p@ss:w@h:3306/x"),
+            "mysql://u:***@h:3306/x"
+        );
     }
 }

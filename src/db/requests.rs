@@ -74,15 +74,22 @@ pub async fn new_request(db: &Db, req: &NewRequest) -> Result<Created, DbError> 
     }
     let end = parse_when(req.end.as_deref().unwrap_or("+1h"), start)?;
     if end <= start {
-        return Err(DbError::Invalid(format!("the end ({end}) must be after the start ({start})")));
+        return Err(DbError::Invalid(format!(
+            "the end ({end}) must be after the start ({start})"
+        )));
     }
     let (image_id, imagerevision_id) = production_revision(db, &req.image).await?;
     let user_id = user_id(db, &req.user).await?;
     let candidates = candidates(db, &req.computer, image_id).await?;
     if candidates.is_empty() {
         return Err(match &req.computer {
-            ComputerChoice::Named(n) => DbError::NotFound { what: "computer", key: n.clone() },
-            ComputerChoice::Any => DbError::Invalid("no computer can take a reservation (none is available or reloadable)".into()),
+            ComputerChoice::Named(n) => DbError::NotFound {
+                what: "computer",
+                key: n.clone(),
+            },
+            ComputerChoice::Any => DbError::Invalid(
+                "no computer can take a reservation (none is available or reloadable)".into(),
+            ),
         });
     }
     let mut last_busy = String::new();
@@ -94,7 +101,11 @@ pub async fn new_request(db: &Db, req: &NewRequest) -> Result<Created, DbError> 
     }
     Err(DbError::Invalid(match &req.computer {
         ComputerChoice::Named(_) => last_busy,
-        ComputerChoice::Any => format!("no computer is free from {} to {}", format_datetime(start), format_datetime(end)),
+        ComputerChoice::Any => format!(
+            "no computer is free from {} to {}",
+            format_datetime(start),
+            format_datetime(end)
+        ),
     }))
 }
 
@@ -113,8 +124,13 @@ async fn production_revision(db: &Db, image: &str) -> Result<(i64, i64), DbError
         })
         .await?;
     match found {
-        None => Err(DbError::NotFound { what: "image", key: image.to_string() }),
-        Some((_, None)) => Err(DbError::Invalid(format!("image {image} has no production revision (imagerevision.production = 1)"))),
+        None => Err(DbError::NotFound {
+            what: "image",
+            key: image.to_string(),
+        }),
+        Some((_, None)) => Err(DbError::Invalid(format!(
+            "image {image} has no production revision (imagerevision.production = 1)"
+        ))),
         Some((id, Some(rev))) => Ok((id, rev)),
     }
 }
@@ -130,11 +146,22 @@ async fn user_id(db: &Db, login: &str) -> Result<i64, DbError> {
             })
         })
         .await?;
-    id.ok_or_else(|| DbError::NotFound { what: "user", key: login.to_string() })
+    id.ok_or_else(|| DbError::NotFound {
+        what: "user",
+        key: login.to_string(),
+    })
 }
 
-async fn candidates(db: &Db, choice: &ComputerChoice, image: i64) -> Result<Vec<Candidate>, DbError> {
-    let unusable = UNUSABLE_COMPUTER_STATES.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+async fn candidates(
+    db: &Db,
+    choice: &ComputerChoice,
+    image: i64,
+) -> Result<Vec<Candidate>, DbError> {
+    let unusable = UNUSABLE_COMPUTER_STATES
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let base = "SELECT c.`id`, c.`hostname`, pc.`managementnodeid` FROM `computer` c \
                 LEFT JOIN `provhost_computer` pc ON pc.`computerid` = c.`id` WHERE c.`deleted` = 0";
     let (sql, name) = match choice {
@@ -194,7 +221,11 @@ async fn try_computer(
     );
     let insert_reservation =
         "INSERT INTO `reservation` (`requestid`, `computerid`, `imageid`, `imagerevisionid`, `managementnodeid`) VALUES (?, ?, ?, ?, ?)";
-    let unusable = UNUSABLE_COMPUTER_STATES.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let unusable = UNUSABLE_COMPUTER_STATES
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let lock = format!("UPDATE `computer` SET `stateid` = `stateid` WHERE `id` = ? AND `deleted` = 0 AND `stateid` NOT IN ({unusable})");
     let fixed_node = c.management_node.unwrap_or(0);
     let what = format!("reserving computer {}", c.hostname);
@@ -251,7 +282,11 @@ pub struct RequestRow {
 /// Requests with their reservations, newest first; without `all`, only those not
 /// `complete` or `failed`. At most `limit` rows.
 pub async fn list_requests(db: &Db, all: bool, limit: i64) -> Result<Vec<RequestRow>, DbError> {
-    let filter = if all { String::new() } else { format!("WHERE rq.`stateid` NOT IN ({FINISHED_REQUEST_STATES})") };
+    let filter = if all {
+        String::new()
+    } else {
+        format!("WHERE rq.`stateid` NOT IN ({FINISHED_REQUEST_STATES})")
+    };
     let sql = format!(
         "SELECT rq.`id` AS `requestid`, r.`id` AS `reservationid`, rq.`stateid`, rq.`laststateid`, u.`unityid`, i.`name` AS `image`, \
          c.`hostname`, mn.`hostname` AS `mn`, CAST(rq.`start` AS CHAR) AS `start`, CAST(rq.`end` AS CHAR) AS `end` \

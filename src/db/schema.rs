@@ -23,20 +23,94 @@ pub const SCHEMA_VERSION: i64 = 1;
 pub const REQUIRED: &[(&str, &[&str])] = &[
     ("state", &["id", "name"]),
     ("computerloadstate", &["id", "loadstatename", "prettyname"]),
-    ("computerloadlog", &["id", "reservationid", "computerid", "loadstateid", "timestamp", "additionalinfo"]),
+    (
+        "computerloadlog",
+        &[
+            "id",
+            "reservationid",
+            "computerid",
+            "loadstateid",
+            "timestamp",
+            "additionalinfo",
+        ],
+    ),
     ("affiliation", &["id", "name"]),
-    ("user", &["id", "uid", "unityid", "affiliationid", "email", "usepublickeys", "sshpublickeys"]),
+    (
+        "user",
+        &[
+            "id",
+            "uid",
+            "unityid",
+            "affiliationid",
+            "email",
+            "usepublickeys",
+            "sshpublickeys",
+        ],
+    ),
     ("module", &["id", "name", "prettyname"]),
     ("provisioning", &["id", "name", "prettyname", "moduleid"]),
     ("OStype", &["id", "name"]),
-    ("OS", &["id", "name", "prettyname", "type", "installtype", "moduleid"]),
-    ("image", &["id", "name", "prettyname", "ownerid", "OSid", "reloadtime", "deleted", "lastupdate", "size"]),
+    (
+        "OS",
+        &[
+            "id",
+            "name",
+            "prettyname",
+            "type",
+            "installtype",
+            "moduleid",
+        ],
+    ),
+    (
+        "image",
+        &[
+            "id",
+            "name",
+            "prettyname",
+            "ownerid",
+            "OSid",
+            "reloadtime",
+            "deleted",
+            "lastupdate",
+            "size",
+        ],
+    ),
     (
         "imagerevision",
-        &["id", "imageid", "revision", "userid", "datecreated", "deleted", "production", "comments", "imagename"],
+        &[
+            "id",
+            "imageid",
+            "revision",
+            "userid",
+            "datecreated",
+            "deleted",
+            "production",
+            "comments",
+            "imagename",
+        ],
     ),
-    ("managementnode", &["id", "IPaddress", "hostname", "stateid", "installpath", "keys", "sshport"]),
-    ("vmprofile", &["id", "profilename", "repositorypath", "datastorepath", "vmpath"]),
+    (
+        "managementnode",
+        &[
+            "id",
+            "IPaddress",
+            "hostname",
+            "stateid",
+            "installpath",
+            "keys",
+            "sshport",
+        ],
+    ),
+    (
+        "vmprofile",
+        &[
+            "id",
+            "profilename",
+            "repositorypath",
+            "datastorepath",
+            "vmpath",
+        ],
+    ),
     ("vmhost", &["id", "computerid", "vmprofileid"]),
     (
         "computer",
@@ -74,7 +148,16 @@ pub const REQUIRED: &[(&str, &[&str])] = &[
     ),
     (
         "reservation",
-        &["id", "requestid", "computerid", "imageid", "imagerevisionid", "managementnodeid", "remoteIP", "lastcheck"],
+        &[
+            "id",
+            "requestid",
+            "computerid",
+            "imageid",
+            "imagerevisionid",
+            "managementnodeid",
+            "remoteIP",
+            "lastcheck",
+        ],
     ),
 ];
 
@@ -105,8 +188,16 @@ pub fn local_hostname() -> String {
 /// node on a fresh database. Safe to run again.
 pub async fn init(db: &Db, management_node: &str) -> Result<InitReport, DbError> {
     let tables = table_names(db).await?;
-    let present: Vec<&str> = REQUIRED.iter().map(|(t, _)| *t).filter(|t| tables.iter().any(|x| x == t)).collect();
-    let mut report = InitReport { created_vcl_tables: false, management_node: None, provhost_tables: Vec::new() };
+    let present: Vec<&str> = REQUIRED
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| tables.iter().any(|x| x == t))
+        .collect();
+    let mut report = InitReport {
+        created_vcl_tables: false,
+        management_node: None,
+        provhost_tables: Vec::new(),
+    };
     if present.is_empty() {
         let vcl_sql = match db.backend() {
             Backend::Sqlite => SQLITE_VCL,
@@ -115,7 +206,10 @@ pub async fn init(db: &Db, management_node: &str) -> Result<InitReport, DbError>
         run_script(db, vcl_sql, "creating VCL tables").await?;
         run_script(db, SEED, "seeding VCL tables").await?;
         seed_vocabulary(db).await?;
-        report.management_node = Some((crate::db::inventory::add_management_node(db, management_node, "127.0.0.1").await?, management_node.to_string()));
+        report.management_node = Some((
+            crate::db::inventory::add_management_node(db, management_node, "127.0.0.1").await?,
+            management_node.to_string(),
+        ));
         report.created_vcl_tables = true;
     }
     verify(db).await?;
@@ -130,7 +224,11 @@ pub async fn init(db: &Db, management_node: &str) -> Result<InitReport, DbError>
         db.now_sql()
     );
     with_pool!(db, p => sqlx::query(&record).bind(SCHEMA_VERSION).bind(SCHEMA_VERSION).execute(p).await.during("recording the schema version").map(|_| ()))?;
-    report.provhost_tables = table_names(db).await?.into_iter().filter(|t| t.starts_with("provhost_")).collect();
+    report.provhost_tables = table_names(db)
+        .await?
+        .into_iter()
+        .filter(|t| t.starts_with("provhost_"))
+        .collect();
     Ok(report)
 }
 
@@ -141,14 +239,25 @@ pub async fn verify(db: &Db) -> Result<(), DbError> {
     let columns = column_names(db).await?;
     let mut problems = Vec::new();
     for (table, cols) in REQUIRED {
-        let have: Vec<&str> = columns.iter().filter(|(t, _)| t == table).map(|(_, c)| c.as_str()).collect();
+        let have: Vec<&str> = columns
+            .iter()
+            .filter(|(t, _)| t == table)
+            .map(|(_, c)| c.as_str())
+            .collect();
         if have.is_empty() {
             problems.push(format!("table `{table}` is missing"));
             continue;
         }
-        let missing: Vec<&str> = cols.iter().copied().filter(|c| !have.iter().any(|h| h.eq_ignore_ascii_case(c))).collect();
+        let missing: Vec<&str> = cols
+            .iter()
+            .copied()
+            .filter(|c| !have.iter().any(|h| h.eq_ignore_ascii_case(c)))
+            .collect();
         if !missing.is_empty() {
-            problems.push(format!("table `{table}` lacks column(s) {}", missing.join(", ")));
+            problems.push(format!(
+                "table `{table}` lacks column(s) {}",
+                missing.join(", ")
+            ));
         }
     }
     if problems.is_empty() {
@@ -159,7 +268,9 @@ pub async fn verify(db: &Db) -> Result<(), DbError> {
         for (id, name) in vcl::STATES {
             match states.iter().find(|(i, _)| i == id) {
                 Some((_, n)) if n == name => {}
-                Some((_, n)) => problems.push(format!("state {id} is named {n:?}, VCL's is {name:?}")),
+                Some((_, n)) => {
+                    problems.push(format!("state {id} is named {n:?}, VCL's is {name:?}"))
+                }
                 None => problems.push(format!("state {id} ({name}) is missing")),
             }
         }
@@ -167,9 +278,16 @@ pub async fn verify(db: &Db) -> Result<(), DbError> {
             let rows = sqlx::query("SELECT `loadstatename` FROM `computerloadstate`").fetch_all(p).await.during("reading table computerloadstate")?;
             rows.iter().map(|r| r.text("loadstatename")).collect::<Result<Vec<_>, DbError>>()
         })?;
-        let missing: Vec<&str> = vcl::LOAD_STATES.iter().map(|(n, _)| *n).filter(|n| !names.iter().any(|x| x == n)).collect();
+        let missing: Vec<&str> = vcl::LOAD_STATES
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| !names.iter().any(|x| x == n))
+            .collect();
         if !missing.is_empty() {
-            problems.push(format!("computerloadstate lacks load state(s) {}", missing.join(", ")));
+            problems.push(format!(
+                "computerloadstate lacks load state(s) {}",
+                missing.join(", ")
+            ));
         }
     }
     if problems.is_empty() {
@@ -277,22 +395,32 @@ mod tests {
             let stmts = statements(file);
             for (table, _) in REQUIRED {
                 let needle = format!("CREATE TABLE `{table}` (");
-                assert!(stmts.iter().any(|s| s.starts_with(&needle)), "{name}: no {needle}");
+                assert!(
+                    stmts.iter().any(|s| s.starts_with(&needle)),
+                    "{name}: no {needle}"
+                );
             }
             assert!(stmts.iter().all(|s| !s.ends_with(';')), "{name}");
         }
-        assert_eq!(statements(SEED).len(), 9);
+        assert_eq!(statements(SEED).len(), 8);
     }
 
     #[test]
     fn both_backends_create_every_required_column() {
         for (name, file) in [("sqlite", SQLITE_VCL), ("mysql", MYSQL_VCL)] {
             for stmt in statements(file) {
-                let Some(rest) = stmt.strip_prefix("CREATE TABLE `") else { continue };
+                let Some(rest) = stmt.strip_prefix("CREATE TABLE `") else {
+                    continue;
+                };
                 let table = rest.split('`').next().unwrap_or("");
-                let Some((_, cols)) = REQUIRED.iter().find(|(t, _)| *t == table) else { continue };
+                let Some((_, cols)) = REQUIRED.iter().find(|(t, _)| *t == table) else {
+                    continue;
+                };
                 for c in cols.iter() {
-                    assert!(stmt.contains(&format!("\n  `{c}` ")), "{name}: {table}.{c} missing");
+                    assert!(
+                        stmt.contains(&format!("\n  `{c}` ")),
+                        "{name}: {table}.{c} missing"
+                    );
                 }
             }
         }

@@ -25,7 +25,11 @@ pub struct Ids {
 
 impl From<&ReservationData> for Ids {
     fn from(d: &ReservationData) -> Self {
-        Ids { request: d.request_id, reservation: d.reservation_id, computer: d.computer_id }
+        Ids {
+            request: d.request_id,
+            reservation: d.reservation_id,
+            computer: d.computer_id,
+        }
     }
 }
 
@@ -41,7 +45,10 @@ pub async fn set_computer_state(db: &Db, computer: i64, state: &str) -> Result<(
     if n == 0 {
         // MySQL counts only changed rows: tell "already there" from "no such computer".
         if computer_state(db, computer).await?.is_none() {
-            return Err(DbError::NotFound { what: "computer", key: computer.to_string() });
+            return Err(DbError::NotFound {
+                what: "computer",
+                key: computer.to_string(),
+            });
         }
     }
     Ok(())
@@ -105,12 +112,30 @@ pub async fn state_exit(
 /// computer → `computer_state` (VCL: `failed`; `maintenance` after a failed capture, `inuse`
 /// for a failed in-use step), then `state_exit` — all in one transaction. The request's
 /// laststate is the state it was claimed from.
-pub async fn reservation_failed(db: &Db, ids: Ids, message: &str, computer_state: &str) -> Result<(), DbError> {
+pub async fn reservation_failed(
+    db: &Db,
+    ids: Ids,
+    message: &str,
+    computer_state: &str,
+) -> Result<(), DbError> {
     let laststate = match request_state(db, ids.request).await? {
         Some((_, last)) => last,
-        None => return Err(DbError::NotFound { what: "request", key: ids.request.to_string() }),
+        None => {
+            return Err(DbError::NotFound {
+                what: "request",
+                key: ids.request.to_string(),
+            })
+        }
     };
-    exit_tx(db, ids, "failed", &laststate, Some(computer_state), Some(message)).await
+    exit_tx(
+        db,
+        ids,
+        "failed",
+        &laststate,
+        Some(computer_state),
+        Some(message),
+    )
+    .await
 }
 
 async fn exit_tx(
@@ -132,7 +157,10 @@ async fn exit_tx(
         "INSERT INTO `computerloadlog` (`reservationid`, `computerid`, `loadstateid`, `timestamp`, `additionalinfo`) \
          SELECT ?, ?, `id`, {now}, ? FROM `computerloadstate` WHERE `loadstatename` = ?"
     );
-    let what = format!("request {}: state exit to {request_state}/{laststate}", ids.request);
+    let what = format!(
+        "request {}: state exit to {request_state}/{laststate}",
+        ids.request
+    );
     let exit_text = format!("vcld process exited, request {request_state}, laststate {laststate}");
     let outcome: Option<(String, String)> = db
         .retry(&what, || async {
@@ -163,13 +191,22 @@ async fn exit_tx(
         None => Ok(()),
         // An earlier attempt committed and only its answer was lost: done already.
         Some((s, l)) if s == request_state && l == laststate => Ok(()),
-        Some((s, _)) => Err(DbError::StateConflict { request: ids.request, expected: "pending".into(), found: s }),
+        Some((s, _)) => Err(DbError::StateConflict {
+            request: ids.request,
+            expected: "pending".into(),
+            found: s,
+        }),
     }
 }
 
 /// Record that a computer now has `image` / `imagerevision` loaded (new.pm sets
 /// `currentimageid`, `nextimageid` and `imagerevisionid` after a successful load).
-pub async fn set_computer_image(db: &Db, computer: i64, image: i64, imagerevision: i64) -> Result<(), DbError> {
+pub async fn set_computer_image(
+    db: &Db,
+    computer: i64,
+    image: i64,
+    imagerevision: i64,
+) -> Result<(), DbError> {
     let what = format!("recording image {image} (revision {imagerevision}) on computer {computer}");
     db.retry(&what, || async {
         with_pool!(db, p => sqlx::query("UPDATE `computer` SET `currentimageid` = ?, `nextimageid` = ?, `imagerevisionid` = ? WHERE `id` = ?")
@@ -184,13 +221,20 @@ pub async fn set_computer_image(db: &Db, computer: i64, image: i64, imagerevisio
 /// in 30 minutes, with one reservation for the same computer, image, revision and
 /// management node. One transaction. Returns the new (request id, reservation id), or
 /// `None` when the computer is already in `reload`/`reloading` (a reload is on its way).
-pub async fn insert_reload_request(db: &Db, data: &ReservationData) -> Result<Option<(i64, i64)>, DbError> {
+pub async fn insert_reload_request(
+    db: &Db,
+    data: &ReservationData,
+) -> Result<Option<(i64, i64)>, DbError> {
     let loadstate = match data.computer_type.as_str() {
         "blade" => "loadimageblade",
         "virtualmachine" => "loadimagevmware",
         _ => "info",
     };
-    let last = state_id(if data.request_laststate.is_empty() { "reload" } else { &data.request_laststate })?;
+    let last = state_id(if data.request_laststate.is_empty() {
+        "reload"
+    } else {
+        &data.request_laststate
+    })?;
     let (reload, reloading) = (state_id("reload")?, state_id("reloading")?);
     let now = db.now_sql();
     let end = db.now_plus_minutes_sql(30);
@@ -203,7 +247,10 @@ pub async fn insert_reload_request(db: &Db, data: &ReservationData) -> Result<Op
          SELECT ?, ?, `id`, 0, 0, 0, {now}, {end}, {now} FROM `user` WHERE `unityid` = 'vclreload' ORDER BY `id` LIMIT 1"
     );
     let res = "INSERT INTO `reservation` (`requestid`, `computerid`, `imageid`, `imagerevisionid`, `managementnodeid`) VALUES (?, ?, ?, ?, ?)";
-    let what = format!("request {}: inserting a reload request for computer {}", data.request_id, data.computer_id);
+    let what = format!(
+        "request {}: inserting a reload request for computer {}",
+        data.request_id, data.computer_id
+    );
     db.retry(&what, || async {
         with_pool!(db, p => {
             let mut tx = p.begin().await.during(what.as_str())?;

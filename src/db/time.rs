@@ -9,10 +9,19 @@ use crate::db::error::DbError;
 /// Parse `YYYY-MM-DD HH:MM:SS` (VCL's datetime format), also with `T` or without seconds.
 pub fn parse_datetime(s: &str) -> Result<NaiveDateTime, DbError> {
     let s = s.trim();
-    ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-        .ok_or_else(|| DbError::Invalid(format!("{s:?} is not a date and time (expected YYYY-MM-DD HH:MM[:SS])")))
+    [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+    .ok_or_else(|| {
+        DbError::Invalid(format!(
+            "{s:?} is not a date and time (expected YYYY-MM-DD HH:MM[:SS])"
+        ))
+    })
 }
 
 /// Format as VCL stores datetimes.
@@ -28,7 +37,11 @@ pub fn parse_when(s: &str, now: NaiveDateTime) -> Result<NaiveDateTime, DbError>
         return Ok(now);
     }
     if let Some(rel) = s.strip_prefix('+') {
-        let bad = || DbError::Invalid(format!("{s:?}: expected +N followed by m, h or d (e.g. +90m, +2h)"));
+        let bad = || {
+            DbError::Invalid(format!(
+                "{s:?}: expected +N followed by m, h or d (e.g. +90m, +2h)"
+            ))
+        };
         let (num, unit) = rel.split_at(rel.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
         let n: i64 = num.parse().map_err(|_| bad())?;
         let minutes = match unit {
@@ -37,7 +50,9 @@ pub fn parse_when(s: &str, now: NaiveDateTime) -> Result<NaiveDateTime, DbError>
             "d" => n.checked_mul(1440).ok_or_else(bad)?,
             _ => return Err(bad()),
         };
-        return now.checked_add_signed(chrono::Duration::minutes(minutes)).ok_or_else(bad);
+        return now
+            .checked_add_signed(chrono::Duration::minutes(minutes))
+            .ok_or_else(bad);
     }
     parse_datetime(s)
 }
@@ -49,9 +64,18 @@ mod tests {
     #[test]
     fn request_times() {
         let now = parse_datetime("2026-11-27 06:30:00").expect("now");
-        assert_eq!(format_datetime(parse_when("+90m", now).expect("rel")), "2026-11-27 08:00:00");
-        assert_eq!(format_datetime(parse_when("+1d", now).expect("rel")), "2026-11-28 06:30:00");
-        assert_eq!(format_datetime(parse_when("2026-12-01 10:00", now).expect("abs")), "2026-12-01 10:00:00");
+        assert_eq!(
+            format_datetime(parse_when("+90m", now).expect("rel")),
+            "2026-11-27 08:00:00"
+        );
+        assert_eq!(
+            format_datetime(parse_when("+1d", now).expect("rel")),
+            "2026-11-28 06:30:00"
+        );
+        assert_eq!(
+            format_datetime(parse_when("2026-12-01 10:00", now).expect("abs")),
+            "2026-12-01 10:00:00"
+        );
         assert!(parse_when("tomorrow", now).is_err());
         assert!(parse_when("+5y", now).is_err());
     }

@@ -2,4 +2,5 @@
 //! each cleaned up on drop.
 #![allow(dead_code)]
 
+pub mod db;
 pub mod scripts;

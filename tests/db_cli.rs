@@ -1,0 +1,136 @@
+//! The database commands as a user types them: `provhost db init`, `request new`,
+//! `request list`, `log`, against a real database on both backends.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::db::{world, TestDb};
+use provhost::db::{loadlog, Backend};
+
+fn provhost(args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().expect("an empty folder to run in (no provhost.toml)");
+    Command::new(env!("CARGO_BIN_EXE_provhost"))
+        .args(args)
+        .current_dir(dir.path())
+        .output()
+        .expect("run provhost")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "provhost failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+async fn cli_init_request_list_log(backend: Backend) {
+    let Some(t) = TestDb::empty(backend).await else {
+        return;
+    };
+    let url = t.url.as_str();
+    let init = ok(&provhost(&[
+        "db",
+        "init",
+        "--url",
+        url,
+        "--management-node",
+        "mn1.test",
+    ]));
+    assert!(
+        init.contains("created VCL tables") && init.contains("management node 1: mn1.test"),
+        "{init}"
+    );
+    let again = ok(&provhost(&["db", "init", "--url", url]));
+    assert!(
+        again.contains("verified the existing VCL tables"),
+        "{again}"
+    );
+
+    world(&t.db, 1).await;
+    let new = ok(&provhost(&[
+        "request",
+        "new",
+        "--url",
+        url,
+        "--image",
+        "debian12",
+        "--computer",
+        "lab1",
+        "--user",
+        "ann",
+        "--end",
+        "+2h",
+    ]));
+    assert!(
+        new.starts_with("request 1 (reservation 1)")
+            && new.contains("on lab1.test, management node mn1.test"),
+        "{new}"
+    );
+    let busy = provhost(&[
+        "request", "new", "--url", url, "--image", "debian12", "--any", "--user", "ann",
+    ]);
+    assert_eq!(busy.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("no computer is free"),
+        "{busy:?}"
+    );
+    let both = provhost(&[
+        "request",
+        "new",
+        "--url",
+        url,
+        "--image",
+        "debian12",
+        "--any",
+        "--computer",
+        "lab1",
+        "--user",
+        "ann",
+    ]);
+    assert!(
+        !both.status.success(),
+        "--any and --computer exclude each other"
+    );
+
+    let list = ok(&provhost(&["request", "list", "--url", url]));
+    assert!(
+        list.lines()
+            .nth(1)
+            .is_some_and(|l| l.contains("new/new") && l.contains("ann") && l.contains("lab1.test")),
+        "{list}"
+    );
+
+    loadlog::loadlog(&t.db, 1, 1, "begin", "")
+        .await
+        .expect("loadlog");
+    loadlog::loadlog(&t.db, 1, 1, "startload", "creating the VM")
+        .await
+        .expect("loadlog");
+    let log = ok(&provhost(&["log", "1", "--url", url]));
+    assert!(
+        log.contains("begin (beginning to process reservation)")
+            && log.contains("startload (starting load process)  creating the VM"),
+        "{log}"
+    );
+    let none = ok(&provhost(&["log", "77", "--url", url]));
+    assert!(none.contains("no load-log entries"), "{none}");
+}
+
+crate::on_both_backends!(cli_init_request_list_log);
+
+/// A wrong password is refused at once (not retried) and never printed.
+#[test]
+fn passwords_in_urls_are_not_shown() {
+    let server = common::db::mariadb_server().replacen("mysql://root@", "mysql://root:hunter2@", 1);
+    let out = provhost(&["request", "list", "--url", &format!("{server}/vcl")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        !err.contains("hunter2") && err.contains("root:***@"),
+        "{err}"
+    );
+}
