@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod flows;
 pub mod scripts;

@@ -25,7 +25,8 @@ INSERT INTO `module` (`id`, `name`, `prettyname`, `description`, `perlpackage`) 
   (27, 'provisioning_libvirt', 'Libvirt Provisioning Module', '', 'VCL::Module::Provisioning::libvirt'),
   (32, 'provisioning_openstack', 'OpenStack Provisioning Module', '', 'VCL::Module::Provisioning::openstack'),
   (33, 'provisioning_one', 'OpenNebula Provisioning Module', '', 'VCL::Module::Provisioning::one'),
-  (100, 'provisioning_qemu', 'QEMU Provisioning Module (provhost)', 'scripts/provisioning/qemu.rhai', '');
+  (100, 'provisioning_qemu', 'QEMU Provisioning Module (provhost)', 'scripts/provisioning/qemu.rhai', ''),
+  (101, 'provisioning_sim', 'Simulated Provisioning Module (provhost, no real machine)', 'scripts/provisioning/sim.rhai', '');
 
 INSERT INTO `provisioning` (`id`, `name`, `prettyname`, `moduleid`) VALUES
   (1, 'xcat', 'xCAT', 1),
@@ -36,7 +37,8 @@ INSERT INTO `provisioning` (`id`, `name`, `prettyname`, `moduleid`) VALUES
   (10, 'none', 'None', 23),
   (11, 'openstack', 'openstack', 32),
   (12, 'one', 'OpenNebula', 33),
-  (100, 'qemu', 'QEMU (provhost)', 100);
+  (100, 'qemu', 'QEMU (provhost)', 100),
+  (101, 'sim', 'Simulator (provhost)', 101);
 
 INSERT INTO `OStype` (`id`, `name`) VALUES (1, 'windows'), (2, 'linux'), (3, 'unix'), (4, 'osx');
 

@@ -1,0 +1,175 @@
+//! A rig for state-flow tests: a real database (SQLite or MariaDB) made by `db init`, a
+//! script folder with the shipped `sim` provisioning module (sped up) and an OS module,
+//! computers that use `sim`, and a daemon running in the background with short timings.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use provhost::daemon::{Daemon, DaemonConfig, Summary};
+use provhost::db::requests::{new_request, ComputerChoice, Created, NewRequest};
+use provhost::db::Backend;
+use provhost::host::ScriptHost;
+use provhost::state::Timings;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::db::{world, TestDb, World};
+use super::scripts::{test_limits, ScriptDir};
+
+/// An OS module for flow tests that keeps a record of what the flow asked of it in the
+/// computer's variables (`os_calls`), so tests can assert on the order of calls without a
+/// real machine. The real Linux module is tested against lab hosts.
+pub const RECORDING_OS: &str = r#"const MODULE = #{ kind: "os", name: "linux", version: "1", add_user_at: "acknowledge" };
+fn record(ctx, what) {
+    let before = ctx.computer_var("os_calls");
+    ctx.set_computer_var("os_calls", if before == () { what } else { before + "," + what });
+    true
+}
+fn post_load(ctx) { record(ctx, "post_load") }
+fn add_user(ctx, user) { record(ctx, `add_user:${user.login}`) }
+fn delete_user(ctx, user) { record(ctx, `delete_user:${user.login}`) }
+fn grant_access(ctx) { record(ctx, `grant_access:${ctx.remote_ip}`) }
+fn revoke_access(ctx) { record(ctx, "revoke_access") }
+fn set_password(ctx, user, password) { record(ctx, "set_password") }
+fn sanitize(ctx) { record(ctx, "sanitize") }
+fn pre_capture(ctx) { record(ctx, "pre_capture") }
+fn is_ready(ctx) { true }
+fn is_user_connected(ctx) { true }
+"#;
+
+pub fn sim_source(load_seconds: f64) -> String {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/provisioning/sim.rhai"))
+        .expect("read scripts/provisioning/sim.rhai");
+    shipped.replace("load_seconds: 3.0", &format!("load_seconds: {load_seconds:.2}"))
+}
+
+pub fn fast_timings() -> Timings {
+    Timings {
+        acknowledgetimeout: 30,
+        initialconnecttimeout: 10,
+        reconnecttimeout: 5,
+        general_inuse_check: 1,
+        general_end_notice_first: 600,
+        general_end_notice_second: 300,
+        acknowledge_poll_ms: 100,
+        connect_poll: 1,
+    }
+}
+
+pub struct Rig {
+    pub t: TestDb,
+    pub scripts: ScriptDir,
+    pub host: Arc<ScriptHost>,
+    pub world: World,
+}
+
+impl Rig {
+    /// `computers` sim computers (`lab1.test` …) on a fresh database; `None` only when
+    /// MariaDB runs are skipped explicitly.
+    pub async fn new(backend: Backend, computers: usize, os_module: &str, load_seconds: f64) -> Option<Rig> {
+        let t = TestDb::initialized(backend).await?;
+        let w = world(&t.db, computers).await;
+        t.exec("UPDATE `computer` SET `provisioningid` = 101, `type` = 'virtualmachine' WHERE `hostname` LIKE 'lab%'").await;
+        let scripts = ScriptDir::new();
+        scripts.write("provisioning/sim.rhai", sim_source(load_seconds));
+        scripts.write("os/linux.rhai", os_module);
+        let host = scripts.host(test_limits());
+        let errors = host.load_all();
+        assert!(errors.is_empty(), "{errors:?}");
+        Some(Rig { t, scripts, host, world: w })
+    }
+
+    pub fn config(&self) -> DaemonConfig {
+        DaemonConfig { node: "mn1.test".into(), poll_interval_secs: 1, shutdown_grace_secs: 10, timings: fast_timings(), ..DaemonConfig::default() }
+    }
+
+    /// A daemon for `node` on this rig's database (its own pool, like a second process).
+    pub async fn daemon(&self, cfg: DaemonConfig) -> Daemon {
+        let db = self.t.connect_again().await;
+        Daemon::new(db, Arc::clone(&self.host), cfg, None).await.expect("daemon")
+    }
+
+    /// Run a daemon in the background until the returned sender fires (or is dropped).
+    pub async fn spawn(&self, cfg: DaemonConfig) -> (JoinHandle<Summary>, oneshot::Sender<()>) {
+        let d = self.daemon(cfg).await;
+        let (tx, rx) = oneshot::channel::<()>();
+        let h = tokio::spawn(async move {
+            d.run(async move { let _ = rx.await; }, false).await.expect("daemon run")
+        });
+        (h, tx)
+    }
+
+    pub async fn request(&self, computer: &str, image: &str) -> Created {
+        new_request(
+            &self.t.db,
+            &NewRequest { image: image.into(), computer: ComputerChoice::Named(computer.into()), user: "ann".into(), start: None, end: None },
+        )
+        .await
+        .expect("request new")
+    }
+
+    /// The request's state name.
+    pub async fn request_state(&self, request: i64) -> String {
+        let id = self.t.scalar(&format!("SELECT `stateid` FROM `request` WHERE `id` = {request}")).await;
+        provhost::vcl::state_name(id).unwrap_or("?").to_string()
+    }
+
+    pub async fn computer_state(&self, computer: i64) -> String {
+        let id = self.t.scalar(&format!("SELECT `stateid` FROM `computer` WHERE `id` = {computer}")).await;
+        provhost::vcl::state_name(id).unwrap_or("?").to_string()
+    }
+
+    /// Wait (bounded) until the request is in `state`.
+    pub async fn wait_state(&self, request: i64, state: &str, timeout: Duration) {
+        let t = Instant::now();
+        loop {
+            let now = self.request_state(request).await;
+            if now == state {
+                return;
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "request {request} still {now}, not {state}, after {timeout:?}; load-log: {:?}",
+                self.log_of_request(request).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait (bounded) until the reservation's load-log has an entry `name`. (A request
+    /// being processed is `pending`; the load-log shows where its flow is.)
+    pub async fn wait_log(&self, reservation: i64, name: &str, timeout: Duration) {
+        let t = Instant::now();
+        loop {
+            let names = self.names(reservation).await;
+            if names.iter().any(|n| n == name) {
+                return;
+            }
+            assert!(t.elapsed() < timeout, "reservation {reservation} has no {name} entry after {timeout:?}: {names:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Load-log names and texts of a reservation, in order.
+    pub async fn log(&self, reservation: i64) -> Vec<(String, String)> {
+        provhost::db::loadlog::timeline(&self.t.db, reservation)
+            .await
+            .expect("timeline")
+            .into_iter()
+            .map(|e| (e.loadstatename, e.additionalinfo))
+            .collect()
+    }
+
+    pub async fn names(&self, reservation: i64) -> Vec<String> {
+        self.log(reservation).await.into_iter().map(|(n, _)| n).collect()
+    }
+
+    async fn log_of_request(&self, request: i64) -> Vec<(String, String)> {
+        let res = self.t.scalar(&format!("SELECT MIN(`id`) FROM `reservation` WHERE `requestid` = {request}")).await;
+        self.log(res).await
+    }
+
+    pub async fn computer_var(&self, computer: i64, name: &str) -> Option<String> {
+        provhost::db::flow::computer_var(&self.t.db, computer, name).await.expect("computer var")
+    }
+}
