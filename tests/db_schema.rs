@@ -203,13 +203,51 @@ async fn existing_vcl_database_only_gains_provhost_tables_mariadb() {
     )
     .await
     .expect("loadlog");
+    // VCL's tables are latin1: characters it cannot hold become `?`, the entry is kept.
+    provhost::db::loadlog::loadlog(
+        &t.db,
+        data.reservation_id,
+        data.computer_id,
+        "info",
+        "step 1 → 2 ✓ (Müller)",
+    )
+    .await
+    .expect("loadlog with non-latin1 text");
     let log = provhost::db::loadlog::timeline(&t.db, data.reservation_id)
         .await
         .expect("timeline");
     assert_eq!(log[0].loadstatename, "begin");
     assert_eq!(log[0].prettyname, "beginning to process reservation");
+    assert_eq!(log[1].additionalinfo, "step 1 ? 2 ? (Müller)");
+
+    // A failure whose message latin1 cannot hold is still recorded.
+    let mn = provhost::db::inventory::management_node_id(&t.db, "mn.vcl.example")
+        .await
+        .expect("mn");
+    provhost::db::claim::claim(&t.db, data.request_id, "new", mn)
+        .await
+        .expect("claim")
+        .expect("won");
+    let ids = provhost::db::state::Ids::from(&data);
+    provhost::db::state::reservation_failed(&t.db, ids, "load failed ✗", "failed")
+        .await
+        .expect("failed");
     assert_eq!(
-        t.scalar("SELECT `loadstateid` FROM `computerloadlog`")
+        provhost::db::state::request_state(&t.db, data.request_id)
+            .await
+            .expect("state"),
+        Some(("failed".to_string(), "new".to_string()))
+    );
+    let log = provhost::db::loadlog::timeline(&t.db, data.reservation_id)
+        .await
+        .expect("timeline");
+    assert!(
+        log.iter()
+            .any(|e| e.loadstatename == "failed" && e.additionalinfo == "load failed ?"),
+        "{log:?}"
+    );
+    assert_eq!(
+        t.scalar("SELECT `loadstateid` FROM `computerloadlog` ORDER BY `id` LIMIT 1")
             .await,
         249,
         "load state looked up by name, not by a fresh install's id"

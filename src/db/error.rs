@@ -72,6 +72,21 @@ impl DbError {
     }
 }
 
+impl DbError {
+    /// The MySQL/MariaDB error number behind this error, if it is one.
+    pub fn mysql_number(&self) -> Option<u16> {
+        match self {
+            DbError::Sql {
+                cause: sqlx::Error::Database(d),
+                ..
+            } => d
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|m| m.number()),
+            _ => None,
+        }
+    }
+}
+
 fn transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
