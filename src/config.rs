@@ -47,6 +47,8 @@ pub struct Config {
     pub scripts: Limits,
     /// The database (`[database] url = "sqlite://…" | "mysql://…"`).
     pub database: crate::db::DatabaseConfig,
+    /// The daemon (`[daemon]`: node name, poll interval, VCL timings).
+    pub daemon: crate::daemon::DaemonConfig,
 }
 
 impl Config {

@@ -29,3 +29,10 @@ pub mod vcl;
 
 pub use config::Config;
 pub use host::{CallOptions, Ctx, HostError, Kind, ReservationData, ScriptHost};
+
+/// The primitive families every host of this build registers (beyond the built-in ones:
+/// `ctx`, `wait`, `log`, `secret`), configured from `config`.
+pub fn primitive_families(config: &Config) -> Vec<std::sync::Arc<dyn host::Primitives>> {
+    let _ = config;
+    Vec::new()
+}

@@ -71,6 +71,14 @@ enum Command {
         #[command(flatten)]
         url: provhost::db::cli::UrlArg,
     },
+    /// Run the management-node daemon: poll, claim, run state flows, hot-reload scripts.
+    Serve {
+        /// Process what is due (and what that makes due) and exit when nothing is left.
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        url: provhost::db::cli::UrlArg,
+    },
     /// Generate the script API reference from the registered functions.
     Docs {
         /// Where to write it (`-` for standard output).
@@ -79,9 +87,9 @@ enum Command {
     },
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROVHOST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(provhost::prim::secret::RedactingWriter);
     match format {
         LogFormat::Text => builder.init(),
@@ -92,7 +100,9 @@ fn init_logging(format: LogFormat) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // `check` prints its own report; its log lines would only repeat it.
+    let default_level = if matches!(cli.command, Command::Check { .. }) { "off" } else { "info" };
+    init_logging(cli.log_format, default_level);
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
@@ -113,14 +123,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Request { command } => {
             provhost::db::cli::request(&config, command).await?;
+            // A daemon on this machine picks the new request up at once.
+            provhost::daemon::wake(&config.paths.data_dir);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve { once, url } => serve(&config, once, url).await,
         Command::Log { reservation, url } => {
             provhost::db::cli::log(&config, reservation, url).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Docs { out } => {
-            let host = ScriptHost::new(config.host_options(), &[]);
+            let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(&config));
             let text = provhost::host::docs::generate(&host).map_err(anyhow::Error::msg)?;
             if out.as_os_str() == "-" {
                 print!("{text}");
@@ -133,6 +146,38 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+async fn serve(config: &Config, once: bool, url: provhost::db::cli::UrlArg) -> anyhow::Result<ExitCode> {
+    let url = url.url.clone().unwrap_or_else(|| config.database.url_or_default(&config.paths.data_dir));
+    let db = provhost::db::Db::connect(&url).await?;
+    let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(config));
+    let _watch = provhost::daemon::start_host(&host)?;
+    let daemon = provhost::daemon::Daemon::new(db.clone(), host, config.daemon.clone(), Some(&config.paths.data_dir)).await?;
+    tracing::info!(node_id = daemon.node_id(), once, "provhost daemon running");
+    let summary = daemon.run(shutdown_signal(), once).await?;
+    tracing::info!(recovered = summary.recovered, processed = summary.processed, "provhost daemon stopped");
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
     }
 }
 
@@ -226,7 +271,7 @@ async fn call(
     timeout: Option<u64>,
     args: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
-    let host = ScriptHost::new(config.host_options(), &[]);
+    let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(config));
     for e in host.load_all() {
         // Other modules' errors do not stop a call to a good one; say them anyway.
         eprintln!("warning: {e}");

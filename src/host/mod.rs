@@ -319,7 +319,9 @@ fn compile_error(path: &Path, err: EvalAltResult) -> HostError {
         }
         mut other => {
             other.clear_position();
-            HostError::Compile { at, message: other.to_string() }
+            let text = other.to_string();
+            let message = text.strip_prefix("Syntax error: ").unwrap_or(&text).to_string();
+            HostError::Compile { at, message }
         }
     }
 }
