@@ -260,3 +260,38 @@ async fn locked_database_is_waited_out_then_a_clear_error_sqlite() {
     );
     assert_eq!(exited_rows(&t, resv).await, 1);
 }
+
+/// The server drops every connection of the pool (a restart, an idle timeout): the next
+/// operation reconnects and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_reconnects_after_all_connections_are_killed_mariadb() {
+    let Some(t) = TestDb::initialized(Backend::MySql).await else {
+        return;
+    };
+    let (ids, _) = claimed(&t).await;
+    let mut admin = sqlx::MySqlConnection::connect(&common::db::mariadb_server())
+        .await
+        .expect("admin");
+    let rows = sqlx::query("SELECT CAST(`ID` AS SIGNED) AS `id` FROM `information_schema`.`PROCESSLIST` WHERE `DB` = ?")
+        .bind(&t.name)
+        .fetch_all(&mut admin)
+        .await
+        .expect("processlist");
+    assert!(!rows.is_empty(), "the pool has open connections");
+    for r in &rows {
+        let id: i64 = r.get("id");
+        sqlx::query(&format!("KILL CONNECTION {id}"))
+            .execute(&mut admin)
+            .await
+            .expect("kill");
+    }
+    state::state_exit(&t.db, ids, "reserved", "new", Some("reserved"))
+        .await
+        .expect("works on new connections");
+    assert_eq!(
+        state::request_state(&t.db, ids.request)
+            .await
+            .expect("state"),
+        Some(("reserved".into(), "new".into()))
+    );
+}

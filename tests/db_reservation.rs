@@ -474,3 +474,38 @@ crate::on_both_backends!(
     image_revisions_and_size,
     broken_reservations_are_clear_errors,
 );
+
+/// Ten users ask for the same computer at the same time: exactly one gets it.
+async fn simultaneous_requests_never_overlap(backend: Backend) {
+    let Some(t) = TestDb::initialized(backend).await else {
+        return;
+    };
+    world(&t.db, 1).await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let db = t.connect_again().await;
+        tasks.push(tokio::spawn(async move {
+            let req = ask(
+                "debian12",
+                ComputerChoice::Named("lab1.test".into()),
+                Some("+1h"),
+                Some("+1h"),
+            );
+            requests::new_request(&db, &req).await
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => won += 1,
+            Err(e) => assert!(
+                e.to_string().contains("lab1.test is reserved by request"),
+                "{e}"
+            ),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM `reservation`").await, 1);
+}
+
+crate::on_both_backends!(simultaneous_requests_never_overlap);

@@ -15,10 +15,13 @@ async fn fresh_database_gets_vcl_tables_and_seeds(backend: Backend) {
         .await
         .expect("init on an empty database");
     assert!(report.created_vcl_tables);
-    assert_eq!(
-        report.provhost_tables,
-        vec!["provhost_claim", "provhost_computer", "provhost_schema"]
-    );
+    for t in ["provhost_claim", "provhost_computer", "provhost_schema"] {
+        assert!(
+            report.provhost_tables.iter().any(|p| p == t),
+            "{t} missing: {:?}",
+            report.provhost_tables
+        );
+    }
     assert_eq!(
         report.management_node.as_ref().map(|(_, h)| h.as_str()),
         Some("mn1.test")
@@ -155,11 +158,12 @@ async fn existing_vcl_database_only_gains_provhost_tables_mariadb() {
         .filter(|a| !before.contains(a))
         .map(|(n, _)| n.as_str())
         .collect();
-    assert_eq!(
-        added,
-        vec!["provhost_claim", "provhost_computer", "provhost_schema"],
-        "only provhost tables are added"
+    assert!(
+        added.iter().all(|t| t.starts_with("provhost_")),
+        "only provhost tables are added: {added:?}"
     );
+    assert_eq!(added, report.provhost_tables, "and init reports them");
+    assert!(added.contains(&"provhost_claim"), "{added:?}");
     assert!(
         before.iter().all(|b| after.contains(b)),
         "VCL tables unchanged"
@@ -199,13 +203,51 @@ async fn existing_vcl_database_only_gains_provhost_tables_mariadb() {
     )
     .await
     .expect("loadlog");
+    // VCL's tables are latin1: characters it cannot hold become `?`, the entry is kept.
+    provhost::db::loadlog::loadlog(
+        &t.db,
+        data.reservation_id,
+        data.computer_id,
+        "info",
+        "step 1 → 2 ✓ (Müller)",
+    )
+    .await
+    .expect("loadlog with non-latin1 text");
     let log = provhost::db::loadlog::timeline(&t.db, data.reservation_id)
         .await
         .expect("timeline");
     assert_eq!(log[0].loadstatename, "begin");
     assert_eq!(log[0].prettyname, "beginning to process reservation");
+    assert_eq!(log[1].additionalinfo, "step 1 ? 2 ? (Müller)");
+
+    // A failure whose message latin1 cannot hold is still recorded.
+    let mn = provhost::db::inventory::management_node_id(&t.db, "mn.vcl.example")
+        .await
+        .expect("mn");
+    provhost::db::claim::claim(&t.db, data.request_id, "new", mn)
+        .await
+        .expect("claim")
+        .expect("won");
+    let ids = provhost::db::state::Ids::from(&data);
+    provhost::db::state::reservation_failed(&t.db, ids, "load failed ✗", "failed")
+        .await
+        .expect("failed");
     assert_eq!(
-        t.scalar("SELECT `loadstateid` FROM `computerloadlog`")
+        provhost::db::state::request_state(&t.db, data.request_id)
+            .await
+            .expect("state"),
+        Some(("failed".to_string(), "new".to_string()))
+    );
+    let log = provhost::db::loadlog::timeline(&t.db, data.reservation_id)
+        .await
+        .expect("timeline");
+    assert!(
+        log.iter()
+            .any(|e| e.loadstatename == "failed" && e.additionalinfo == "load failed ?"),
+        "{log:?}"
+    );
+    assert_eq!(
+        t.scalar("SELECT `loadstateid` FROM `computerloadlog` ORDER BY `id` LIMIT 1")
             .await,
         249,
         "load state looked up by name, not by a fresh install's id"

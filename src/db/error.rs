@@ -17,7 +17,7 @@ pub enum DbError {
     #[error("{what}: {cause}")]
     Sql { what: String, cause: sqlx::Error },
     /// The database stayed unreachable (or busy) through every retry.
-    #[error("{what}: database unavailable after {attempts} attempts over {waited:?}: {last}")]
+    #[error("{what}: database unavailable after {attempts} attempts over {waited:.1?}: {}", last.cause_text())]
     Unavailable {
         what: String,
         attempts: u32,
@@ -68,6 +68,29 @@ impl DbError {
         match self {
             DbError::Sql { cause, .. } | DbError::Connect { cause, .. } => transient(cause),
             _ => false,
+        }
+    }
+}
+
+impl DbError {
+    /// The underlying cause alone (without the "what was being done" prefix).
+    fn cause_text(&self) -> String {
+        match self {
+            DbError::Sql { cause, .. } | DbError::Connect { cause, .. } => cause.to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The MySQL/MariaDB error number behind this error, if it is one.
+    pub fn mysql_number(&self) -> Option<u16> {
+        match self {
+            DbError::Sql {
+                cause: sqlx::Error::Database(d),
+                ..
+            } => d
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|m| m.number()),
+            _ => None,
         }
     }
 }

@@ -29,11 +29,21 @@ pub async fn loadlog(
         db.now_sql()
     );
     let what = format!("load log {name} for reservation {reservation}");
-    let inserted = db
-        .retry(&what, || async {
-            with_pool!(db, p => sqlx::query(&sql).bind(reservation).bind(computer).bind(text).bind(name).execute(p).await.during(what.as_str()).map(|r| r.rows_affected()))
-        })
-        .await?;
+    let insert = |text: String| {
+        let (sql, what) = (&sql, &what);
+        async move {
+            db.retry(what, || async {
+                with_pool!(db, p => sqlx::query(sql).bind(reservation).bind(computer).bind(text.as_str()).bind(name).execute(p).await.during(what.as_str()).map(|r| r.rows_affected()))
+            })
+            .await
+        }
+    };
+    let inserted = match insert(text.to_string()).await {
+        // VCL's tables are latin1: a character it cannot hold (→, ✓, emoji) is refused in
+        // strict mode. Keep the entry, with those characters as `?`.
+        Err(e) if e.mysql_number() == Some(1366) => insert(latin1_lossy(text)).await?,
+        other => other?,
+    };
     if inserted == 0 {
         return Err(DbError::UnknownLoadState(format!(
             "{name} (not in this database's computerloadstate table)"
@@ -41,6 +51,13 @@ pub async fn loadlog(
     }
     tracing::info!(reservation, computer, loadstate = name, "{text}");
     Ok(())
+}
+
+/// `text` with every character latin1 cannot hold replaced by `?`.
+pub(crate) fn latin1_lossy(text: &str) -> String {
+    text.chars()
+        .map(|c| if u32::from(c) < 256 { c } else { '?' })
+        .collect()
 }
 
 /// One load-log row, with times relative to the first row of the reservation.

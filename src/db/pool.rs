@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
     SqliteRow,
 };
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 use crate::db::error::{DbError, During};
 
@@ -138,34 +138,44 @@ impl Db {
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(opts.sqlite_busy_timeout);
-            let pool = retry_with(&opts.retry, &shown, "connecting", || {
+            // One direct connection first: it fails at once with the real reason (refused,
+            // access denied), where a pool would keep trying until its acquire timeout.
+            retry_with(&opts.retry, &shown, "connecting", || {
                 let o = o.clone();
                 async move {
-                    SqlitePoolOptions::new()
-                        .max_connections(opts.max_connections)
-                        .acquire_timeout(opts.acquire_timeout)
-                        .connect_with(o)
+                    let c = sqlx::SqliteConnection::connect_with(&o)
                         .await
-                        .map_err(connect_err)
+                        .map_err(connect_err)?;
+                    let _ = c.close().await;
+                    Ok(())
                 }
             })
             .await?;
+            let pool = SqlitePoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_lazy_with(o);
             Pool::Sqlite(pool)
         } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
             let normalized = url.replacen("mariadb://", "mysql://", 1);
             let o = MySqlConnectOptions::from_str(&normalized).map_err(|e| bad(e.to_string()))?;
-            let pool = retry_with(&opts.retry, &shown, "connecting", || {
+            // One direct connection first: it fails at once with the real reason (refused,
+            // access denied), where a pool would keep trying until its acquire timeout.
+            retry_with(&opts.retry, &shown, "connecting", || {
                 let o = o.clone();
                 async move {
-                    MySqlPoolOptions::new()
-                        .max_connections(opts.max_connections)
-                        .acquire_timeout(opts.acquire_timeout)
-                        .connect_with(o)
+                    let c = sqlx::MySqlConnection::connect_with(&o)
                         .await
-                        .map_err(connect_err)
+                        .map_err(connect_err)?;
+                    let _ = c.close().await;
+                    Ok(())
                 }
             })
             .await?;
+            let pool = MySqlPoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_lazy_with(o);
             Pool::MySql(pool)
         } else {
             return Err(bad(

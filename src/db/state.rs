@@ -127,7 +127,7 @@ pub async fn reservation_failed(
             })
         }
     };
-    exit_tx(
+    let first = exit_tx(
         db,
         ids,
         "failed",
@@ -135,7 +135,23 @@ pub async fn reservation_failed(
         Some(computer_state),
         Some(message),
     )
-    .await
+    .await;
+    match first {
+        // VCL's latin1 tables refuse some characters; the failure must be recorded anyway.
+        Err(e) if e.mysql_number() == Some(1366) => {
+            let lossy = crate::db::loadlog::latin1_lossy(message);
+            exit_tx(
+                db,
+                ids,
+                "failed",
+                &laststate,
+                Some(computer_state),
+                Some(&lossy),
+            )
+            .await
+        }
+        other => other,
+    }
 }
 
 async fn exit_tx(

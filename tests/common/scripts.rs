@@ -22,7 +22,11 @@ impl ScriptDir {
             std::fs::create_dir_all(scripts.join(sub)).expect("mkdir");
         }
         std::fs::create_dir_all(&stdlib).expect("mkdir");
-        ScriptDir { _dir: dir, scripts, stdlib }
+        ScriptDir {
+            _dir: dir,
+            scripts,
+            stdlib,
+        }
     }
 
     /// Write `content` to `scripts/<rel>` (or `stdlib/<rel>` when rel starts with `stdlib/`).
@@ -41,7 +45,11 @@ impl ScriptDir {
 
     pub fn host(&self, limits: Limits) -> Arc<ScriptHost> {
         ScriptHost::new(
-            HostOptions { scripts_dir: self.scripts.clone(), stdlib_dir: self.stdlib.clone(), limits },
+            HostOptions {
+                scripts_dir: self.scripts.clone(),
+                stdlib_dir: self.stdlib.clone(),
+                limits,
+            },
             &[],
         )
     }
@@ -49,7 +57,13 @@ impl ScriptDir {
 
 /// Limits small enough that runaway scripts stop in well under a second.
 pub fn test_limits() -> Limits {
-    Limits { max_operations: 2_000_000, max_call_levels: 32, max_string_size: 1 << 20, call_timeout_secs: 10, ..Limits::default() }
+    Limits {
+        max_operations: 2_000_000,
+        max_call_levels: 32,
+        max_string_size: 1 << 20,
+        call_timeout_secs: 10,
+        ..Limits::default()
+    }
 }
 
 /// A complete provisioning module; `body` is appended (extra routines, helpers).
@@ -79,10 +93,17 @@ pub async fn wait_event(
     loop {
         let ev = tokio::time::timeout_at(deadline, rx.recv())
             .await
-            .unwrap_or_else(|_| panic!("no matching reload event for {} within {timeout:?}", path.display()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no matching reload event for {} within {timeout:?}",
+                    path.display()
+                )
+            })
             .expect("event channel open");
         let about = match &ev {
-            ReloadEvent::Loaded { path: p, .. } | ReloadEvent::Failed { path: p, .. } | ReloadEvent::Deleted { path: p, .. } => p,
+            ReloadEvent::Loaded { path: p, .. }
+            | ReloadEvent::Failed { path: p, .. }
+            | ReloadEvent::Deleted { path: p, .. } => p,
         };
         if about == path && pred(&ev) {
             return ev;
