@@ -13,7 +13,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use provhost::host::{CallOptions, Ctx, HostOptions, Kind, Limits, MemoryBackend, ReservationData, ScriptHost};
+use provhost::host::{
+    CallOptions, Ctx, HostOptions, Kind, Limits, MemoryBackend, ReservationData, ScriptHost,
+};
 
 const OS_MODULE: &str = r#"const MODULE = #{ kind: "os", name: "bench", version: "VERSION" };
 fn post_load(ctx) { true }
@@ -49,7 +51,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = scripts.join("os").join("bench.rhai");
     std::fs::write(&path, OS_MODULE.replace("VERSION", "0"))?;
     let host = ScriptHost::new(
-        HostOptions { scripts_dir: scripts.clone(), stdlib_dir: dir.path().join("stdlib"), limits: Limits::default() },
+        HostOptions {
+            scripts_dir: scripts.clone(),
+            stdlib_dir: dir.path().join("stdlib"),
+            limits: Limits::default(),
+        },
         &[],
     );
     let errors = host.load_all();
@@ -57,7 +63,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("{errors:?}").into());
     }
     let key = (Kind::Os, "bench".to_string());
-    let ctx = Ctx::new(ReservationData { reservation_id: 1, ..Default::default() }, Arc::new(MemoryBackend::default()));
+    let ctx = Ctx::new(
+        ReservationData {
+            reservation_id: 1,
+            ..Default::default()
+        },
+        Arc::new(MemoryBackend::default()),
+    );
     let opts = CallOptions::default();
     const N: usize = 50_000;
 
@@ -78,17 +90,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..N {
         let t = Instant::now();
         let mut scope = rhai::Scope::new();
-        let _: bool = host.engine().call_fn(&mut scope, &module.ast, "is_ready", (ctx.clone(),))?;
+        let _: bool = host
+            .engine()
+            .call_fn(&mut scope, &module.ast, "is_ready", (ctx.clone(),))?;
         raw.push(t.elapsed());
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let blocking = rt.block_on(async {
         let mut out = Vec::with_capacity(N / 5);
         for _ in 0..N / 5 {
             let (h, k, c) = (Arc::clone(&host), key.clone(), ctx.clone());
             let t = Instant::now();
-            let r = tokio::task::spawn_blocking(move || h.call(&k, "is_ready", Some(&c), vec![], &CallOptions::default())).await;
+            let r = tokio::task::spawn_blocking(move || {
+                h.call(&k, "is_ready", Some(&c), vec![], &CallOptions::default())
+            })
+            .await;
             out.push(t.elapsed());
             if !matches!(r, Ok(Ok(_))) {
                 return Err("blocking call failed".to_string());
@@ -124,12 +144,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| case | median | p99 | max | target |");
     println!("|---|---|---|---|---|");
     let (m, p, x) = stats(raw);
-    println!("| raw Engine::call_fn (floor) | {} | {} | {} | |", us(m), us(p), us(x));
+    println!(
+        "| raw Engine::call_fn (floor) | {} | {} | {} | |",
+        us(m),
+        us(p),
+        us(x)
+    );
     let (m, p, x) = stats(host_calls);
-    println!("| ScriptHost::call, contract routine | {} | {} | {} | < 20 µs median |", us(m), us(p), us(x));
+    println!(
+        "| ScriptHost::call, contract routine | {} | {} | {} | < 20 µs median |",
+        us(m),
+        us(p),
+        us(x)
+    );
     let (m, p, x) = stats(blocking);
-    println!("| same via tokio spawn_blocking | {} | {} | {} | |", us(m), us(p), us(x));
+    println!(
+        "| same via tokio spawn_blocking | {} | {} | {} | |",
+        us(m),
+        us(p),
+        us(x)
+    );
     let (m, p, x) = stats(reloads);
-    println!("| save → first call on new code | {} | {} | {} | < 250 ms |", ms(m), ms(p), ms(x));
+    println!(
+        "| save → first call on new code | {} | {} | {} | < 250 ms |",
+        ms(m),
+        ms(p),
+        ms(x)
+    );
     Ok(())
 }

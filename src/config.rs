@@ -35,7 +35,11 @@ pub struct Paths {
 
 impl Default for Paths {
     fn default() -> Self {
-        Paths { scripts: "scripts".into(), stdlib: "stdlib".into(), data_dir: "data".into() }
+        Paths {
+            scripts: "scripts".into(),
+            stdlib: "stdlib".into(),
+            data_dir: "data".into(),
+        }
     }
 }
 
@@ -63,14 +67,24 @@ impl Config {
         };
         let (mut config, base) = match file {
             Some(f) => {
-                let text = std::fs::read_to_string(&f).map_err(|e| ConfigError::Read { path: f.clone(), source: e })?;
-                let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: f.clone(), message: e.to_string() })?;
+                let text = std::fs::read_to_string(&f).map_err(|e| ConfigError::Read {
+                    path: f.clone(),
+                    source: e,
+                })?;
+                let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: f.clone(),
+                    message: e.to_string(),
+                })?;
                 let base = f.parent().map(Path::to_path_buf).unwrap_or_default();
                 (config, base)
             }
             None => (Config::default(), PathBuf::new()),
         };
-        for p in [&mut config.paths.scripts, &mut config.paths.stdlib, &mut config.paths.data_dir] {
+        for p in [
+            &mut config.paths.scripts,
+            &mut config.paths.stdlib,
+            &mut config.paths.data_dir,
+        ] {
             if p.is_relative() && !base.as_os_str().is_empty() {
                 *p = base.join(&*p);
             }
@@ -96,7 +110,11 @@ mod tests {
     fn relative_paths_follow_the_file_and_typos_are_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("provhost.toml");
-        std::fs::write(&f, "[paths]\nscripts = \"s\"\n[scripts]\ncall_timeout_secs = 5\n").expect("write");
+        std::fs::write(
+            &f,
+            "[paths]\nscripts = \"s\"\n[scripts]\ncall_timeout_secs = 5\n",
+        )
+        .expect("write");
         let c = Config::load(Some(&f)).expect("load");
         assert_eq!(c.paths.scripts, dir.path().join("s"));
         assert_eq!(c.scripts.call_timeout_secs, 5);

@@ -73,7 +73,17 @@ pub enum DaemonError {
 }
 
 /// Request states the daemon has a flow for.
-pub const HANDLED: &[&str] = &["new", "reload", "reinstall", "tomaintenance", "reserved", "inuse", "timeout", "deleted", "image"];
+pub const HANDLED: &[&str] = &[
+    "new",
+    "reload",
+    "reinstall",
+    "tomaintenance",
+    "reserved",
+    "inuse",
+    "timeout",
+    "deleted",
+    "image",
+];
 
 /// What a run did (for `--once`, tests and the exit message).
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -103,13 +113,34 @@ pub fn wake(data_dir: &Path) {
 
 impl Daemon {
     /// Resolve this node's id; `wake_dir` is where the wake socket goes (`None`: no socket).
-    pub async fn new(db: Db, host: Arc<ScriptHost>, cfg: DaemonConfig, wake_dir: Option<&Path>) -> Result<Daemon, DaemonError> {
-        let node = if cfg.node.is_empty() { crate::db::schema::local_hostname() } else { cfg.node.clone() };
+    pub async fn new(
+        db: Db,
+        host: Arc<ScriptHost>,
+        cfg: DaemonConfig,
+        wake_dir: Option<&Path>,
+    ) -> Result<Daemon, DaemonError> {
+        let node = if cfg.node.is_empty() {
+            crate::db::schema::local_hostname()
+        } else {
+            cfg.node.clone()
+        };
         let node_id = crate::db::inventory::management_node_id(&db, &node)
             .await
-            .map_err(|source| DaemonError::UnknownNode { node: node.clone(), source })?;
-        let svc = Arc::new(Services { db, host, timings: cfg.timings.clone(), node_id });
-        Ok(Daemon { svc, cfg, wake: wake_dir.map(wake_path) })
+            .map_err(|source| DaemonError::UnknownNode {
+                node: node.clone(),
+                source,
+            })?;
+        let svc = Arc::new(Services {
+            db,
+            host,
+            timings: cfg.timings.clone(),
+            node_id,
+        });
+        Ok(Daemon {
+            svc,
+            cfg,
+            wake: wake_dir.map(wake_path),
+        })
     }
 
     pub fn node_id(&self) -> i64 {
@@ -117,14 +148,24 @@ impl Daemon {
     }
 
     /// Run until `shutdown` resolves (or, with `once`, until nothing is due or running).
-    pub async fn run(&self, shutdown: impl Future<Output = ()>, once: bool) -> Result<Summary, DaemonError> {
+    pub async fn run(
+        &self,
+        shutdown: impl Future<Output = ()>,
+        once: bool,
+    ) -> Result<Summary, DaemonError> {
         let db = &self.svc.db;
         let node = self.svc.node_id;
-        let recovered: HashSet<i64> = crate::db::claim::recover_pending(db, node).await?.into_iter().collect();
+        let recovered: HashSet<i64> = crate::db::claim::recover_pending(db, node)
+            .await?
+            .into_iter()
+            .collect();
         if !recovered.is_empty() {
             tracing::warn!(requests = ?recovered, "recovered requests this node left pending");
         }
-        let mut summary = Summary { recovered: recovered.len(), processed: 0 };
+        let mut summary = Summary {
+            recovered: recovered.len(),
+            processed: 0,
+        };
 
         let wake_sock = match &self.wake {
             Some(p) => {
@@ -132,7 +173,12 @@ impl Daemon {
                 if let Some(dir) = p.parent() {
                     let _ = std::fs::create_dir_all(dir);
                 }
-                Some(tokio::net::UnixDatagram::bind(p).map_err(|source| DaemonError::Wake { path: p.clone(), source })?)
+                Some(
+                    tokio::net::UnixDatagram::bind(p).map_err(|source| DaemonError::Wake {
+                        path: p.clone(),
+                        source,
+                    })?,
+                )
             }
             None => None,
         };
@@ -152,7 +198,16 @@ impl Daemon {
             if let Err(e) = crate::db::flow::checkin(db, node).await {
                 tracing::warn!("check-in failed: {e}");
             }
-            let claimed = match self.claim_due(&recovered, &mut running, &mut inuse_checked, &mut warned, &mut tasks).await {
+            let claimed = match self
+                .claim_due(
+                    &recovered,
+                    &mut running,
+                    &mut inuse_checked,
+                    &mut warned,
+                    &mut tasks,
+                )
+                .await
+            {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!("polling for work failed (will retry): {e}");
@@ -183,7 +238,10 @@ impl Daemon {
         }
 
         if !running.is_empty() {
-            tracing::info!(running = running.len(), "stopping: cancelling running flows");
+            tracing::info!(
+                running = running.len(),
+                "stopping: cancelling running flows"
+            );
             for flag in running.values() {
                 flag.store(true, Ordering::Relaxed);
             }
@@ -223,7 +281,10 @@ impl Daemon {
         let now = crate::db::time::parse_datetime(&db.now().await?)?;
         let t = &self.svc.timings;
         let mut claimed = 0;
-        inuse_checked.retain(|id, _| work.iter().any(|w| w.request_id == *id && w.state == "inuse"));
+        inuse_checked.retain(|id, _| {
+            work.iter()
+                .any(|w| w.request_id == *id && w.state == "inuse")
+        });
         for w in work {
             if running.contains_key(&w.request_id) || running.len() >= self.cfg.max_flows {
                 continue;
@@ -239,8 +300,11 @@ impl Daemon {
             let due = match w.state.as_str() {
                 "new" | "reload" | "reinstall" => start <= now,
                 "inuse" => {
-                    let near_end = (end - now).num_seconds() <= (t.general_end_notice_first + self.cfg.poll_interval_secs) as i64;
-                    let last = *inuse_checked.entry(w.request_id).or_insert_with(Instant::now);
+                    let near_end = (end - now).num_seconds()
+                        <= (t.general_end_notice_first + self.cfg.poll_interval_secs) as i64;
+                    let last = *inuse_checked
+                        .entry(w.request_id)
+                        .or_insert_with(Instant::now);
                     near_end || last.elapsed() >= Duration::from_secs(t.general_inuse_check)
                 }
                 _ => true,

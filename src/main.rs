@@ -12,7 +12,11 @@ use provhost::host::{CallOptions, Ctx, HostOptions, MemoryBackend, ReservationDa
 use provhost::Config;
 
 #[derive(Parser)]
-#[command(name = "provhost", version, about = "Provision computers for reservations; hypervisor and OS specifics live in Rhai scripts")]
+#[command(
+    name = "provhost",
+    version,
+    about = "Provision computers for reservations; hypervisor and OS specifics live in Rhai scripts"
+)]
 struct Cli {
     /// Configuration file (default: ./provhost.toml if present, else built-in defaults).
     #[arg(long, global = true, env = "PROVHOST_CONFIG")]
@@ -90,7 +94,9 @@ enum Command {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROVHOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(provhost::prim::secret::RedactingWriter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(provhost::prim::secret::RedactingWriter);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -101,7 +107,11 @@ fn init_logging(format: LogFormat, default_level: &str) {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // `check` prints its own report; its log lines would only repeat it.
-    let default_level = if matches!(cli.command, Command::Check { .. }) { "off" } else { "info" };
+    let default_level = if matches!(cli.command, Command::Check { .. }) {
+        "off"
+    } else {
+        "info"
+    };
     init_logging(cli.log_format, default_level);
     match run(cli).await {
         Ok(code) => code,
@@ -116,7 +126,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Check { paths } => Ok(check(&config, paths)),
-        Command::Call { module, routine, ctx, timeout, args } => call(&config, module, routine, ctx, timeout, args).await,
+        Command::Call {
+            module,
+            routine,
+            ctx,
+            timeout,
+            args,
+        } => call(&config, module, routine, ctx, timeout, args).await,
         Command::Db { command } => {
             provhost::db::cli::db(&config, command).await?;
             Ok(ExitCode::SUCCESS)
@@ -133,13 +149,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Docs { out } => {
-            let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(&config));
+            let host = ScriptHost::new(
+                config.host_options(),
+                &provhost::primitive_families(&config),
+            );
             let text = provhost::host::docs::generate(&host).map_err(anyhow::Error::msg)?;
             if out.as_os_str() == "-" {
                 print!("{text}");
             } else {
                 if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
                 }
                 std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
                 eprintln!("wrote {}", out.display());
@@ -149,15 +169,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(config: &Config, once: bool, url: provhost::db::cli::UrlArg) -> anyhow::Result<ExitCode> {
-    let url = url.url.clone().unwrap_or_else(|| config.database.url_or_default(&config.paths.data_dir));
+async fn serve(
+    config: &Config,
+    once: bool,
+    url: provhost::db::cli::UrlArg,
+) -> anyhow::Result<ExitCode> {
+    let url = url
+        .url
+        .clone()
+        .unwrap_or_else(|| config.database.url_or_default(&config.paths.data_dir));
     let db = provhost::db::Db::connect(&url).await?;
     let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(config));
     let _watch = provhost::daemon::start_host(&host)?;
-    let daemon = provhost::daemon::Daemon::new(db.clone(), host, config.daemon.clone(), Some(&config.paths.data_dir)).await?;
+    let daemon = provhost::daemon::Daemon::new(
+        db.clone(),
+        host,
+        config.daemon.clone(),
+        Some(&config.paths.data_dir),
+    )
+    .await?;
     tracing::info!(node_id = daemon.node_id(), once, "provhost daemon running");
     let summary = daemon.run(shutdown_signal(), once).await?;
-    tracing::info!(recovered = summary.recovered, processed = summary.processed, "provhost daemon stopped");
+    tracing::info!(
+        recovered = summary.recovered,
+        processed = summary.processed,
+        "provhost daemon stopped"
+    );
     db.close().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -187,7 +224,9 @@ fn rhai_files(path: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Res
         if depth > 4 {
             return Ok(());
         }
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
         entries.sort();
         for p in entries {
             if p.is_dir() || p.extension().is_some_and(|e| e == "rhai") {
@@ -203,7 +242,11 @@ fn rhai_files(path: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Res
 fn check(config: &Config, paths: Vec<PathBuf>) -> ExitCode {
     let opts: HostOptions = config.host_options();
     let host = ScriptHost::new(opts.clone(), &[]);
-    let roots = if paths.is_empty() { vec![opts.scripts_dir.clone()] } else { paths };
+    let roots = if paths.is_empty() {
+        vec![opts.scripts_dir.clone()]
+    } else {
+        paths
+    };
     let mut files = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     for root in &roots {
@@ -224,7 +267,10 @@ fn check(config: &Config, paths: Vec<PathBuf>) -> ExitCode {
         };
         if in_stdlib {
             // Library code has no MODULE; it only has to compile.
-            match std::fs::read_to_string(file).map_err(|e| e.to_string()).and_then(|src| host.engine().compile(src).map_err(|e| e.to_string())) {
+            match std::fs::read_to_string(file)
+                .map_err(|e| e.to_string())
+                .and_then(|src| host.engine().compile(src).map_err(|e| e.to_string()))
+            {
                 Ok(_) => {
                     ok += 1;
                     println!("ok     {} (stdlib)", file.display());
@@ -236,7 +282,10 @@ fn check(config: &Config, paths: Vec<PathBuf>) -> ExitCode {
         match host.load_file(file) {
             Ok((kind, name)) => {
                 ok += 1;
-                let version = host.module(&(kind, name.clone())).map(|m| m.info.version.clone()).unwrap_or_default();
+                let version = host
+                    .module(&(kind, name.clone()))
+                    .map(|m| m.info.version.clone())
+                    .unwrap_or_default();
                 println!("ok     {}  {kind}/{name} v{version}", file.display());
             }
             Err(errs) => errors.extend(errs.iter().map(|e| e.to_string())),
@@ -250,7 +299,14 @@ fn check(config: &Config, paths: Vec<PathBuf>) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         if files.is_empty() && errors.is_empty() {
-            println!("error  no .rhai files found under {}", roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "));
+            println!(
+                "error  no .rhai files found under {}",
+                roots
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
         ExitCode::from(1)
     }
@@ -287,16 +343,28 @@ async fn call(
     // Pass ctx when the routine's first parameter is `ctx` (every contract routine's is).
     let takes_ctx = host
         .module(&key)
-        .map(|m| m.ast.iter_functions().any(|f| f.name == routine && f.params.len() == args.len() + 1 && f.params.first() == Some(&"ctx")))
+        .map(|m| {
+            m.ast.iter_functions().any(|f| {
+                f.name == routine
+                    && f.params.len() == args.len() + 1
+                    && f.params.first() == Some(&"ctx")
+            })
+        })
         .unwrap_or(false);
-    let opts = CallOptions { timeout: timeout.map(Duration::from_secs), cancel: None };
+    let opts = CallOptions {
+        timeout: timeout.map(Duration::from_secs),
+        cancel: None,
+    };
     let h = Arc::clone(&host);
-    let result = tokio::task::spawn_blocking(move || h.call(&key, &routine, takes_ctx.then_some(&ctx), args, &opts))
-        .await
-        .context("routine thread")?;
+    let result = tokio::task::spawn_blocking(move || {
+        h.call(&key, &routine, takes_ctx.then_some(&ctx), args, &opts)
+    })
+    .await
+    .context("routine thread")?;
     match result {
         Ok(value) => {
-            let json: serde_json::Value = rhai::serde::from_dynamic(&value).unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+            let json: serde_json::Value = rhai::serde::from_dynamic(&value)
+                .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
             println!("{}", serde_json::to_string_pretty(&json)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -306,4 +374,3 @@ async fn call(
         }
     }
 }
-

@@ -58,7 +58,10 @@ pub const LOAD_STATES: &[(&str, &str)] = &[
     ("WARNING", "WARNING"),
     ("xcatREADY", "computer reported READY starting post configs"),
     ("reserved", "ready for Connect"),
-    ("xcatstage3", "node starting to received install instructions"),
+    (
+        "xcatstage3",
+        "node starting to received install instructions",
+    ),
     ("xcatstage4", "node received install instructions"),
     ("xcatstage5", "starting reload process"),
     ("doesimageexists", "confirming image exists locally"),
@@ -91,7 +94,10 @@ pub const LOAD_STATES: &[(&str, &str)] = &[
     ("begin", "beginning to process reservation"),
     ("exited", "vcld process exited"),
     ("acknowledgetimeout", "start acknowledge timeout"),
-    ("noinitialconnection", "initial user connection not detected"),
+    (
+        "noinitialconnection",
+        "initial user connection not detected",
+    ),
     ("initialconnecttimeout", "initialconnecttimeout"),
     ("reconnecttimeout", "reconnecttimeout"),
     ("copyfrompartnerMN", "copyfrompartnerMN"),

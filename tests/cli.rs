@@ -30,15 +30,28 @@ fn text(b: &[u8]) -> String {
 /// A config file pointing at a temp script dir.
 fn config_for(dir: &ScriptDir) -> PathBuf {
     let cfg = dir.scripts.parent().expect("parent").join("provhost.toml");
-    std::fs::write(&cfg, "[paths]\nscripts = \"scripts\"\nstdlib = \"stdlib\"\n").expect("config");
+    std::fs::write(
+        &cfg,
+        "[paths]\nscripts = \"scripts\"\nstdlib = \"stdlib\"\n",
+    )
+    .expect("config");
     cfg
 }
 
 #[test]
 fn check_passes_on_the_shipped_scripts() {
     let out = provhost(&root(), &["check", "scripts", "stdlib"]);
-    assert!(out.status.success(), "stdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).contains(", 0 error(s)"), "{}", text(&out.stdout));
+    assert!(
+        out.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains(", 0 error(s)"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -47,11 +60,20 @@ fn check_fails_with_file_and_line_on_a_broken_copy() {
     let good = dir.write("provisioning/good.rhai", provisioning("good", "1", ""));
     let broken = dir.write("os/broken.rhai", "const MODULE = #{ kind: \"os\", name: \"broken\", version: \"1\" };\nfn post_load(ctx) {\n  let = 3;\n}\n");
     let cfg = config_for(&dir);
-    let out = provhost(dir.scripts.parent().expect("p"), &["--config", cfg.to_str().expect("utf8"), "check"]);
+    let out = provhost(
+        dir.scripts.parent().expect("p"),
+        &["--config", cfg.to_str().expect("utf8"), "check"],
+    );
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains(&format!("ok     {}  provisioning/good v1", good.display())), "{stdout}");
-    assert!(stdout.contains(&format!("error  {}:3: syntax error", broken.display())), "{stdout}");
+    assert!(
+        stdout.contains(&format!("ok     {}  provisioning/good v1", good.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("error  {}:3: syntax error", broken.display())),
+        "{stdout}"
+    );
     assert!(stdout.contains("1 file(s) ok, 1 error(s)"), "{stdout}");
 }
 
@@ -71,36 +93,75 @@ fn pw(ctx) { let p = secret::password(16); log::info(`generated ${p}`); ctx.load
     std::fs::write(&fixture, "reservation_id = 42\nimage_name = \"deb12-v3\"\n").expect("fixture");
     let cfg = config_for(&dir);
     let cfg = cfg.to_str().expect("utf8");
-    let out = provhost(dir.scripts.parent().expect("p"), &["--config", cfg, "call", "p", "hello", "--ctx", fixture.to_str().expect("utf8"), "ann"]);
+    let out = provhost(
+        dir.scripts.parent().expect("p"),
+        &[
+            "--config",
+            cfg,
+            "call",
+            "p",
+            "hello",
+            "--ctx",
+            fixture.to_str().expect("utf8"),
+            "ann",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json result");
-    assert_eq!(v, serde_json::json!({ "reservation": 42, "image": "deb12-v3", "who": "ann" }));
-    assert!(text(&out.stderr).contains("hello ann"), "load-log entry is shown: {}", text(&out.stderr));
+    assert_eq!(
+        v,
+        serde_json::json!({ "reservation": 42, "image": "deb12-v3", "who": "ann" })
+    );
+    assert!(
+        text(&out.stderr).contains("hello ann"),
+        "load-log entry is shown: {}",
+        text(&out.stderr)
+    );
 
-    let out = provhost(dir.scripts.parent().expect("p"), &["--config", cfg, "call", "provisioning/p", "pw"]);
+    let out = provhost(
+        dir.scripts.parent().expect("p"),
+        &["--config", cfg, "call", "provisioning/p", "pw"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let pw: String = serde_json::from_slice(&out.stdout).expect("json string");
     assert_eq!(pw.len(), 16);
     let stderr = text(&out.stderr);
     assert!(!stderr.contains(&pw), "secret leaked into logs: {stderr}");
-    assert!(stderr.contains("generated ********") && stderr.contains("root password ********"), "{stderr}");
+    assert!(
+        stderr.contains("generated ********") && stderr.contains("root password ********"),
+        "{stderr}"
+    );
 
-    let out = provhost(dir.scripts.parent().expect("p"), &["--config", cfg, "call", "p", "nope"]);
+    let out = provhost(
+        dir.scripts.parent().expect("p"),
+        &["--config", cfg, "call", "p", "nope"],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("has no routine nope() taking 0 argument(s)"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("has no routine nope() taking 0 argument(s)"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn committed_script_api_reference_is_current() {
     let out = provhost(&root(), &["docs", "--out", "-"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let committed = std::fs::read_to_string(root().join("docs/script-api.md")).expect("docs/script-api.md");
-    assert!(text(&out.stdout) == committed, "docs/script-api.md is stale: run `make docs`");
+    let committed =
+        std::fs::read_to_string(root().join("docs/script-api.md")).expect("docs/script-api.md");
+    assert!(
+        text(&out.stdout) == committed,
+        "docs/script-api.md is stale: run `make docs`"
+    );
 }
 
 #[test]
 fn version_is_printed() {
     let out = provhost(&root(), &["--version"]);
     assert!(out.status.success());
-    assert_eq!(text(&out.stdout).trim(), format!("provhost {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("provhost {}", env!("CARGO_PKG_VERSION"))
+    );
 }

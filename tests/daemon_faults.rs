@@ -57,7 +57,9 @@ fn serve(cfg: &Path, once: bool, log: &Path) -> Serve {
 }
 
 async fn kill_9_mid_load_then_restart_completes_exactly_once(backend: Backend) {
-    let Some(rig) = Rig::new(backend, 1, RECORDING_OS, 4.0).await else { return };
+    let Some(rig) = Rig::new(backend, 1, RECORDING_OS, 4.0).await else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = write_config(&rig, dir.path(), 2);
     let c = rig.request("lab1.test", "debian12").await;
@@ -66,7 +68,11 @@ async fn kill_9_mid_load_then_restart_completes_exactly_once(backend: Backend) {
     rig.wait_log(c.reservation_id, "transfervm", T).await;
     first.0.kill().expect("kill -9");
     let _ = first.0.wait();
-    assert_eq!(rig.request_state(c.request_id).await, "pending", "the dead daemon left its claim");
+    assert_eq!(
+        rig.request_state(c.request_id).await,
+        "pending",
+        "the dead daemon left its claim"
+    );
 
     let mut second = serve(&cfg, true, &dir.path().join("second.log"));
     let t = Instant::now();
@@ -74,7 +80,11 @@ async fn kill_9_mid_load_then_restart_completes_exactly_once(backend: Backend) {
         if let Some(s) = second.0.try_wait().expect("wait") {
             break s;
         }
-        assert!(t.elapsed() < T, "serve --once did not finish; log:\n{}", std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default());
+        assert!(
+            t.elapsed() < T,
+            "serve --once did not finish; log:\n{}",
+            std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let log_text = std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default();
@@ -82,25 +92,50 @@ async fn kill_9_mid_load_then_restart_completes_exactly_once(backend: Backend) {
 
     let log = rig.log(c.reservation_id).await;
     let count = |name: &str| log.iter().filter(|(n, _)| n == name).count();
-    assert!(log.iter().any(|(n, t)| n == "info" && t.contains("recovered after a daemon restart")), "{log:?}");
+    assert!(
+        log.iter()
+            .any(|(n, t)| n == "info" && t.contains("recovered after a daemon restart")),
+        "{log:?}"
+    );
     assert_eq!(count("nodeready"), 1, "{log:?}");
-    assert_eq!(log.iter().filter(|(n, t)| n == "exited" && t.contains("request reserved")).count(), 1, "{log:?}");
+    assert_eq!(
+        log.iter()
+            .filter(|(n, t)| n == "exited" && t.contains("request reserved"))
+            .count(),
+        1,
+        "{log:?}"
+    );
     // No acknowledgement (2 s): timeout, reclaim, one reload request, run to the end.
     assert_eq!(rig.request_state(c.request_id).await, "complete");
-    let requests = rig.t.scalar(&format!("SELECT COUNT(*) FROM `reservation` WHERE `computerid` = {}", c.computer_id)).await;
+    let requests = rig
+        .t
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM `reservation` WHERE `computerid` = {}",
+            c.computer_id
+        ))
+        .await;
     assert_eq!(requests, 2, "exactly one reload request");
     assert_eq!(rig.computer_state(c.computer_id).await, "available");
 }
 
 async fn each_node_takes_only_its_own_reservations(backend: Backend) {
-    let Some(rig) = Rig::new(backend, 4, RECORDING_OS, 0.1).await else { return };
-    let mn2 = provhost::db::inventory::add_management_node(&rig.t.db, "mn2.test", "127.0.0.2").await.expect("node 2");
+    let Some(rig) = Rig::new(backend, 4, RECORDING_OS, 0.1).await else {
+        return;
+    };
+    let mn2 = provhost::db::inventory::add_management_node(&rig.t.db, "mn2.test", "127.0.0.2")
+        .await
+        .expect("node 2");
     let mut mine = Vec::new();
     let mut theirs = Vec::new();
     for i in 1..=4 {
         let c = rig.request(&format!("lab{i}.test"), "debian12").await;
         if i % 2 == 0 {
-            rig.t.exec(&format!("UPDATE `reservation` SET `managementnodeid` = {mn2} WHERE `id` = {}", c.reservation_id)).await;
+            rig.t
+                .exec(&format!(
+                    "UPDATE `reservation` SET `managementnodeid` = {mn2} WHERE `id` = {}",
+                    c.reservation_id
+                ))
+                .await;
             theirs.push(c);
         } else {
             mine.push(c);
@@ -109,16 +144,29 @@ async fn each_node_takes_only_its_own_reservations(backend: Backend) {
     let mut cfg = rig.config();
     cfg.timings.acknowledgetimeout = 1;
     let d1 = rig.daemon(cfg.clone()).await;
-    d1.run(std::future::pending(), true).await.expect("node 1 once");
+    d1.run(std::future::pending(), true)
+        .await
+        .expect("node 1 once");
     for c in &mine {
         assert_eq!(rig.request_state(c.request_id).await, "complete");
     }
     for c in &theirs {
-        assert_eq!(rig.request_state(c.request_id).await, "new", "node 1 must not touch node 2's work");
+        assert_eq!(
+            rig.request_state(c.request_id).await,
+            "new",
+            "node 1 must not touch node 2's work"
+        );
         assert!(rig.names(c.reservation_id).await.is_empty());
     }
-    let d2 = rig.daemon(DaemonConfig { node: "mn2.test".into(), ..cfg }).await;
-    d2.run(std::future::pending(), true).await.expect("node 2 once");
+    let d2 = rig
+        .daemon(DaemonConfig {
+            node: "mn2.test".into(),
+            ..cfg
+        })
+        .await;
+    d2.run(std::future::pending(), true)
+        .await
+        .expect("node 2 once");
     for c in &theirs {
         assert_eq!(rig.request_state(c.request_id).await, "complete");
     }
@@ -126,7 +174,9 @@ async fn each_node_takes_only_its_own_reservations(backend: Backend) {
 
 async fn two_daemons_with_one_node_id_never_double_process(backend: Backend) {
     const N: usize = 12;
-    let Some(rig) = Rig::new(backend, N, RECORDING_OS, 0.2).await else { return };
+    let Some(rig) = Rig::new(backend, N, RECORDING_OS, 0.2).await else {
+        return;
+    };
     let mut created = Vec::new();
     for i in 1..=N {
         created.push(rig.request(&format!("lab{i}.test"), "debian12").await);
@@ -134,16 +184,40 @@ async fn two_daemons_with_one_node_id_never_double_process(backend: Backend) {
     let mut cfg = rig.config();
     cfg.timings.acknowledgetimeout = 1;
     let (a, b) = (rig.daemon(cfg.clone()).await, rig.daemon(cfg).await);
-    let (ra, rb) = tokio::join!(a.run(std::future::pending(), true), b.run(std::future::pending(), true));
+    let (ra, rb) = tokio::join!(
+        a.run(std::future::pending(), true),
+        b.run(std::future::pending(), true)
+    );
     let (sa, sb) = (ra.expect("a"), rb.expect("b"));
-    assert!(sa.processed > 0 && sb.processed > 0, "both daemons worked: {sa:?} {sb:?}");
+    assert!(
+        sa.processed > 0 && sb.processed > 0,
+        "both daemons worked: {sa:?} {sb:?}"
+    );
     for c in &created {
         assert_eq!(rig.request_state(c.request_id).await, "complete");
         let log = rig.log(c.reservation_id).await;
-        assert_eq!(log.iter().filter(|(n, _)| n == "nodeready").count(), 1, "{log:?}");
-        assert_eq!(log.iter().filter(|(n, _)| n == "statuscheck").count(), 1, "{log:?}");
-        let reloads = rig.t.scalar(&format!("SELECT COUNT(*) FROM `reservation` WHERE `computerid` = {}", c.computer_id)).await;
-        assert_eq!(reloads, 2, "one reservation and one reload for computer {}", c.computer);
+        assert_eq!(
+            log.iter().filter(|(n, _)| n == "nodeready").count(),
+            1,
+            "{log:?}"
+        );
+        assert_eq!(
+            log.iter().filter(|(n, _)| n == "statuscheck").count(),
+            1,
+            "{log:?}"
+        );
+        let reloads = rig
+            .t
+            .scalar(&format!(
+                "SELECT COUNT(*) FROM `reservation` WHERE `computerid` = {}",
+                c.computer_id
+            ))
+            .await;
+        assert_eq!(
+            reloads, 2,
+            "one reservation and one reload for computer {}",
+            c.computer
+        );
     }
 }
 
@@ -158,27 +232,46 @@ on_both_backends!(
 /// nothing is written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_connections_killed_mid_flow() {
-    let Some(rig) = Rig::new(Backend::MySql, 1, RECORDING_OS, 2.0).await else { return };
+    let Some(rig) = Rig::new(Backend::MySql, 1, RECORDING_OS, 2.0).await else {
+        return;
+    };
     let (daemon, stop) = rig.spawn(rig.config()).await;
     let c = rig.request("lab1.test", "debian12").await;
     rig.wait_log(c.reservation_id, "transfervm", T).await;
 
-    let admin = provhost::db::Db::connect(&common::db::mariadb_server()).await.expect("admin connection");
-    let provhost::db::pool::Pool::MySql(p) = admin.pool() else { unreachable!() };
-    let ids: Vec<i64> = sqlx::query_scalar("SELECT `ID` FROM information_schema.PROCESSLIST WHERE `DB` = ?")
-        .bind(&rig.t.name)
-        .fetch_all(p)
+    let admin = provhost::db::Db::connect(&common::db::mariadb_server())
         .await
-        .expect("processlist");
+        .expect("admin connection");
+    let provhost::db::pool::Pool::MySql(p) = admin.pool() else {
+        unreachable!()
+    };
+    let ids: Vec<i64> =
+        sqlx::query_scalar("SELECT `ID` FROM information_schema.PROCESSLIST WHERE `DB` = ?")
+            .bind(&rig.t.name)
+            .fetch_all(p)
+            .await
+            .expect("processlist");
     assert!(!ids.is_empty(), "the daemon holds connections");
     for id in &ids {
-        let _ = sqlx::query(&format!("KILL CONNECTION {id}")).execute(p).await;
+        let _ = sqlx::query(&format!("KILL CONNECTION {id}"))
+            .execute(p)
+            .await;
     }
 
-    rig.wait_log(c.reservation_id, "acknowledgetimeout", T).await;
+    rig.wait_log(c.reservation_id, "acknowledgetimeout", T)
+        .await;
     let log = rig.log(c.reservation_id).await;
-    for name in ["machinebooted", "loadimagecomplete", "nodeready", "reserved"] {
-        assert_eq!(log.iter().filter(|(n, _)| n == name).count(), 1, "{name} once: {log:?}");
+    for name in [
+        "machinebooted",
+        "loadimagecomplete",
+        "nodeready",
+        "reserved",
+    ] {
+        assert_eq!(
+            log.iter().filter(|(n, _)| n == name).count(),
+            1,
+            "{name} once: {log:?}"
+        );
     }
     let _ = stop.send(());
     daemon.await.expect("daemon");

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::scripts::{provisioning, test_limits, wait_event, ScriptDir};
-use provhost::host::{CallOptions, Ctx, Kind, MemoryBackend, ReloadEvent, ReservationData, ScriptHost};
+use provhost::host::{
+    CallOptions, Ctx, Kind, MemoryBackend, ReloadEvent, ReservationData, ScriptHost,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -18,8 +20,19 @@ fn key() -> (Kind, String) {
 }
 
 fn marker(host: &ScriptHost) -> String {
-    let ctx = Ctx::new(ReservationData::default(), Arc::new(MemoryBackend::default()));
-    host.call(&key(), "marker", Some(&ctx), vec![], &CallOptions::default()).expect("marker call").to_string()
+    let ctx = Ctx::new(
+        ReservationData::default(),
+        Arc::new(MemoryBackend::default()),
+    );
+    host.call(
+        &key(),
+        "marker",
+        Some(&ctx),
+        vec![],
+        &CallOptions::default(),
+    )
+    .expect("marker call")
+    .to_string()
 }
 
 fn module(marker: &str) -> String {
@@ -37,26 +50,52 @@ async fn an_edit_goes_live_and_a_broken_edit_keeps_the_last_good_version() {
     assert_eq!(marker(&host), "v1");
 
     std::fs::write(&path, module("v2")).expect("write");
-    let ev = wait_event(&mut rx, &path, WAIT, |e| matches!(e, ReloadEvent::Loaded { .. })).await;
-    assert!(matches!(ev, ReloadEvent::Loaded { generation: 2, .. }), "{ev:?}");
+    let ev = wait_event(&mut rx, &path, WAIT, |e| {
+        matches!(e, ReloadEvent::Loaded { .. })
+    })
+    .await;
+    assert!(
+        matches!(ev, ReloadEvent::Loaded { generation: 2, .. }),
+        "{ev:?}"
+    );
     assert_eq!(marker(&host), "v2");
 
     std::fs::write(&path, "const MODULE = #{ kind: \"provisioning\", name: \"p\", version: \"3\" };\nfn marker(ctx) { \"v3\" \n").expect("write");
-    let ev = wait_event(&mut rx, &path, WAIT, |e| matches!(e, ReloadEvent::Failed { .. })).await;
-    let ReloadEvent::Failed { errors, keeping, .. } = ev else { unreachable!() };
+    let ev = wait_event(&mut rx, &path, WAIT, |e| {
+        matches!(e, ReloadEvent::Failed { .. })
+    })
+    .await;
+    let ReloadEvent::Failed {
+        errors, keeping, ..
+    } = ev
+    else {
+        unreachable!()
+    };
     assert_eq!(keeping, Some(key()));
-    assert!(errors[0].contains("p.rhai:") && errors[0].contains("syntax error"), "{errors:?}");
+    assert!(
+        errors[0].contains("p.rhai:") && errors[0].contains("syntax error"),
+        "{errors:?}"
+    );
     assert_eq!(marker(&host), "v2", "the last good version keeps serving");
 
     std::fs::write(&path, module("v4")).expect("write");
-    wait_event(&mut rx, &path, WAIT, |e| matches!(e, ReloadEvent::Loaded { .. })).await;
+    wait_event(&mut rx, &path, WAIT, |e| {
+        matches!(e, ReloadEvent::Loaded { .. })
+    })
+    .await;
     assert_eq!(marker(&host), "v4");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_call_keeps_the_code_it_started_with() {
     let dir = ScriptDir::new();
-    let slow = |m: &str| provisioning("p", m, &format!("fn marker(ctx) {{ \"{m}\" }}\nfn slow(ctx) {{ wait::sleep(0.8); \"{m}\" }}"));
+    let slow = |m: &str| {
+        provisioning(
+            "p",
+            m,
+            &format!("fn marker(ctx) {{ \"{m}\" }}\nfn slow(ctx) {{ wait::sleep(0.8); \"{m}\" }}"),
+        )
+    };
     let path = dir.write("provisioning/p.rhai", slow("old"));
     let host = dir.host(test_limits());
     assert!(host.load_all().is_empty());
@@ -65,15 +104,25 @@ async fn a_running_call_keeps_the_code_it_started_with() {
 
     let h = Arc::clone(&host);
     let running = std::thread::spawn(move || {
-        let ctx = Ctx::new(ReservationData::default(), Arc::new(MemoryBackend::default()));
-        h.call(&key(), "slow", Some(&ctx), vec![], &CallOptions::default()).map(|v| v.to_string())
+        let ctx = Ctx::new(
+            ReservationData::default(),
+            Arc::new(MemoryBackend::default()),
+        );
+        h.call(&key(), "slow", Some(&ctx), vec![], &CallOptions::default())
+            .map(|v| v.to_string())
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     std::fs::write(&path, slow("new")).expect("write");
-    wait_event(&mut rx, &path, WAIT, |e| matches!(e, ReloadEvent::Loaded { .. })).await;
+    wait_event(&mut rx, &path, WAIT, |e| {
+        matches!(e, ReloadEvent::Loaded { .. })
+    })
+    .await;
     assert_eq!(marker(&host), "new", "new calls see the new code at once");
     let finished = running.join().expect("thread").expect("slow call");
-    assert_eq!(finished, "old", "the running call finished on the code it started with");
+    assert_eq!(
+        finished, "old",
+        "the running call finished on the code it started with"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,13 +135,29 @@ async fn a_deleted_file_keeps_its_module_and_a_new_file_is_picked_up() {
     let mut rx = host.subscribe();
 
     std::fs::remove_file(&path).expect("rm");
-    let ev = wait_event(&mut rx, &path, WAIT, |e| matches!(e, ReloadEvent::Deleted { .. })).await;
-    assert_eq!(ev, ReloadEvent::Deleted { path: path.clone(), keeping: Some(key()) });
+    let ev = wait_event(&mut rx, &path, WAIT, |e| {
+        matches!(e, ReloadEvent::Deleted { .. })
+    })
+    .await;
+    assert_eq!(
+        ev,
+        ReloadEvent::Deleted {
+            path: path.clone(),
+            keeping: Some(key())
+        }
+    );
     assert_eq!(marker(&host), "kept");
 
     let other = dir.write("provisioning/p2.rhai", module("replacement"));
-    wait_event(&mut rx, &other, WAIT, |e| matches!(e, ReloadEvent::Loaded { .. })).await;
-    assert_eq!(marker(&host), "replacement", "a replacement file may take over the module name");
+    wait_event(&mut rx, &other, WAIT, |e| {
+        matches!(e, ReloadEvent::Loaded { .. })
+    })
+    .await;
+    assert_eq!(
+        marker(&host),
+        "replacement",
+        "a replacement file may take over the module name"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +172,13 @@ async fn two_saves_within_10ms_end_on_the_second() {
     std::fs::write(&path, module("a")).expect("write");
     std::thread::sleep(Duration::from_millis(5));
     std::fs::write(&path, module("b")).expect("write");
-    wait_event(&mut rx, &path, WAIT, |e| matches!(e, ReloadEvent::Loaded { version, .. } if version == "b")).await;
+    wait_event(
+        &mut rx,
+        &path,
+        WAIT,
+        |e| matches!(e, ReloadEvent::Loaded { version, .. } if version == "b"),
+    )
+    .await;
     assert_eq!(marker(&host), "b");
 }
 
@@ -117,7 +188,10 @@ async fn a_stdlib_change_recompiles_its_importers() {
     dir.write("stdlib/greet.rhai", "fn word() { \"hello\" }");
     let path = dir.write(
         "provisioning/p.rhai",
-        format!("import \"greet\" as greet;\n{}", provisioning("p", "1", "fn marker(ctx) { greet::word() }")),
+        format!(
+            "import \"greet\" as greet;\n{}",
+            provisioning("p", "1", "fn marker(ctx) { greet::word() }")
+        ),
     );
     let host = dir.host(test_limits());
     assert!(host.load_all().is_empty(), "{:?}", host.load_all());
@@ -126,12 +200,23 @@ async fn a_stdlib_change_recompiles_its_importers() {
     assert_eq!(marker(&host), "hello");
 
     dir.write("stdlib/greet.rhai", "fn word() { \"bonjour\" }");
-    wait_event(&mut rx, &path, WAIT, |e| matches!(e, ReloadEvent::Loaded { .. })).await;
+    wait_event(&mut rx, &path, WAIT, |e| {
+        matches!(e, ReloadEvent::Loaded { .. })
+    })
+    .await;
     assert_eq!(marker(&host), "bonjour");
 
     dir.write("stdlib/greet.rhai", "fn word() { \"broken\" ");
-    let ev = wait_event(&mut rx, &path, WAIT, |e| matches!(e, ReloadEvent::Failed { .. })).await;
-    let ReloadEvent::Failed { errors, .. } = ev else { unreachable!() };
-    assert!(errors[0].contains("in imported module \"greet\""), "{errors:?}");
+    let ev = wait_event(&mut rx, &path, WAIT, |e| {
+        matches!(e, ReloadEvent::Failed { .. })
+    })
+    .await;
+    let ReloadEvent::Failed { errors, .. } = ev else {
+        unreachable!()
+    };
+    assert!(
+        errors[0].contains("in imported module \"greet\""),
+        "{errors:?}"
+    );
     assert_eq!(marker(&host), "bonjour");
 }

@@ -11,7 +11,11 @@ use provhost::host::{HostOptions, Limits, ScriptHost};
 fn host() -> Arc<ScriptHost> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     ScriptHost::new(
-        HostOptions { scripts_dir: root.join("scripts"), stdlib_dir: root.join("stdlib"), limits: Limits::default() },
+        HostOptions {
+            scripts_dir: root.join("scripts"),
+            stdlib_dir: root.join("stdlib"),
+            limits: Limits::default(),
+        },
         &[],
     )
 }
@@ -39,21 +43,33 @@ fn shell_quote_round_trips_through_a_real_shell() {
         "''\\''",
     ];
     for s in nasty {
-        let quoted: String = eval(&format!("import \"shell\" as shell; shell::quote({})", rhai_literal(s))).expect("quote");
+        let quoted: String = eval(&format!(
+            "import \"shell\" as shell; shell::quote({})",
+            rhai_literal(s)
+        ))
+        .expect("quote");
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(format!("printf '%s' {quoted}"))
             .output()
             .expect("run sh");
         assert!(out.status.success(), "sh failed for {quoted}");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), s, "quoted as {quoted}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            s,
+            "quoted as {quoted}"
+        );
     }
     assert!(!std::path::Path::new("/tmp/provhost-pwned").exists());
-    let joined: String = eval(r#"import "shell" as shell; shell::join(["useradd", "-m", "a b", "x'y"])"#).expect("join");
+    let joined: String =
+        eval(r#"import "shell" as shell; shell::join(["useradd", "-m", "a b", "x'y"])"#)
+            .expect("join");
     assert_eq!(joined, r#"useradd -m 'a b' 'x'\''y'"#);
-    let err = eval::<String>(r#"import "shell" as shell; shell::quote("a\x00b")"#).expect_err("NUL");
+    let err =
+        eval::<String>(r#"import "shell" as shell; shell::quote("a\x00b")"#).expect_err("NUL");
     assert!(err.contains("NUL byte"), "{err}");
-    let assign: String = eval(r#"import "shell" as shell; shell::assign("PW", "a b")"#).expect("assign");
+    let assign: String =
+        eval(r#"import "shell" as shell; shell::assign("PW", "a b")"#).expect("assign");
     assert_eq!(assign, "PW='a b'");
     assert!(eval::<String>(r#"import "shell" as shell; shell::assign("1x;rm", "v")"#).is_err());
 }
@@ -91,11 +107,18 @@ fn kv_parse_reads_os_release() {
 fn retry_is_bounded_and_reports_the_last_error() {
     let n: i64 = eval(r#"import "retry" as retry; let n = 0; retry::times(5, 0, || { n += 1; if n < 3 { throw "not yet" } n })"#).expect("retry");
     assert_eq!(n, 3);
-    let err = eval::<i64>(r#"import "retry" as retry; retry::times(3, 0.01, || { throw "still down" })"#).expect_err("gives up");
-    assert!(err.contains("gave up after 3 attempt(s): still down"), "{err}");
-    let err = eval::<bool>(r#"import "retry" as retry; retry::times(3, 0, || false)"#).expect_err("false is failure");
+    let err =
+        eval::<i64>(r#"import "retry" as retry; retry::times(3, 0.01, || { throw "still down" })"#)
+            .expect_err("gives up");
+    assert!(
+        err.contains("gave up after 3 attempt(s): still down"),
+        "{err}"
+    );
+    let err = eval::<bool>(r#"import "retry" as retry; retry::times(3, 0, || false)"#)
+        .expect_err("false is failure");
     assert!(err.contains("attempt 3 returned false"), "{err}");
-    let err = eval::<i64>(r#"import "retry" as retry; retry::times(1000000, 0, || 1)"#).expect_err("bound");
+    let err = eval::<i64>(r#"import "retry" as retry; retry::times(1000000, 0, || 1)"#)
+        .expect_err("bound");
     assert!(err.contains("from 1 to 100"), "{err}");
 }
 
@@ -109,7 +132,9 @@ fn retry_cannot_swallow_the_routine_deadline() {
         .eval::<i64>(r#"import "retry" as retry; retry::times(100, 1, || { throw "down" })"#)
         .expect_err("deadline");
     let mut inner = *err;
-    while let rhai::EvalAltResult::ErrorInFunctionCall(_, _, e, _) | rhai::EvalAltResult::ErrorInModule(_, e, _) = inner {
+    while let rhai::EvalAltResult::ErrorInFunctionCall(_, _, e, _)
+    | rhai::EvalAltResult::ErrorInModule(_, e, _) = inner
+    {
         inner = *e;
     }
     assert!(

@@ -58,10 +58,24 @@ impl CtxBackend for DbBackend {
     }
 
     fn computer_var(&self, data: &ReservationData, name: &str) -> Result<Option<String>, String> {
-        self.block_on(crate::db::flow::computer_var(&self.db, data.computer_id, name))
+        self.block_on(crate::db::flow::computer_var(
+            &self.db,
+            data.computer_id,
+            name,
+        ))
     }
 
-    fn set_computer_var(&self, data: &ReservationData, name: &str, value: &str) -> Result<(), String> {
-        self.block_on(crate::db::flow::set_computer_var(&self.db, data.computer_id, name, value))
+    fn set_computer_var(
+        &self,
+        data: &ReservationData,
+        name: &str,
+        value: &str,
+    ) -> Result<(), String> {
+        self.block_on(crate::db::flow::set_computer_var(
+            &self.db,
+            data.computer_id,
+            name,
+            value,
+        ))
     }
 }

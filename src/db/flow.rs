@@ -35,7 +35,11 @@ pub async fn reservation_password(db: &Db, reservation: i64) -> Result<String, D
 }
 
 /// Store the user's password for the reservation (`reservation.pw`).
-pub async fn set_reservation_password(db: &Db, reservation: i64, password: &str) -> Result<(), DbError> {
+pub async fn set_reservation_password(
+    db: &Db,
+    reservation: i64,
+    password: &str,
+) -> Result<(), DbError> {
     let what = format!("storing the password of reservation {reservation}");
     db.retry(&what, || async {
         with_pool!(db, p => sqlx::query("UPDATE `reservation` SET `pw` = ? WHERE `id` = ?").bind(password).bind(reservation).execute(p).await.during(what.as_str()).map(|_| ()))
@@ -45,7 +49,10 @@ pub async fn set_reservation_password(db: &Db, reservation: i64, password: &str)
 
 /// `managementnode.lastcheckin = now` (VCL's liveness mark for a node).
 pub async fn checkin(db: &Db, management_node: i64) -> Result<(), DbError> {
-    let sql = format!("UPDATE `managementnode` SET `lastcheckin` = {} WHERE `id` = ?", db.now_sql());
+    let sql = format!(
+        "UPDATE `managementnode` SET `lastcheckin` = {} WHERE `id` = ?",
+        db.now_sql()
+    );
     let what = format!("check-in of management node {management_node}");
     db.retry(&what, || async {
         with_pool!(db, p => sqlx::query(&sql).bind(management_node).execute(p).await.during(what.as_str()).map(|_| ()))
@@ -67,9 +74,16 @@ pub async fn computer_var(db: &Db, computer: i64, name: &str) -> Result<Option<S
 }
 
 /// Set (replace) a per-computer variable.
-pub async fn set_computer_var(db: &Db, computer: i64, name: &str, value: &str) -> Result<(), DbError> {
+pub async fn set_computer_var(
+    db: &Db,
+    computer: i64,
+    name: &str,
+    value: &str,
+) -> Result<(), DbError> {
     if name.is_empty() || name.len() > 64 {
-        return Err(DbError::Invalid(format!("computer variable name must be 1-64 characters, got {name:?}")));
+        return Err(DbError::Invalid(format!(
+            "computer variable name must be 1-64 characters, got {name:?}"
+        )));
     }
     let what = format!("setting variable {name:?} of computer {computer}");
     db.retry(&what, || async {
@@ -87,7 +101,12 @@ pub async fn set_computer_var(db: &Db, computer: i64, name: &str, value: &str) -
 /// missing): request `pending` → `failed` (laststate stays the state it was claimed
 /// from), load-log `failed` with `message` against the computer id the reservation row
 /// names, claim dropped. One transaction; false when the request was not pending.
-pub async fn fail_request(db: &Db, request: i64, reservation: i64, message: &str) -> Result<bool, DbError> {
+pub async fn fail_request(
+    db: &Db,
+    request: i64,
+    reservation: i64,
+    message: &str,
+) -> Result<bool, DbError> {
     let (failed, pending) = (state_id("failed")?, state_id("pending")?);
     let now = db.now_sql();
     let update = format!("UPDATE `request` SET `stateid` = ?, `datemodified` = {now} WHERE `id` = ? AND `stateid` = ?");

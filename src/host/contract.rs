@@ -97,55 +97,242 @@ impl RoutineSpec {
     }
 }
 
-const fn req(name: &'static str, params: &'static [&'static str], returns: Returns, doc: &'static str) -> RoutineSpec {
-    RoutineSpec { name, params, returns, required: true, doc }
+const fn req(
+    name: &'static str,
+    params: &'static [&'static str],
+    returns: Returns,
+    doc: &'static str,
+) -> RoutineSpec {
+    RoutineSpec {
+        name,
+        params,
+        returns,
+        required: true,
+        doc,
+    }
 }
-const fn opt(name: &'static str, params: &'static [&'static str], returns: Returns, doc: &'static str) -> RoutineSpec {
-    RoutineSpec { name, params, returns, required: false, doc }
+const fn opt(
+    name: &'static str,
+    params: &'static [&'static str],
+    returns: Returns,
+    doc: &'static str,
+) -> RoutineSpec {
+    RoutineSpec {
+        name,
+        params,
+        returns,
+        required: false,
+        doc,
+    }
 }
 
 const CTX: &[&str] = &["ctx"];
 
 const PROVISIONING: &[RoutineSpec] = &[
-    req("node_status", CTX, Returns::NodeStatus, "Is the computer up, reachable, running the requested image revision and post-loaded?"),
-    req("does_image_exist", CTX, Returns::Bool, "Is the image in this node's image library / on the VM host?"),
-    req("retrieve_image", CTX, Returns::Bool, "Copy the image from another management node's image library."),
-    req("load", CTX, Returns::Bool, "Remove any old VM, create it from the image, power on, wait for it to answer."),
-    req("capture", CTX, Returns::Bool, "Turn the computer's current disk into a new image revision."),
-    req("control_vm", &["ctx", "action"], Returns::ControlVm, "\"remove\", \"on\", \"off\", \"reset\" (bool) or \"status\" (status string)."),
-    req("get_image_size", CTX, Returns::SizeMb, "Size of the image in MB."),
-    opt("reserve", CTX, Returns::Bool, "Extra work when the reservation becomes reserved."),
-    opt("pre_reload", CTX, Returns::Bool, "Run before a reload replaces the computer's image."),
-    opt("post_reserve", CTX, Returns::Bool, "Run after access is granted."),
-    opt("post_reservation", CTX, Returns::Bool, "Run when the reservation ends."),
-    opt("unload", CTX, Returns::Bool, "Take the computer down when it is not needed (predictive unload)."),
-    opt("power_status", CTX, Returns::PowerStatus, "\"on\", \"off\" or \"suspended\"."),
+    req(
+        "node_status",
+        CTX,
+        Returns::NodeStatus,
+        "Is the computer up, reachable, running the requested image revision and post-loaded?",
+    ),
+    req(
+        "does_image_exist",
+        CTX,
+        Returns::Bool,
+        "Is the image in this node's image library / on the VM host?",
+    ),
+    req(
+        "retrieve_image",
+        CTX,
+        Returns::Bool,
+        "Copy the image from another management node's image library.",
+    ),
+    req(
+        "load",
+        CTX,
+        Returns::Bool,
+        "Remove any old VM, create it from the image, power on, wait for it to answer.",
+    ),
+    req(
+        "capture",
+        CTX,
+        Returns::Bool,
+        "Turn the computer's current disk into a new image revision.",
+    ),
+    req(
+        "control_vm",
+        &["ctx", "action"],
+        Returns::ControlVm,
+        "\"remove\", \"on\", \"off\", \"reset\" (bool) or \"status\" (status string).",
+    ),
+    req(
+        "get_image_size",
+        CTX,
+        Returns::SizeMb,
+        "Size of the image in MB.",
+    ),
+    opt(
+        "reserve",
+        CTX,
+        Returns::Bool,
+        "Extra work when the reservation becomes reserved.",
+    ),
+    opt(
+        "pre_reload",
+        CTX,
+        Returns::Bool,
+        "Run before a reload replaces the computer's image.",
+    ),
+    opt(
+        "post_reserve",
+        CTX,
+        Returns::Bool,
+        "Run after access is granted.",
+    ),
+    opt(
+        "post_reservation",
+        CTX,
+        Returns::Bool,
+        "Run when the reservation ends.",
+    ),
+    opt(
+        "unload",
+        CTX,
+        Returns::Bool,
+        "Take the computer down when it is not needed (predictive unload).",
+    ),
+    opt(
+        "power_status",
+        CTX,
+        Returns::PowerStatus,
+        "\"on\", \"off\" or \"suspended\".",
+    ),
 ];
 
 const OS: &[RoutineSpec] = &[
-    req("post_load", CTX, Returns::Bool, "Wait until the OS answers, randomize root passwords, set the firewall."),
-    req("add_user", &["ctx", "user"], Returns::Bool, "Create the reservation user's account (user: #{login, uid, password, ssh_keys, root})."),
-    req("delete_user", &["ctx", "user"], Returns::Bool, "Remove a user's account and home."),
-    req("grant_access", CTX, Returns::Bool, "Open the connect port to ctx.remote_ip only."),
-    req("revoke_access", CTX, Returns::Bool, "Close what grant_access opened."),
-    req("set_password", &["ctx", "user", "password"], Returns::Bool, "Set a user's password."),
-    req("sanitize", CTX, Returns::Bool, "Back to a clean state before reuse."),
-    req("pre_capture", CTX, Returns::Bool, "Prepare the OS for imaging."),
-    req("is_ready", CTX, Returns::Bool, "Does the OS answer and accept commands?"),
-    opt("reserve", CTX, Returns::Bool, "Extra work when the reservation becomes reserved."),
-    opt("pre_reload", CTX, Returns::Bool, "Run on the old image before a reload."),
-    opt("post_reserve", CTX, Returns::Bool, "Run after access is granted."),
-    opt("post_reservation", CTX, Returns::Bool, "Run when the reservation ends."),
-    opt("is_user_connected", CTX, Returns::Bool, "Is the reservation user logged in?"),
+    req(
+        "post_load",
+        CTX,
+        Returns::Bool,
+        "Wait until the OS answers, randomize root passwords, set the firewall.",
+    ),
+    req(
+        "add_user",
+        &["ctx", "user"],
+        Returns::Bool,
+        "Create the reservation user's account (user: #{login, uid, password, ssh_keys, root}).",
+    ),
+    req(
+        "delete_user",
+        &["ctx", "user"],
+        Returns::Bool,
+        "Remove a user's account and home.",
+    ),
+    req(
+        "grant_access",
+        CTX,
+        Returns::Bool,
+        "Open the connect port to ctx.remote_ip only.",
+    ),
+    req(
+        "revoke_access",
+        CTX,
+        Returns::Bool,
+        "Close what grant_access opened.",
+    ),
+    req(
+        "set_password",
+        &["ctx", "user", "password"],
+        Returns::Bool,
+        "Set a user's password.",
+    ),
+    req(
+        "sanitize",
+        CTX,
+        Returns::Bool,
+        "Back to a clean state before reuse.",
+    ),
+    req(
+        "pre_capture",
+        CTX,
+        Returns::Bool,
+        "Prepare the OS for imaging.",
+    ),
+    req(
+        "is_ready",
+        CTX,
+        Returns::Bool,
+        "Does the OS answer and accept commands?",
+    ),
+    opt(
+        "reserve",
+        CTX,
+        Returns::Bool,
+        "Extra work when the reservation becomes reserved.",
+    ),
+    opt(
+        "pre_reload",
+        CTX,
+        Returns::Bool,
+        "Run on the old image before a reload.",
+    ),
+    opt(
+        "post_reserve",
+        CTX,
+        Returns::Bool,
+        "Run after access is granted.",
+    ),
+    opt(
+        "post_reservation",
+        CTX,
+        Returns::Bool,
+        "Run when the reservation ends.",
+    ),
+    opt(
+        "is_user_connected",
+        CTX,
+        Returns::Bool,
+        "Is the reservation user logged in?",
+    ),
 ];
 
 const SITE: &[RoutineSpec] = &[
-    opt("post_load", CTX, Returns::Bool, "Run after the OS module's post_load."),
-    opt("reserve", CTX, Returns::Bool, "Run when the reservation becomes reserved."),
-    opt("post_reserve", CTX, Returns::Bool, "Run after access is granted."),
-    opt("post_reservation", CTX, Returns::Bool, "Run when the reservation ends."),
-    opt("sanitize", CTX, Returns::Bool, "Run after the OS module's sanitize."),
-    opt("pre_capture", CTX, Returns::Bool, "Run before the OS module's pre_capture."),
+    opt(
+        "post_load",
+        CTX,
+        Returns::Bool,
+        "Run after the OS module's post_load.",
+    ),
+    opt(
+        "reserve",
+        CTX,
+        Returns::Bool,
+        "Run when the reservation becomes reserved.",
+    ),
+    opt(
+        "post_reserve",
+        CTX,
+        Returns::Bool,
+        "Run after access is granted.",
+    ),
+    opt(
+        "post_reservation",
+        CTX,
+        Returns::Bool,
+        "Run when the reservation ends.",
+    ),
+    opt(
+        "sanitize",
+        CTX,
+        Returns::Bool,
+        "Run after the OS module's sanitize.",
+    ),
+    opt(
+        "pre_capture",
+        CTX,
+        Returns::Bool,
+        "Run before the OS module's pre_capture.",
+    ),
 ];
 
 /// The contract of a kind: required routines first, then optional ones.
@@ -191,7 +378,10 @@ fn line_of(source: &str, re: &regex::Regex) -> usize {
 
 /// The line where `fn name(` is defined, or 0.
 pub fn fn_line(source: &str, name: &str) -> usize {
-    match regex::Regex::new(&format!(r"(?m)^[ \t]*(?:private[ \t]+)?fn[ \t]+{}[ \t]*\(", regex::escape(name))) {
+    match regex::Regex::new(&format!(
+        r"(?m)^[ \t]*(?:private[ \t]+)?fn[ \t]+{}[ \t]*\(",
+        regex::escape(name)
+    )) {
         Ok(re) => line_of(source, &re),
         Err(_) => 0,
     }
@@ -207,9 +397,20 @@ fn module_line(source: &str) -> usize {
 /// Check a compiled module against its kind's contract. `folder_kind` is the kind its
 /// folder implies, if any; MODULE.kind must agree with it. All problems are returned, not
 /// just the first.
-pub fn check(path: &Path, source: &str, ast: &AST, folder_kind: Option<Kind>) -> Result<ModuleInfo, Vec<HostError>> {
-    let at = |line: usize| SourcePos { path: path.to_path_buf(), line };
-    let err = |line: usize, message: String| HostError::Contract { at: at(line), message };
+pub fn check(
+    path: &Path,
+    source: &str,
+    ast: &AST,
+    folder_kind: Option<Kind>,
+) -> Result<ModuleInfo, Vec<HostError>> {
+    let at = |line: usize| SourcePos {
+        path: path.to_path_buf(),
+        line,
+    };
+    let err = |line: usize, message: String| HostError::Contract {
+        at: at(line),
+        message,
+    };
     let mline = module_line(source);
 
     let module = ast
@@ -228,11 +429,18 @@ pub fn check(path: &Path, source: &str, ast: &AST, folder_kind: Option<Kind>) ->
         return Err(vec![err(mline.max(1), message)]);
     };
     let Some(map) = module.read_lock::<rhai::Map>().map(|m| m.clone()) else {
-        return Err(vec![err(mline, format!("MODULE must be an object map, found {}", describe(&module)))]);
+        return Err(vec![err(
+            mline,
+            format!("MODULE must be an object map, found {}", describe(&module)),
+        )]);
     };
 
     let mut errors = Vec::new();
-    let field = |key: &str| map.get(key).and_then(|v| v.clone().into_immutable_string().ok()).map(|s| s.to_string());
+    let field = |key: &str| {
+        map.get(key)
+            .and_then(|v| v.clone().into_immutable_string().ok())
+            .map(|s| s.to_string())
+    };
 
     let kind = match field("kind").as_deref().map(|k| (k, Kind::parse(k))) {
         Some((_, Some(k))) => Some(k),
@@ -247,18 +455,30 @@ pub fn check(path: &Path, source: &str, ast: &AST, folder_kind: Option<Kind>) ->
     };
     if let (Some(k), Some(f)) = (kind, folder_kind) {
         if k != f {
-            errors.push(err(mline, format!("MODULE.kind is {:?} but the file is in the {:?} folder", k.as_str(), f.as_str())));
+            errors.push(err(
+                mline,
+                format!(
+                    "MODULE.kind is {:?} but the file is in the {:?} folder",
+                    k.as_str(),
+                    f.as_str()
+                ),
+            ));
         }
     }
     let name = field("name").unwrap_or_default();
-    let name_ok = regex::Regex::new(r"^[a-z0-9][a-z0-9_-]{0,62}$").map(|re| re.is_match(&name)).unwrap_or(false);
+    let name_ok = regex::Regex::new(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+        .map(|re| re.is_match(&name))
+        .unwrap_or(false);
     if !name_ok {
         errors.push(err(mline, format!("MODULE.name {name:?} must be 1-63 of a-z, 0-9, '_' or '-', starting with a letter or digit")));
     }
     let version = match map.get("version") {
         Some(v) if v.is_string() || v.is_int() => v.to_string(),
         _ => {
-            errors.push(err(mline, "MODULE.version is missing (a string such as \"1\")".into()));
+            errors.push(err(
+                mline,
+                "MODULE.version is missing (a string such as \"1\")".into(),
+            ));
             String::new()
         }
     };
@@ -266,20 +486,35 @@ pub fn check(path: &Path, source: &str, ast: &AST, folder_kind: Option<Kind>) ->
         None | Some("acknowledge") => AddUserAt::Acknowledge,
         Some("ready") => AddUserAt::Ready,
         Some(other) => {
-            errors.push(err(mline, format!("MODULE.add_user_at {other:?} must be \"ready\" or \"acknowledge\"")));
+            errors.push(err(
+                mline,
+                format!("MODULE.add_user_at {other:?} must be \"ready\" or \"acknowledge\""),
+            ));
             AddUserAt::Acknowledge
         }
     };
     for key in map.keys() {
         if !["kind", "name", "version", "add_user_at"].contains(&key.as_str()) {
-            errors.push(err(mline, format!("MODULE has an unknown key {key:?} (known: kind, name, version, add_user_at)")));
+            errors.push(err(
+                mline,
+                format!(
+                    "MODULE has an unknown key {key:?} (known: kind, name, version, add_user_at)"
+                ),
+            ));
         }
     }
 
     if let Some(kind) = kind {
-        let defined: Vec<(String, usize)> = ast.iter_functions().map(|f| (f.name.to_string(), f.params.len())).collect();
+        let defined: Vec<(String, usize)> = ast
+            .iter_functions()
+            .map(|f| (f.name.to_string(), f.params.len()))
+            .collect();
         for spec in routines(kind) {
-            let arities: Vec<usize> = defined.iter().filter(|(n, _)| n == spec.name).map(|(_, a)| *a).collect();
+            let arities: Vec<usize> = defined
+                .iter()
+                .filter(|(n, _)| n == spec.name)
+                .map(|(_, a)| *a)
+                .collect();
             if arities.contains(&spec.params.len()) {
                 continue;
             }
@@ -296,19 +531,40 @@ pub fn check(path: &Path, source: &str, ast: &AST, folder_kind: Option<Kind>) ->
             } else if spec.required {
                 errors.push(err(
                     0,
-                    format!("missing routine {} required for kind {:?}", spec.signature(), kind.as_str()),
+                    format!(
+                        "missing routine {} required for kind {:?}",
+                        spec.signature(),
+                        kind.as_str()
+                    ),
                 ));
             }
         }
-        if kind == Kind::Site && !routines(kind).iter().any(|s| defined.iter().any(|(n, a)| n == s.name && *a == s.params.len())) {
+        if kind == Kind::Site
+            && !routines(kind).iter().any(|s| {
+                defined
+                    .iter()
+                    .any(|(n, a)| n == s.name && *a == s.params.len())
+            })
+        {
             let hooks: Vec<String> = routines(kind).iter().map(RoutineSpec::signature).collect();
-            errors.push(err(mline, format!("a site module defines no hook; define one of {}", hooks.join(", "))));
+            errors.push(err(
+                mline,
+                format!(
+                    "a site module defines no hook; define one of {}",
+                    hooks.join(", ")
+                ),
+            ));
         }
     }
 
     if errors.is_empty() {
         if let Some(kind) = kind {
-            return Ok(ModuleInfo { kind, name, version, add_user_at });
+            return Ok(ModuleInfo {
+                kind,
+                name,
+                version,
+                add_user_at,
+            });
         }
     }
     Err(errors)
@@ -316,15 +572,30 @@ pub fn check(path: &Path, source: &str, ast: &AST, folder_kind: Option<Kind>) ->
 
 /// A short description of a value for error messages: `"abc" (string)`, `42 (int)`.
 pub fn describe(v: &Dynamic) -> String {
-    let shown = if v.is_string() { format!("{:?}", v.to_string()) } else { v.to_string() };
-    let shown = if shown.chars().count() > 60 { format!("{}…", shown.chars().take(60).collect::<String>()) } else { shown };
-    format!("{shown} ({})", v.type_name().rsplit("::").next().unwrap_or("?"))
+    let shown = if v.is_string() {
+        format!("{:?}", v.to_string())
+    } else {
+        v.to_string()
+    };
+    let shown = if shown.chars().count() > 60 {
+        format!("{}…", shown.chars().take(60).collect::<String>())
+    } else {
+        shown
+    };
+    format!(
+        "{shown} ({})",
+        v.type_name().rsplit("::").next().unwrap_or("?")
+    )
 }
 
 /// Check (and normalize) a routine's return value against its contract. `args` are the
 /// arguments after `ctx` (used by `control_vm` to tell a status query from an action).
 /// `Err` carries what was expected.
-pub fn check_return(spec: &RoutineSpec, args: &[Dynamic], value: Dynamic) -> Result<Dynamic, String> {
+pub fn check_return(
+    spec: &RoutineSpec,
+    args: &[Dynamic],
+    value: Dynamic,
+) -> Result<Dynamic, String> {
     let expected = || spec.returns.describe().to_string();
     match spec.returns {
         Returns::Any => Ok(value),
@@ -333,10 +604,17 @@ pub fn check_return(spec: &RoutineSpec, args: &[Dynamic], value: Dynamic) -> Res
             if let Ok(false) = value.as_bool() {
                 return Ok("reload".into());
             }
-            let s = value.clone().into_immutable_string().map_err(|_| expected())?.to_lowercase();
+            let s = value
+                .clone()
+                .into_immutable_string()
+                .map_err(|_| expected())?
+                .to_lowercase();
             let norm = if s.starts_with("ready") {
                 "ready"
-            } else if s.starts_with("post_load") || s.starts_with("post-load") || s.starts_with("postload") {
+            } else if s.starts_with("post_load")
+                || s.starts_with("post-load")
+                || s.starts_with("postload")
+            {
                 "post_load"
             } else if s.starts_with("reload") || s.starts_with("failed") {
                 "reload"
@@ -348,9 +626,15 @@ pub fn check_return(spec: &RoutineSpec, args: &[Dynamic], value: Dynamic) -> Res
         Returns::ControlVm => {
             let action = args.first().map(|a| a.to_string()).unwrap_or_default();
             if action == "status" {
-                value.into_immutable_string().map(Dynamic::from).map_err(|_| "a status string for control_vm(ctx, \"status\")".into())
+                value
+                    .into_immutable_string()
+                    .map(Dynamic::from)
+                    .map_err(|_| "a status string for control_vm(ctx, \"status\")".into())
             } else {
-                value.as_bool().map(Dynamic::from).map_err(|_| format!("true or false for control_vm(ctx, {action:?})"))
+                value
+                    .as_bool()
+                    .map(Dynamic::from)
+                    .map_err(|_| format!("true or false for control_vm(ctx, {action:?})"))
             }
         }
         Returns::SizeMb => match value.as_int() {
@@ -358,7 +642,10 @@ pub fn check_return(spec: &RoutineSpec, args: &[Dynamic], value: Dynamic) -> Res
             _ => Err(expected()),
         },
         Returns::PowerStatus => {
-            let s = value.into_immutable_string().map_err(|_| expected())?.to_lowercase();
+            let s = value
+                .into_immutable_string()
+                .map_err(|_| expected())?
+                .to_lowercase();
             if ["on", "off", "suspended"].contains(&s.as_str()) {
                 Ok(s.into())
             } else {
@@ -374,7 +661,8 @@ mod tests {
 
     fn run(src: &str, folder: Option<Kind>) -> Result<ModuleInfo, Vec<String>> {
         let ast = rhai::Engine::new().compile(src).expect("compiles");
-        check(Path::new("scripts/os/x.rhai"), src, &ast, folder).map_err(|e| e.iter().map(|e| e.to_string()).collect())
+        check(Path::new("scripts/os/x.rhai"), src, &ast, folder)
+            .map_err(|e| e.iter().map(|e| e.to_string()).collect())
     }
 
     const OS_OK: &str = r#"const MODULE = #{ kind: "os", name: "x", version: "1", add_user_at: "ready" };
@@ -392,33 +680,68 @@ fn is_ready(ctx) { true }
     #[test]
     fn complete_os_module_passes() {
         let info = run(OS_OK, Some(Kind::Os)).expect("ok");
-        assert_eq!((info.kind, info.name.as_str(), info.add_user_at), (Kind::Os, "x", AddUserAt::Ready));
+        assert_eq!(
+            (info.kind, info.name.as_str(), info.add_user_at),
+            (Kind::Os, "x", AddUserAt::Ready)
+        );
     }
 
     #[test]
     fn missing_and_wrong_arity_are_named_with_lines() {
-        let src = OS_OK.replace("fn sanitize(ctx) { true }\n", "").replace("fn add_user(ctx, user)", "fn add_user(ctx)");
+        let src = OS_OK
+            .replace("fn sanitize(ctx) { true }\n", "")
+            .replace("fn add_user(ctx, user)", "fn add_user(ctx)");
         let errs = run(&src, Some(Kind::Os)).expect_err("bad");
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(errs.iter().any(|e| e == "scripts/os/x.rhai:3: routine add_user takes 1 parameter(s); kind \"os\" expects add_user(ctx, user)"), "{errs:?}");
-        assert!(errs.iter().any(|e| e == "scripts/os/x.rhai: missing routine sanitize(ctx) required for kind \"os\""), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e
+                == "scripts/os/x.rhai: missing routine sanitize(ctx) required for kind \"os\""),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn module_constant_is_checked() {
         let errs = run("fn a() {}", Some(Kind::Os)).expect_err("no MODULE");
-        assert!(errs[0].starts_with("scripts/os/x.rhai:1: missing `const MODULE"), "{errs:?}");
-        let errs = run("\n\nconst MODULE = #{ kind: \"provisioning\", name: \"Bad Name\" };", Some(Kind::Os)).expect_err("bad");
-        assert!(errs.iter().any(|e| e.contains(":3: MODULE.kind is \"provisioning\" but the file is in the \"os\" folder")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("MODULE.name \"Bad Name\"")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("MODULE.version is missing")), "{errs:?}");
+        assert!(
+            errs[0].starts_with("scripts/os/x.rhai:1: missing `const MODULE"),
+            "{errs:?}"
+        );
+        let errs = run(
+            "\n\nconst MODULE = #{ kind: \"provisioning\", name: \"Bad Name\" };",
+            Some(Kind::Os),
+        )
+        .expect_err("bad");
+        assert!(
+            errs.iter().any(|e| e.contains(
+                ":3: MODULE.kind is \"provisioning\" but the file is in the \"os\" folder"
+            )),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("MODULE.name \"Bad Name\"")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("MODULE.version is missing")),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn returns_are_checked_and_normalized() {
         let ns = spec(Kind::Provisioning, "node_status", 1).expect("spec");
-        assert_eq!(check_return(ns, &[], "READY".into()).expect("ok").to_string(), "ready");
-        assert_eq!(check_return(ns, &[], false.into()).expect("ok").to_string(), "reload");
+        assert_eq!(
+            check_return(ns, &[], "READY".into())
+                .expect("ok")
+                .to_string(),
+            "ready"
+        );
+        assert_eq!(
+            check_return(ns, &[], false.into()).expect("ok").to_string(),
+            "reload"
+        );
         assert!(check_return(ns, &[], 3_i64.into()).is_err());
         let cv = spec(Kind::Provisioning, "control_vm", 2).expect("spec");
         assert!(check_return(cv, &["status".into()], "running".into()).is_ok());

@@ -29,7 +29,12 @@ pub trait CtxBackend: Send + Sync {
     /// A variable a module keeps for this computer across reservations (`None` = unset).
     fn computer_var(&self, data: &ReservationData, name: &str) -> Result<Option<String>, String>;
     /// Set a per-computer variable.
-    fn set_computer_var(&self, data: &ReservationData, name: &str, value: &str) -> Result<(), String>;
+    fn set_computer_var(
+        &self,
+        data: &ReservationData,
+        name: &str,
+        value: &str,
+    ) -> Result<(), String>;
 }
 
 /// A backend that keeps load-log entries in memory and mirrors them to `tracing`.
@@ -54,7 +59,11 @@ impl MemoryBackend {
 
 impl CtxBackend for MemoryBackend {
     fn loadlog(&self, data: &ReservationData, name: &str, text: &str) -> Result<(), String> {
-        tracing::info!(reservation = data.reservation_id, loadstate = name, "{text}");
+        tracing::info!(
+            reservation = data.reservation_id,
+            loadstate = name,
+            "{text}"
+        );
         self.entries
             .lock()
             .map_err(|_| "load-log buffer poisoned".to_string())?
@@ -70,11 +79,22 @@ impl CtxBackend for MemoryBackend {
         Ok(())
     }
     fn computer_var(&self, data: &ReservationData, name: &str) -> Result<Option<String>, String> {
-        let vars = self.vars.lock().map_err(|_| "variables poisoned".to_string())?;
+        let vars = self
+            .vars
+            .lock()
+            .map_err(|_| "variables poisoned".to_string())?;
         Ok(vars.get(&(data.computer_id, name.to_string())).cloned())
     }
-    fn set_computer_var(&self, data: &ReservationData, name: &str, value: &str) -> Result<(), String> {
-        let mut vars = self.vars.lock().map_err(|_| "variables poisoned".to_string())?;
+    fn set_computer_var(
+        &self,
+        data: &ReservationData,
+        name: &str,
+        value: &str,
+    ) -> Result<(), String> {
+        let mut vars = self
+            .vars
+            .lock()
+            .map_err(|_| "variables poisoned".to_string())?;
         vars.insert((data.computer_id, name.to_string()), value.to_string());
         Ok(())
     }
@@ -253,7 +273,9 @@ impl Ctx {
             Some("json") => serde_json::from_str(&text).map_err(|e| bad(e.to_string())),
             Some("toml") => toml::from_str(&text).map_err(|e| bad(e.to_string())),
             _ => toml::from_str(&text)
-                .or_else(|t| serde_json::from_str(&text).map_err(|j| format!("as TOML: {t}; as JSON: {j}")))
+                .or_else(|t| {
+                    serde_json::from_str(&text).map_err(|j| format!("as TOML: {t}; as JSON: {j}"))
+                })
                 .map_err(bad),
         }
     }
@@ -261,7 +283,11 @@ impl Ctx {
     /// The same reservation (notes, backend) with fresh data, e.g. after the user's
     /// address arrived.
     pub fn with_data(&self, data: ReservationData) -> Self {
-        Ctx { data: Arc::new(data), notes: Arc::clone(&self.notes), backend: Arc::clone(&self.backend) }
+        Ctx {
+            data: Arc::new(data),
+            notes: Arc::clone(&self.notes),
+            backend: Arc::clone(&self.backend),
+        }
     }
 
     /// Read a note (as scripts do with `ctx.note(key)`).
@@ -293,7 +319,8 @@ impl Ctx {
                 "unknown load-state name {name:?} (names are VCL's computerloadstate.loadstatename, e.g. \"startload\", \"machinebooted\")"
             ));
         }
-        self.backend.loadlog(&self.data, name, &crate::prim::secret::redact(text))
+        self.backend
+            .loadlog(&self.data, name, &crate::prim::secret::redact(text))
     }
 
     /// Record the image size in MB.
@@ -315,8 +342,10 @@ pub fn register(engine: &mut Engine) {
     register_properties(engine);
 
     FuncRegistration::new("loadlog")
-        .with_comments(["/// Write a VCL load-log entry (`computerloadlog`) for this reservation.",
-            "/// `name` must be a `computerloadstate.loadstatename`; an unknown name is an error."])
+        .with_comments([
+            "/// Write a VCL load-log entry (`computerloadlog`) for this reservation.",
+            "/// `name` must be a `computerloadstate.loadstatename`; an unknown name is an error.",
+        ])
         .with_params_info(["ctx: Ctx", "name: &str", "text: &str", "()"])
         .register_into_engine(engine, |c: &mut Ctx, name: &str, text: &str| {
             c.loadlog(name, text).map_err(script_err)
@@ -324,7 +353,9 @@ pub fn register(engine: &mut Engine) {
     FuncRegistration::new("set_image_size")
         .with_comments(["/// Record the image's size in MB (`image.size`)."])
         .with_params_info(["ctx: Ctx", "mb: i64", "()"])
-        .register_into_engine(engine, |c: &mut Ctx, mb: i64| c.set_image_size(mb).map_err(script_err));
+        .register_into_engine(engine, |c: &mut Ctx, mb: i64| {
+            c.set_image_size(mb).map_err(script_err)
+        });
     FuncRegistration::new("note")
         .with_comments(["/// Keep a per-reservation note; later routines of the same reservation read it with `ctx.note(key)`."])
         .with_params_info(["ctx: Ctx", "key: &str", "value: Dynamic", "()"])
@@ -334,15 +365,22 @@ pub fn register(engine: &mut Engine) {
             Ok::<(), Box<EvalAltResult>>(())
         });
     FuncRegistration::new("note")
-        .with_comments(["/// Read a note kept with `ctx.note(key, value)`; `()` when there is none."])
+        .with_comments([
+            "/// Read a note kept with `ctx.note(key, value)`; `()` when there is none.",
+        ])
         .with_params_info(["ctx: Ctx", "key: &str", "Dynamic"])
         .register_into_engine(engine, |c: &mut Ctx, key: &str| {
-            let notes = c.notes.lock().map_err(|_| script_err("notes poisoned".into()))?;
+            let notes = c
+                .notes
+                .lock()
+                .map_err(|_| script_err("notes poisoned".into()))?;
             Ok::<Dynamic, Box<EvalAltResult>>(notes.get(key).cloned().unwrap_or(Dynamic::UNIT))
         });
     FuncRegistration::new("computer_var")
-        .with_comments(["/// A variable this computer keeps across reservations (kept by modules, e.g. a VM's",
-            "/// port or the simulator's power state); `()` when unset."])
+        .with_comments([
+            "/// A variable this computer keeps across reservations (kept by modules, e.g. a VM's",
+            "/// port or the simulator's power state); `()` when unset.",
+        ])
         .with_params_info(["ctx: Ctx", "name: &str", "Dynamic"])
         .register_into_engine(engine, |c: &mut Ctx, name: &str| {
             c.backend
@@ -389,10 +427,16 @@ mod tests {
         let mut scope = rhai::Scope::new();
         scope.push("ctx", ctx);
         let got: String = engine
-            .eval_with_scope(&mut scope, r#"ctx.loadlog("startload", "go"); `${ctx.reservation_id}:${ctx.image_name}`"#)
+            .eval_with_scope(
+                &mut scope,
+                r#"ctx.loadlog("startload", "go"); `${ctx.reservation_id}:${ctx.image_name}`"#,
+            )
             .expect("eval");
         assert_eq!(got, "7:deb12");
-        assert_eq!(backend.entries(), vec![("startload".to_string(), "go".to_string())]);
+        assert_eq!(
+            backend.entries(),
+            vec![("startload".to_string(), "go".to_string())]
+        );
         let err = engine
             .eval_with_scope::<()>(&mut scope, r#"ctx.loadlog("startLoad", "x")"#)
             .expect_err("unknown name");

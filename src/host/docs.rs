@@ -71,7 +71,10 @@ fn doc_text(lines: &[String]) -> String {
         .flat_map(|l| l.lines().map(str::to_string).collect::<Vec<_>>())
         .map(|l| {
             let t = l.trim_start();
-            let t = t.strip_prefix("///").or_else(|| t.strip_prefix("/**")).unwrap_or(t);
+            let t = t
+                .strip_prefix("///")
+                .or_else(|| t.strip_prefix("/**"))
+                .unwrap_or(t);
             let t = t.strip_suffix("*/").unwrap_or(t);
             t.strip_prefix(' ').unwrap_or(t).to_string()
         })
@@ -91,9 +94,15 @@ pub fn generate(host: &ScriptHost) -> Result<String, String> {
     let _ = writeln!(w, "## Module declaration\n");
     let _ = writeln!(w, "Every module script starts with");
     let _ = writeln!(w, "```rhai\nconst MODULE = #{{ kind: \"provisioning\", name: \"qemu\", version: \"1\" }};\n```");
-    let _ = writeln!(w, "- `kind`: `provisioning`, `os` or `site`; it must match the folder under `scripts/`.");
+    let _ = writeln!(
+        w,
+        "- `kind`: `provisioning`, `os` or `site`; it must match the folder under `scripts/`."
+    );
     let _ = writeln!(w, "- `name`: 1-63 of `a-z 0-9 _ -`; unique per kind.");
-    let _ = writeln!(w, "- `version`: a string (or integer) shown in logs and `provhost status`.");
+    let _ = writeln!(
+        w,
+        "- `version`: a string (or integer) shown in logs and `provhost status`."
+    );
     let _ = writeln!(w, "- `add_user_at` (os modules): `\"ready\"` (Windows-like: add the user when the node is ready) or `\"acknowledge\"` (default; Linux-like: when the user clicks Connect).\n");
     let _ = writeln!(w, "Top-level code should only hold `const` and `import` statements: it runs before every routine call.\n");
 
@@ -101,38 +110,77 @@ pub fn generate(host: &ScriptHost) -> Result<String, String> {
     let _ = writeln!(w, "Required routines must exist with exactly these parameters; optional ones are used when present. Return values are checked on every call.\n");
     for kind in Kind::ALL {
         let _ = writeln!(w, "### kind `{kind}`\n");
-        let _ = writeln!(w, "| routine | required | returns | job |\n|---|---|---|---|");
+        let _ = writeln!(
+            w,
+            "| routine | required | returns | job |\n|---|---|---|---|"
+        );
         for s in routines(kind) {
             let returns = match s.returns {
                 crate::host::contract::Returns::Bool => "bool",
-                crate::host::contract::Returns::NodeStatus => "`\"ready\"` / `\"post_load\"` / `\"reload\"`",
-                crate::host::contract::Returns::ControlVm => "status string for `\"status\"`, else bool",
+                crate::host::contract::Returns::NodeStatus => {
+                    "`\"ready\"` / `\"post_load\"` / `\"reload\"`"
+                }
+                crate::host::contract::Returns::ControlVm => {
+                    "status string for `\"status\"`, else bool"
+                }
                 crate::host::contract::Returns::SizeMb => "int (MB, >= 0)",
-                crate::host::contract::Returns::PowerStatus => "`\"on\"` / `\"off\"` / `\"suspended\"`",
+                crate::host::contract::Returns::PowerStatus => {
+                    "`\"on\"` / `\"off\"` / `\"suspended\"`"
+                }
                 crate::host::contract::Returns::Any => "any",
             };
-            let _ = writeln!(w, "| `{}` | {} | {returns} | {} |", s.signature(), if s.required { "yes" } else { "no" }, s.doc);
+            let _ = writeln!(
+                w,
+                "| `{}` | {} | {returns} | {} |",
+                s.signature(),
+                if s.required { "yes" } else { "no" },
+                s.doc
+            );
         }
         let _ = writeln!(w);
     }
 
     let _ = writeln!(w, "## `ctx`: the reservation\n");
-    let _ = writeln!(w, "Read-only properties (missing values are `0`, `\"\"` or `false`):\n");
+    let _ = writeln!(
+        w,
+        "Read-only properties (missing values are `0`, `\"\"` or `false`):\n"
+    );
     let _ = writeln!(w, "| property | type | meaning |\n|---|---|---|");
     for (name, typ, doc) in CTX_PROPERTIES {
         let _ = writeln!(w, "| `ctx.{name}` | {typ} | {} |", doc.trim());
     }
     let _ = writeln!(w);
 
-    let json = host.engine().gen_fn_metadata_to_json(false).map_err(|e| e.to_string())?;
+    let json = host
+        .engine()
+        .gen_fn_metadata_to_json(false)
+        .map_err(|e| e.to_string())?;
     let meta: Metadata = serde_json::from_str(&json).map_err(|e| e.to_string())?;
     let _ = writeln!(w, "## Functions and methods\n");
-    let mut global: Vec<&FnMeta> = meta.functions.iter().filter(|f| !f.name.starts_with("get$") && !f.name.starts_with("set$") && !f.name.starts_with("index$")).collect();
-    global.sort_by(|a, b| (a.this_type.as_deref(), &a.name, a.params.len()).cmp(&(b.this_type.as_deref(), &b.name, b.params.len())));
+    let mut global: Vec<&FnMeta> = meta
+        .functions
+        .iter()
+        .filter(|f| {
+            !f.name.starts_with("get$")
+                && !f.name.starts_with("set$")
+                && !f.name.starts_with("index$")
+        })
+        .collect();
+    global.sort_by(|a, b| {
+        (a.this_type.as_deref(), &a.name, a.params.len()).cmp(&(
+            b.this_type.as_deref(),
+            &b.name,
+            b.params.len(),
+        ))
+    });
     for f in global {
         let _ = writeln!(w, "### `{}`\n", signature("", f));
         let d = doc_text(&f.doc_comments);
-        let _ = writeln!(w, "{}\n", if d.is_empty() { "(no description)" } else { &d });
+        let _ = writeln!(
+            w,
+            "{}\n",
+            if d.is_empty() { "(no description)" } else { &d }
+        );
     }
     for (ns, m) in &meta.modules {
         let _ = writeln!(w, "## Namespace `{ns}::`\n");
@@ -141,12 +189,19 @@ pub fn generate(host: &ScriptHost) -> Result<String, String> {
         for f in fns {
             let _ = writeln!(w, "### `{}`\n", signature(&format!("{ns}::"), f));
             let d = doc_text(&f.doc_comments);
-            let _ = writeln!(w, "{}\n", if d.is_empty() { "(no description)" } else { &d });
+            let _ = writeln!(
+                w,
+                "{}\n",
+                if d.is_empty() { "(no description)" } else { &d }
+            );
         }
     }
 
     let _ = writeln!(w, "## stdlib modules\n");
-    let _ = writeln!(w, "Import with `import \"NAME\" as NAME;` at the top of a module script.\n");
+    let _ = writeln!(
+        w,
+        "Import with `import \"NAME\" as NAME;` at the top of a module script.\n"
+    );
     let dir = &host.options().stdlib_dir;
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
@@ -155,16 +210,30 @@ pub fn generate(host: &ScriptHost) -> Result<String, String> {
         .collect();
     files.sort();
     for path in files {
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("?").to_string();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("?")
+            .to_string();
         let src = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let ast = host.engine().compile(&src).map_err(|e| format!("{}: {e}", path.display()))?;
+        let ast = host
+            .engine()
+            .compile(&src)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let _ = writeln!(w, "### `{name}` (stdlib/{name}.rhai)\n");
-        let mut fns: Vec<_> = ast.iter_functions().filter(|f| f.access == rhai::FnAccess::Public).collect();
+        let mut fns: Vec<_> = ast
+            .iter_functions()
+            .filter(|f| f.access == rhai::FnAccess::Public)
+            .collect();
         fns.sort_by(|a, b| (a.name, a.params.len()).cmp(&(b.name, b.params.len())));
         for f in fns {
             let _ = writeln!(w, "#### `{name}::{}({})`\n", f.name, f.params.join(", "));
             let d = doc_text(&f.comments.iter().map(|c| c.to_string()).collect::<Vec<_>>());
-            let _ = writeln!(w, "{}\n", if d.is_empty() { "(no description)" } else { &d });
+            let _ = writeln!(
+                w,
+                "{}\n",
+                if d.is_empty() { "(no description)" } else { &d }
+            );
         }
     }
     Ok(out.trim_end().to_string() + "\n")

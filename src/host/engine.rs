@@ -91,7 +91,11 @@ impl Drop for CallGuard {
 
 /// Time left before the current routine call's deadline (`None` outside a routine call).
 pub fn remaining() -> Option<Duration> {
-    CALL.with(|c| c.borrow().as_ref().map(|s| s.deadline.saturating_duration_since(Instant::now())))
+    CALL.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map(|s| s.deadline.saturating_duration_since(Instant::now()))
+    })
 }
 
 fn stop_token() -> Option<&'static str> {

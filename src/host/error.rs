@@ -21,6 +21,21 @@ impl std::fmt::Display for SourcePos {
     }
 }
 
+/// Which routine of which module, and where in its file, a call went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSite {
+    /// `kind/name`
+    pub module: String,
+    pub routine: String,
+    pub at: SourcePos,
+}
+
+impl std::fmt::Display for CallSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}::{}", self.at, self.module, self.routine)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error("{}: {source}", path.display())]
@@ -49,31 +64,18 @@ pub enum HostError {
         path: PathBuf,
         hint: String,
     },
-    #[error("{at}: {module}::{routine}: {message}")]
+    #[error("{site}: {message}")]
     Script {
-        module: String,
-        routine: String,
-        at: SourcePos,
+        site: Box<CallSite>,
         message: String,
     },
-    #[error("{at}: {module}::{routine}: did not finish within its deadline of {secs} s")]
-    Timeout {
-        module: String,
-        routine: String,
-        at: SourcePos,
-        secs: u64,
-    },
-    #[error("{at}: {module}::{routine}: cancelled")]
-    Cancelled {
-        module: String,
-        routine: String,
-        at: SourcePos,
-    },
-    #[error("{at}: {module}::{routine} returned {got}, expected {expected}")]
+    #[error("{site}: did not finish within its deadline of {secs} s")]
+    Timeout { site: Box<CallSite>, secs: u64 },
+    #[error("{site}: cancelled")]
+    Cancelled { site: Box<CallSite> },
+    #[error("{site} returned {got}, expected {expected}")]
     BadReturn {
-        module: String,
-        routine: String,
-        at: SourcePos,
+        site: Box<CallSite>,
         expected: String,
         got: String,
     },

@@ -27,7 +27,7 @@ use tokio::sync::broadcast;
 pub use contract::{AddUserAt, Kind, ModuleInfo};
 pub use ctx::{Ctx, CtxBackend, MemoryBackend, ReservationData};
 pub use engine::{Limits, Primitives};
-pub use error::{HostError, SourcePos};
+pub use error::{CallSite, HostError, SourcePos};
 pub use registry::{FileState, LoadedModule, ModuleKey};
 pub use reload::Watcher;
 
@@ -51,9 +51,21 @@ pub struct CallOptions {
 /// What a load or reload did, broadcast to subscribers (the daemon's status, tests).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReloadEvent {
-    Loaded { path: PathBuf, key: ModuleKey, version: String, generation: u64 },
-    Failed { path: PathBuf, errors: Vec<String>, keeping: Option<ModuleKey> },
-    Deleted { path: PathBuf, keeping: Option<ModuleKey> },
+    Loaded {
+        path: PathBuf,
+        key: ModuleKey,
+        version: String,
+        generation: u64,
+    },
+    Failed {
+        path: PathBuf,
+        errors: Vec<String>,
+        keeping: Option<ModuleKey>,
+    },
+    Deleted {
+        path: PathBuf,
+        keeping: Option<ModuleKey>,
+    },
 }
 
 pub struct ScriptHost {
@@ -67,7 +79,9 @@ pub struct ScriptHost {
 
 impl std::fmt::Debug for ScriptHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScriptHost").field("opts", &self.opts).finish_non_exhaustive()
+        f.debug_struct("ScriptHost")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -106,9 +120,17 @@ impl ScriptHost {
             if !dir.is_dir() {
                 continue;
             }
-            let entries = std::fs::read_dir(&dir).map_err(|e| HostError::Io { path: dir.clone(), source: e })?;
+            let entries = std::fs::read_dir(&dir).map_err(|e| HostError::Io {
+                path: dir.clone(),
+                source: e,
+            })?;
             for entry in entries {
-                let path = entry.map_err(|e| HostError::Io { path: dir.clone(), source: e })?.path();
+                let path = entry
+                    .map_err(|e| HostError::Io {
+                        path: dir.clone(),
+                        source: e,
+                    })?
+                    .path();
                 if path.extension().is_some_and(|e| e == "rhai") && path.is_file() {
                     files.push(path);
                 }
@@ -128,27 +150,49 @@ impl ScriptHost {
         if !self.opts.scripts_dir.is_dir() {
             return vec![HostError::Io {
                 path: self.opts.scripts_dir.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "scripts folder not found"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "scripts folder not found",
+                ),
             }];
         }
-        files.iter().filter_map(|p| self.load_file(p).err()).flatten().collect()
+        files
+            .iter()
+            .filter_map(|p| self.load_file(p).err())
+            .flatten()
+            .collect()
     }
 
     /// Compile, check and install one file. On failure the previous version (if any) stays.
     pub fn load_file(&self, path: &Path) -> Result<ModuleKey, Vec<HostError>> {
         let _serial = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let result = self.compile_file(path, Kind::from_path(path)).and_then(|(info, source, ast)| {
-            let key = (info.kind, info.name.clone());
-            let version = info.version.clone();
-            self.registry
-                .install(path, info, source, ast)
-                .map(|generation| (key, version, generation))
-                .map_err(|message| vec![HostError::Contract { at: SourcePos { path: path.to_path_buf(), line: 0 }, message }])
-        });
+        let result =
+            self.compile_file(path, Kind::from_path(path))
+                .and_then(|(info, source, ast)| {
+                    let key = (info.kind, info.name.clone());
+                    let version = info.version.clone();
+                    self.registry
+                        .install(path, info, source, ast)
+                        .map(|generation| (key, version, generation))
+                        .map_err(|message| {
+                            vec![HostError::Contract {
+                                at: SourcePos {
+                                    path: path.to_path_buf(),
+                                    line: 0,
+                                },
+                                message,
+                            }]
+                        })
+                });
         match result {
             Ok((key, version, generation)) => {
                 tracing::info!(path = %path.display(), module = %format!("{}/{}", key.0, key.1), version, generation, "module loaded");
-                let _ = self.events.send(ReloadEvent::Loaded { path: path.to_path_buf(), key: key.clone(), version, generation });
+                let _ = self.events.send(ReloadEvent::Loaded {
+                    path: path.to_path_buf(),
+                    key: key.clone(),
+                    version,
+                    generation,
+                });
                 Ok(key)
             }
             Err(errors) => {
@@ -156,11 +200,17 @@ impl ScriptHost {
                 let keeping = self.registry.record_failure(path, texts.clone());
                 for t in &texts {
                     match &keeping {
-                        Some(k) => tracing::error!(module = %format!("{}/{}", k.0, k.1), "{t} (keeping the last good version)"),
+                        Some(k) => {
+                            tracing::error!(module = %format!("{}/{}", k.0, k.1), "{t} (keeping the last good version)")
+                        }
                         None => tracing::error!("{t}"),
                     }
                 }
-                let _ = self.events.send(ReloadEvent::Failed { path: path.to_path_buf(), errors: texts, keeping });
+                let _ = self.events.send(ReloadEvent::Failed {
+                    path: path.to_path_buf(),
+                    errors: texts,
+                    keeping,
+                });
                 Err(errors)
             }
         }
@@ -172,18 +222,36 @@ impl ScriptHost {
         if let Some(k) = &keeping {
             tracing::warn!(path = %path.display(), "module file deleted; keeping {}/{} loaded until restart or replacement", k.0, k.1);
         }
-        let _ = self.events.send(ReloadEvent::Deleted { path: path.to_path_buf(), keeping });
+        let _ = self.events.send(ReloadEvent::Deleted {
+            path: path.to_path_buf(),
+            keeping,
+        });
     }
 
     /// Read, compile (resolving `import`s from `stdlib/`) and contract-check a file without
     /// installing it.
-    pub fn compile_file(&self, path: &Path, folder_kind: Option<Kind>) -> Result<(ModuleInfo, Arc<str>, AST), Vec<HostError>> {
-        let bytes = std::fs::read(path).map_err(|e| vec![HostError::Io { path: path.to_path_buf(), source: e }])?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| vec![HostError::NotUtf8 { path: path.to_path_buf(), offset: e.utf8_error().valid_up_to() }])?;
+    pub fn compile_file(
+        &self,
+        path: &Path,
+        folder_kind: Option<Kind>,
+    ) -> Result<(ModuleInfo, Arc<str>, AST), Vec<HostError>> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            vec![HostError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }]
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            vec![HostError::NotUtf8 {
+                path: path.to_path_buf(),
+                offset: e.utf8_error().valid_up_to(),
+            }]
+        })?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         if text.trim().is_empty() {
-            return Err(vec![HostError::Empty { path: path.to_path_buf() }]);
+            return Err(vec![HostError::Empty {
+                path: path.to_path_buf(),
+            }]);
         }
         let mut ast = self
             .engine
@@ -217,13 +285,20 @@ impl ScriptHost {
             known: if keys.is_empty() {
                 "none".into()
             } else {
-                keys.iter().map(|(k, n)| format!("{k}/{n}")).collect::<Vec<_>>().join(", ")
+                keys.iter()
+                    .map(|(k, n)| format!("{k}/{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             },
         };
         if let Some((kind, name)) = spec.split_once('/') {
             let kind = Kind::parse(kind).ok_or_else(unknown)?;
             let key = (kind, name.to_string());
-            return if keys.contains(&key) { Ok(key) } else { Err(unknown()) };
+            return if keys.contains(&key) {
+                Ok(key)
+            } else {
+                Err(unknown())
+            };
         }
         let matches: Vec<&ModuleKey> = keys.iter().filter(|(_, n)| n == spec).collect();
         match matches.as_slice() {
@@ -233,7 +308,11 @@ impl ScriptHost {
                 wanted: spec.to_string(),
                 known: format!(
                     "ambiguous; say which: {}",
-                    matches.iter().map(|(k, n)| format!("{k}/{n}")).collect::<Vec<_>>().join(", ")
+                    matches
+                        .iter()
+                        .map(|(k, n)| format!("{k}/{n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             }),
         }
@@ -241,8 +320,11 @@ impl ScriptHost {
 
     /// Does the current version of `key` define `routine` with `arity` parameters?
     pub fn has_routine(&self, key: &ModuleKey, routine: &str, arity: usize) -> bool {
-        self.module(key)
-            .is_some_and(|m| m.ast.iter_functions().any(|f| f.name == routine && f.params.len() == arity))
+        self.module(key).is_some_and(|m| {
+            m.ast
+                .iter_functions()
+                .any(|f| f.name == routine && f.params.len() == arity)
+        })
     }
 
     /// Call `routine` of module `key` with `ctx` (if given) as first argument, then `args`.
@@ -259,7 +341,12 @@ impl ScriptHost {
     ) -> Result<Dynamic, HostError> {
         let module = self.module(key).ok_or_else(|| HostError::UnknownModule {
             wanted: format!("{}/{}", key.0, key.1),
-            known: self.modules().iter().map(|(k, n)| format!("{k}/{n}")).collect::<Vec<_>>().join(", "),
+            known: self
+                .modules()
+                .iter()
+                .map(|(k, n)| format!("{k}/{n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         })?;
         let mut argv: Vec<Dynamic> = Vec::with_capacity(args.len() + 1);
         if let Some(c) = ctx {
@@ -267,14 +354,22 @@ impl ScriptHost {
         }
         argv.extend(args.iter().cloned());
         let arity = argv.len();
-        if !module.ast.iter_functions().any(|f| f.name == routine && f.params.len() == arity) {
+        if !module
+            .ast
+            .iter_functions()
+            .any(|f| f.name == routine && f.params.len() == arity)
+        {
             let others: Vec<String> = module
                 .ast
                 .iter_functions()
                 .filter(|f| f.name == routine)
                 .map(|f| format!("{}({})", f.name, f.params.join(", ")))
                 .collect();
-            let hint = if others.is_empty() { String::new() } else { format!("; it defines {}", others.join(", ")) };
+            let hint = if others.is_empty() {
+                String::new()
+            } else {
+                format!("; it defines {}", others.join(", "))
+            };
             return Err(HostError::UnknownRoutine {
                 module: format!("{}/{}", key.0, key.1),
                 routine: routine.to_string(),
@@ -283,22 +378,38 @@ impl ScriptHost {
                 hint,
             });
         }
-        let timeout = opts.timeout.unwrap_or(Duration::from_secs(self.opts.limits.call_timeout_secs));
+        let timeout = opts
+            .timeout
+            .unwrap_or(Duration::from_secs(self.opts.limits.call_timeout_secs));
         let result = {
             let _guard = engine::CallGuard::new(timeout, opts.cancel.clone());
             let mut scope = Scope::new();
             let options = CallFnOptions::new().eval_ast(true).rewind_scope(true);
-            self.engine.call_fn_with_options::<Dynamic>(options, &mut scope, &module.ast, routine, argv)
+            self.engine.call_fn_with_options::<Dynamic>(
+                options,
+                &mut scope,
+                &module.ast,
+                routine,
+                argv,
+            )
         };
         let module_name = format!("{}/{}", key.0, key.1);
-        let value = result.map_err(|e| runtime_error(&module, &module_name, routine, timeout, *e))?;
+        let value =
+            result.map_err(|e| runtime_error(&module, &module_name, routine, timeout, *e))?;
         match contract::spec(key.0, routine, arity) {
-            Some(spec) => contract::check_return(spec, &args, value.clone()).map_err(|expected| HostError::BadReturn {
-                module: module_name,
-                routine: routine.to_string(),
-                at: SourcePos { path: module.path.clone(), line: contract::fn_line(&module.source, routine) },
-                expected,
-                got: contract::describe(&value),
+            Some(spec) => contract::check_return(spec, &args, value.clone()).map_err(|expected| {
+                HostError::BadReturn {
+                    site: Box::new(CallSite {
+                        module: module_name,
+                        routine: routine.to_string(),
+                        at: SourcePos {
+                            path: module.path.clone(),
+                            line: contract::fn_line(&module.source, routine),
+                        },
+                    }),
+                    expected,
+                    got: contract::describe(&value),
+                }
             }),
             None => Ok(value),
         }
@@ -307,7 +418,10 @@ impl ScriptHost {
 
 fn compile_error(path: &Path, err: EvalAltResult) -> HostError {
     let line = err.position().line().unwrap_or(0);
-    let at = SourcePos { path: path.to_path_buf(), line };
+    let at = SourcePos {
+        path: path.to_path_buf(),
+        line,
+    };
     match err {
         EvalAltResult::ErrorInModule(module, mut inner, _) => {
             let inner_line = inner.position().line().unwrap_or(0);
@@ -320,13 +434,22 @@ fn compile_error(path: &Path, err: EvalAltResult) -> HostError {
         mut other => {
             other.clear_position();
             let text = other.to_string();
-            let message = text.strip_prefix("Syntax error: ").unwrap_or(&text).to_string();
+            let message = text
+                .strip_prefix("Syntax error: ")
+                .unwrap_or(&text)
+                .to_string();
             HostError::Compile { at, message }
         }
     }
 }
 
-fn runtime_error(module: &LoadedModule, module_name: &str, routine: &str, timeout: Duration, err: EvalAltResult) -> HostError {
+fn runtime_error(
+    module: &LoadedModule,
+    module_name: &str,
+    routine: &str,
+    timeout: Duration,
+    err: EvalAltResult,
+) -> HostError {
     let mut err = err;
     let mut path = module.path.clone();
     let mut outer_pos = Position::NONE;
@@ -355,20 +478,41 @@ fn runtime_error(module: &LoadedModule, module_name: &str, routine: &str, timeou
     let mut line = err.position().line().or(outer_pos.line()).unwrap_or(0);
     if line == 0 && path == module.path {
         // Limit errors carry no position: point at the function that was running.
-        line = contract::fn_line(&module.source, chain.last().map(String::as_str).unwrap_or(routine));
+        line = contract::fn_line(
+            &module.source,
+            chain.last().map(String::as_str).unwrap_or(routine),
+        );
     }
     let at = SourcePos { path, line };
-    let (module, routine) = (module_name.to_string(), routine.to_string());
+    let site = Box::new(CallSite {
+        module: module_name.to_string(),
+        routine: routine.to_string(),
+        at,
+    });
     if let EvalAltResult::ErrorTerminated(token, _) = &err {
         if token.to_string() == engine::CANCEL_TOKEN {
-            return HostError::Cancelled { module, routine, at };
+            return HostError::Cancelled { site };
         }
-        return HostError::Timeout { module, routine, at, secs: timeout.as_secs() };
+        return HostError::Timeout {
+            site,
+            secs: timeout.as_secs(),
+        };
     }
     let mut message = match &err {
-        EvalAltResult::ErrorRuntime(value, _) => format!("threw {}", if value.is_string() { value.to_string() } else { contract::describe(value) }),
-        EvalAltResult::ErrorTooManyOperations(_) => "exceeded its operation budget (runaway loop?)".to_string(),
-        EvalAltResult::ErrorStackOverflow(_) => "exceeded the function call depth limit (endless recursion?)".to_string(),
+        EvalAltResult::ErrorRuntime(value, _) => format!(
+            "threw {}",
+            if value.is_string() {
+                value.to_string()
+            } else {
+                contract::describe(value)
+            }
+        ),
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            "exceeded its operation budget (runaway loop?)".to_string()
+        }
+        EvalAltResult::ErrorStackOverflow(_) => {
+            "exceeded the function call depth limit (endless recursion?)".to_string()
+        }
         _ => {
             err.clear_position();
             err.to_string()
@@ -377,5 +521,5 @@ fn runtime_error(module: &LoadedModule, module_name: &str, routine: &str, timeou
     if !chain.is_empty() {
         message.push_str(&format!(" (via {})", chain.join(" → ")));
     }
-    HostError::Script { module, routine, at, message }
+    HostError::Script { site, message }
 }

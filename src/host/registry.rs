@@ -35,7 +35,10 @@ pub enum FileState {
     /// Compiled and checked; serving this module.
     Loaded { key: ModuleKey, generation: u64 },
     /// The last edit failed; `keeping` is the module still served from an earlier version.
-    Failed { errors: Vec<String>, keeping: Option<ModuleKey> },
+    Failed {
+        errors: Vec<String>,
+        keeping: Option<ModuleKey>,
+    },
     /// The file is gone; its module stays loaded until restart or replacement.
     Deleted { keeping: Option<ModuleKey> },
 }
@@ -62,30 +65,52 @@ impl Registry {
 
     /// All module keys, sorted.
     pub fn keys(&self) -> Vec<ModuleKey> {
-        self.inner.read().map(|i| i.modules.keys().cloned().collect()).unwrap_or_default()
+        self.inner
+            .read()
+            .map(|i| i.modules.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Every file's last load state, sorted by path.
     pub fn files(&self) -> Vec<(PathBuf, FileState)> {
         self.inner
             .read()
-            .map(|i| i.files.iter().map(|(p, s)| (p.clone(), s.clone())).collect())
+            .map(|i| {
+                i.files
+                    .iter()
+                    .map(|(p, s)| (p.clone(), s.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// The module a file currently serves, if any.
     pub fn key_of_file(&self, path: &Path) -> Option<ModuleKey> {
         let inner = self.inner.read().ok()?;
-        inner.origin.iter().find(|(_, p)| p.as_path() == path).map(|(k, _)| k.clone())
+        inner
+            .origin
+            .iter()
+            .find(|(_, p)| p.as_path() == path)
+            .map(|(k, _)| k.clone())
     }
 
     /// Install a freshly checked module from `path`. Fails (without changing anything) if
     /// another file already provides the same (kind, name).
-    pub fn install(&self, path: &Path, info: ModuleInfo, source: Arc<str>, ast: AST) -> Result<u64, String> {
-        let mut inner = self.inner.write().map_err(|_| "module registry lock poisoned".to_string())?;
+    pub fn install(
+        &self,
+        path: &Path,
+        info: ModuleInfo,
+        source: Arc<str>,
+        ast: AST,
+    ) -> Result<u64, String> {
+        let mut inner = self
+            .inner
+            .write()
+            .map_err(|_| "module registry lock poisoned".to_string())?;
         let key: ModuleKey = (info.kind, info.name.clone());
         if let Some(other) = inner.origin.get(&key) {
-            let other_alive = other.as_path() != path && !matches!(inner.files.get(other), Some(FileState::Deleted { .. }));
+            let other_alive = other.as_path() != path
+                && !matches!(inner.files.get(other), Some(FileState::Deleted { .. }));
             if other_alive {
                 return Err(format!(
                     "module {}/{} is already defined by {}; module names must be unique per kind",
@@ -106,7 +131,11 @@ impl Registry {
             inner.origin.remove(&old);
             inner.modules.remove(&old);
         }
-        let generation = inner.modules.get(&key).map(|s| s.load().generation + 1).unwrap_or(1);
+        let generation = inner
+            .modules
+            .get(&key)
+            .map(|s| s.load().generation + 1)
+            .unwrap_or(1);
         let module = Arc::new(LoadedModule {
             info,
             path: path.to_path_buf(),
@@ -118,11 +147,15 @@ impl Registry {
         match inner.modules.get(&key) {
             Some(slot) => slot.store(module),
             None => {
-                inner.modules.insert(key.clone(), Arc::new(ArcSwap::from(module)));
+                inner
+                    .modules
+                    .insert(key.clone(), Arc::new(ArcSwap::from(module)));
             }
         }
         inner.origin.insert(key.clone(), path.to_path_buf());
-        inner.files.insert(path.to_path_buf(), FileState::Loaded { key, generation });
+        inner
+            .files
+            .insert(path.to_path_buf(), FileState::Loaded { key, generation });
         Ok(generation)
     }
 
@@ -130,7 +163,13 @@ impl Registry {
     pub fn record_failure(&self, path: &Path, errors: Vec<String>) -> Option<ModuleKey> {
         let keeping = self.key_of_file(path);
         if let Ok(mut inner) = self.inner.write() {
-            inner.files.insert(path.to_path_buf(), FileState::Failed { errors, keeping: keeping.clone() });
+            inner.files.insert(
+                path.to_path_buf(),
+                FileState::Failed {
+                    errors,
+                    keeping: keeping.clone(),
+                },
+            );
         }
         keeping
     }
@@ -140,7 +179,12 @@ impl Registry {
         let keeping = self.key_of_file(path);
         if let Ok(mut inner) = self.inner.write() {
             if inner.files.contains_key(path) {
-                inner.files.insert(path.to_path_buf(), FileState::Deleted { keeping: keeping.clone() });
+                inner.files.insert(
+                    path.to_path_buf(),
+                    FileState::Deleted {
+                        keeping: keeping.clone(),
+                    },
+                );
             }
         }
         keeping

@@ -53,8 +53,14 @@ impl ScriptHost {
         let thread = std::thread::Builder::new()
             .name("provhost-reload".into())
             .spawn(move || run(host, rx, scripts, stdlib))
-            .map_err(|e| HostError::Io { path: PathBuf::from("<reload thread>"), source: e })?;
-        Ok(Watcher { watcher: Some(watcher), thread: Some(thread) })
+            .map_err(|e| HostError::Io {
+                path: PathBuf::from("<reload thread>"),
+                source: e,
+            })?;
+        Ok(Watcher {
+            watcher: Some(watcher),
+            thread: Some(thread),
+        })
     }
 }
 
@@ -62,7 +68,12 @@ fn canonical(p: &Path) -> PathBuf {
     p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn run(host: Arc<ScriptHost>, rx: mpsc::Receiver<notify::Result<notify::Event>>, scripts: PathBuf, stdlib: PathBuf) {
+fn run(
+    host: Arc<ScriptHost>,
+    rx: mpsc::Receiver<notify::Result<notify::Event>>,
+    scripts: PathBuf,
+    stdlib: PathBuf,
+) {
     // Paths under `scripts` are reported canonical; the registry knows them as the host was
     // configured. Map back so both name the same file.
     let configured = host.options().scripts_dir.clone();
@@ -79,7 +90,11 @@ fn run(host: Arc<ScriptHost>, rx: mpsc::Receiver<notify::Result<notify::Event>>,
         let take = |ev: notify::Result<notify::Event>, changed: &mut BTreeSet<PathBuf>| match ev {
             Ok(ev) => {
                 if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                    changed.extend(ev.paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "rhai")));
+                    changed.extend(
+                        ev.paths
+                            .into_iter()
+                            .filter(|p| p.extension().is_some_and(|e| e == "rhai")),
+                    );
                 }
             }
             Err(e) => tracing::warn!("file watcher error: {e}"),
@@ -102,8 +117,17 @@ fn run(host: Arc<ScriptHost>, rx: mpsc::Receiver<notify::Result<notify::Event>>,
         }
         if changed.iter().any(|p| p.starts_with(&stdlib)) {
             tracing::info!("stdlib changed; recompiling every module");
-            let mut files: BTreeSet<PathBuf> = host.module_files().unwrap_or_default().into_iter().collect();
-            files.extend(changed.iter().filter(|p| p.starts_with(&scripts)).map(|p| to_configured(p)));
+            let mut files: BTreeSet<PathBuf> = host
+                .module_files()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            files.extend(
+                changed
+                    .iter()
+                    .filter(|p| p.starts_with(&scripts))
+                    .map(|p| to_configured(p)),
+            );
             for p in files {
                 apply(&host, &p);
             }

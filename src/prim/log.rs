@@ -10,14 +10,25 @@ pub fn register(engine: &mut Engine) {
     FuncRegistration::new("info")
         .with_comments(["/// Log a message at info level."])
         .with_params_info(["msg: &str", "()"])
-        .set_into_module(&mut m, |msg: &str| tracing::info!(target: "provhost::script", "{msg}"));
+        .set_into_module(
+            &mut m,
+            |msg: &str| tracing::info!(target: "provhost::script", "{msg}"),
+        );
     FuncRegistration::new("warn")
         .with_comments(["/// Log a message at warn level."])
         .with_params_info(["msg: &str", "()"])
-        .set_into_module(&mut m, |msg: &str| tracing::warn!(target: "provhost::script", "{msg}"));
+        .set_into_module(
+            &mut m,
+            |msg: &str| tracing::warn!(target: "provhost::script", "{msg}"),
+        );
     FuncRegistration::new("error")
-        .with_comments(["/// Log a message at error level (does not fail the routine; `throw` does)."])
+        .with_comments([
+            "/// Log a message at error level (does not fail the routine; `throw` does).",
+        ])
         .with_params_info(["msg: &str", "()"])
-        .set_into_module(&mut m, |msg: &str| tracing::error!(target: "provhost::script", "{msg}"));
+        .set_into_module(
+            &mut m,
+            |msg: &str| tracing::error!(target: "provhost::script", "{msg}"),
+        );
     engine.register_static_module("log", m.into());
 }

@@ -47,7 +47,9 @@ pub fn remember(secret: &str) {
 
 /// `text` with every tracked secret replaced by `********`.
 pub fn redact(text: &str) -> Cow<'_, str> {
-    let Ok(secrets) = SECRETS.read() else { return Cow::Borrowed(text) };
+    let Ok(secrets) = SECRETS.read() else {
+        return Cow::Borrowed(text);
+    };
     let mut out = Cow::Borrowed(text);
     for s in secrets.iter() {
         if out.contains(s.as_str()) {
@@ -81,7 +83,9 @@ pub fn password(len: i64) -> Result<String, SecretError> {
             }
         }
     }
-    Err(SecretError::Random("no unbiased bytes after 1000 rounds".into()))
+    Err(SecretError::Random(
+        "no unbiased bytes after 1000 rounds".into(),
+    ))
 }
 
 /// A `tracing_subscriber` writer that redacts secrets from each formatted log line before
@@ -124,9 +128,13 @@ pub fn register(engine: &mut Engine) {
             "/// every log line and load-log entry from now on.",
         ])
         .with_params_info(["len: i64", "String"])
-        .set_into_module(&mut m, |len: i64| password(len).map_err(|e| Box::<EvalAltResult>::from(e.to_string())));
+        .set_into_module(&mut m, |len: i64| {
+            password(len).map_err(|e| Box::<EvalAltResult>::from(e.to_string()))
+        });
     FuncRegistration::new("remember")
-        .with_comments(["/// Treat `value` as a secret: redact it from logs and load-log text from now on."])
+        .with_comments([
+            "/// Treat `value` as a secret: redact it from logs and load-log text from now on.",
+        ])
         .with_params_info(["value: &str", "()"])
         .set_into_module(&mut m, |value: &str| remember(value));
     FuncRegistration::new("redact")
@@ -147,7 +155,10 @@ mod tests {
         assert_eq!(a.len(), 16);
         assert_ne!(a, b);
         assert!(a.bytes().all(|c| ALPHABET.contains(&c)));
-        assert_eq!(redact(&format!("echo root:{a} | chpasswd")), "echo root:******** | chpasswd");
+        assert_eq!(
+            redact(&format!("echo root:{a} | chpasswd")),
+            "echo root:******** | chpasswd"
+        );
         assert!(password(4).is_err());
         remember("abc"); // too short to track
         assert_eq!(redact("abc"), "abc");

@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, Map, Module, NativeCallContext};
+use rhai::{
+    Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, Map, Module, NativeCallContext,
+};
 
 use crate::host::engine::{check_deadline, remaining};
 
@@ -51,7 +53,9 @@ fn secs(v: &Dynamic, what: &str) -> Result<Duration, Box<EvalAltResult>> {
 fn poll(ctx: NativeCallContext, f: FnPtr, opts: Map) -> Result<bool, Box<EvalAltResult>> {
     let timeout = match opts.get("timeout") {
         Some(v) => secs(v, "timeout")?,
-        None => return Err("wait::poll needs #{ timeout: SECONDS } (waits are always bounded)".into()),
+        None => {
+            return Err("wait::poll needs #{ timeout: SECONDS } (waits are always bounded)".into())
+        }
     };
     let interval = match opts.get("interval") {
         Some(v) => secs(v, "interval")?,
@@ -60,7 +64,9 @@ fn poll(ctx: NativeCallContext, f: FnPtr, opts: Map) -> Result<bool, Box<EvalAlt
     .max(Duration::from_millis(10));
     for key in opts.keys() {
         if key != "timeout" && key != "interval" {
-            return Err(format!("wait::poll: unknown option {key:?} (known: timeout, interval)").into());
+            return Err(
+                format!("wait::poll: unknown option {key:?} (known: timeout, interval)").into(),
+            );
         }
     }
     let end = Instant::now() + timeout;
@@ -129,10 +135,14 @@ mod tests {
         let e = engine();
         let _g = CallGuard::new(Duration::from_secs(10), None);
         let t = Instant::now();
-        let got: bool = e.eval("wait::poll(|| false, #{ timeout: 0.2, interval: 0.05 })").expect("eval");
+        let got: bool = e
+            .eval("wait::poll(|| false, #{ timeout: 0.2, interval: 0.05 })")
+            .expect("eval");
         assert!(!got);
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-        let err = e.eval::<bool>("wait::poll(|| false, #{})").expect_err("needs timeout");
+        let err = e
+            .eval::<bool>("wait::poll(|| false, #{})")
+            .expect_err("needs timeout");
         assert!(err.to_string().contains("always bounded"), "{err}");
     }
 

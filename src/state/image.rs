@@ -17,7 +17,10 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
             f.data.image_id,
             f.data.user_id,
             None,
-            &format!("captured from {} by reservation {}", f.data.computer_node_name, f.data.reservation_id),
+            &format!(
+                "captured from {} by reservation {}",
+                f.data.computer_node_name, f.data.reservation_id
+            ),
             None,
         )
         .await?;
@@ -27,7 +30,14 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
         data.image_name = rev.imagename.clone();
         flow.ctx = f.ctx.with_data(data.clone());
         flow.data = data;
-        f.log("info", &format!("new revision {} of the image: {}", rev.revision, rev.imagename)).await?;
+        f.log(
+            "info",
+            &format!(
+                "new revision {} of the image: {}",
+                rev.revision, rev.imagename
+            ),
+        )
+        .await?;
         if flow.call_bool(&flow.prov, "does_image_exist").await? {
             return Err(FlowError::Failed(format!(
                 "image {} already exists; a capture never overwrites an image",
@@ -37,15 +47,34 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     }
     let f = &flow;
     let (prov, os) = (f.prov.clone(), f.os.clone());
-    f.log("info", &format!("capturing {} as {}", f.data.computer_node_name, f.data.image_name)).await?;
+    f.log(
+        "info",
+        &format!(
+            "capturing {} as {}",
+            f.data.computer_node_name, f.data.image_name
+        ),
+    )
+    .await?;
     f.call_optional(&prov, "post_reservation").await?;
     f.call_optional(&os, "post_reservation").await?;
     f.call_ok(&os, "pre_capture", vec![]).await?;
     f.site_hooks("pre_capture").await?;
     f.call_ok(&prov, "capture", vec![]).await?;
-    let size = f.call(&prov, "get_image_size", vec![]).await?.as_int().unwrap_or(0);
+    let size = f
+        .call(&prov, "get_image_size", vec![])
+        .await?
+        .as_int()
+        .unwrap_or(0);
     crate::db::image::set_image_size(&f.svc.db, f.data.image_id, size).await?;
-    f.log("info", &format!("captured {} ({size} MB)", f.data.image_name)).await?;
+    f.log(
+        "info",
+        &format!("captured {} ({size} MB)", f.data.image_name),
+    )
+    .await?;
     crate::db::state::insert_reload_request(&f.svc.db, &f.data).await?;
-    Ok(Exit { request: "complete", laststate: "image".into(), computer: None })
+    Ok(Exit {
+        request: "complete",
+        laststate: "image".into(),
+        computer: None,
+    })
 }

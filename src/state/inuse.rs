@@ -15,22 +15,50 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     let left = (end - now).num_seconds();
     if left <= 0 {
         f.log("timeout", "reservation end time reached").await?;
-        return Ok(Exit { request: "timeout", laststate: "inuse".into(), computer: Some("timeout") });
+        return Ok(Exit {
+            request: "timeout",
+            laststate: "inuse".into(),
+            computer: Some("timeout"),
+        });
     }
-    let logged: Vec<String> =
-        crate::db::loadlog::timeline(&f.svc.db, f.data.reservation_id).await?.into_iter().map(|e| e.loadstatename).collect();
+    let logged: Vec<String> = crate::db::loadlog::timeline(&f.svc.db, f.data.reservation_id)
+        .await?
+        .into_iter()
+        .map(|e| e.loadstatename)
+        .collect();
     if left <= t.general_end_notice_second as i64 && !logged.iter().any(|n| n == "inuseend5") {
-        f.log("inuseend5", &format!("{} minute(s) left", (left + 59) / 60)).await?;
-    } else if left <= t.general_end_notice_first as i64 && !logged.iter().any(|n| n == "inuseend10") {
-        f.log("inuseend10", &format!("{} minute(s) left", (left + 59) / 60)).await?;
+        f.log("inuseend5", &format!("{} minute(s) left", (left + 59) / 60))
+            .await?;
+    } else if left <= t.general_end_notice_first as i64 && !logged.iter().any(|n| n == "inuseend10")
+    {
+        f.log(
+            "inuseend10",
+            &format!("{} minute(s) left", (left + 59) / 60),
+        )
+        .await?;
     }
-    if f.data.request_checkuser && f.defines(&f.os, "is_user_connected") && !f.call_bool(&f.os.clone(), "is_user_connected").await? {
-        f.log("reconnecttimeout", &format!("user disconnected; waiting up to {} s", t.reconnecttimeout)).await?;
+    if f.data.request_checkuser
+        && f.defines(&f.os, "is_user_connected")
+        && !f.call_bool(&f.os.clone(), "is_user_connected").await?
+    {
+        f.log(
+            "reconnecttimeout",
+            &format!("user disconnected; waiting up to {} s", t.reconnecttimeout),
+        )
+        .await?;
         let limit = Duration::from_secs(t.reconnecttimeout.min(left.max(0) as u64));
         if !wait_for_connection(f, limit).await? {
             f.log("timeout", "the user did not reconnect").await?;
-            return Ok(Exit { request: "timeout", laststate: "inuse".into(), computer: Some("inuse") });
+            return Ok(Exit {
+                request: "timeout",
+                laststate: "inuse".into(),
+                computer: Some("inuse"),
+            });
         }
     }
-    Ok(Exit { request: "inuse", laststate: "inuse".into(), computer: None })
+    Ok(Exit {
+        request: "inuse",
+        laststate: "inuse".into(),
+        computer: None,
+    })
 }

@@ -28,7 +28,10 @@ use tracing::Instrument;
 use crate::db::claim::Work;
 use crate::db::state::Ids;
 use crate::db::{Db, DbBackend, DbError};
-use crate::host::{AddUserAt, CallOptions, Ctx, FileState, HostError, Kind, ModuleKey, ReservationData, ScriptHost, SourcePos};
+use crate::host::{
+    AddUserAt, CallOptions, Ctx, FileState, HostError, Kind, ModuleKey, ReservationData,
+    ScriptHost, SourcePos,
+};
 
 /// VCL's timing variables (the `variable` table's defaults), in seconds, plus how often
 /// the flows poll. Every wait in a flow is bounded by one of these.
@@ -89,7 +92,11 @@ pub enum FlowError {
     #[error("{0}")]
     Routine(HostError),
     #[error("{at}: {module}::{routine} returned false")]
-    False { module: String, routine: String, at: SourcePos },
+    False {
+        module: String,
+        routine: String,
+        at: SourcePos,
+    },
     #[error("{0}")]
     Db(#[from] DbError),
     /// Something the flow cannot start or go on without (a module not loaded, no image).
@@ -144,20 +151,46 @@ impl Flow {
     /// Write a load-log entry (VCL's insertloadlog).
     pub async fn log(&self, name: &str, text: &str) -> Result<(), FlowError> {
         let text = crate::prim::secret::redact(text);
-        crate::db::loadlog::loadlog(&self.svc.db, self.data.reservation_id, self.data.computer_id, name, &text).await?;
+        crate::db::loadlog::loadlog(
+            &self.svc.db,
+            self.data.reservation_id,
+            self.data.computer_id,
+            name,
+            &text,
+        )
+        .await?;
         Ok(())
     }
 
     /// Call a routine (ctx first, then `args`) on a blocking thread; the module's current
     /// version is used, under the configured deadline, cancelled at shutdown.
-    pub async fn call(&self, key: &ModuleKey, routine: &str, args: Vec<Dynamic>) -> Result<Dynamic, FlowError> {
+    pub async fn call(
+        &self,
+        key: &ModuleKey,
+        routine: &str,
+        args: Vec<Dynamic>,
+    ) -> Result<Dynamic, FlowError> {
         self.check_cancel()?;
-        let (host, key, ctx, cancel, routine) =
-            (Arc::clone(&self.svc.host), key.clone(), self.ctx.clone(), Arc::clone(&self.cancel), routine.to_string());
+        let (host, key, ctx, cancel, routine) = (
+            Arc::clone(&self.svc.host),
+            key.clone(),
+            self.ctx.clone(),
+            Arc::clone(&self.cancel),
+            routine.to_string(),
+        );
         let span = tracing::Span::current();
         let result = tokio::task::spawn_blocking(move || {
             let _enter = span.enter();
-            host.call(&key, &routine, Some(&ctx), args, &CallOptions { timeout: None, cancel: Some(cancel) })
+            host.call(
+                &key,
+                &routine,
+                Some(&ctx),
+                args,
+                &CallOptions {
+                    timeout: None,
+                    cancel: Some(cancel),
+                },
+            )
         })
         .await
         .map_err(|e| FlowError::Failed(format!("routine thread ended abnormally: {e}")))?;
@@ -165,7 +198,12 @@ impl Flow {
     }
 
     /// Call a routine that must return `true`.
-    pub async fn call_ok(&self, key: &ModuleKey, routine: &str, args: Vec<Dynamic>) -> Result<(), FlowError> {
+    pub async fn call_ok(
+        &self,
+        key: &ModuleKey,
+        routine: &str,
+        args: Vec<Dynamic>,
+    ) -> Result<(), FlowError> {
         let v = self.call(key, routine, args).await?;
         if v.as_bool().unwrap_or(false) {
             Ok(())
@@ -176,15 +214,26 @@ impl Flow {
 
     /// Call a routine that returns a bool and give it back.
     pub async fn call_bool(&self, key: &ModuleKey, routine: &str) -> Result<bool, FlowError> {
-        Ok(self.call(key, routine, vec![]).await?.as_bool().unwrap_or(false))
+        Ok(self
+            .call(key, routine, vec![])
+            .await?
+            .as_bool()
+            .unwrap_or(false))
     }
 
     pub fn returned_false(&self, key: &ModuleKey, routine: &str) -> FlowError {
         let (path, line) = match self.svc.host.module(key) {
-            Some(m) => (m.path.clone(), crate::host::contract::fn_line(&m.source, routine)),
+            Some(m) => (
+                m.path.clone(),
+                crate::host::contract::fn_line(&m.source, routine),
+            ),
             None => (Default::default(), 0),
         };
-        FlowError::False { module: Flow::module_name(key), routine: routine.to_string(), at: SourcePos { path, line } }
+        FlowError::False {
+            module: Flow::module_name(key),
+            routine: routine.to_string(),
+            at: SourcePos { path, line },
+        }
     }
 
     /// Does the module define the optional `routine(ctx)`?
@@ -202,7 +251,13 @@ impl Flow {
 
     /// Run `routine(ctx)` of every site module that defines it, in name order.
     pub async fn site_hooks(&self, routine: &str) -> Result<(), FlowError> {
-        let sites: Vec<ModuleKey> = self.svc.host.modules().into_iter().filter(|(k, _)| *k == Kind::Site).collect();
+        let sites: Vec<ModuleKey> = self
+            .svc
+            .host
+            .modules()
+            .into_iter()
+            .filter(|(k, _)| *k == Kind::Site)
+            .collect();
         for key in sites {
             self.call_optional(&key, routine).await?;
         }
@@ -211,16 +266,22 @@ impl Flow {
 
     /// When the OS module adds the reservation user.
     pub fn add_user_at(&self) -> AddUserAt {
-        self.svc.host.module(&self.os).map(|m| m.info.add_user_at).unwrap_or(AddUserAt::Acknowledge)
+        self.svc
+            .host
+            .module(&self.os)
+            .map(|m| m.info.add_user_at)
+            .unwrap_or(AddUserAt::Acknowledge)
     }
 
     /// The reservation user as routines receive it: `#{login, uid, password, ssh_keys, root}`.
     /// The password is `reservation.pw`, generated (and stored) when empty.
     pub async fn user_map(&self) -> Result<rhai::Map, FlowError> {
-        let mut pw = crate::db::flow::reservation_password(&self.svc.db, self.data.reservation_id).await?;
+        let mut pw =
+            crate::db::flow::reservation_password(&self.svc.db, self.data.reservation_id).await?;
         if pw.is_empty() {
             pw = crate::prim::secret::password(12).map_err(|e| FlowError::Failed(e.to_string()))?;
-            crate::db::flow::set_reservation_password(&self.svc.db, self.data.reservation_id, &pw).await?;
+            crate::db::flow::set_reservation_password(&self.svc.db, self.data.reservation_id, &pw)
+                .await?;
         } else {
             crate::prim::secret::remember(&pw);
         }
@@ -228,16 +289,24 @@ impl Flow {
         m.insert("login".into(), self.data.user_login_id.clone().into());
         m.insert("uid".into(), self.data.user_uid.into());
         m.insert("password".into(), pw.into());
-        m.insert("ssh_keys".into(), self.data.user_ssh_public_keys.clone().into());
+        m.insert(
+            "ssh_keys".into(),
+            self.data.user_ssh_public_keys.clone().into(),
+        );
         m.insert("root".into(), false.into());
         Ok(m)
     }
 
     /// `addinguser` + the OS module's `add_user(ctx, user)`.
     pub async fn add_user(&self) -> Result<(), FlowError> {
-        self.log("addinguser", &format!("adding user {}", self.data.user_login_id)).await?;
+        self.log(
+            "addinguser",
+            &format!("adding user {}", self.data.user_login_id),
+        )
+        .await?;
         let user = self.user_map().await?;
-        self.call_ok(&self.os.clone(), "add_user", vec![user.into()]).await
+        self.call_ok(&self.os.clone(), "add_user", vec![user.into()])
+            .await
     }
 
     /// The OS module's `post_load` and then the site hooks' `post_load`.
@@ -264,12 +333,18 @@ impl Flow {
 fn resolve(host: &ScriptHost, kind: Kind, name: &str, what: &str) -> Result<ModuleKey, FlowError> {
     let key = (kind, name.to_string());
     if name.is_empty() {
-        return Err(FlowError::Failed(format!("the {what} has no {kind} module")));
+        return Err(FlowError::Failed(format!(
+            "the {what} has no {kind} module"
+        )));
     }
     if host.module(&key).is_some() {
         return Ok(key);
     }
-    let file = host.options().scripts_dir.join(kind.as_str()).join(format!("{name}.rhai"));
+    let file = host
+        .options()
+        .scripts_dir
+        .join(kind.as_str())
+        .join(format!("{name}.rhai"));
     let why = host
         .file_states()
         .into_iter()
@@ -279,7 +354,9 @@ fn resolve(host: &ScriptHost, kind: Kind, name: &str, what: &str) -> Result<Modu
             _ => None,
         })
         .unwrap_or_else(|| format!(" ({} does not exist or did not load)", file.display()));
-    Err(FlowError::Failed(format!("{kind} module {name:?} of the {what} is not loaded{why}")))
+    Err(FlowError::Failed(format!(
+        "{kind} module {name:?} of the {what} is not loaded{why}"
+    )))
 }
 
 /// The computer state a failure leaves, per flow (VCL: image → maintenance, inuse → inuse).
@@ -350,11 +427,29 @@ pub async fn run(svc: Arc<Services>, work: Work, cancel: Arc<AtomicBool>, recove
     .await
 }
 
-fn prepare(svc: &Arc<Services>, data: ReservationData, work: &Work, cancel: Arc<AtomicBool>) -> Result<Flow, FlowError> {
+fn prepare(
+    svc: &Arc<Services>,
+    data: ReservationData,
+    work: &Work,
+    cancel: Arc<AtomicBool>,
+) -> Result<Flow, FlowError> {
     let what = format!("computer {}", data.computer_node_name);
-    let prov = resolve(&svc.host, Kind::Provisioning, &data.computer_provisioning_module, &what)?;
-    let os = resolve(&svc.host, Kind::Os, &data.image_os_module, &format!("image {}", data.image_name))?;
-    let backend = Arc::new(DbBackend::new(svc.db.clone(), tokio::runtime::Handle::current()));
+    let prov = resolve(
+        &svc.host,
+        Kind::Provisioning,
+        &data.computer_provisioning_module,
+        &what,
+    )?;
+    let os = resolve(
+        &svc.host,
+        Kind::Os,
+        &data.image_os_module,
+        &format!("image {}", data.image_name),
+    )?;
+    let backend = Arc::new(DbBackend::new(
+        svc.db.clone(),
+        tokio::runtime::Handle::current(),
+    ));
     let ctx = Ctx::new(data.clone(), backend);
     Ok(Flow {
         svc: Arc::clone(svc),
@@ -375,8 +470,12 @@ async fn fail(svc: &Services, ids: Ids, state: &str, message: &str) {
     let comp = failure_computer_state(state);
     if ids.computer == 0 {
         // No computer to log against (a broken reservation row): still end the request.
-        if let Err(e) = crate::db::flow::fail_request(&svc.db, ids.request, ids.reservation, &message).await {
-            tracing::error!("could not mark the request failed; it stays pending for recovery: {e}");
+        if let Err(e) =
+            crate::db::flow::fail_request(&svc.db, ids.request, ids.reservation, &message).await
+        {
+            tracing::error!(
+                "could not mark the request failed; it stays pending for recovery: {e}"
+            );
         }
         return;
     }

@@ -15,12 +15,20 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
         return to_maintenance(f).await;
     }
     let status = if f.state == "new" {
-        f.log("statuscheck", &format!("checking {} for image {}", f.data.computer_node_name, f.data.image_name)).await?;
+        f.log(
+            "statuscheck",
+            &format!(
+                "checking {} for image {}",
+                f.data.computer_node_name, f.data.image_name
+            ),
+        )
+        .await?;
         match f.call(&f.prov.clone(), "node_status", vec![]).await {
             Ok(s) => s.to_string(),
             Err(FlowError::Routine(e)) => {
                 // VCL: a failed status check means "reload".
-                f.log("WARNING", &format!("node_status failed, reloading: {e}")).await?;
+                f.log("WARNING", &format!("node_status failed, reloading: {e}"))
+                    .await?;
                 "reload".to_string()
             }
             Err(e) => return Err(e),
@@ -44,21 +52,47 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
         f.call_optional(&f.os.clone(), "reserve").await?;
         f.site_hooks("reserve").await?;
         f.log("nodeready", "resource ready").await?;
-        Ok(Exit { request: "reserved", laststate: "new".into(), computer: Some("reserved") })
+        Ok(Exit {
+            request: "reserved",
+            laststate: "new".into(),
+            computer: Some("reserved"),
+        })
     } else {
         f.log("nodeready", "reload complete").await?;
-        Ok(Exit { request: "complete", laststate: f.state.clone(), computer: Some("available") })
+        Ok(Exit {
+            request: "complete",
+            laststate: f.state.clone(),
+            computer: Some("available"),
+        })
     }
 }
 
 /// VCL's `reload_image`.
 async fn reload_image(f: &Flow) -> Result<(), FlowError> {
     let (prov, os) = (f.prov.clone(), f.os.clone());
-    f.log("loadimageblade", &format!("reloading {} with {}", f.data.computer_node_name, f.data.image_name)).await?;
+    f.log(
+        "loadimageblade",
+        &format!(
+            "reloading {} with {}",
+            f.data.computer_node_name, f.data.image_name
+        ),
+    )
+    .await?;
     crate::db::state::set_computer_state(&f.svc.db, f.data.computer_id, "reloading").await?;
-    f.log("doesimageexists", &format!("checking for image {}", f.data.image_name)).await?;
+    f.log(
+        "doesimageexists",
+        &format!("checking for image {}", f.data.image_name),
+    )
+    .await?;
     if !f.call_bool(&prov, "does_image_exist").await? {
-        f.log("copyfrompartnerMN", &format!("image {} is not here; asking partner management nodes", f.data.image_name)).await?;
+        f.log(
+            "copyfrompartnerMN",
+            &format!(
+                "image {} is not here; asking partner management nodes",
+                f.data.image_name
+            ),
+        )
+        .await?;
         if !f.call_bool(&prov, "retrieve_image").await? {
             return Err(FlowError::Failed(format!(
                 "image {} does not exist in this node's image library and could not be retrieved from a partner node",
@@ -68,7 +102,14 @@ async fn reload_image(f: &Flow) -> Result<(), FlowError> {
     }
     f.call_optional(&os, "pre_reload").await?;
     f.call_optional(&prov, "pre_reload").await?;
-    f.log("startload", &format!("loading {} on {}", f.data.image_name, f.data.computer_node_name)).await?;
+    f.log(
+        "startload",
+        &format!(
+            "loading {} on {}",
+            f.data.image_name, f.data.computer_node_name
+        ),
+    )
+    .await?;
     match f.call_ok(&prov, "load", vec![]).await {
         Ok(()) => {}
         Err(e) => {
@@ -76,19 +117,49 @@ async fn reload_image(f: &Flow) -> Result<(), FlowError> {
             return Err(e);
         }
     }
-    f.log("loadimagecomplete", "running post configuration").await?;
+    f.log("loadimagecomplete", "running post configuration")
+        .await?;
     f.post_load().await?;
-    crate::db::state::set_computer_image(&f.svc.db, f.data.computer_id, f.data.image_id, f.data.imagerevision_id).await?;
+    crate::db::state::set_computer_image(
+        &f.svc.db,
+        f.data.computer_id,
+        f.data.image_id,
+        f.data.imagerevision_id,
+    )
+    .await?;
     Ok(())
 }
 
 async fn to_maintenance(f: &Flow) -> Result<Exit, FlowError> {
-    f.log("info", &format!("putting {} into maintenance", f.data.computer_node_name)).await?;
-    match f.call(&f.prov.clone(), "control_vm", vec!["off".into()]).await {
+    f.log(
+        "info",
+        &format!("putting {} into maintenance", f.data.computer_node_name),
+    )
+    .await?;
+    match f
+        .call(&f.prov.clone(), "control_vm", vec!["off".into()])
+        .await
+    {
         Ok(v) if v.as_bool().unwrap_or(false) => {}
-        Ok(_) => f.log("WARNING", "power off returned false; computer goes to maintenance anyway").await?,
-        Err(FlowError::Routine(e)) => f.log("WARNING", &format!("power off failed ({e}); computer goes to maintenance anyway")).await?,
+        Ok(_) => {
+            f.log(
+                "WARNING",
+                "power off returned false; computer goes to maintenance anyway",
+            )
+            .await?
+        }
+        Err(FlowError::Routine(e)) => {
+            f.log(
+                "WARNING",
+                &format!("power off failed ({e}); computer goes to maintenance anyway"),
+            )
+            .await?
+        }
         Err(e) => return Err(e),
     }
-    Ok(Exit { request: "complete", laststate: "tomaintenance".into(), computer: Some("maintenance") })
+    Ok(Exit {
+        request: "complete",
+        laststate: "tomaintenance".into(),
+        computer: Some("maintenance"),
+    })
 }

@@ -6,10 +6,19 @@
 use crate::state::{Exit, Flow, FlowError};
 
 pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
-    let reason = if f.state == "deleted" { "reservation deleted" } else { "reservation timed out" };
-    f.log(&f.state, &format!("{reason} (was {})", f.prior_laststate)).await?;
+    let reason = if f.state == "deleted" {
+        "reservation deleted"
+    } else {
+        "reservation timed out"
+    };
+    f.log(&f.state, &format!("{reason} (was {})", f.prior_laststate))
+        .await?;
     if f.prior_laststate == "new" {
-        return Ok(Exit { request: "complete", laststate: f.state.clone(), computer: Some("available") });
+        return Ok(Exit {
+            request: "complete",
+            laststate: f.state.clone(),
+            computer: Some("available"),
+        });
     }
     let (prov, os) = (f.prov.clone(), f.os.clone());
     f.call_ok(&os, "revoke_access", vec![]).await?;
@@ -26,5 +35,9 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
         Some((request, _)) => tracing::info!(reload_request = request, "reload request inserted"),
         None => tracing::info!("a reload of this computer is already on its way"),
     }
-    Ok(Exit { request: "complete", laststate: f.state.clone(), computer: None })
+    Ok(Exit {
+        request: "complete",
+        laststate: f.state.clone(),
+        computer: None,
+    })
 }

@@ -13,35 +13,77 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     let t = &f.svc.timings;
     crate::db::state::set_computer_state(&f.svc.db, f.data.computer_id, "reserved").await?;
     f.log("reserved", "ready for Connect").await?;
-    f.log("acknowledgetimeout", &format!("waiting up to {} s for the user to click Connect", t.acknowledgetimeout)).await?;
+    f.log(
+        "acknowledgetimeout",
+        &format!(
+            "waiting up to {} s for the user to click Connect",
+            t.acknowledgetimeout
+        ),
+    )
+    .await?;
 
     let ip = wait_for_ack(f).await?;
     let Some(ip) = ip else {
         f.log("timeout", "no acknowledgement from the user").await?;
-        return Ok(Exit { request: "timeout", laststate: "reserved".into(), computer: Some("available") });
+        return Ok(Exit {
+            request: "timeout",
+            laststate: "reserved".into(),
+            computer: Some("available"),
+        });
     };
     tracing::info!(remote_ip = %ip, "acknowledged");
     let mut data = f.data.clone();
     data.remote_ip = ip;
-    let acked = Flow { data: data.clone(), ctx: f.ctx.with_data(data), ..f.clone() };
+    let acked = Flow {
+        data: data.clone(),
+        ctx: f.ctx.with_data(data),
+        ..f.clone()
+    };
 
-    acked.log("noinitialconnection", &format!("acknowledged from {}", acked.data.remote_ip)).await?;
-    acked.log("initialconnecttimeout", &format!("waiting up to {} s for the user to connect", t.initialconnecttimeout)).await?;
-    acked.call_ok(&acked.os.clone(), "grant_access", vec![]).await?;
+    acked
+        .log(
+            "noinitialconnection",
+            &format!("acknowledged from {}", acked.data.remote_ip),
+        )
+        .await?;
+    acked
+        .log(
+            "initialconnecttimeout",
+            &format!(
+                "waiting up to {} s for the user to connect",
+                t.initialconnecttimeout
+            ),
+        )
+        .await?;
+    acked
+        .call_ok(&acked.os.clone(), "grant_access", vec![])
+        .await?;
     if acked.add_user_at() == AddUserAt::Acknowledge {
         acked.add_user().await?;
     }
-    acked.call_optional(&acked.prov.clone(), "post_reserve").await?;
-    acked.call_optional(&acked.os.clone(), "post_reserve").await?;
+    acked
+        .call_optional(&acked.prov.clone(), "post_reserve")
+        .await?;
+    acked
+        .call_optional(&acked.os.clone(), "post_reserve")
+        .await?;
     acked.site_hooks("post_reserve").await?;
     acked.log("postreserve", "post reserve completed").await?;
 
     if !wait_for_connection(&acked, Duration::from_secs(t.initialconnecttimeout)).await? {
         acked.log("timeout", "the user did not connect").await?;
-        return Ok(Exit { request: "timeout", laststate: "reserved".into(), computer: Some("reserved") });
+        return Ok(Exit {
+            request: "timeout",
+            laststate: "reserved".into(),
+            computer: Some("reserved"),
+        });
     }
     acked.log("connected", "detected user connection").await?;
-    Ok(Exit { request: "inuse", laststate: "reserved".into(), computer: Some("inuse") })
+    Ok(Exit {
+        request: "inuse",
+        laststate: "reserved".into(),
+        computer: Some("inuse"),
+    })
 }
 
 /// Poll `reservation.remoteIP` until it is set or `acknowledgetimeout` passes.
@@ -58,7 +100,8 @@ async fn wait_for_ack(f: &Flow) -> Result<Option<String>, FlowError> {
         if Instant::now() >= end {
             break;
         }
-        f.pause(every.min(end.saturating_duration_since(Instant::now()))).await?;
+        f.pause(every.min(end.saturating_duration_since(Instant::now())))
+            .await?;
     }
     Ok(None)
 }
@@ -79,7 +122,8 @@ pub async fn wait_for_connection(f: &Flow, limit: Duration) -> Result<bool, Flow
         if Instant::now() >= end {
             break;
         }
-        f.pause(every.min(end.saturating_duration_since(Instant::now()))).await?;
+        f.pause(every.min(end.saturating_duration_since(Instant::now())))
+            .await?;
     }
     Ok(false)
 }

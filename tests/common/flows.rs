@@ -38,9 +38,15 @@ fn is_user_connected(ctx) { true }
 "#;
 
 pub fn sim_source(load_seconds: f64) -> String {
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/provisioning/sim.rhai"))
-        .expect("read scripts/provisioning/sim.rhai");
-    shipped.replace("load_seconds: 3.0", &format!("load_seconds: {load_seconds:.2}"))
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/provisioning/sim.rhai"
+    ))
+    .expect("read scripts/provisioning/sim.rhai");
+    shipped.replace(
+        "load_seconds: 3.0",
+        &format!("load_seconds: {load_seconds:.2}"),
+    )
 }
 
 pub fn fast_timings() -> Timings {
@@ -66,7 +72,12 @@ pub struct Rig {
 impl Rig {
     /// `computers` sim computers (`lab1.test` …) on a fresh database; `None` only when
     /// MariaDB runs are skipped explicitly.
-    pub async fn new(backend: Backend, computers: usize, os_module: &str, load_seconds: f64) -> Option<Rig> {
+    pub async fn new(
+        backend: Backend,
+        computers: usize,
+        os_module: &str,
+        load_seconds: f64,
+    ) -> Option<Rig> {
         let t = TestDb::initialized(backend).await?;
         let w = world(&t.db, computers).await;
         t.exec("UPDATE `computer` SET `provisioningid` = 101, `type` = 'virtualmachine' WHERE `hostname` LIKE 'lab%'").await;
@@ -76,17 +87,30 @@ impl Rig {
         let host = scripts.host(test_limits());
         let errors = host.load_all();
         assert!(errors.is_empty(), "{errors:?}");
-        Some(Rig { t, scripts, host, world: w })
+        Some(Rig {
+            t,
+            scripts,
+            host,
+            world: w,
+        })
     }
 
     pub fn config(&self) -> DaemonConfig {
-        DaemonConfig { node: "mn1.test".into(), poll_interval_secs: 1, shutdown_grace_secs: 10, timings: fast_timings(), ..DaemonConfig::default() }
+        DaemonConfig {
+            node: "mn1.test".into(),
+            poll_interval_secs: 1,
+            shutdown_grace_secs: 10,
+            timings: fast_timings(),
+            ..DaemonConfig::default()
+        }
     }
 
     /// A daemon for `node` on this rig's database (its own pool, like a second process).
     pub async fn daemon(&self, cfg: DaemonConfig) -> Daemon {
         let db = self.t.connect_again().await;
-        Daemon::new(db, Arc::clone(&self.host), cfg, None).await.expect("daemon")
+        Daemon::new(db, Arc::clone(&self.host), cfg, None)
+            .await
+            .expect("daemon")
     }
 
     /// Run a daemon in the background until the returned sender fires (or is dropped).
@@ -94,7 +118,14 @@ impl Rig {
         let d = self.daemon(cfg).await;
         let (tx, rx) = oneshot::channel::<()>();
         let h = tokio::spawn(async move {
-            d.run(async move { let _ = rx.await; }, false).await.expect("daemon run")
+            d.run(
+                async move {
+                    let _ = rx.await;
+                },
+                false,
+            )
+            .await
+            .expect("daemon run")
         });
         (h, tx)
     }
@@ -102,7 +133,13 @@ impl Rig {
     pub async fn request(&self, computer: &str, image: &str) -> Created {
         new_request(
             &self.t.db,
-            &NewRequest { image: image.into(), computer: ComputerChoice::Named(computer.into()), user: "ann".into(), start: None, end: None },
+            &NewRequest {
+                image: image.into(),
+                computer: ComputerChoice::Named(computer.into()),
+                user: "ann".into(),
+                start: None,
+                end: None,
+            },
         )
         .await
         .expect("request new")
@@ -110,12 +147,22 @@ impl Rig {
 
     /// The request's state name.
     pub async fn request_state(&self, request: i64) -> String {
-        let id = self.t.scalar(&format!("SELECT `stateid` FROM `request` WHERE `id` = {request}")).await;
+        let id = self
+            .t
+            .scalar(&format!(
+                "SELECT `stateid` FROM `request` WHERE `id` = {request}"
+            ))
+            .await;
         provhost::vcl::state_name(id).unwrap_or("?").to_string()
     }
 
     pub async fn computer_state(&self, computer: i64) -> String {
-        let id = self.t.scalar(&format!("SELECT `stateid` FROM `computer` WHERE `id` = {computer}")).await;
+        let id = self
+            .t
+            .scalar(&format!(
+                "SELECT `stateid` FROM `computer` WHERE `id` = {computer}"
+            ))
+            .await;
         provhost::vcl::state_name(id).unwrap_or("?").to_string()
     }
 
@@ -145,7 +192,10 @@ impl Rig {
             if names.iter().any(|n| n == name) {
                 return;
             }
-            assert!(t.elapsed() < timeout, "reservation {reservation} has no {name} entry after {timeout:?}: {names:?}");
+            assert!(
+                t.elapsed() < timeout,
+                "reservation {reservation} has no {name} entry after {timeout:?}: {names:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -161,15 +211,26 @@ impl Rig {
     }
 
     pub async fn names(&self, reservation: i64) -> Vec<String> {
-        self.log(reservation).await.into_iter().map(|(n, _)| n).collect()
+        self.log(reservation)
+            .await
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
     }
 
     async fn log_of_request(&self, request: i64) -> Vec<(String, String)> {
-        let res = self.t.scalar(&format!("SELECT MIN(`id`) FROM `reservation` WHERE `requestid` = {request}")).await;
+        let res = self
+            .t
+            .scalar(&format!(
+                "SELECT MIN(`id`) FROM `reservation` WHERE `requestid` = {request}"
+            ))
+            .await;
         self.log(res).await
     }
 
     pub async fn computer_var(&self, computer: i64, name: &str) -> Option<String> {
-        provhost::db::flow::computer_var(&self.t.db, computer, name).await.expect("computer var")
+        provhost::db::flow::computer_var(&self.t.db, computer, name)
+            .await
+            .expect("computer var")
     }
 }
