@@ -6,8 +6,8 @@ deps:
 	./tools/install-deps.sh
 
 demo: deps
-	cargo run --quiet -- check scripts
-	cargo run --quiet -- call os/linux is_ready --ctx examples/ctx-local.toml
+	cargo run --quiet -- check scripts stdlib
+	cargo run --quiet -- demo
 
 test: deps
 	cargo test --no-fail-fast
@@ -18,6 +18,7 @@ lint:
 
 bench:
 	cargo run --release --example bench_host
+	cargo run --release --example bench_daemon
 
 docs:
 	cargo run --quiet -- docs --out docs/script-api.md

@@ -22,6 +22,7 @@
 pub mod config;
 pub mod daemon;
 pub mod db;
+pub mod demo;
 pub mod host;
 pub mod prim;
 pub mod state;

@@ -75,6 +75,9 @@ enum Command {
         #[command(flatten)]
         url: provhost::db::cli::UrlArg,
     },
+    /// The reservation life cycle on a simulated computer, start to end, with nothing
+    /// configured (a fresh SQLite database `demo.db` in the data folder).
+    Demo,
     /// Run the management-node daemon: poll, claim, run state flows, hot-reload scripts.
     Serve {
         /// Process what is due (and what that makes due) and exit when nothing is left.
@@ -144,6 +147,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { once, url } => serve(&config, once, url).await,
+        Command::Demo => {
+            let mut out = std::io::stdout();
+            provhost::demo::run(&config, &provhost::primitive_families(&config), &mut out).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Log { reservation, url } => {
             provhost::db::cli::log(&config, reservation, url).await?;
             Ok(ExitCode::SUCCESS)

@@ -165,3 +165,30 @@ fn version_is_printed() {
         format!("provhost {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn demo_runs_the_life_cycle_on_a_fresh_machine() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for sub in ["scripts", "stdlib"] {
+        let status = Command::new("cp")
+            .arg("-r")
+            .arg(root().join(sub))
+            .arg(dir.path())
+            .status()
+            .expect("cp");
+        assert!(status.success());
+    }
+    let out = provhost(dir.path(), &["demo"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for step in [
+        "nodeready",
+        "acknowledgetimeout",
+        "connected",
+        "loadimagevmware",
+        "sim1.demo is available again",
+    ] {
+        assert!(stdout.contains(step), "demo output lacks {step}:\n{stdout}");
+    }
+    assert!(stdout.contains("post_load,grant_access:192.0.2.10,add_user:demo,revoke_access,delete_user:demo,sanitize,post_load"), "{stdout}");
+}

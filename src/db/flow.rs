@@ -134,3 +134,27 @@ pub async fn fail_request(
 fn state_id(name: &str) -> Result<i64, DbError> {
     crate::vcl::state_id(name).ok_or_else(|| DbError::UnknownState(name.to_string()))
 }
+
+/// What VCL's web front end does when the user clicks Connect: record their address in
+/// `reservation.remoteIP` (the acknowledgement the `reserved` flow waits for).
+pub async fn acknowledge(db: &Db, reservation: i64, remote_ip: &str) -> Result<(), DbError> {
+    let what = format!("acknowledging reservation {reservation}");
+    db.retry(&what, || async {
+        with_pool!(db, p => sqlx::query("UPDATE `reservation` SET `remoteIP` = ? WHERE `id` = ?").bind(remote_ip).bind(reservation).execute(p).await.during(what.as_str()).map(|_| ()))
+    })
+    .await
+}
+
+/// End a request now (what the web front end does when the user ends a reservation
+/// early): `request.end` = the database's now.
+pub async fn end_now(db: &Db, request: i64) -> Result<(), DbError> {
+    let sql = format!(
+        "UPDATE `request` SET `end` = {} WHERE `id` = ?",
+        db.now_sql()
+    );
+    let what = format!("ending request {request}");
+    db.retry(&what, || async {
+        with_pool!(db, p => sqlx::query(&sql).bind(request).execute(p).await.during(what.as_str()).map(|_| ()))
+    })
+    .await
+}

@@ -26,7 +26,8 @@ INSERT INTO `module` (`id`, `name`, `prettyname`, `description`, `perlpackage`) 
   (32, 'provisioning_openstack', 'OpenStack Provisioning Module', '', 'VCL::Module::Provisioning::openstack'),
   (33, 'provisioning_one', 'OpenNebula Provisioning Module', '', 'VCL::Module::Provisioning::one'),
   (100, 'provisioning_qemu', 'QEMU Provisioning Module (provhost)', 'scripts/provisioning/qemu.rhai', ''),
-  (101, 'provisioning_sim', 'Simulated Provisioning Module (provhost, no real machine)', 'scripts/provisioning/sim.rhai', '');
+  (101, 'provisioning_sim', 'Simulated Provisioning Module (provhost, no real machine)', 'scripts/provisioning/sim.rhai', ''),
+  (102, 'os_sim', 'Simulated OS Module (provhost, no real machine)', 'scripts/os/sim.rhai', '');
 
 INSERT INTO `provisioning` (`id`, `name`, `prettyname`, `moduleid`) VALUES
   (1, 'xcat', 'xCAT', 1),
@@ -45,7 +46,8 @@ INSERT INTO `OStype` (`id`, `name`) VALUES (1, 'windows'), (2, 'linux'), (3, 'un
 INSERT INTO `OS` (`id`, `name`, `prettyname`, `type`, `installtype`, `sourcepath`, `moduleid`) VALUES
   (2, 'sun4x_58', 'Solaris 5.8 (Lab)', 'unix', 'none', NULL, 15),
   (100, 'linux', 'Linux (provhost)', 'linux', 'image', NULL, 5),
-  (101, 'windows', 'Windows (provhost)', 'windows', 'image', NULL, 4);
+  (101, 'windows', 'Windows (provhost)', 'windows', 'image', NULL, 4),
+  (102, 'sim', 'Simulated OS (provhost)', 'linux', 'image', NULL, 102);
 
 INSERT INTO `image` (`id`, `name`, `prettyname`, `ownerid`, `OSid`, `reloadtime`, `deleted`, `size`) VALUES
   (1, 'noimage', 'No Image', 1, 2, 0, 0, 0);
