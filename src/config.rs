@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::host::{HostOptions, Limits};
+use crate::prim::ssh::SshConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -45,6 +46,8 @@ pub struct Config {
     pub paths: Paths,
     /// Sandbox limits for script calls (`[scripts]`).
     pub scripts: Limits,
+    /// How computers, VM hosts and peers are reached (`[ssh]`).
+    pub ssh: SshConfig,
 }
 
 impl Config {
@@ -66,7 +69,13 @@ impl Config {
             }
             None => (Config::default(), PathBuf::new()),
         };
-        for p in [&mut config.paths.scripts, &mut config.paths.stdlib, &mut config.paths.data_dir] {
+        for p in [
+            &mut config.paths.scripts,
+            &mut config.paths.stdlib,
+            &mut config.paths.data_dir,
+            &mut config.ssh.identity,
+            &mut config.ssh.known_hosts,
+        ] {
             if p.is_relative() && !base.as_os_str().is_empty() {
                 *p = base.join(&*p);
             }

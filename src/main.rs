@@ -91,7 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { paths } => Ok(check(&config, paths)),
         Command::Call { module, routine, ctx, timeout, args } => call(&config, module, routine, ctx, timeout, args).await,
         Command::Docs { out } => {
-            let host = ScriptHost::new(config.host_options(), &[]);
+            let host = ScriptHost::new(config.host_options(), &families(&config));
             let text = provhost::host::docs::generate(&host).map_err(anyhow::Error::msg)?;
             if out.as_os_str() == "-" {
                 print!("{text}");
@@ -105,6 +105,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The primitive families scripts get (remote execution, …).
+fn families(config: &Config) -> Vec<Arc<dyn provhost::host::Primitives>> {
+    vec![Arc::new(provhost::prim::remote::RemotePrims::new(config.ssh.clone()))]
 }
 
 /// Every `.rhai` file under `path` (or `path` itself), sorted; at most 4 folders deep.
@@ -197,7 +202,7 @@ async fn call(
     timeout: Option<u64>,
     args: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
-    let host = ScriptHost::new(config.host_options(), &[]);
+    let host = ScriptHost::new(config.host_options(), &families(&config));
     for e in host.load_all() {
         // Other modules' errors do not stop a call to a good one; say them anyway.
         eprintln!("warning: {e}");
