@@ -203,12 +203,7 @@ impl Pool {
         let result = run_channel(&mut lease, ch, cmd, opts.kill_on_timeout, max, &d);
         match &result {
             Ok(o) => tracing::debug!(target = %target, code = o.code, ms = started.elapsed().as_millis() as u64, "remote command done"),
-            Err(e) => {
-                if e.breaks_session() {
-                    lease.mark_broken();
-                }
-                tracing::debug!(target = %target, error = %e, "remote command failed");
-            }
+            Err(e) => tracing::debug!(target = %target, error = %e, "remote command failed"),
         }
         result
     }
@@ -225,14 +220,48 @@ impl Pool {
     }
 }
 
+/// How a command ended when it did not finish.
+enum Failed {
+    /// Timed out or stopped; [`stop`] already killed it and kept or dropped the session.
+    Stopped(SshError),
+    /// Anything else: the session's state is unknown.
+    Other(SshError),
+}
+
+impl From<SshError> for Failed {
+    fn from(e: SshError) -> Self {
+        Failed::Other(e)
+    }
+}
+
 fn run_channel(
+    lease: &mut Lease,
+    ch: Channel,
+    cmd: &str,
+    kill_on_timeout: bool,
+    max: usize,
+    d: &Deadline,
+) -> Result<Output, SshError> {
+    match run_inner(lease, ch, cmd, kill_on_timeout, max, d) {
+        Ok(o) => Ok(o),
+        Err(Failed::Stopped(e)) => Err(e),
+        Err(Failed::Other(e)) => {
+            if e.breaks_session() {
+                lease.mark_broken();
+            }
+            Err(e)
+        }
+    }
+}
+
+fn run_inner(
     lease: &mut Lease,
     mut ch: Channel,
     cmd: &str,
     kill_on_timeout: bool,
     max: usize,
     d: &Deadline,
-) -> Result<Output, SshError> {
+) -> Result<Output, Failed> {
     let conn = lease.conn();
     let w = conn.wire();
     let line = if kill_on_timeout {
@@ -273,11 +302,11 @@ fn run_channel(
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) => {
-                        return Err(SshError::SessionLost {
+                        return Err(Failed::Other(SshError::SessionLost {
                             target: conn.label().to_string(),
                             what: "reading command output",
                             detail: e.to_string(),
-                        })
+                        }))
                     }
                 }
             }
@@ -289,7 +318,7 @@ fn run_channel(
             if d.expired() || d.check(conn.label(), "running the command").is_err() {
                 let error = d.error(conn.label(), "command");
                 stop(lease, ch, pid.pid());
-                return Err(error);
+                return Err(Failed::Stopped(error));
             }
             w.wait(d, "running the command").or_else(|e| match e {
                 SshError::Timeout { .. } | SshError::Stopped { .. } => Ok(()),
@@ -376,6 +405,9 @@ fn stop(lease: &mut Lease, mut ch: Channel, pid: Option<u32>) {
             w.call(&d, "stopping the command", || ch.close())?;
             w.call(&d, "stopping the command", || ch.wait_close())
         })();
+        if let Err(e) = &drained {
+            tracing::debug!(target = %conn.label(), error = %e, "timed-out command's channel did not close cleanly");
+        }
         ok = drained.is_ok();
     }
     if !ok {
