@@ -250,6 +250,14 @@ impl RemoteCat {
                 Err(e) => return Err(self.lost("writing the file", e)),
             }
             self.drain_stderr(&mut small);
+            if self.ch.eof() {
+                // `cat > part` closed its output: it exited (disk full, no permission) and
+                // will never take the rest.
+                return Err(SshError::Channel {
+                    target: self.lease.target().label(),
+                    detail: "the remote side stopped reading".into(),
+                });
+            }
             let conn = self.lease.conn();
             let w = conn.wire();
             if d.expired() {
