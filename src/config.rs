@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::host::{HostOptions, Limits};
+use crate::prim::ssh::SshConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -53,6 +54,8 @@ pub struct Config {
     pub database: crate::db::DatabaseConfig,
     /// The daemon (`[daemon]`: node name, poll interval, VCL timings).
     pub daemon: crate::daemon::DaemonConfig,
+    /// How computers, VM hosts and peers are reached (`[ssh]`).
+    pub ssh: SshConfig,
 }
 
 impl Config {
@@ -84,6 +87,8 @@ impl Config {
             &mut config.paths.scripts,
             &mut config.paths.stdlib,
             &mut config.paths.data_dir,
+            &mut config.ssh.identity,
+            &mut config.ssh.known_hosts,
         ] {
             if p.is_relative() && !base.as_os_str().is_empty() {
                 *p = base.join(&*p);

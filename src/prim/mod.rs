@@ -5,3 +5,8 @@
 pub mod log;
 pub mod secret;
 pub mod wait;
+pub mod host;
+pub mod local;
+pub mod remote;
+pub mod scp;
+pub mod ssh;

@@ -1,7 +1,38 @@
-//! Shared helpers for integration tests: real parts (script folders, sshd, databases, VMs),
-//! each cleaned up on drop.
+//! Shared helpers for integration tests, each cleaned up on drop: script folders
+//! ([`scripts`]), databases ([`db`]), the state-flow rig ([`flows`]), a real OpenSSH `sshd`
+//! on a free loopback port ([`sshd`]), "lab hosts" in network namespaces each with its own
+//! sshd ([`netns`]), and the skip rule for tests that need root.
 #![allow(dead_code)]
 
 pub mod db;
 pub mod flows;
+pub mod netns;
+pub mod procs;
 pub mod scripts;
+pub mod sshd;
+
+/// True when running as root; otherwise prints a loud SKIP line for `test`.
+pub fn root_or_skip(test: &str, why: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        true
+    } else {
+        eprintln!("SKIP {test}: needs root ({why}); run the tests as root (CI does)");
+        false
+    }
+}
+
+/// True when `tool` is on PATH (or an absolute path that exists); otherwise a loud SKIP.
+pub fn tool_or_skip(test: &str, tool: &str) -> bool {
+    let found = if tool.starts_with('/') {
+        std::path::Path::new(tool).exists()
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+            .unwrap_or(false)
+    };
+    if !found {
+        eprintln!("SKIP {test}: {tool} not installed (apt-get install openssh-server iproute2 util-linux)");
+    }
+    found
+}

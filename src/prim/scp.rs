@@ -1,0 +1,653 @@
+//! File copies between the management node and hosts, or between two hosts through the
+//! management node: streaming in 256 KiB pieces (memory stays bounded whatever the file
+//! size), with progress callbacks, a size check after every copy and an optional SHA-256
+//! check end to end.
+//!
+//! A copy never leaves a partial file under the destination name: data goes to
+//! `DEST.provhost-part-PID-N` beside it and is renamed over `DEST` only after the size (and
+//! checksum, when asked) matched. A failed copy removes its part file when the destination
+//! host still answers. Remote ends use `cat`, `stat`, `sha256sum`, `mv` and `rm` through
+//! the login shell over pooled sessions; every path is shell-quoted.
+
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use ssh2::Channel;
+
+use crate::prim::ssh::exec::Capture;
+use crate::prim::ssh::io::Deadline;
+use crate::prim::ssh::pool::Lease;
+use crate::prim::ssh::{ExecOptions, Pool, SshError, Target};
+
+/// Size of one piece read and written.
+pub const CHUNK: usize = 256 * 1024;
+/// Copies without a configured time-out (local to local) get this one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Least time between two progress callbacks (the first and last always come).
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScpError {
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("{}: {source}", path.display())]
+    Local {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{target}: {what} {path:?} failed: {detail}")]
+    Remote {
+        target: String,
+        path: String,
+        what: &'static str,
+        detail: String,
+    },
+    #[error("{path}: size after copy is {got} bytes, expected {expected}; not kept")]
+    SizeMismatch { path: String, expected: u64, got: u64 },
+    #[error("{path}: SHA-256 after copy is {got}, expected {expected}; not kept")]
+    ChecksumMismatch {
+        path: String,
+        expected: String,
+        got: String,
+    },
+    #[error("copy to {path} timed out after {secs:.1} s")]
+    Timeout { path: String, secs: f64 },
+    #[error("copy to {path} stopped: the routine's deadline passed or the reservation was cancelled")]
+    Stopped { path: String },
+}
+
+/// One end of a copy.
+#[derive(Clone, Copy)]
+pub enum End<'a> {
+    Local(&'a Path),
+    Remote(&'a Arc<Pool>, &'a Target, &'a str),
+}
+
+impl End<'_> {
+    fn describe(&self) -> String {
+        match self {
+            End::Local(p) => p.display().to_string(),
+            End::Remote(_, t, p) => format!("{}:{p}", t.label()),
+        }
+    }
+}
+
+/// How far a copy got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+impl Progress {
+    pub fn percent(&self) -> u64 {
+        (self.done * 100).checked_div(self.total).unwrap_or(100)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Whole copy; default: `[ssh] copy_timeout_secs` (cut by the routine's deadline).
+    pub timeout: Option<Duration>,
+    /// Compare SHA-256 of what was sent with what arrived on disk.
+    pub sha256: bool,
+}
+
+/// What a finished copy did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyReport {
+    pub bytes: u64,
+    /// Hex SHA-256 of the data, when asked for.
+    pub sha256: Option<String>,
+    pub secs: f64,
+}
+
+/// Single-quote `s` for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn part_name(dest: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{dest}.provhost-part-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn local_err(path: &Path) -> impl Fn(std::io::Error) -> ScpError + '_ {
+    move |e| ScpError::Local {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// Run a short helper command (stat, mv, rm, sha256sum) within `d`.
+fn helper(pool: &Arc<Pool>, t: &Target, cmd: &str, d: &Deadline) -> Result<crate::prim::ssh::Output, SshError> {
+    let opts = ExecOptions {
+        timeout: Some(d.left().max(Duration::from_millis(1))),
+        max_output: Some(64 * 1024),
+        kill_on_timeout: true,
+    };
+    pool.exec(t, cmd, &opts)
+}
+
+fn remote_fail(t: &Target, path: &str, what: &'static str, out: &crate::prim::ssh::Output) -> ScpError {
+    let detail = out.stderr.trim();
+    ScpError::Remote {
+        target: t.label(),
+        path: path.to_string(),
+        what,
+        detail: if detail.is_empty() {
+            format!("exit code {}", out.code)
+        } else {
+            detail.to_string()
+        },
+    }
+}
+
+fn remote_size(pool: &Arc<Pool>, t: &Target, path: &str, d: &Deadline) -> Result<u64, ScpError> {
+    let q = shell_quote(path);
+    let out = helper(pool, t, &format!("stat -L -c %s -- {q} 2>/dev/null || wc -c < {q}"), d)?;
+    if out.code != 0 {
+        return Err(remote_fail(t, path, "reading the size of", &out));
+    }
+    out.stdout.trim().parse().map_err(|_| ScpError::Remote {
+        target: t.label(),
+        path: path.to_string(),
+        what: "reading the size of",
+        detail: format!("unexpected answer {:?}", out.stdout.trim()),
+    })
+}
+
+fn remote_sha(pool: &Arc<Pool>, t: &Target, path: &str, d: &Deadline) -> Result<String, ScpError> {
+    let out = helper(pool, t, &format!("sha256sum -- {}", shell_quote(path)), d)?;
+    if out.code != 0 {
+        return Err(remote_fail(t, path, "checksumming", &out));
+    }
+    Ok(out.stdout.split_whitespace().next().unwrap_or("").to_string())
+}
+
+/// A `cat` channel on a leased session (source: `cat -- P`; sink: `cat > TMP`).
+struct RemoteCat {
+    lease: Lease,
+    ch: Channel,
+    stderr: Capture,
+}
+
+impl RemoteCat {
+    fn open(pool: &Arc<Pool>, t: &Target, cmd: &str, d: &Deadline) -> Result<RemoteCat, SshError> {
+        let (mut lease, mut ch) = pool.channel(t, d, "opening a copy channel", |s| s.channel_session())?;
+        let started = {
+            let w = lease.conn().wire();
+            w.call(d, "starting the copy", || ch.exec(cmd))
+        };
+        if let Err(e) = started {
+            lease.mark_broken();
+            return Err(e);
+        }
+        Ok(RemoteCat {
+            lease,
+            ch,
+            stderr: Capture::new(4096),
+        })
+    }
+
+    fn lost(&self, what: &'static str, e: impl std::fmt::Display) -> SshError {
+        SshError::SessionLost {
+            target: self.lease.target().label(),
+            what,
+            detail: e.to_string(),
+        }
+    }
+
+    fn drain_stderr(&mut self, buf: &mut [u8]) {
+        for _ in 0..64 {
+            match self.ch.stderr().read(buf) {
+                Ok(n) if n > 0 => self.stderr.push(&buf[..n]),
+                _ => break,
+            }
+        }
+    }
+
+    /// Read some bytes; 0 at end of file.
+    fn read(&mut self, buf: &mut [u8], d: &Deadline) -> Result<usize, SshError> {
+        loop {
+            match self.ch.read(buf) {
+                Ok(0) if self.ch.eof() => return Ok(0),
+                Ok(0) => {}
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(self.lost("reading the file", e)),
+            }
+            let mut small = [0u8; 4096];
+            self.drain_stderr(&mut small);
+            let conn = self.lease.conn();
+            let w = conn.wire();
+            if d.expired() {
+                return Err(d.error(w.target, "copy"));
+            }
+            w.wait(d, "copy")?;
+        }
+    }
+
+    fn write_all(&mut self, mut data: &[u8], d: &Deadline) -> Result<(), SshError> {
+        let mut small = [0u8; 4096];
+        while !data.is_empty() {
+            match self.ch.write(data) {
+                Ok(n) => {
+                    data = &data[n..];
+                    continue;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(self.lost("writing the file", e)),
+            }
+            self.drain_stderr(&mut small);
+            if self.ch.eof() {
+                // `cat > part` closed its output: it exited (disk full, no permission) and
+                // will never take the rest.
+                return Err(SshError::Channel {
+                    target: self.lease.target().label(),
+                    detail: "the remote side stopped reading".into(),
+                });
+            }
+            let conn = self.lease.conn();
+            let w = conn.wire();
+            if d.expired() {
+                return Err(d.error(w.target, "copy"));
+            }
+            w.wait(d, "copy")?;
+        }
+        Ok(())
+    }
+
+    /// A write failed: when the remote command said why (disk full, permission), report
+    /// that rather than the broken channel.
+    fn explain(&mut self, e: SshError, t: &Target, dest: &str) -> ScpError {
+        let mut small = [0u8; 4096];
+        self.drain_stderr(&mut small);
+        let (text, _) = std::mem::replace(&mut self.stderr, Capture::new(0)).finish();
+        if text.trim().is_empty() {
+            stopped(e, dest)
+        } else {
+            ScpError::Remote {
+                target: t.label(),
+                path: dest.to_string(),
+                what: "writing",
+                detail: text.trim().to_string(),
+            }
+        }
+    }
+
+    /// Close stdin (sink), wait for the command to end; returns exit code and stderr.
+    fn finish(mut self, d: &Deadline) -> Result<(i64, String), SshError> {
+        let label = self.lease.target().label();
+        let res = {
+            let w = self.lease.conn().wire();
+            let ch = &mut self.ch;
+            let stderr = &mut self.stderr;
+            let mut small = [0u8; 4096];
+            let mut drain = |ch: &mut Channel, stderr: &mut Capture| {
+                for _ in 0..64 {
+                    match ch.stderr().read(&mut small) {
+                        Ok(n) if n > 0 => stderr.push(&small[..n]),
+                        _ => break,
+                    }
+                }
+            };
+            (|| {
+                w.call(d, "finishing the copy", || ch.send_eof())?;
+                let mut sink = [0u8; 4096];
+                for _ in 0..1_000_000 {
+                    drain(ch, stderr);
+                    match ch.read(&mut sink) {
+                        Ok(n) if n > 0 => continue,
+                        Ok(_) | Err(_) if ch.eof() => break,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            return Err(SshError::SessionLost {
+                                target: label.clone(),
+                                what: "finishing the copy",
+                                detail: e.to_string(),
+                            })
+                        }
+                    }
+                    w.wait(d, "finishing the copy")?;
+                }
+                drain(ch, stderr);
+                w.call(d, "finishing the copy", || ch.close())?;
+                w.call(d, "finishing the copy", || ch.wait_close())?;
+                Ok(i64::from(ch.exit_status().unwrap_or(-1)))
+            })()
+        };
+        match res {
+            Ok(code) => {
+                let (stderr, _) = std::mem::replace(&mut self.stderr, Capture::new(0)).finish();
+                Ok((code, stderr))
+            }
+            Err(e) => {
+                self.lease.mark_broken();
+                Err(e)
+            }
+        }
+    }
+}
+
+enum Source {
+    Local(File, PathBuf),
+    Remote(RemoteCat),
+}
+
+enum Sink<'a> {
+    Local {
+        file: File,
+        part: PathBuf,
+        dest: PathBuf,
+    },
+    Remote {
+        cat: RemoteCat,
+        pool: &'a Arc<Pool>,
+        target: &'a Target,
+        part: String,
+        dest: String,
+    },
+}
+
+fn stopped(e: SshError, dest: &str) -> ScpError {
+    match e {
+        SshError::Timeout { secs, .. } => ScpError::Timeout {
+            path: dest.to_string(),
+            secs,
+        },
+        SshError::Stopped { .. } => ScpError::Stopped { path: dest.to_string() },
+        other => ScpError::Ssh(other),
+    }
+}
+
+/// Copy `src` to `dst` (see the module docs). `progress` is called with bytes done and
+/// the total, at the start, at most every 200 ms, and at the end.
+pub fn copy(
+    src: End<'_>,
+    dst: End<'_>,
+    opts: &CopyOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<CopyReport, ScpError> {
+    let timeout = opts.timeout.unwrap_or(match (src, dst) {
+        (End::Remote(p, ..), _) | (_, End::Remote(p, ..)) => p.config().copy_timeout(),
+        _ => DEFAULT_TIMEOUT,
+    });
+    let d = Deadline::new(timeout);
+    let started = Instant::now();
+    let dest_name = dst.describe();
+
+    // Open the source and learn its size.
+    let (mut source, total) = match src {
+        End::Local(p) => {
+            let f = File::open(p).map_err(local_err(p))?;
+            let meta = f.metadata().map_err(local_err(p))?;
+            if !meta.is_file() {
+                return Err(ScpError::Local {
+                    path: p.to_path_buf(),
+                    source: std::io::Error::new(ErrorKind::InvalidInput, "not a regular file"),
+                });
+            }
+            (Source::Local(f, p.to_path_buf()), meta.len())
+        }
+        End::Remote(pool, t, p) => {
+            let size = remote_size(pool, t, p, &d)?;
+            let cat = RemoteCat::open(pool, t, &format!("cat -- {}", shell_quote(p)), &d)?;
+            (Source::Remote(cat), size)
+        }
+    };
+
+    // Open the sink under its part name.
+    let mut sink = match dst {
+        End::Local(p) => {
+            let dest_str = p.to_string_lossy().into_owned();
+            let part = PathBuf::from(part_name(&dest_str));
+            let file = File::create(&part).map_err(local_err(&part))?;
+            Sink::Local {
+                file,
+                part,
+                dest: p.to_path_buf(),
+            }
+        }
+        End::Remote(pool, t, p) => {
+            let part = part_name(p);
+            let cat = RemoteCat::open(pool, t, &format!("cat > {}", shell_quote(&part)), &d)?;
+            Sink::Remote {
+                cat,
+                pool,
+                target: t,
+                part,
+                dest: p.to_string(),
+            }
+        }
+    };
+
+    let result = pump(&mut source, &mut sink, total, opts.sha256, &d, progress, &dest_name);
+    let result = result.and_then(|(bytes, sha)| {
+        finish_source(source, src, &d, sha.as_deref(), matches!(dst, End::Local(_)))?;
+        Ok((bytes, sha))
+    });
+    match result {
+        Ok((bytes, sha)) => {
+            if bytes != total {
+                abort(sink);
+                return Err(ScpError::SizeMismatch {
+                    path: dest_name,
+                    expected: total,
+                    got: bytes,
+                });
+            }
+            commit(sink, total, sha.as_deref(), &d)?;
+            let report = CopyReport {
+                bytes,
+                sha256: sha,
+                secs: started.elapsed().as_secs_f64(),
+            };
+            tracing::info!(from = %src.describe(), to = %dest_name, bytes, secs = report.secs, "copy done");
+            Ok(report)
+        }
+        Err(e) => {
+            abort(sink);
+            Err(e)
+        }
+    }
+}
+
+fn pump(
+    source: &mut Source,
+    sink: &mut Sink<'_>,
+    total: u64,
+    want_sha: bool,
+    d: &Deadline,
+    progress: &mut dyn FnMut(Progress),
+    dest: &str,
+) -> Result<(u64, Option<String>), ScpError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut hasher = want_sha.then(Sha256::new);
+    let mut done: u64 = 0;
+    let mut last = Instant::now();
+    progress(Progress { done: 0, total });
+    // Bounded: each turn moves at least one byte or ends; the deadline ends stalls.
+    loop {
+        let n = match source {
+            Source::Local(f, p) => {
+                d.check("local", "copy").map_err(|e| stopped(e, dest))?;
+                f.read(&mut buf).map_err(local_err(p))?
+            }
+            Source::Remote(cat) => cat.read(&mut buf, d).map_err(|e| stopped(e, dest))?,
+        };
+        if n == 0 {
+            break;
+        }
+        let data = &buf[..n];
+        if let Some(h) = hasher.as_mut() {
+            h.update(data);
+        }
+        match sink {
+            Sink::Local { file, part, .. } => file.write_all(data).map_err(local_err(part))?,
+            Sink::Remote { cat, target, .. } => {
+                if let Err(e) = cat.write_all(data, d) {
+                    return Err(cat.explain(e, target, dest));
+                }
+            }
+        }
+        done += n as u64;
+        if done > total {
+            // The file grew while being copied; the size check below reports it.
+            break;
+        }
+        if last.elapsed() >= PROGRESS_EVERY {
+            progress(Progress { done, total });
+            last = Instant::now();
+        }
+    }
+    progress(Progress { done, total });
+    Ok((done, hasher.map(|h| hex(&h.finalize()))))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// End the source; for a remote source copied to a local file, compare the source's own
+/// checksum with what arrived.
+fn finish_source(source: Source, src: End<'_>, d: &Deadline, sha: Option<&str>, to_local: bool) -> Result<(), ScpError> {
+    match (source, src) {
+        (Source::Local(..), _) => Ok(()),
+        (Source::Remote(cat), End::Remote(pool, t, p)) => {
+            let (code, stderr) = cat.finish(d)?;
+            if code != 0 {
+                return Err(ScpError::Remote {
+                    target: t.label(),
+                    path: p.to_string(),
+                    what: "reading",
+                    detail: stderr.trim().to_string(),
+                });
+            }
+            if let (Some(got), true) = (sha, to_local) {
+                let expected = remote_sha(pool, t, p, d)?;
+                if expected != got {
+                    return Err(ScpError::ChecksumMismatch {
+                        path: p.to_string(),
+                        expected,
+                        got: got.to_string(),
+                    });
+                }
+            }
+            Ok(())
+        }
+        (Source::Remote(_), End::Local(_)) => Ok(()),
+    }
+}
+
+/// Check size (and checksum) of the part file, then rename it to the destination.
+fn commit(sink: Sink<'_>, total: u64, sha: Option<&str>, d: &Deadline) -> Result<(), ScpError> {
+    match sink {
+        Sink::Local { file, part, dest } => {
+            let res = (|| {
+                let file = file;
+                file.sync_data().map_err(local_err(&part))?;
+                let got = file.metadata().map_err(local_err(&part))?.len();
+                if got != total {
+                    return Err(ScpError::SizeMismatch {
+                        path: dest.display().to_string(),
+                        expected: total,
+                        got,
+                    });
+                }
+                drop(file);
+                std::fs::rename(&part, &dest).map_err(local_err(&dest))
+            })();
+            if res.is_err() {
+                let _ = std::fs::remove_file(&part);
+            }
+            res
+        }
+        Sink::Remote {
+            cat,
+            pool,
+            target,
+            part,
+            dest,
+        } => {
+            let res = (|| {
+                let (code, stderr) = cat.finish(d)?;
+                if code != 0 {
+                    return Err(ScpError::Remote {
+                        target: target.label(),
+                        path: dest.clone(),
+                        what: "writing",
+                        detail: stderr.trim().to_string(),
+                    });
+                }
+                let got = remote_size(pool, target, &part, d)?;
+                if got != total {
+                    return Err(ScpError::SizeMismatch {
+                        path: dest.clone(),
+                        expected: total,
+                        got,
+                    });
+                }
+                if let Some(expected) = sha {
+                    let got = remote_sha(pool, target, &part, d)?;
+                    if got != expected {
+                        return Err(ScpError::ChecksumMismatch {
+                            path: dest.clone(),
+                            expected: expected.to_string(),
+                            got,
+                        });
+                    }
+                }
+                let out = helper(pool, target, &format!("mv -f -- {} {}", shell_quote(&part), shell_quote(&dest)), d)?;
+                if out.code != 0 {
+                    return Err(remote_fail(target, &dest, "renaming the copy to", &out));
+                }
+                Ok(())
+            })();
+            if res.is_err() {
+                remove_remote_part(pool, target, &part);
+            }
+            res
+        }
+    }
+}
+
+fn remove_remote_part(pool: &Arc<Pool>, target: &Target, part: &str) {
+    let d = Deadline::cleanup(Duration::from_secs(5));
+    if let Err(e) = helper(pool, target, &format!("rm -f -- {}", shell_quote(part)), &d) {
+        tracing::warn!(target = %target, part, error = %e, "could not remove the part file of a failed copy");
+    }
+}
+
+/// A failed copy: drop the sink's channel (its session is broken or mid-stream) and
+/// remove the part file.
+fn abort(sink: Sink<'_>) {
+    match sink {
+        Sink::Local { file, part, .. } => {
+            drop(file);
+            let _ = std::fs::remove_file(&part);
+        }
+        Sink::Remote {
+            mut cat,
+            pool,
+            target,
+            part,
+            ..
+        } => {
+            cat.lease.mark_broken();
+            drop(cat);
+            remove_remote_part(pool, target, &part);
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! File copies against a real sshd: round trip with checksum and progress, awkward paths,
+//! sshd killed in the middle of an upload and of a download, a full remote disk, and a
+//! copy between two hosts. The rule under test: never a partial file under the final name.
+
+mod common;
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::sshd::{Sshd, SshdOptions};
+use provhost::prim::host::{scp_between, Host};
+use provhost::prim::scp::{shell_quote, CopyOptions, Progress, ScpError};
+use provhost::prim::ssh::{ExecOptions, HostKeyPolicy};
+
+/// A file of `size` pseudo-random bytes (xorshift; fast, incompressible enough).
+fn random_file(path: &Path, size: usize) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ size as u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        let n = left.min(buf.len());
+        f.write_all(&buf[..n]).expect("write");
+        left -= n;
+    }
+    f.flush().expect("flush");
+}
+
+fn remote(s: &Sshd) -> Host {
+    Host::remote(s.pool(), s.target(HostKeyPolicy::Strict))
+}
+
+/// Files in `dir` whose name contains `provhost-part`.
+fn part_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains("provhost-part"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn upload_and_download_round_trip_with_checksum_and_progress() {
+    let s = Sshd::start();
+    let h = remote(&s);
+    let src = s.path("src.bin");
+    random_file(&src, 20 << 20);
+    let dst = s.path("up.bin");
+    let mut seen: Vec<Progress> = Vec::new();
+    let opts = CopyOptions {
+        sha256: true,
+        ..CopyOptions::default()
+    };
+    let rep = h
+        .upload(&src, &dst.display().to_string(), &opts, &mut |p| seen.push(p))
+        .expect("upload");
+    assert_eq!(rep.bytes, 20 << 20);
+    assert_eq!(rep.sha256.as_deref().map(str::len), Some(64));
+    assert_eq!(seen.first().map(|p| p.done), Some(0));
+    assert_eq!(seen.last().copied(), Some(Progress { done: 20 << 20, total: 20 << 20 }));
+    assert!(std::fs::read(&src).expect("src") == std::fs::read(&dst).expect("dst"), "uploaded bytes differ");
+
+    let back = s.path("down.bin");
+    let rep2 = h
+        .download(&dst.display().to_string(), &back, &opts, &mut |_| {})
+        .expect("download");
+    assert_eq!(rep2.sha256, rep.sha256);
+    assert!(std::fs::read(&src).expect("src") == std::fs::read(&back).expect("back"), "downloaded bytes differ");
+    assert!(part_files(s.dir.path()).is_empty(), "{:?}", part_files(s.dir.path()));
+
+    let err = h
+        .download("/nonexistent/file", &s.path("x.bin"), &opts, &mut |_| {})
+        .expect_err("missing source");
+    assert!(matches!(err, ScpError::Remote { .. }), "{err}");
+    assert!(!s.path("x.bin").exists());
+}
+
+#[test]
+fn paths_with_spaces_and_quotes_are_copied_exactly() {
+    let s = Sshd::start();
+    let h = remote(&s);
+    let dir = s.path("it's a \"dir\" $HOME `x`");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let src = s.path("plain.bin");
+    random_file(&src, 100_000);
+    let dst = dir.join("file with 'quotes' & spaces;.bin");
+    let dst_s = dst.display().to_string();
+    h.upload(&src, &dst_s, &CopyOptions::default(), &mut |_| {}).expect("upload");
+    assert!(std::fs::read(&src).expect("src") == std::fs::read(&dst).expect("dst"));
+    let o = h
+        .run(&format!("wc -c < {}", shell_quote(&dst_s)), &ExecOptions::default())
+        .expect("run");
+    assert_eq!(o.stdout.trim(), "100000");
+    let back = dir.join("back 'again'.bin");
+    h.download(&dst_s, &back, &CopyOptions::default(), &mut |_| {}).expect("download");
+    assert!(std::fs::read(&src).expect("src") == std::fs::read(&back).expect("back"));
+}
+
+#[test]
+fn sshd_killed_mid_upload_leaves_no_file_under_the_final_name_and_the_pool_recovers() {
+    let s = RefCell::new(Sshd::start());
+    let (h, src, dst) = {
+        let s = s.borrow();
+        let src = s.path("big.bin");
+        random_file(&src, 256 << 20);
+        (remote(&s), src, s.path("big-copy.bin"))
+    };
+    let mut killed = false;
+    let err = h
+        .upload(&src, &dst.display().to_string(), &CopyOptions::default(), &mut |p| {
+            if p.done > 0 && !killed {
+                killed = true;
+                s.borrow_mut().kill();
+            }
+        })
+        .expect_err("sshd died");
+    assert!(killed, "the copy was interrupted mid-way");
+    assert!(matches!(err, ScpError::Ssh(_)), "{err}");
+    assert!(!dst.exists(), "no file under the final name");
+    s.borrow_mut().restart();
+    let small = s.borrow().path("small.bin");
+    random_file(&small, 4096);
+    h.upload(&small, &dst.display().to_string(), &CopyOptions::default(), &mut |_| {})
+        .expect("pool recovers");
+    assert_eq!(std::fs::metadata(&dst).expect("dst").len(), 4096);
+}
+
+#[test]
+fn sshd_killed_mid_download_leaves_no_local_file() {
+    let s = RefCell::new(Sshd::start());
+    let (h, src, dst) = {
+        let s = s.borrow();
+        let src = s.path("big.bin");
+        random_file(&src, 256 << 20);
+        (remote(&s), src, s.path("local-copy.bin"))
+    };
+    let mut killed = false;
+    let err = h
+        .download(&src.display().to_string(), &dst, &CopyOptions::default(), &mut |p| {
+            if p.done > 0 && !killed {
+                killed = true;
+                s.borrow_mut().kill();
+            }
+        })
+        .expect_err("sshd died");
+    assert!(killed);
+    assert!(matches!(err, ScpError::Ssh(_)), "{err}");
+    assert!(!dst.exists(), "no file under the final name");
+    assert!(part_files(s.borrow().dir.path()).is_empty(), "local part file removed");
+    s.borrow_mut().restart();
+    h.download(&src.display().to_string(), &dst, &CopyOptions::default(), &mut |_| {})
+        .expect("pool recovers");
+    assert_eq!(std::fs::metadata(&dst).expect("dst").len(), 256 << 20);
+}
+
+#[test]
+fn a_full_remote_disk_is_a_clear_error_and_leaves_nothing() {
+    let test = "a_full_remote_disk_is_a_clear_error_and_leaves_nothing";
+    if !common::root_or_skip(test, "mounts a tmpfs in a mount namespace") || !common::tool_or_skip(test, "unshare") {
+        return;
+    }
+    let s = Sshd::start_with(SshdOptions {
+        tmpfs: Some("1m".into()),
+        ..SshdOptions::default()
+    });
+    let h = remote(&s);
+    let small = s.path("small").display().to_string();
+    // The tmpfs exists only in sshd's mount namespace: look through the host.
+    let df = h.run(&format!("df -k {}", shell_quote(&small)), &ExecOptions::default()).expect("df");
+    assert!(df.stdout.contains("provhost-test"), "tmpfs mounted: {}", df.stdout);
+    let src = s.path("img.bin");
+    random_file(&src, 4 << 20);
+    let dst = format!("{small}/img.bin");
+    let err = h
+        .upload(&src, &dst, &CopyOptions::default(), &mut |_| {})
+        .expect_err("disk full");
+    assert!(err.to_string().contains("No space left on device"), "{err}");
+    let ls = h.run(&format!("ls -A {}", shell_quote(&small)), &ExecOptions::default()).expect("ls");
+    assert_eq!(ls.stdout, "", "neither the file nor its part file is left");
+}
+
+#[test]
+fn a_file_is_copied_between_two_hosts_through_this_node() {
+    let a = Sshd::start();
+    let b = Sshd::start();
+    let (ha, hb) = (remote(&a), remote(&b));
+    let src = a.path("image.qcow2");
+    random_file(&src, 8 << 20);
+    let dst = b.path("library copy.qcow2");
+    let opts = CopyOptions {
+        sha256: true,
+        ..CopyOptions::default()
+    };
+    let rep = scp_between(&ha, &src.display().to_string(), &hb, &dst.display().to_string(), &opts, &mut |_| {})
+        .expect("copy");
+    assert_eq!(rep.bytes, 8 << 20);
+    assert!(std::fs::read(&src).expect("src") == std::fs::read(&dst).expect("dst"));
+    // Local to local (the embedded setup's image library) uses the same path.
+    let local = Host::local(Arc::new(a.config()));
+    let dst2 = a.path("local copy.bin");
+    scp_between(&local, &src.display().to_string(), &local, &dst2.display().to_string(), &opts, &mut |_| {})
+        .expect("local copy");
+    assert!(std::fs::read(&src).expect("src") == std::fs::read(&dst2).expect("dst2"));
+}
