@@ -72,11 +72,17 @@ pub struct Rig {
 impl Rig {
     /// `computers` sim computers (`lab1.test` …) on a fresh database; `None` only when
     /// MariaDB runs are skipped explicitly.
-    pub async fn new(
+    pub async fn new(backend: Backend, computers: usize, os_module: &str, load_seconds: f64) -> Option<Rig> {
+        Rig::with_families(backend, computers, os_module, load_seconds, &[]).await
+    }
+
+    /// Like `new`, with primitive families (e.g. remote execution set up for a lab host).
+    pub async fn with_families(
         backend: Backend,
         computers: usize,
         os_module: &str,
         load_seconds: f64,
+        families: &[Arc<dyn provhost::host::Primitives>],
     ) -> Option<Rig> {
         let t = TestDb::initialized(backend).await?;
         let w = world(&t.db, computers).await;
@@ -84,7 +90,10 @@ impl Rig {
         let scripts = ScriptDir::new();
         scripts.write("provisioning/sim.rhai", sim_source(load_seconds));
         scripts.write("os/linux.rhai", os_module);
-        let host = scripts.host(test_limits());
+        let host = ScriptHost::new(
+            provhost::host::HostOptions { scripts_dir: scripts.scripts.clone(), stdlib_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/stdlib").into(), limits: test_limits() },
+            families,
+        );
         let errors = host.load_all();
         assert!(errors.is_empty(), "{errors:?}");
         Some(Rig {
@@ -131,12 +140,16 @@ impl Rig {
     }
 
     pub async fn request(&self, computer: &str, image: &str) -> Created {
+        self.request_for(computer, image, "ann").await
+    }
+
+    pub async fn request_for(&self, computer: &str, image: &str, user: &str) -> Created {
         new_request(
             &self.t.db,
             &NewRequest {
                 image: image.into(),
                 computer: ComputerChoice::Named(computer.into()),
-                user: "ann".into(),
+                user: user.into(),
                 start: None,
                 end: None,
             },
