@@ -309,24 +309,60 @@ async fn an_edit_mid_flow_does_not_change_the_running_load(backend: Backend) {
 }
 
 async fn image_capture_makes_a_new_revision_and_reloads(backend: Backend) {
-    let Some(rig) = Rig::new(backend, 1, RECORDING_OS, 0.2).await else { return };
+    let Some(rig) = Rig::new(backend, 1, RECORDING_OS, 0.2).await else {
+        return;
+    };
     let (daemon, stop) = rig.spawn(rig.config()).await;
     let c = rig.request("lab1.test", "debian12").await;
-    rig.wait_log(c.reservation_id, "acknowledgetimeout", T).await;
-    provhost::db::flow::acknowledge(&rig.t.db, c.reservation_id, "192.0.2.8").await.expect("ack");
+    rig.wait_log(c.reservation_id, "acknowledgetimeout", T)
+        .await;
+    provhost::db::flow::acknowledge(&rig.t.db, c.reservation_id, "192.0.2.8")
+        .await
+        .expect("ack");
     rig.wait_log(c.reservation_id, "connected", T).await;
     rig.wait_state(c.request_id, "inuse", T).await;
     // The user asks for an image of their computer (the web front end sets state image).
     let image_state = provhost::vcl::state_id("image").expect("id");
     rig.t.exec(&format!("UPDATE `request` SET `stateid` = {image_state}, `laststateid` = 8 WHERE `id` = {} AND `stateid` = 8", c.request_id)).await;
     rig.wait_state(c.request_id, "complete", T).await;
-    let revisions = rig.t.scalar(&format!("SELECT COUNT(*) FROM `imagerevision` WHERE `imageid` = {}", c.image_id)).await;
+    let revisions = rig
+        .t
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM `imagerevision` WHERE `imageid` = {}",
+            c.image_id
+        ))
+        .await;
     assert_eq!(revisions, 2, "a new revision was created");
-    assert_eq!(rig.t.scalar(&format!("SELECT `size` FROM `image` WHERE `id` = {}", c.image_id)).await, 1024);
-    assert_eq!(rig.computer_var(c.computer_id, "sim_captured").await.as_deref(), Some("debian12-v1"));
-    let calls = rig.computer_var(c.computer_id, "os_calls").await.unwrap_or_default();
-    assert!(calls.ends_with("pre_capture") || calls.contains("pre_capture"), "{calls}");
-    let reload = rig.t.scalar(&format!("SELECT MAX(`requestid`) FROM `reservation` WHERE `computerid` = {}", c.computer_id)).await;
+    assert_eq!(
+        rig.t
+            .scalar(&format!(
+                "SELECT `size` FROM `image` WHERE `id` = {}",
+                c.image_id
+            ))
+            .await,
+        1024
+    );
+    assert_eq!(
+        rig.computer_var(c.computer_id, "sim_captured")
+            .await
+            .as_deref(),
+        Some("debian12-v1")
+    );
+    let calls = rig
+        .computer_var(c.computer_id, "os_calls")
+        .await
+        .unwrap_or_default();
+    assert!(
+        calls.ends_with("pre_capture") || calls.contains("pre_capture"),
+        "{calls}"
+    );
+    let reload = rig
+        .t
+        .scalar(&format!(
+            "SELECT MAX(`requestid`) FROM `reservation` WHERE `computerid` = {}",
+            c.computer_id
+        ))
+        .await;
     rig.wait_state(reload, "complete", T).await;
     assert_eq!(rig.computer_state(c.computer_id).await, "available");
     let _ = stop.send(());
@@ -334,16 +370,30 @@ async fn image_capture_makes_a_new_revision_and_reloads(backend: Backend) {
 }
 
 async fn tomaintenance_powers_off_and_parks_the_computer(backend: Backend) {
-    let Some(rig) = Rig::new(backend, 1, RECORDING_OS, 0.2).await else { return };
+    let Some(rig) = Rig::new(backend, 1, RECORDING_OS, 0.2).await else {
+        return;
+    };
     let c = rig.request("lab1.test", "debian12").await;
-    provhost::db::flow::set_computer_var(&rig.t.db, c.computer_id, "sim_power", "on").await.expect("var");
+    provhost::db::flow::set_computer_var(&rig.t.db, c.computer_id, "sim_power", "on")
+        .await
+        .expect("var");
     let tm = provhost::vcl::state_id("tomaintenance").expect("id");
-    rig.t.exec(&format!("UPDATE `request` SET `stateid` = {tm} WHERE `id` = {}", c.request_id)).await;
+    rig.t
+        .exec(&format!(
+            "UPDATE `request` SET `stateid` = {tm} WHERE `id` = {}",
+            c.request_id
+        ))
+        .await;
     let d = rig.daemon(rig.config()).await;
     d.run(std::future::pending(), true).await.expect("once");
     assert_eq!(rig.request_state(c.request_id).await, "complete");
     assert_eq!(rig.computer_state(c.computer_id).await, "maintenance");
-    assert_eq!(rig.computer_var(c.computer_id, "sim_power").await.as_deref(), Some("off"));
+    assert_eq!(
+        rig.computer_var(c.computer_id, "sim_power")
+            .await
+            .as_deref(),
+        Some("off")
+    );
 }
 
 on_both_backends!(

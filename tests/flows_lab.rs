@@ -21,51 +21,107 @@ const T: Duration = Duration::from_secs(90);
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn user_exists(login: &str) -> bool {
-    Command::new("id").arg("-u").arg(login).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .arg(login)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 fn connect_set(lab: &LabHost) -> String {
     let out = Command::new("ip")
-        .args(["netns", "exec", &lab.ns, "nft", "list", "set", "inet", "provhost", "connect"])
+        .args([
+            "netns", "exec", &lab.ns, "nft", "list", "set", "inet", "provhost", "connect",
+        ])
         .output()
         .expect("nft");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
-    if !common::root_or_skip("lab_host_user_and_firewall_follow_the_reservation", "network namespaces, useradd")
-        || !common::tool_or_skip("lab_host_user_and_firewall_follow_the_reservation", "nft")
-        || !common::tool_or_skip("lab_host_user_and_firewall_follow_the_reservation", "useradd")
+    if !common::root_or_skip(
+        "lab_host_user_and_firewall_follow_the_reservation",
+        "network namespaces, useradd",
+    ) || !common::tool_or_skip("lab_host_user_and_firewall_follow_the_reservation", "nft")
+        || !common::tool_or_skip(
+            "lab_host_user_and_firewall_follow_the_reservation",
+            "useradd",
+        )
     {
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().await;
     let lab = LabHost::start();
     let ssh = RemotePrims::new(lab.sshd().config());
-    let linux = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/os/linux.rhai")).expect("linux.rhai");
-    let Some(rig) = Rig::with_families(backend, 1, &linux, 0.2, &[Arc::new(ssh)]).await else { return };
+    let linux = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/os/linux.rhai"
+    ))
+    .expect("linux.rhai");
+    let Some(rig) = Rig::with_families(backend, 1, &linux, 0.2, &[Arc::new(ssh)]).await else {
+        return;
+    };
     // The computer is the lab host (type lab: its root password is the site's, not ours).
-    rig.t.exec(&format!("UPDATE `computer` SET `IPaddress` = '{0}', `privateIPaddress` = '{0}', `type` = 'lab'", lab.addr)).await;
-    let login = format!("pht{}{}", std::process::id() % 100_000, if backend == Backend::Sqlite { "s" } else { "m" });
-    provhost::db::inventory::add_user(&rig.t.db, &login, None).await.expect("user");
+    rig.t
+        .exec(&format!(
+            "UPDATE `computer` SET `IPaddress` = '{0}', `privateIPaddress` = '{0}', `type` = 'lab'",
+            lab.addr
+        ))
+        .await;
+    let login = format!(
+        "pht{}{}",
+        std::process::id() % 100_000,
+        if backend == Backend::Sqlite { "s" } else { "m" }
+    );
+    provhost::db::inventory::add_user(&rig.t.db, &login, None)
+        .await
+        .expect("user");
     let _ = Command::new("userdel").args(["-r", &login]).output();
 
     let (daemon, stop) = rig.spawn(rig.config()).await;
     let c = rig.request_for("lab1.test", "debian12", &login).await;
-    rig.t.exec(&format!("UPDATE `request` SET `checkuser` = 0 WHERE `id` = {}", c.request_id)).await;
-    rig.wait_log(c.reservation_id, "acknowledgetimeout", T).await;
-    assert!(!user_exists(&login), "no user before the acknowledgement (Linux adds users at Connect)");
-    assert!(connect_set(&lab).contains("elements") == false || !connect_set(&lab).contains("192.0.2.55"));
+    rig.t
+        .exec(&format!(
+            "UPDATE `request` SET `checkuser` = 0 WHERE `id` = {}",
+            c.request_id
+        ))
+        .await;
+    rig.wait_log(c.reservation_id, "acknowledgetimeout", T)
+        .await;
+    assert!(
+        !user_exists(&login),
+        "no user before the acknowledgement (Linux adds users at Connect)"
+    );
+    assert!(
+        connect_set(&lab).contains("elements") == false
+            || !connect_set(&lab).contains("192.0.2.55")
+    );
 
-    provhost::db::flow::acknowledge(&rig.t.db, c.reservation_id, "192.0.2.55").await.expect("ack");
+    provhost::db::flow::acknowledge(&rig.t.db, c.reservation_id, "192.0.2.55")
+        .await
+        .expect("ack");
     rig.wait_log(c.reservation_id, "connected", T).await;
     assert!(user_exists(&login), "user {login} created on the lab host");
-    assert!(connect_set(&lab).contains("192.0.2.55"), "firewall opened for the user: {}", connect_set(&lab));
+    assert!(
+        connect_set(&lab).contains("192.0.2.55"),
+        "firewall opened for the user: {}",
+        connect_set(&lab)
+    );
 
-    provhost::db::flow::end_now(&rig.t.db, c.request_id).await.expect("end");
+    provhost::db::flow::end_now(&rig.t.db, c.request_id)
+        .await
+        .expect("end");
     rig.wait_state(c.request_id, "complete", T).await;
-    assert!(!user_exists(&login), "user {login} removed from the lab host");
-    assert!(!connect_set(&lab).contains("192.0.2.55"), "firewall closed again: {}", connect_set(&lab));
+    assert!(
+        !user_exists(&login),
+        "user {login} removed from the lab host"
+    );
+    assert!(
+        !connect_set(&lab).contains("192.0.2.55"),
+        "firewall closed again: {}",
+        connect_set(&lab)
+    );
     let log = rig.log(c.reservation_id).await;
     assert!(log.iter().all(|(n, _)| n != "failed"), "{log:?}");
     let _ = stop.send(());
@@ -73,4 +129,63 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
     let _ = Command::new("userdel").args(["-r", &login]).output();
 }
 
-on_both_backends!(lab_host_user_and_firewall_follow_the_reservation);
+async fn shell_metacharacters_in_a_user_name_fail_the_reservation_safely(backend: Backend) {
+    let test = "shell_metacharacters_in_a_user_name_fail_the_reservation_safely";
+    if !common::root_or_skip(test, "network namespaces") || !common::tool_or_skip(test, "nft") {
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let lab = LabHost::start();
+    let ssh = RemotePrims::new(lab.sshd().config());
+    let linux = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/os/linux.rhai"
+    ))
+    .expect("linux.rhai");
+    let Some(rig) = Rig::with_families(backend, 1, &linux, 0.1, &[Arc::new(ssh)]).await else {
+        return;
+    };
+    rig.t
+        .exec(&format!(
+            "UPDATE `computer` SET `IPaddress` = '{0}', `privateIPaddress` = '{0}', `type` = 'lab'",
+            lab.addr
+        ))
+        .await;
+    let marker = format!(
+        "/tmp/provhost-pwned-{}-{}",
+        std::process::id(),
+        if backend == Backend::Sqlite { "s" } else { "m" }
+    );
+    let evil = format!("x$(touch {marker});id");
+    provhost::db::inventory::add_user(&rig.t.db, &evil, None)
+        .await
+        .expect("user");
+
+    let (daemon, stop) = rig.spawn(rig.config()).await;
+    let c = rig.request_for("lab1.test", "debian12", &evil).await;
+    rig.wait_log(c.reservation_id, "acknowledgetimeout", T)
+        .await;
+    provhost::db::flow::acknowledge(&rig.t.db, c.reservation_id, "192.0.2.56")
+        .await
+        .expect("ack");
+    rig.wait_state(c.request_id, "failed", T).await;
+    let log = rig.log(c.reservation_id).await;
+    assert!(
+        log.iter()
+            .any(|(n, t)| n == "failed"
+                && t.contains("os/linux::add_user: threw refusing user name")),
+        "{log:?}"
+    );
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "the user name was executed as a command"
+    );
+    assert_eq!(rig.computer_state(c.computer_id).await, "failed");
+    let _ = stop.send(());
+    daemon.await.expect("daemon");
+}
+
+on_both_backends!(
+    lab_host_user_and_firewall_follow_the_reservation,
+    shell_metacharacters_in_a_user_name_fail_the_reservation_safely,
+);

@@ -2,11 +2,11 @@
 //! Rhai binding second (`register`), and every one that waits is bounded by its own
 //! timeout and by the calling routine's deadline (`host::engine::remaining`).
 
-pub mod log;
-pub mod secret;
-pub mod wait;
 pub mod host;
 pub mod local;
+pub mod log;
 pub mod remote;
 pub mod scp;
+pub mod secret;
 pub mod ssh;
+pub mod wait;

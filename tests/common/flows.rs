@@ -72,7 +72,12 @@ pub struct Rig {
 impl Rig {
     /// `computers` sim computers (`lab1.test` …) on a fresh database; `None` only when
     /// MariaDB runs are skipped explicitly.
-    pub async fn new(backend: Backend, computers: usize, os_module: &str, load_seconds: f64) -> Option<Rig> {
+    pub async fn new(
+        backend: Backend,
+        computers: usize,
+        os_module: &str,
+        load_seconds: f64,
+    ) -> Option<Rig> {
         Rig::with_families(backend, computers, os_module, load_seconds, &[]).await
     }
 
@@ -91,7 +96,11 @@ impl Rig {
         scripts.write("provisioning/sim.rhai", sim_source(load_seconds));
         scripts.write("os/linux.rhai", os_module);
         let host = ScriptHost::new(
-            provhost::host::HostOptions { scripts_dir: scripts.scripts.clone(), stdlib_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/stdlib").into(), limits: test_limits() },
+            provhost::host::HostOptions {
+                scripts_dir: scripts.scripts.clone(),
+                stdlib_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/stdlib").into(),
+                limits: test_limits(),
+            },
             families,
         );
         let errors = host.load_all();
