@@ -189,10 +189,10 @@ async fn two_daemons_with_one_node_id_never_double_process(backend: Backend) {
         b.run(std::future::pending(), true)
     );
     let (sa, sb) = (ra.expect("a"), rb.expect("b"));
-    assert!(
-        sa.processed > 0 && sb.processed > 0,
-        "both daemons worked: {sa:?} {sb:?}"
-    );
+    // Each request passes through four flows (new, reserved, timeout, reload), each claimed
+    // once: any double claim would push the sum over 4 × N. (Which daemon wins how many
+    // claims is up to the database: SQLite's single writer often lets one take them all.)
+    assert_eq!(sa.processed + sb.processed, 4 * N, "{sa:?} {sb:?}");
     for c in &created {
         assert_eq!(rig.request_state(c.request_id).await, "complete");
         let log = rig.log(c.reservation_id).await;
