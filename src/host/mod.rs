@@ -186,7 +186,7 @@ impl ScriptHost {
                 });
         match result {
             Ok((key, version, generation)) => {
-                tracing::info!(path = %path.display(), module = %format!("{}/{}", key.0, key.1), version, generation, "module loaded");
+                tracing::debug!(path = %path.display(), module = %format!("{}/{}", key.0, key.1), version, generation, "module loaded");
                 let _ = self.events.send(ReloadEvent::Loaded {
                     path: path.to_path_buf(),
                     key: key.clone(),
