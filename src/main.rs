@@ -63,6 +63,11 @@ enum Command {
         #[command(subcommand)]
         command: provhost::db::cli::DbCommand,
     },
+    /// Add users, images and computers.
+    Add {
+        #[command(subcommand)]
+        command: provhost::db::cli::AddCommand,
+    },
     /// Reservation requests: `request new`, `request list`.
     Request {
         #[command(subcommand)]
@@ -147,6 +152,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { once, url } => serve(&config, once, url).await,
+        Command::Add { command } => {
+            provhost::db::cli::add(&config, command).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo => {
             let mut out = std::io::stdout();
             provhost::demo::run(&config, &provhost::primitive_families(&config), &mut out).await?;

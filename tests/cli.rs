@@ -192,3 +192,145 @@ fn demo_runs_the_life_cycle_on_a_fresh_machine() {
     }
     assert!(stdout.contains("post_load,grant_access:192.0.2.10,add_user:demo,revoke_access,delete_user:demo,sanitize,post_load"), "{stdout}");
 }
+
+/// The operator's path on the embedded default (SQLite in the data folder): `db init`,
+/// `add`, `serve` in the background, `request new|connect|end`, `log`.
+#[test]
+fn serve_request_and_log_show_the_life_cycle() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for sub in ["scripts", "stdlib"] {
+        let status = Command::new("cp")
+            .arg("-r")
+            .arg(root().join(sub))
+            .arg(dir.path())
+            .status()
+            .expect("cp");
+        assert!(status.success());
+    }
+    // A long poll interval: the request commands wake the daemon through its socket.
+    std::fs::write(
+        dir.path().join("provhost.toml"),
+        "[daemon]\npoll_interval_secs = 30\n[daemon.timings]\nacknowledgetimeout = 60\nacknowledge_poll_ms = 100\ninitialconnecttimeout = 10\nconnect_poll = 1\n",
+    )
+    .expect("config");
+    let run = |args: &[&str]| {
+        let out = provhost(dir.path(), args);
+        assert!(
+            out.status.success(),
+            "provhost {args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    run(&["db", "init"]);
+    run(&["add", "user", "ann"]);
+    run(&["add", "image", "deb", "--os", "sim"]);
+    run(&[
+        "add",
+        "computer",
+        "sim1",
+        "--ip",
+        "192.0.2.5",
+        "--provisioning",
+        "sim",
+    ]);
+
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let log_file = std::fs::File::create(dir.path().join("serve.log")).expect("log");
+    let mut serve = Kill(
+        Command::new(env!("CARGO_BIN_EXE_provhost"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_remove("PROVHOST_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("serve"),
+    );
+    // Wait for the wake socket: the daemon is up.
+    let t = std::time::Instant::now();
+    while !dir.path().join("data/provhost.wake").exists() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "serve did not start: {}",
+            std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = run(&[
+        "request",
+        "new",
+        "--image",
+        "deb",
+        "--computer",
+        "sim1",
+        "--user",
+        "ann",
+    ]);
+    assert!(out.starts_with("request 1 (reservation 1)"), "{out}");
+    let wait_for = |reservation: &str, word: &str| {
+        let t = std::time::Instant::now();
+        loop {
+            let log = run(&["log", reservation]);
+            if log.contains(word) {
+                return log;
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(60),
+                "no {word} in:\n{log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    wait_for("1", "acknowledgetimeout");
+    run(&["request", "connect", "1", "--ip", "192.0.2.9"]);
+    wait_for("1", "connected");
+    run(&["request", "end", "1"]);
+    wait_for("2", "nodeready");
+    let log = run(&["log", "1"]);
+    let mut at = 0;
+    for step in [
+        "statuscheck",
+        "startload",
+        "nodeready",
+        "reserved",
+        "addinguser",
+        "connected",
+        "timeout",
+        "loadimagevmware",
+    ] {
+        let found = log[at..]
+            .find(step)
+            .unwrap_or_else(|| panic!("{step} missing after position {at}:\n{log}"));
+        at += found;
+    }
+    // A clean stop: SIGTERM, exit 0, nothing left pending.
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(serve.0.id() as libc::pid_t, libc::SIGTERM) };
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = serve.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(30),
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+    );
+    let list = run(&["request", "list", "--all"]);
+    assert!(!list.contains("pending"), "{list}");
+}
