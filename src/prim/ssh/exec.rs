@@ -314,6 +314,11 @@ fn run_inner(
         if eof && !progressed {
             break;
         }
+        if !progressed && ch.eof() {
+            // The reads just processed the end of the stream: one more pass drains what
+            // came with it, then the check above ends the loop.
+            continue;
+        }
         if !progressed {
             if d.expired() || d.check(conn.label(), "running the command").is_err() {
                 let error = d.error(conn.label(), "command");
