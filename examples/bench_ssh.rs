@@ -50,15 +50,17 @@ fn run_ok(mut c: Command, what: &str) {
     assert!(st.success(), "{what} failed: {st}");
 }
 
-/// Wait for `pid` and return (success, peak RSS in KiB) from wait4's rusage.
-fn wait_rss(child: std::process::Child) -> (bool, i64) {
+/// Wait for `pid` and return (success, peak RSS in KiB, CPU seconds user+system of the
+/// child and its reaped children) from wait4's rusage.
+fn wait_rss(child: std::process::Child) -> (bool, i64, f64) {
     let mut status: libc::c_int = 0;
     // SAFETY: zeroed rusage is a valid out-parameter.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: waiting for our own child; pointers valid for the call.
     let rc = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
     std::mem::forget(child);
-    (rc > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, ru.ru_maxrss)
+    let cpu = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (rc > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, ru.ru_maxrss, cpu(ru.ru_utime) + cpu(ru.ru_stime))
 }
 
 fn per_sec(n: usize, d: Duration) -> String {
@@ -238,6 +240,7 @@ fn copies(s: &Sshd, mb: usize, rows: &mut Vec<Row>) -> Vec<(String, f64)> {
         // provhost, in a child process for its own peak RSS (warm: second of two runs).
         let mut secs = 0.0;
         let mut rss = 0;
+        let mut cpu = 0.0;
         for _ in 0..2 {
             let child = Command::new(&exe)
                 .args(["--copy-child", &s.dir.path().display().to_string(), &s.port.to_string(), dir, &from.display().to_string(), &to.display().to_string(), cipher])
@@ -245,16 +248,18 @@ fn copies(s: &Sshd, mb: usize, rows: &mut Vec<Row>) -> Vec<(String, f64)> {
                 .spawn()
                 .expect("child");
             let start = Instant::now();
-            let (ok, r) = wait_rss(child);
+            let (ok, r, c) = wait_rss(child);
             assert!(ok, "provhost copy child failed");
             secs = start.elapsed().as_secs_f64();
             rss = r;
+            cpu = c;
         }
         let ours = bytes / secs / 1e6;
-        rows.push(Row { case: format!("{mb} MiB copy {dir}"), how: format!("provhost ({cipher})"), value: format!("{ours:.0} MB/s ({secs:.2} s)"), note: format!("peak RSS {} MiB (whole process)", rss / 1024) });
+        rows.push(Row { case: format!("{mb} MiB copy {dir}"), how: format!("provhost ({cipher})"), value: format!("{ours:.0} MB/s ({secs:.2} s)"), note: format!("peak RSS {} MiB (whole process), client CPU {cpu:.2} s", rss / 1024) });
         let _ = std::fs::remove_file(if dir == "up" { s.path("scp-up.bin") } else { s.path("scp-down.bin") });
         let mut secs = 0.0;
         let mut rss = 0;
+        let mut cpu = 0.0;
         for _ in 0..2 {
             let remote = |p: &Path| format!("{}@{}:{}", s.user, s.addr, p.display());
             let (a, b) = if dir == "up" { (from.display().to_string(), remote(&s.path("scp-up.bin"))) } else { (remote(&from), s.path("scp-down.bin").display().to_string()) };
@@ -268,13 +273,14 @@ fn copies(s: &Sshd, mb: usize, rows: &mut Vec<Row>) -> Vec<(String, f64)> {
                 .spawn()
                 .expect("scp");
             let start = Instant::now();
-            let (ok, r) = wait_rss(child);
+            let (ok, r, c) = wait_rss(child);
             assert!(ok, "scp failed");
             secs = start.elapsed().as_secs_f64();
             rss = r;
+            cpu = c;
         }
         let theirs = bytes / secs / 1e6;
-        rows.push(Row { case: format!("{mb} MiB copy {dir}"), how: format!("OpenSSH scp ({cipher})"), value: format!("{theirs:.0} MB/s ({secs:.2} s)"), note: format!("peak RSS {} MiB (scp client)", rss / 1024) });
+        rows.push(Row { case: format!("{mb} MiB copy {dir}"), how: format!("OpenSSH scp ({cipher})"), value: format!("{theirs:.0} MB/s ({secs:.2} s)"), note: format!("peak RSS {} MiB (scp client), client CPU {cpu:.2} s (scp + ssh)", rss / 1024) });
         ratios.push((format!("{dir} {cipher}"), ours / theirs));
     }
     ratios
