@@ -202,7 +202,7 @@ async fn call(
     timeout: Option<u64>,
     args: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
-    let host = ScriptHost::new(config.host_options(), &families(&config));
+    let host = ScriptHost::new(config.host_options(), &families(config));
     for e in host.load_all() {
         // Other modules' errors do not stop a call to a good one; say them anyway.
         eprintln!("warning: {e}");

@@ -40,10 +40,20 @@ fn four_lab_hosts_answer_at_their_own_addresses_in_parallel() {
     let mut handles = Vec::new();
     for l in &labs {
         for _ in 0..8 {
-            let (p, t, addr) = (Arc::clone(&pool), l.sshd().target(HostKeyPolicy::Strict), l.addr.clone());
+            let (p, t, addr) = (
+                Arc::clone(&pool),
+                l.sshd().target(HostKeyPolicy::Strict),
+                l.addr.clone(),
+            );
             handles.push(std::thread::spawn(move || {
-                let o = p.exec(&t, "ip -4 -o addr show", &ExecOptions::default()).expect("run");
-                assert!(o.stdout.contains(&format!("inet {addr}/30")), "{addr}: {}", o.stdout);
+                let o = p
+                    .exec(&t, "ip -4 -o addr show", &ExecOptions::default())
+                    .expect("run");
+                assert!(
+                    o.stdout.contains(&format!("inet {addr}/30")),
+                    "{addr}: {}",
+                    o.stdout
+                );
             }));
         }
     }
@@ -62,15 +72,21 @@ fn an_unplugged_lab_host_fails_within_the_connect_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pool = pool_for(&[&lab], dir.path(), 2);
     let t = lab.sshd().target(HostKeyPolicy::Strict);
-    pool.exec(&t, "true", &ExecOptions::default()).expect("reachable first");
+    pool.exec(&t, "true", &ExecOptions::default())
+        .expect("reachable first");
     pool.close_idle();
     lab.unplug();
     let start = Instant::now();
-    let err = pool.exec(&t, "true", &ExecOptions::default()).expect_err("unplugged");
+    let err = pool
+        .exec(&t, "true", &ExecOptions::default())
+        .expect_err("unplugged");
     let took = start.elapsed();
     assert!(took < Duration::from_secs(4), "{took:?}");
     assert!(
-        matches!(err, SshError::ConnectTimeout { .. } | SshError::Connect { .. }),
+        matches!(
+            err,
+            SshError::ConnectTimeout { .. } | SshError::Connect { .. }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains(&lab.addr), "{err}");
@@ -87,10 +103,18 @@ fn wait_for_ssh_sees_a_lab_host_come_back_and_gives_up_in_time() {
     let h = Host::remote(Arc::clone(&pool), lab.sshd().target(HostKeyPolicy::Strict));
     lab.sshd_mut().kill();
     let start = Instant::now();
-    assert!(!h.wait_for_ssh(Duration::from_secs(1), Duration::from_millis(200)).expect("wait"));
-    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert!(!h
+        .wait_for_ssh(Duration::from_secs(1), Duration::from_millis(200))
+        .expect("wait"));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
     let h2 = h.clone();
-    let waiter = std::thread::spawn(move || h2.wait_for_ssh(Duration::from_secs(20), Duration::from_millis(200)));
+    let waiter = std::thread::spawn(move || {
+        h2.wait_for_ssh(Duration::from_secs(20), Duration::from_millis(200))
+    });
     std::thread::sleep(Duration::from_millis(700));
     lab.sshd_mut().restart();
     assert!(waiter.join().expect("thread").expect("wait"), "came back");

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use common::procs;
 use common::sshd::Sshd;
-use provhost::host::{CallOptions, Ctx, HostError, HostOptions, Limits, MemoryBackend, ReservationData, ScriptHost};
+use provhost::host::{
+    CallOptions, Ctx, HostError, HostOptions, Limits, MemoryBackend, ReservationData, ScriptHost,
+};
 use provhost::prim::remote::RemotePrims;
 
 const SCRIPT: &str = r#"
@@ -68,13 +70,19 @@ fn a_routine_runs_commands_and_copies_on_the_reservations_computer() {
     let s = Sshd::start();
     let (host, ctx, _dir) = setup(&s);
     let key = host.find_module("site/remote").expect("module");
-    let v = host.call(&key, "probe", Some(&ctx), vec![], &CallOptions::default()).expect("probe");
+    let v = host
+        .call(&key, "probe", Some(&ctx), vec![], &CallOptions::default())
+        .expect("probe");
     let m = v.cast::<rhai::Map>();
     let get = |k: &str| m.get(k).map(|v| v.to_string()).unwrap_or_default();
     assert_eq!(get("code"), "2");
     assert_eq!(get("out"), "hi\n");
     assert_eq!(get("err"), "err\n");
-    assert!(get("timeout").contains("timed out after 0.5 s"), "{}", get("timeout"));
+    assert!(
+        get("timeout").contains("timed out after 0.5 s"),
+        "{}",
+        get("timeout")
+    );
     assert_eq!(get("local"), "local\n");
     assert_eq!(get("up"), "true");
     assert_eq!(get("name"), format!("{}@127.0.0.1:{}", s.user, s.port));
@@ -87,20 +95,38 @@ fn a_routine_runs_commands_and_copies_on_the_reservations_computer() {
             &key,
             "copy",
             Some(&ctx),
-            vec![src.display().to_string().into(), dst.display().to_string().into()],
+            vec![
+                src.display().to_string().into(),
+                dst.display().to_string().into(),
+            ],
             &CallOptions::default(),
         )
         .expect("copy");
     let m = v.cast::<rhai::Map>();
-    assert_eq!(m.get("bytes").map(|v| v.to_string()), Some((3 << 20).to_string()));
-    assert_eq!(m.get("last").map(|v| v.to_string()), Some((3 << 20).to_string()));
+    assert_eq!(
+        m.get("bytes").map(|v| v.to_string()),
+        Some((3 << 20).to_string())
+    );
+    assert_eq!(
+        m.get("last").map(|v| v.to_string()),
+        Some((3 << 20).to_string())
+    );
     assert_eq!(m.get("sha").map(|v| v.to_string().len()), Some(64));
     assert_eq!(std::fs::read(&dst).expect("dst").len(), 3 << 20);
 
     let err = host
-        .call(&key, "bad_option", Some(&ctx), vec![], &CallOptions::default())
+        .call(
+            &key,
+            "bad_option",
+            Some(&ctx),
+            vec![],
+            &CallOptions::default(),
+        )
         .expect_err("typo");
-    assert!(err.to_string().contains("unknown option \"timeoot\""), "{err}");
+    assert!(
+        err.to_string().contains("unknown option \"timeoot\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -122,7 +148,11 @@ fn the_routine_deadline_stops_a_long_remote_command() {
         )
         .expect_err("deadline");
     assert!(matches!(err, HostError::Timeout { .. }), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     let gone = Instant::now() + Duration::from_secs(5);
     while procs::running("sleep 4325") && Instant::now() < gone {
         std::thread::sleep(Duration::from_millis(50));
@@ -146,16 +176,31 @@ fn provhost_call_runs_a_routine_against_a_real_host() {
     std::fs::write(dir.path().join("provhost.toml"), config).expect("config");
     std::fs::write(
         dir.path().join("ctx.toml"),
-        format!("computer_private_ip = \"127.0.0.1\"\ncomputer_ssh_port = {}\n", s.port),
+        format!(
+            "computer_private_ip = \"127.0.0.1\"\ncomputer_ssh_port = {}\n",
+            s.port
+        ),
     )
     .expect("ctx");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_provhost"))
         .current_dir(dir.path())
-        .args(["--config", "provhost.toml", "call", "site/remote", "probe", "--ctx", "ctx.toml"])
+        .args([
+            "--config",
+            "provhost.toml",
+            "call",
+            "site/remote",
+            "probe",
+            "--ctx",
+            "ctx.toml",
+        ])
         .output()
         .expect("provhost call");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON result");
     assert_eq!(v["out"], "hi\n");
     assert_eq!(v["code"], 2);

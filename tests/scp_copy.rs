@@ -63,21 +63,39 @@ fn upload_and_download_round_trip_with_checksum_and_progress() {
         ..CopyOptions::default()
     };
     let rep = h
-        .upload(&src, &dst.display().to_string(), &opts, &mut |p| seen.push(p))
+        .upload(&src, &dst.display().to_string(), &opts, &mut |p| {
+            seen.push(p)
+        })
         .expect("upload");
     assert_eq!(rep.bytes, 20 << 20);
     assert_eq!(rep.sha256.as_deref().map(str::len), Some(64));
     assert_eq!(seen.first().map(|p| p.done), Some(0));
-    assert_eq!(seen.last().copied(), Some(Progress { done: 20 << 20, total: 20 << 20 }));
-    assert!(std::fs::read(&src).expect("src") == std::fs::read(&dst).expect("dst"), "uploaded bytes differ");
+    assert_eq!(
+        seen.last().copied(),
+        Some(Progress {
+            done: 20 << 20,
+            total: 20 << 20
+        })
+    );
+    assert!(
+        std::fs::read(&src).expect("src") == std::fs::read(&dst).expect("dst"),
+        "uploaded bytes differ"
+    );
 
     let back = s.path("down.bin");
     let rep2 = h
         .download(&dst.display().to_string(), &back, &opts, &mut |_| {})
         .expect("download");
     assert_eq!(rep2.sha256, rep.sha256);
-    assert!(std::fs::read(&src).expect("src") == std::fs::read(&back).expect("back"), "downloaded bytes differ");
-    assert!(part_files(s.dir.path()).is_empty(), "{:?}", part_files(s.dir.path()));
+    assert!(
+        std::fs::read(&src).expect("src") == std::fs::read(&back).expect("back"),
+        "downloaded bytes differ"
+    );
+    assert!(
+        part_files(s.dir.path()).is_empty(),
+        "{:?}",
+        part_files(s.dir.path())
+    );
 
     let err = h
         .download("/nonexistent/file", &s.path("x.bin"), &opts, &mut |_| {})
@@ -96,14 +114,19 @@ fn paths_with_spaces_and_quotes_are_copied_exactly() {
     random_file(&src, 100_000);
     let dst = dir.join("file with 'quotes' & spaces;.bin");
     let dst_s = dst.display().to_string();
-    h.upload(&src, &dst_s, &CopyOptions::default(), &mut |_| {}).expect("upload");
+    h.upload(&src, &dst_s, &CopyOptions::default(), &mut |_| {})
+        .expect("upload");
     assert!(std::fs::read(&src).expect("src") == std::fs::read(&dst).expect("dst"));
     let o = h
-        .run(&format!("wc -c < {}", shell_quote(&dst_s)), &ExecOptions::default())
+        .run(
+            &format!("wc -c < {}", shell_quote(&dst_s)),
+            &ExecOptions::default(),
+        )
         .expect("run");
     assert_eq!(o.stdout.trim(), "100000");
     let back = dir.join("back 'again'.bin");
-    h.download(&dst_s, &back, &CopyOptions::default(), &mut |_| {}).expect("download");
+    h.download(&dst_s, &back, &CopyOptions::default(), &mut |_| {})
+        .expect("download");
     assert!(std::fs::read(&src).expect("src") == std::fs::read(&back).expect("back"));
 }
 
@@ -118,12 +141,17 @@ fn sshd_killed_mid_upload_leaves_no_file_under_the_final_name_and_the_pool_recov
     };
     let mut killed = false;
     let err = h
-        .upload(&src, &dst.display().to_string(), &CopyOptions::default(), &mut |p| {
-            if p.done > 0 && !killed {
-                killed = true;
-                s.borrow_mut().kill();
-            }
-        })
+        .upload(
+            &src,
+            &dst.display().to_string(),
+            &CopyOptions::default(),
+            &mut |p| {
+                if p.done > 0 && !killed {
+                    killed = true;
+                    s.borrow_mut().kill();
+                }
+            },
+        )
         .expect_err("sshd died");
     assert!(killed, "the copy was interrupted mid-way");
     assert!(matches!(err, ScpError::Ssh(_)), "{err}");
@@ -131,8 +159,13 @@ fn sshd_killed_mid_upload_leaves_no_file_under_the_final_name_and_the_pool_recov
     s.borrow_mut().restart();
     let small = s.borrow().path("small.bin");
     random_file(&small, 4096);
-    h.upload(&small, &dst.display().to_string(), &CopyOptions::default(), &mut |_| {})
-        .expect("pool recovers");
+    h.upload(
+        &small,
+        &dst.display().to_string(),
+        &CopyOptions::default(),
+        &mut |_| {},
+    )
+    .expect("pool recovers");
     assert_eq!(std::fs::metadata(&dst).expect("dst").len(), 4096);
 }
 
@@ -147,27 +180,42 @@ fn sshd_killed_mid_download_leaves_no_local_file() {
     };
     let mut killed = false;
     let err = h
-        .download(&src.display().to_string(), &dst, &CopyOptions::default(), &mut |p| {
-            if p.done > 0 && !killed {
-                killed = true;
-                s.borrow_mut().kill();
-            }
-        })
+        .download(
+            &src.display().to_string(),
+            &dst,
+            &CopyOptions::default(),
+            &mut |p| {
+                if p.done > 0 && !killed {
+                    killed = true;
+                    s.borrow_mut().kill();
+                }
+            },
+        )
         .expect_err("sshd died");
     assert!(killed);
     assert!(matches!(err, ScpError::Ssh(_)), "{err}");
     assert!(!dst.exists(), "no file under the final name");
-    assert!(part_files(s.borrow().dir.path()).is_empty(), "local part file removed");
+    assert!(
+        part_files(s.borrow().dir.path()).is_empty(),
+        "local part file removed"
+    );
     s.borrow_mut().restart();
-    h.download(&src.display().to_string(), &dst, &CopyOptions::default(), &mut |_| {})
-        .expect("pool recovers");
+    h.download(
+        &src.display().to_string(),
+        &dst,
+        &CopyOptions::default(),
+        &mut |_| {},
+    )
+    .expect("pool recovers");
     assert_eq!(std::fs::metadata(&dst).expect("dst").len(), 256 << 20);
 }
 
 #[test]
 fn a_full_remote_disk_is_a_clear_error_and_leaves_nothing() {
     let test = "a_full_remote_disk_is_a_clear_error_and_leaves_nothing";
-    if !common::root_or_skip(test, "mounts a tmpfs in a mount namespace") || !common::tool_or_skip(test, "unshare") {
+    if !common::root_or_skip(test, "mounts a tmpfs in a mount namespace")
+        || !common::tool_or_skip(test, "unshare")
+    {
         return;
     }
     let s = Sshd::start_with(SshdOptions {
@@ -177,8 +225,17 @@ fn a_full_remote_disk_is_a_clear_error_and_leaves_nothing() {
     let h = remote(&s);
     let small = s.path("small").display().to_string();
     // The tmpfs exists only in sshd's mount namespace: look through the host.
-    let df = h.run(&format!("df -k {}", shell_quote(&small)), &ExecOptions::default()).expect("df");
-    assert!(df.stdout.contains("provhost-test"), "tmpfs mounted: {}", df.stdout);
+    let df = h
+        .run(
+            &format!("df -k {}", shell_quote(&small)),
+            &ExecOptions::default(),
+        )
+        .expect("df");
+    assert!(
+        df.stdout.contains("provhost-test"),
+        "tmpfs mounted: {}",
+        df.stdout
+    );
     let src = s.path("img.bin");
     random_file(&src, 4 << 20);
     let dst = format!("{small}/img.bin");
@@ -186,7 +243,12 @@ fn a_full_remote_disk_is_a_clear_error_and_leaves_nothing() {
         .upload(&src, &dst, &CopyOptions::default(), &mut |_| {})
         .expect_err("disk full");
     assert!(err.to_string().contains("No space left on device"), "{err}");
-    let ls = h.run(&format!("ls -A {}", shell_quote(&small)), &ExecOptions::default()).expect("ls");
+    let ls = h
+        .run(
+            &format!("ls -A {}", shell_quote(&small)),
+            &ExecOptions::default(),
+        )
+        .expect("ls");
     assert_eq!(ls.stdout, "", "neither the file nor its part file is left");
 }
 
@@ -202,14 +264,28 @@ fn a_file_is_copied_between_two_hosts_through_this_node() {
         sha256: true,
         ..CopyOptions::default()
     };
-    let rep = scp_between(&ha, &src.display().to_string(), &hb, &dst.display().to_string(), &opts, &mut |_| {})
-        .expect("copy");
+    let rep = scp_between(
+        &ha,
+        &src.display().to_string(),
+        &hb,
+        &dst.display().to_string(),
+        &opts,
+        &mut |_| {},
+    )
+    .expect("copy");
     assert_eq!(rep.bytes, 8 << 20);
     assert!(std::fs::read(&src).expect("src") == std::fs::read(&dst).expect("dst"));
     // Local to local (the embedded setup's image library) uses the same path.
     let local = Host::local(Arc::new(a.config()));
     let dst2 = a.path("local copy.bin");
-    scp_between(&local, &src.display().to_string(), &local, &dst2.display().to_string(), &opts, &mut |_| {})
-        .expect("local copy");
+    scp_between(
+        &local,
+        &src.display().to_string(),
+        &local,
+        &dst2.display().to_string(),
+        &opts,
+        &mut |_| {},
+    )
+    .expect("local copy");
     assert!(std::fs::read(&src).expect("src") == std::fs::read(&dst2).expect("dst2"));
 }

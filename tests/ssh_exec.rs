@@ -28,15 +28,32 @@ fn run_returns_code_stdout_and_stderr_and_reuses_one_session() {
     let s = Sshd::start();
     let pool = s.pool();
     let t = s.target(HostKeyPolicy::Strict);
-    let o = pool.exec(&t, "echo out; echo err >&2; exit 3", &ExecOptions::default()).expect("run");
-    assert_eq!((o.code, o.stdout.as_str(), o.stderr.as_str(), o.truncated), (3, "out\n", "err\n", false));
+    let o = pool
+        .exec(
+            &t,
+            "echo out; echo err >&2; exit 3",
+            &ExecOptions::default(),
+        )
+        .expect("run");
+    assert_eq!(
+        (o.code, o.stdout.as_str(), o.stderr.as_str(), o.truncated),
+        (3, "out\n", "err\n", false)
+    );
     assert_eq!(o.signal, None);
     for i in 0..20 {
-        let o = pool.exec(&t, &format!("echo {i}"), &ExecOptions::default()).expect("run");
+        let o = pool
+            .exec(&t, &format!("echo {i}"), &ExecOptions::default())
+            .expect("run");
         assert_eq!(o.stdout, format!("{i}\n"));
     }
-    assert_eq!(pool.stats().connects, 1, "every command reused the pooled session");
-    let o = pool.exec(&t, "kill -TERM $$", &ExecOptions::default()).expect("run");
+    assert_eq!(
+        pool.stats().connects,
+        1,
+        "every command reused the pooled session"
+    );
+    let o = pool
+        .exec(&t, "kill -TERM $$", &ExecOptions::default())
+        .expect("run");
     assert_eq!((o.code, o.signal.as_deref()), (143, Some("TERM")));
 }
 
@@ -44,14 +61,31 @@ fn run_returns_code_stdout_and_stderr_and_reuses_one_session() {
 fn unknown_host_key_is_refused_when_strict_and_recorded_when_accept_new() {
     let s = Sshd::start();
     let pool = Pool::new(s.config());
-    let err = pool.exec(&s.target(HostKeyPolicy::Strict), "true", &ExecOptions::default()).expect_err("strict");
+    let err = pool
+        .exec(
+            &s.target(HostKeyPolicy::Strict),
+            "true",
+            &ExecOptions::default(),
+        )
+        .expect_err("strict");
     assert!(matches!(err, SshError::UnknownHostKey { .. }), "{err}");
     assert!(err.to_string().contains("known_hosts"), "{err}");
-    pool.exec(&s.target(HostKeyPolicy::AcceptNew), "true", &ExecOptions::default()).expect("accept-new");
+    pool.exec(
+        &s.target(HostKeyPolicy::AcceptNew),
+        "true",
+        &ExecOptions::default(),
+    )
+    .expect("accept-new");
     let kh = std::fs::read_to_string(&s.known_hosts).expect("known_hosts written");
     assert!(kh.contains(&format!("[127.0.0.1]:{}", s.port)), "{kh}");
     // Now known: strict accepts it too (new pool, so a new connect).
-    Pool::new(s.config()).exec(&s.target(HostKeyPolicy::Strict), "true", &ExecOptions::default()).expect("strict after record");
+    Pool::new(s.config())
+        .exec(
+            &s.target(HostKeyPolicy::Strict),
+            "true",
+            &ExecOptions::default(),
+        )
+        .expect("strict after record");
 }
 
 #[test]
@@ -59,14 +93,18 @@ fn changed_host_key_is_refused_until_forgotten() {
     let mut s = Sshd::start();
     let pool = s.pool();
     let t = s.target(HostKeyPolicy::AcceptNew);
-    pool.exec(&t, "true", &ExecOptions::default()).expect("first");
+    pool.exec(&t, "true", &ExecOptions::default())
+        .expect("first");
     s.new_host_key();
-    let err = pool.exec(&t, "true", &ExecOptions::default()).expect_err("changed key");
+    let err = pool
+        .exec(&t, "true", &ExecOptions::default())
+        .expect_err("changed key");
     assert!(matches!(err, SshError::HostKeyChanged { .. }), "{err}");
     assert!(err.to_string().contains("HOST KEY CHANGED"), "{err}");
     let host = Host::remote(Arc::clone(&pool), t.clone());
     assert_eq!(host.forget_host_key().expect("forget"), 1);
-    pool.exec(&t, "true", &ExecOptions::default()).expect("accepted after forget");
+    pool.exec(&t, "true", &ExecOptions::default())
+        .expect("accepted after forget");
 }
 
 #[test]
@@ -82,11 +120,18 @@ fn wrong_key_is_an_authentication_error_naming_the_key() {
     let pool = s.pool();
     let mut t = s.target(HostKeyPolicy::Strict);
     t.identity = other.clone();
-    let err = pool.exec(&t, "true", &ExecOptions::default()).expect_err("wrong key");
+    let err = pool
+        .exec(&t, "true", &ExecOptions::default())
+        .expect_err("wrong key");
     assert!(matches!(err, SshError::Auth { .. }), "{err}");
-    assert!(err.to_string().contains(&other.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&other.display().to_string()),
+        "{err}"
+    );
     t.identity = s.path("missing_key");
-    let err = pool.exec(&t, "true", &ExecOptions::default()).expect_err("missing key");
+    let err = pool
+        .exec(&t, "true", &ExecOptions::default())
+        .expect_err("missing key");
     assert!(matches!(err, SshError::Identity { .. }), "{err}");
 }
 
@@ -100,10 +145,19 @@ fn refused_port_fails_at_once_with_a_clear_error() {
         l.local_addr().expect("addr").port()
     };
     let start = Instant::now();
-    let err = pool.exec(&t, "true", &ExecOptions::default()).expect_err("refused");
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    let err = pool
+        .exec(&t, "true", &ExecOptions::default())
+        .expect_err("refused");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(matches!(err, SshError::Connect { .. }), "{err}");
-    assert!(err.to_string().contains(&format!("127.0.0.1:{}", t.port)), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{}", t.port)),
+        "{err}"
+    );
 }
 
 #[test]
@@ -118,9 +172,14 @@ fn silent_host_times_out_within_the_connect_timeout() {
     let mut t = s.target(HostKeyPolicy::AcceptNew);
     t.port = port;
     let start = Instant::now();
-    let err = pool.exec(&t, "true", &ExecOptions::default()).expect_err("silent");
+    let err = pool
+        .exec(&t, "true", &ExecOptions::default())
+        .expect_err("silent");
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     assert!(matches!(err, SshError::ConnectTimeout { .. }), "{err}");
     assert!(err.to_string().contains("no answer within 1.0 s"), "{err}");
     drop(listener);
@@ -132,18 +191,33 @@ fn never_ending_command_times_out_is_killed_and_the_session_stays_usable() {
     let pool = s.pool();
     let t = s.target(HostKeyPolicy::Strict);
     let start = Instant::now();
-    let err = pool.exec(&t, "sleep 4321; echo never", &opts(700)).expect_err("timeout");
-    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+    let err = pool
+        .exec(&t, "sleep 4321; echo never", &opts(700))
+        .expect_err("timeout");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(matches!(err, SshError::Timeout { .. }), "{err}");
     assert!(err.to_string().contains("timed out after 0.7 s"), "{err}");
     let gone = Instant::now() + Duration::from_secs(5);
     while procs::running("sleep 4321") && Instant::now() < gone {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(!procs::running("sleep 4321"), "the remote command was killed");
-    let o = pool.exec(&t, "echo still", &ExecOptions::default()).expect("next");
+    assert!(
+        !procs::running("sleep 4321"),
+        "the remote command was killed"
+    );
+    let o = pool
+        .exec(&t, "echo still", &ExecOptions::default())
+        .expect("next");
     assert_eq!(o.stdout, "still\n");
-    assert_eq!(pool.stats().connects, 1, "the session survived the time-out");
+    assert_eq!(
+        pool.stats().connects,
+        1,
+        "the session survived the time-out"
+    );
 }
 
 #[test]
@@ -167,7 +241,10 @@ fn huge_output_is_truncated_and_marked() {
     assert!(o.stdout.starts_with("xxxx"));
     assert!(o.stdout.len() < (1 << 20) + 200, "{}", o.stdout.len());
     assert!(
-        o.stdout.ends_with(&format!("[provhost: output truncated: {} more bytes not kept]\n", 50_000_000 - (1 << 20))),
+        o.stdout.ends_with(&format!(
+            "[provhost: output truncated: {} more bytes not kept]\n",
+            50_000_000 - (1 << 20)
+        )),
         "{}",
         &o.stdout[o.stdout.len() - 100..]
     );
@@ -180,7 +257,11 @@ fn lots_of_stderr_and_stdout_together_do_not_stall() {
     let pool = s.pool();
     let t = s.target(HostKeyPolicy::Strict);
     let o = pool
-        .exec(&t, "head -c 8000000 /dev/zero >&2; head -c 8000000 /dev/zero; echo end", &opts(20_000))
+        .exec(
+            &t,
+            "head -c 8000000 /dev/zero >&2; head -c 8000000 /dev/zero; echo end",
+            &opts(20_000),
+        )
         .expect("run");
     assert_eq!(o.code, 0);
     assert!(o.truncated);
@@ -192,11 +273,15 @@ fn sshd_killed_mid_command_is_an_error_and_the_pool_recovers() {
     let mut s = Sshd::start();
     let pool = s.pool();
     let t = s.target(HostKeyPolicy::Strict);
-    pool.exec(&t, "true", &ExecOptions::default()).expect("warm");
+    pool.exec(&t, "true", &ExecOptions::default())
+        .expect("warm");
     let (p2, t2) = (Arc::clone(&pool), t.clone());
     let running = std::thread::spawn(move || {
         let start = Instant::now();
-        (p2.exec(&t2, "echo started; sleep 20", &opts(30_000)), start.elapsed())
+        (
+            p2.exec(&t2, "echo started; sleep 20", &opts(30_000)),
+            start.elapsed(),
+        )
     });
     std::thread::sleep(Duration::from_millis(500));
     s.restart(); // kill sshd with all its connections, start it again on the same port
@@ -204,7 +289,9 @@ fn sshd_killed_mid_command_is_an_error_and_the_pool_recovers() {
     let err = res.expect_err("connection died");
     assert!(matches!(err, SshError::SessionLost { .. }), "{err}");
     assert!(took < Duration::from_secs(10), "{took:?}");
-    let o = pool.exec(&t, "echo back", &ExecOptions::default()).expect("pool recovers");
+    let o = pool
+        .exec(&t, "echo back", &ExecOptions::default())
+        .expect("pool recovers");
     assert_eq!(o.stdout, "back\n");
 }
 
@@ -216,7 +303,10 @@ fn parallel_commands_share_a_bounded_number_of_sessions() {
     let handles: Vec<_> = (0..64)
         .map(|i| {
             let (p, t) = (Arc::clone(&pool), t.clone());
-            std::thread::spawn(move || p.exec(&t, &format!("echo {i}"), &opts(30_000)).map(|o| o.stdout))
+            std::thread::spawn(move || {
+                p.exec(&t, &format!("echo {i}"), &opts(30_000))
+                    .map(|o| o.stdout)
+            })
         })
         .collect();
     for (i, h) in handles.into_iter().enumerate() {
@@ -237,17 +327,22 @@ fn a_unix_socket_on_the_remote_host_is_reachable_over_ssh() {
         let mut r = BufReader::new(conn.try_clone().expect("clone"));
         r.read_line(&mut line).expect("read");
         let mut w = conn;
-        w.write_all(format!("echo:{line}").as_bytes()).expect("write");
+        w.write_all(format!("echo:{line}").as_bytes())
+            .expect("write");
     });
     let pool = s.pool();
     let t = s.target(HostKeyPolicy::Strict);
     let mut stream = pool
         .open_unix_socket(&t, &sock.display().to_string(), Duration::from_secs(5))
         .expect("open");
-    stream.write_all(b"{\"execute\":\"qmp_capabilities\"}\n").expect("write");
+    stream
+        .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+        .expect("write");
     stream.flush().expect("flush");
     let mut reply = String::new();
-    BufReader::new(&mut stream).read_line(&mut reply).expect("read");
+    BufReader::new(&mut stream)
+        .read_line(&mut reply)
+        .expect("read");
     assert_eq!(reply, "echo:{\"execute\":\"qmp_capabilities\"}\n");
     drop(stream);
     server.join().expect("server");
@@ -256,14 +351,20 @@ fn a_unix_socket_on_the_remote_host_is_reachable_over_ssh() {
         .err()
         .expect("missing socket");
     assert!(matches!(err, SshError::Channel { .. }), "{err}");
-    pool.exec(&t, "true", &ExecOptions::default()).expect("session still fine");
+    pool.exec(&t, "true", &ExecOptions::default())
+        .expect("session still fine");
 }
 
 #[test]
 fn the_local_host_gives_the_same_result_shape_and_time_out() {
     let h = Host::local(Arc::new(SshConfig::default()));
-    let o = h.run("echo out; echo err >&2; exit 4", &ExecOptions::default()).expect("run");
-    assert_eq!((o.code, o.stdout.as_str(), o.stderr.as_str()), (4, "out\n", "err\n"));
+    let o = h
+        .run("echo out; echo err >&2; exit 4", &ExecOptions::default())
+        .expect("run");
+    assert_eq!(
+        (o.code, o.stdout.as_str(), o.stderr.as_str()),
+        (4, "out\n", "err\n")
+    );
     let o = h
         .run(
             "head -c 3000000 /dev/zero",
@@ -273,10 +374,17 @@ fn the_local_host_gives_the_same_result_shape_and_time_out() {
             },
         )
         .expect("run");
-    assert!(o.truncated && o.stdout.contains("2999000 more bytes"), "{}", o.stdout);
+    assert!(
+        o.truncated && o.stdout.contains("2999000 more bytes"),
+        "{}",
+        o.stdout
+    );
     let start = Instant::now();
     let err = h.run("sleep 4322", &opts(300)).expect_err("timeout");
-    assert!(matches!(err, RunError::Local(LocalError::Timeout { .. })), "{err}");
+    assert!(
+        matches!(err, RunError::Local(LocalError::Timeout { .. })),
+        "{err}"
+    );
     assert!(start.elapsed() < Duration::from_secs(3));
     assert!(!procs::running("sleep 4322"));
 }
@@ -286,10 +394,17 @@ fn async_callers_get_results_without_blocking_workers() {
     let s = Sshd::start();
     let pool = s.pool();
     let t = s.target(HostKeyPolicy::Strict);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let outs = rt.block_on(async {
-        let a = pool.clone().exec_async(t.clone(), "echo a".into(), ExecOptions::default());
-        let b = pool.clone().exec_async(t.clone(), "echo b".into(), ExecOptions::default());
+        let a = pool
+            .clone()
+            .exec_async(t.clone(), "echo a".into(), ExecOptions::default());
+        let b = pool
+            .clone()
+            .exec_async(t.clone(), "echo b".into(), ExecOptions::default());
         let ticker = async {
             // The single worker keeps running while both commands are in flight.
             tokio::time::sleep(Duration::from_millis(1)).await;

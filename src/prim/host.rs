@@ -23,7 +23,10 @@ pub enum RunError {
 impl RunError {
     /// The routine's deadline passed or it was cancelled (not the command's own time-out).
     pub fn is_stop(&self) -> bool {
-        matches!(self, RunError::Ssh(SshError::Stopped { .. }) | RunError::Local(LocalError::Stopped))
+        matches!(
+            self,
+            RunError::Ssh(SshError::Stopped { .. }) | RunError::Local(LocalError::Stopped)
+        )
     }
 }
 
@@ -123,7 +126,9 @@ impl Host {
         let interval = interval.max(Duration::from_millis(50));
         // Bounded by the deadline; the count is a second guard.
         for _ in 0..1_000_000u32 {
-            let attempt = d.left().min(pool.config().connect_timeout() + Duration::from_secs(5));
+            let attempt = d
+                .left()
+                .min(pool.config().connect_timeout() + Duration::from_secs(5));
             if attempt.is_zero() {
                 break;
             }
@@ -135,7 +140,9 @@ impl Host {
             match pool.exec(target, "true", &opts) {
                 Ok(o) if o.code == 0 => return Ok(true),
                 Ok(_) => {}
-                Err(e @ (SshError::Stopped { .. } | SshError::HostKeyChanged { .. })) => return Err(e),
+                Err(e @ (SshError::Stopped { .. } | SshError::HostKeyChanged { .. })) => {
+                    return Err(e)
+                }
                 Err(e) => tracing::debug!(target = %target, error = %e, "not answering yet"),
             }
             if d.check(&target.label(), "waiting for SSH").is_err() {

@@ -102,7 +102,11 @@ pub fn exec(cmd: &str, timeout: Duration, max_output: usize) -> Result<Output, L
     let (stdout, t1) = collect(out_rx);
     let (stderr, t2) = collect(err_rx);
     use std::os::unix::process::ExitStatusExt;
-    let signal = status.signal().map(|s| signal_name(s).map(str::to_string).unwrap_or_else(|| s.to_string()));
+    let signal = status.signal().map(|s| {
+        signal_name(s)
+            .map(str::to_string)
+            .unwrap_or_else(|| s.to_string())
+    });
     let code = match (status.code(), &signal) {
         (Some(c), _) => i64::from(c),
         (None, Some(s)) => signal_code(s),

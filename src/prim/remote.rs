@@ -10,7 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, ImmutableString, Map, NativeCallContext};
+use rhai::{
+    Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, ImmutableString, Map,
+    NativeCallContext,
+};
 
 use crate::host::engine::{check_deadline, Primitives};
 use crate::host::Ctx;
@@ -64,7 +67,9 @@ fn secs(v: &Dynamic, what: &str) -> Res<Duration> {
 fn check_keys(opts: &Map, known: &[&str], func: &str) -> Res<()> {
     for k in opts.keys() {
         if !known.contains(&k.as_str()) {
-            return Err(format!("{func}: unknown option {k:?} (known: {})", known.join(", ")).into());
+            return Err(
+                format!("{func}: unknown option {k:?} (known: {})", known.join(", ")).into(),
+            );
         }
     }
     Ok(())
@@ -76,14 +81,20 @@ fn output_map(o: Output) -> Map {
     m.insert("stdout".into(), o.stdout.into());
     m.insert("stderr".into(), o.stderr.into());
     m.insert("truncated".into(), Dynamic::from(o.truncated));
-    m.insert("signal".into(), o.signal.map(Dynamic::from).unwrap_or(Dynamic::UNIT));
+    m.insert(
+        "signal".into(),
+        o.signal.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+    );
     m
 }
 
 fn report_map(r: CopyReport) -> Map {
     let mut m = Map::new();
     m.insert("bytes".into(), Dynamic::from(r.bytes as i64));
-    m.insert("sha256".into(), r.sha256.map(Dynamic::from).unwrap_or(Dynamic::UNIT));
+    m.insert(
+        "sha256".into(),
+        r.sha256.map(Dynamic::from).unwrap_or(Dynamic::UNIT),
+    );
     m.insert("secs".into(), Dynamic::from(r.secs));
     m
 }
@@ -96,8 +107,11 @@ fn run(h: &Host, cmd: &str, opts: Option<&Map>) -> Res<Map> {
             o.timeout = Some(secs(v, "timeout")?);
         }
         if let Some(v) = opts.get("max_output") {
-            let n = v.as_int().map_err(|t| format!("max_output must be an int, got {t}"))?;
-            o.max_output = Some(usize::try_from(n).map_err(|_| format!("max_output must be >= 0, got {n}"))?);
+            let n = v
+                .as_int()
+                .map_err(|t| format!("max_output must be an int, got {t}"))?;
+            o.max_output =
+                Some(usize::try_from(n).map_err(|_| format!("max_output must be >= 0, got {n}"))?);
         }
     }
     h.run(cmd, &o).map(output_map).map_err(fail)
@@ -108,7 +122,10 @@ fn run(h: &Host, cmd: &str, opts: Option<&Map>) -> Res<Map> {
 fn copy_with(
     ctx: &NativeCallContext,
     opts: Option<&Map>,
-    f: impl FnOnce(&CopyOptions, &mut dyn FnMut(Progress)) -> Result<CopyReport, crate::prim::scp::ScpError>,
+    f: impl FnOnce(
+        &CopyOptions,
+        &mut dyn FnMut(Progress),
+    ) -> Result<CopyReport, crate::prim::scp::ScpError>,
 ) -> Res<Map> {
     let mut o = CopyOptions::default();
     let mut cb: Option<FnPtr> = None;
@@ -118,10 +135,16 @@ fn copy_with(
             o.timeout = Some(secs(v, "timeout")?);
         }
         if let Some(v) = opts.get("sha256") {
-            o.sha256 = v.as_bool().map_err(|t| format!("sha256 must be a bool, got {t}"))?;
+            o.sha256 = v
+                .as_bool()
+                .map_err(|t| format!("sha256 must be a bool, got {t}"))?;
         }
         if let Some(v) = opts.get("progress") {
-            cb = Some(v.clone().try_cast::<FnPtr>().ok_or("progress must be a function |done, total|")?);
+            cb = Some(
+                v.clone()
+                    .try_cast::<FnPtr>()
+                    .ok_or("progress must be a function |done, total|")?,
+            );
         }
     }
     let mut cb_err: Option<Box<EvalAltResult>> = None;
@@ -160,7 +183,10 @@ impl RemotePrims {
             Ok(p) if p > 0 => p,
             _ => self.cfg.port,
         };
-        Ok(Host::remote(Arc::clone(&self.pool), self.target(addr, port, HostKeyPolicy::AcceptNew)))
+        Ok(Host::remote(
+            Arc::clone(&self.pool),
+            self.target(addr, port, HostKeyPolicy::AcceptNew),
+        ))
     }
 
     fn vmhost(&self, c: &Ctx) -> Res<Host> {
@@ -172,7 +198,11 @@ impl RemotePrims {
     }
 
     fn remote_host(&self, m: &Map) -> Res<Host> {
-        check_keys(m, &["host", "port", "user", "key", "host_key"], "remote_host")?;
+        check_keys(
+            m,
+            &["host", "port", "user", "key", "host_key"],
+            "remote_host",
+        )?;
         let host = m
             .get("host")
             .and_then(|v| v.clone().into_immutable_string().ok())
@@ -180,7 +210,9 @@ impl RemotePrims {
             .ok_or("remote_host: #{ host: \"name or address\" } is required")?;
         let port = match m.get("port") {
             Some(v) => {
-                let p = v.as_int().map_err(|t| format!("remote_host: port must be an int, got {t}"))?;
+                let p = v
+                    .as_int()
+                    .map_err(|t| format!("remote_host: port must be an int, got {t}"))?;
                 u16::try_from(p)
                     .ok()
                     .filter(|p| *p > 0)
@@ -199,8 +231,9 @@ impl RemotePrims {
             }
         };
         let policy = match string("host_key")? {
-            Some(p) => HostKeyPolicy::parse(&p)
-                .ok_or_else(|| format!("remote_host: host_key must be \"strict\" or \"accept-new\", got {p:?}"))?,
+            Some(p) => HostKeyPolicy::parse(&p).ok_or_else(|| {
+                format!("remote_host: host_key must be \"strict\" or \"accept-new\", got {p:?}")
+            })?,
             None => HostKeyPolicy::Strict,
         };
         let mut t = self.target(&host, port, policy);
@@ -291,33 +324,61 @@ impl Primitives for RemotePrims {
             "/// complete and verified; a failed copy leaves no partial file under that name.",
         ];
         FuncRegistration::new("upload")
-            .with_comments(["/// Copy a file from the management node to the host (a temp name, then renamed)."])
+            .with_comments([
+                "/// Copy a file from the management node to the host (a temp name, then renamed).",
+            ])
             .with_params_info(["host: Host", "local: &str", "remote: &str", "Map"])
-            .register_into_engine(engine, |ctx: NativeCallContext, h: &mut Host, local: &str, remote: &str| {
-                copy_with(&ctx, None, |o, p| h.upload(Path::new(local), remote, o, p))
-            });
+            .register_into_engine(
+                engine,
+                |ctx: NativeCallContext, h: &mut Host, local: &str, remote: &str| {
+                    copy_with(&ctx, None, |o, p| h.upload(Path::new(local), remote, o, p))
+                },
+            );
         FuncRegistration::new("upload")
             .with_comments(copy_doc)
-            .with_params_info(["host: Host", "local: &str", "remote: &str", "opts: Map", "Map"])
+            .with_params_info([
+                "host: Host",
+                "local: &str",
+                "remote: &str",
+                "opts: Map",
+                "Map",
+            ])
             .register_into_engine(
                 engine,
                 |ctx: NativeCallContext, h: &mut Host, local: &str, remote: &str, opts: Map| {
-                    copy_with(&ctx, Some(&opts), |o, p| h.upload(Path::new(local), remote, o, p))
+                    copy_with(&ctx, Some(&opts), |o, p| {
+                        h.upload(Path::new(local), remote, o, p)
+                    })
                 },
             );
         FuncRegistration::new("download")
-            .with_comments(["/// Copy a file from the host to the management node (a temp name, then renamed)."])
+            .with_comments([
+                "/// Copy a file from the host to the management node (a temp name, then renamed).",
+            ])
             .with_params_info(["host: Host", "remote: &str", "local: &str", "Map"])
-            .register_into_engine(engine, |ctx: NativeCallContext, h: &mut Host, remote: &str, local: &str| {
-                copy_with(&ctx, None, |o, p| h.download(remote, Path::new(local), o, p))
-            });
+            .register_into_engine(
+                engine,
+                |ctx: NativeCallContext, h: &mut Host, remote: &str, local: &str| {
+                    copy_with(&ctx, None, |o, p| {
+                        h.download(remote, Path::new(local), o, p)
+                    })
+                },
+            );
         FuncRegistration::new("download")
             .with_comments(copy_doc)
-            .with_params_info(["host: Host", "remote: &str", "local: &str", "opts: Map", "Map"])
+            .with_params_info([
+                "host: Host",
+                "remote: &str",
+                "local: &str",
+                "opts: Map",
+                "Map",
+            ])
             .register_into_engine(
                 engine,
                 |ctx: NativeCallContext, h: &mut Host, remote: &str, local: &str, opts: Map| {
-                    copy_with(&ctx, Some(&opts), |o, p| h.download(remote, Path::new(local), o, p))
+                    copy_with(&ctx, Some(&opts), |o, p| {
+                        h.download(remote, Path::new(local), o, p)
+                    })
                 },
             );
         FuncRegistration::new("scp_between")
@@ -331,7 +392,14 @@ impl Primitives for RemotePrims {
             });
         FuncRegistration::new("scp_between")
             .with_comments(copy_doc)
-            .with_params_info(["a: Host", "path_a: &str", "b: Host", "path_b: &str", "opts: Map", "Map"])
+            .with_params_info([
+                "a: Host",
+                "path_a: &str",
+                "b: Host",
+                "path_b: &str",
+                "opts: Map",
+                "Map",
+            ])
             .register_into_engine(
                 engine,
                 |ctx: NativeCallContext, a: Host, pa: &str, b: Host, pb: &str, opts: Map| {

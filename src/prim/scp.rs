@@ -49,7 +49,11 @@ pub enum ScpError {
         detail: String,
     },
     #[error("{path}: size after copy is {got} bytes, expected {expected}; not kept")]
-    SizeMismatch { path: String, expected: u64, got: u64 },
+    SizeMismatch {
+        path: String,
+        expected: u64,
+        got: u64,
+    },
     #[error("{path}: SHA-256 after copy is {got}, expected {expected}; not kept")]
     ChecksumMismatch {
         path: String,
@@ -58,7 +62,9 @@ pub enum ScpError {
     },
     #[error("copy to {path} timed out after {secs:.1} s")]
     Timeout { path: String, secs: f64 },
-    #[error("copy to {path} stopped: the routine's deadline passed or the reservation was cancelled")]
+    #[error(
+        "copy to {path} stopped: the routine's deadline passed or the reservation was cancelled"
+    )]
     Stopped { path: String },
 }
 
@@ -130,7 +136,12 @@ fn local_err(path: &Path) -> impl Fn(std::io::Error) -> ScpError + '_ {
 }
 
 /// Run a short helper command (stat, mv, rm, sha256sum) within `d`.
-fn helper(pool: &Arc<Pool>, t: &Target, cmd: &str, d: &Deadline) -> Result<crate::prim::ssh::Output, SshError> {
+fn helper(
+    pool: &Arc<Pool>,
+    t: &Target,
+    cmd: &str,
+    d: &Deadline,
+) -> Result<crate::prim::ssh::Output, SshError> {
     let opts = ExecOptions {
         timeout: Some(d.left().max(Duration::from_millis(1))),
         max_output: Some(64 * 1024),
@@ -139,7 +150,12 @@ fn helper(pool: &Arc<Pool>, t: &Target, cmd: &str, d: &Deadline) -> Result<crate
     pool.exec(t, cmd, &opts)
 }
 
-fn remote_fail(t: &Target, path: &str, what: &'static str, out: &crate::prim::ssh::Output) -> ScpError {
+fn remote_fail(
+    t: &Target,
+    path: &str,
+    what: &'static str,
+    out: &crate::prim::ssh::Output,
+) -> ScpError {
     let detail = out.stderr.trim();
     ScpError::Remote {
         target: t.label(),
@@ -155,7 +171,12 @@ fn remote_fail(t: &Target, path: &str, what: &'static str, out: &crate::prim::ss
 
 fn remote_size(pool: &Arc<Pool>, t: &Target, path: &str, d: &Deadline) -> Result<u64, ScpError> {
     let q = shell_quote(path);
-    let out = helper(pool, t, &format!("stat -L -c %s -- {q} 2>/dev/null || wc -c < {q}"), d)?;
+    let out = helper(
+        pool,
+        t,
+        &format!("stat -L -c %s -- {q} 2>/dev/null || wc -c < {q}"),
+        d,
+    )?;
     if out.code != 0 {
         return Err(remote_fail(t, path, "reading the size of", &out));
     }
@@ -172,7 +193,12 @@ fn remote_sha(pool: &Arc<Pool>, t: &Target, path: &str, d: &Deadline) -> Result<
     if out.code != 0 {
         return Err(remote_fail(t, path, "checksumming", &out));
     }
-    Ok(out.stdout.split_whitespace().next().unwrap_or("").to_string())
+    Ok(out
+        .stdout
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string())
 }
 
 /// A `cat` channel on a leased session (source: `cat -- P`; sink: `cat > TMP`).
@@ -184,7 +210,8 @@ struct RemoteCat {
 
 impl RemoteCat {
     fn open(pool: &Arc<Pool>, t: &Target, cmd: &str, d: &Deadline) -> Result<RemoteCat, SshError> {
-        let (mut lease, mut ch) = pool.channel(t, d, "opening a copy channel", |s| s.channel_session())?;
+        let (mut lease, mut ch) =
+            pool.channel(t, d, "opening a copy channel", |s| s.channel_session())?;
         let started = {
             let w = lease.conn().wire();
             w.call(d, "starting the copy", || ch.exec(cmd))
@@ -353,7 +380,7 @@ enum Sink<'a> {
         dest: PathBuf,
     },
     Remote {
-        cat: RemoteCat,
+        cat: Box<RemoteCat>,
         pool: &'a Arc<Pool>,
         target: &'a Target,
         part: String,
@@ -367,7 +394,9 @@ fn stopped(e: SshError, dest: &str) -> ScpError {
             path: dest.to_string(),
             secs,
         },
-        SshError::Stopped { .. } => ScpError::Stopped { path: dest.to_string() },
+        SshError::Stopped { .. } => ScpError::Stopped {
+            path: dest.to_string(),
+        },
         other => ScpError::Ssh(other),
     }
 }
@@ -424,7 +453,7 @@ pub fn copy(
             let part = part_name(p);
             let cat = RemoteCat::open(pool, t, &format!("cat > {}", shell_quote(&part)), &d)?;
             Sink::Remote {
-                cat,
+                cat: Box::new(cat),
                 pool,
                 target: t,
                 part,
@@ -433,9 +462,23 @@ pub fn copy(
         }
     };
 
-    let result = pump(&mut source, &mut sink, total, opts.sha256, &d, progress, &dest_name);
+    let result = pump(
+        &mut source,
+        &mut sink,
+        total,
+        opts.sha256,
+        &d,
+        progress,
+        &dest_name,
+    );
     let result = result.and_then(|(bytes, sha)| {
-        finish_source(source, src, &d, sha.as_deref(), matches!(dst, End::Local(_)))?;
+        finish_source(
+            source,
+            src,
+            &d,
+            sha.as_deref(),
+            matches!(dst, End::Local(_)),
+        )?;
         Ok((bytes, sha))
     });
     match result {
@@ -522,7 +565,13 @@ fn hex(bytes: &[u8]) -> String {
 
 /// End the source; for a remote source copied to a local file, compare the source's own
 /// checksum with what arrived.
-fn finish_source(source: Source, src: End<'_>, d: &Deadline, sha: Option<&str>, to_local: bool) -> Result<(), ScpError> {
+fn finish_source(
+    source: Source,
+    src: End<'_>,
+    d: &Deadline,
+    sha: Option<&str>,
+    to_local: bool,
+) -> Result<(), ScpError> {
     match (source, src) {
         (Source::Local(..), _) => Ok(()),
         (Source::Remote(cat), End::Remote(pool, t, p)) => {
@@ -609,7 +658,12 @@ fn commit(sink: Sink<'_>, total: u64, sha: Option<&str>, d: &Deadline) -> Result
                         });
                     }
                 }
-                let out = helper(pool, target, &format!("mv -f -- {} {}", shell_quote(&part), shell_quote(&dest)), d)?;
+                let out = helper(
+                    pool,
+                    target,
+                    &format!("mv -f -- {} {}", shell_quote(&part), shell_quote(&dest)),
+                    d,
+                )?;
                 if out.code != 0 {
                     return Err(remote_fail(target, &dest, "renaming the copy to", &out));
                 }
@@ -658,7 +712,14 @@ mod tests {
 
     #[test]
     fn shell_quote_survives_a_real_shell() {
-        for s in ["plain", "with space", "it's", "\"dq\" $HOME `id` \\ ;&|", "", "'"] {
+        for s in [
+            "plain",
+            "with space",
+            "it's",
+            "\"dq\" $HOME `id` \\ ;&|",
+            "",
+            "'",
+        ] {
             let out = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(format!("printf %s {}", shell_quote(s)))
@@ -679,17 +740,29 @@ mod tests {
             sha256: true,
             ..CopyOptions::default()
         };
-        let rep = copy(End::Local(&src), End::Local(&dst), &opts, &mut |p| calls.push(p)).expect("copy");
+        let rep = copy(End::Local(&src), End::Local(&dst), &opts, &mut |p| {
+            calls.push(p)
+        })
+        .expect("copy");
         assert_eq!(rep.bytes, 700_000);
         assert_eq!(calls.last().map(Progress::percent), Some(100));
         assert_eq!(std::fs::read(&dst).expect("dst").len(), 700_000);
         let missing_dir = dir.path().join("nope/c.bin");
-        assert!(copy(End::Local(&src), End::Local(&missing_dir), &opts, &mut |_| {}).is_err());
+        assert!(copy(
+            End::Local(&src),
+            End::Local(&missing_dir),
+            &opts,
+            &mut |_| {}
+        )
+        .is_err());
         let names: Vec<_> = std::fs::read_dir(dir.path())
             .expect("ls")
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        assert!(names.iter().all(|n| !n.contains("provhost-part")), "{names:?}");
+        assert!(
+            names.iter().all(|n| !n.contains("provhost-part")),
+            "{names:?}"
+        );
     }
 }

@@ -12,18 +12,28 @@ use super::sshd::{Sshd, SshdOptions};
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
 fn subnet_in_use(third: u32) -> bool {
-    let out = Command::new("ip").args(["-4", "-o", "addr", "show"]).output();
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output();
     let needle = format!("10.213.{third}.");
-    out.map(|o| String::from_utf8_lossy(&o.stdout).contains(&needle)).unwrap_or(true)
+    out.map(|o| String::from_utf8_lossy(&o.stdout).contains(&needle))
+        .unwrap_or(true)
 }
 
 pub struct LabHost {
@@ -66,7 +76,15 @@ impl LabHost {
                 ip(&["link", "set", &peer, "netns", &ns])?;
                 ip(&["addr", "add", &format!("{gateway}/30"), "dev", &veth])?;
                 ip(&["link", "set", &veth, "up"])?;
-                ip(&["-n", &ns, "addr", "add", &format!("{addr}/30"), "dev", &peer])?;
+                ip(&[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{addr}/30"),
+                    "dev",
+                    &peer,
+                ])?;
                 ip(&["-n", &ns, "link", "set", &peer, "up"])?;
                 ip(&["-n", &ns, "link", "set", "lo", "up"])
             })();
@@ -99,7 +117,15 @@ impl LabHost {
 
     /// Take the lab host's link down: it stops answering (packets go nowhere).
     pub fn unplug(&self) {
-        ip(&["-n", &self.ns, "link", "set", &format!("{}p", self.veth), "down"]).expect("link down");
+        ip(&[
+            "-n",
+            &self.ns,
+            "link",
+            "set",
+            &format!("{}p", self.veth),
+            "down",
+        ])
+        .expect("link down");
     }
 }
 

@@ -76,12 +76,19 @@ impl Sshd {
 
     pub fn start_with(opts: SshdOptions) -> Sshd {
         std::fs::create_dir_all("/run/sshd").ok();
-        let dir = tempfile::Builder::new().prefix("provhost-sshd-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("provhost-sshd-")
+            .tempdir()
+            .expect("tempdir");
         let client_key = dir.path().join("client_key");
         let host_key = dir.path().join("host_key");
         keygen(&client_key);
         keygen(&host_key);
-        std::fs::copy(client_key.with_extension("pub"), dir.path().join("authorized_keys")).expect("authorized_keys");
+        std::fs::copy(
+            client_key.with_extension("pub"),
+            dir.path().join("authorized_keys"),
+        )
+        .expect("authorized_keys");
         std::fs::create_dir_all(dir.path().join("home")).expect("home");
         std::fs::create_dir_all(dir.path().join("small")).expect("small");
         let known_hosts = dir.path().join("known_hosts");
@@ -106,7 +113,10 @@ impl Sshd {
                 break;
             }
         }
-        panic!("sshd did not start; see {}", s.dir.path().join("sshd.log").display());
+        panic!(
+            "sshd did not start; see {}",
+            s.dir.path().join("sshd.log").display()
+        );
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -136,7 +146,8 @@ impl Sshd {
         let mut cmd = match (&self.opts.netns, &self.opts.tmpfs) {
             (Some(ns), _) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, SSHD, "-D", "-e", "-f"]).arg(&cfg);
+                c.args(["netns", "exec", ns, SSHD, "-D", "-e", "-f"])
+                    .arg(&cfg);
                 c
             }
             (None, Some(size)) => {
@@ -178,7 +189,12 @@ impl Sshd {
                     return false;
                 }
             }
-            if let Ok(mut s) = TcpStream::connect_timeout(&format!("{}:{}", self.addr, self.port).parse().expect("addr"), Duration::from_millis(200)) {
+            if let Ok(mut s) = TcpStream::connect_timeout(
+                &format!("{}:{}", self.addr, self.port)
+                    .parse()
+                    .expect("addr"),
+                Duration::from_millis(200),
+            ) {
                 s.set_read_timeout(Some(Duration::from_millis(500))).ok();
                 let mut b = [0u8; 4];
                 if s.read_exact(&mut b).is_ok() && &b == b"SSH-" {
@@ -225,7 +241,13 @@ impl Sshd {
 
     /// Record the server's host key in `known_hosts` (what an admin does for a strict host).
     pub fn trust(&self) {
-        known_hosts::add_line(&self.known_hosts, &self.addr, self.port, self.host_public_key().trim()).expect("add host key");
+        known_hosts::add_line(
+            &self.known_hosts,
+            &self.addr,
+            self.port,
+            self.host_public_key().trim(),
+        )
+        .expect("add host key");
     }
 
     pub fn config(&self) -> SshConfig {

@@ -139,7 +139,9 @@ impl PidLine {
             }
             out.push(&rest);
             *self = PidLine::Done(pid);
-        } else if head.len() > 64 || !PID_PREFIX.starts_with(&head[..head.len().min(PID_PREFIX.len())]) {
+        } else if head.len() > 64
+            || !PID_PREFIX.starts_with(&head[..head.len().min(PID_PREFIX.len())])
+        {
             out.push(head);
             *self = PidLine::Done(None);
         }
@@ -194,22 +196,35 @@ impl Pool {
     }
 
     /// Run `cmd` on `target` (through the login shell, like `ssh host cmd`).
-    pub fn exec(self: &Arc<Self>, target: &Target, cmd: &str, opts: &ExecOptions) -> Result<Output, SshError> {
+    pub fn exec(
+        self: &Arc<Self>,
+        target: &Target,
+        cmd: &str,
+        opts: &ExecOptions,
+    ) -> Result<Output, SshError> {
         let timeout = opts.timeout.unwrap_or(self.config().command_timeout());
         let max = opts.max_output.unwrap_or(self.config().max_output_bytes);
         let d = Deadline::new(timeout);
         let started = std::time::Instant::now();
-        let (mut lease, ch) = self.channel(target, &d, "opening a channel", |s| s.channel_session())?;
+        let (mut lease, ch) =
+            self.channel(target, &d, "opening a channel", |s| s.channel_session())?;
         let result = run_channel(&mut lease, ch, cmd, opts.kill_on_timeout, max, &d);
         match &result {
-            Ok(o) => tracing::debug!(target = %target, code = o.code, ms = started.elapsed().as_millis() as u64, "remote command done"),
+            Ok(o) => {
+                tracing::debug!(target = %target, code = o.code, ms = started.elapsed().as_millis() as u64, "remote command done")
+            }
             Err(e) => tracing::debug!(target = %target, error = %e, "remote command failed"),
         }
         result
     }
 
     /// [`Pool::exec`] for async callers: runs on tokio's blocking pool, never on a worker.
-    pub async fn exec_async(self: Arc<Self>, target: Target, cmd: String, opts: ExecOptions) -> Result<Output, SshError> {
+    pub async fn exec_async(
+        self: Arc<Self>,
+        target: Target,
+        cmd: String,
+        opts: ExecOptions,
+    ) -> Result<Output, SshError> {
         let label = target.label();
         tokio::task::spawn_blocking(move || self.exec(&target, &cmd, &opts))
             .await
@@ -367,7 +382,9 @@ fn stop(lease: &mut Lease, mut ch: Channel, pid: Option<u32>) {
             "kill -TERM -- -{pid} 2>/dev/null; (sleep 2; kill -KILL -- -{pid}) </dev/null >/dev/null 2>&1 &"
         );
         let killed = w
-            .call(&d, "stopping the command", || conn.session().channel_session())
+            .call(&d, "stopping the command", || {
+                conn.session().channel_session()
+            })
             .and_then(|mut k| {
                 w.call(&d, "stopping the command", || k.exec(&kill))?;
                 w.call(&d, "stopping the command", || k.send_eof())?;
@@ -431,7 +448,10 @@ mod tests {
         c.push(b"defgh");
         let (text, truncated) = c.finish();
         assert!(truncated);
-        assert_eq!(text, "abcde\n[provhost: output truncated: 3 more bytes not kept]\n");
+        assert_eq!(
+            text,
+            "abcde\n[provhost: output truncated: 3 more bytes not kept]\n"
+        );
         let (text, truncated) = Capture::new(5).finish();
         assert_eq!((text.as_str(), truncated), ("", false));
     }

@@ -84,7 +84,10 @@ pub fn verify(
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".provhost-tmp-{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -132,7 +135,11 @@ pub fn forget(path: &Path, host: &str, port: u16) -> Result<usize, SshError> {
     let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let entry = entry_name(host, port);
     let lines = read_lines(path)?;
-    let kept: Vec<String> = lines.iter().filter(|l| !names(l, &entry)).cloned().collect();
+    let kept: Vec<String> = lines
+        .iter()
+        .filter(|l| !names(l, &entry))
+        .cloned()
+        .collect();
     let removed = lines.len() - kept.len();
     if removed > 0 {
         rewrite(path, &kept)?;
@@ -147,7 +154,10 @@ pub fn forget(path: &Path, host: &str, port: u16) -> Result<usize, SshError> {
 pub fn add_line(path: &Path, host: &str, port: u16, public_key: &str) -> Result<(), SshError> {
     let mut parts = public_key.split_whitespace();
     let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
-        return Err(kh_err(path, "public key must look like \"ssh-ed25519 AAAA…\""));
+        return Err(kh_err(
+            path,
+            "public key must look like \"ssh-ed25519 AAAA…\"",
+        ));
     };
     let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let entry = entry_name(host, port);
@@ -179,7 +189,10 @@ mod tests {
         assert_eq!(forget(&p, "10.0.0.5", 22).expect("forget"), 1);
         assert_eq!(forget(&p, "10.0.0.5", 22).expect("again"), 0);
         let text = std::fs::read_to_string(&p).expect("read");
-        assert!(!text.contains("AAAAnew") && text.contains("AAAAport") && text.contains("AAAArsa"), "{text}");
+        assert!(
+            !text.contains("AAAAnew") && text.contains("AAAAport") && text.contains("AAAArsa"),
+            "{text}"
+        );
         assert!(add_line(&p, "h", 22, "garbage").is_err());
     }
 }

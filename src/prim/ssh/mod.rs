@@ -174,9 +174,15 @@ pub enum SshError {
     #[error("{target}: SSH handshake failed: {detail}")]
     Handshake { target: String, detail: String },
     #[error("{target}: host key not in {} and the policy is strict; add it (ssh-keyscan) to trust this host", known_hosts.display())]
-    UnknownHostKey { target: String, known_hosts: PathBuf },
+    UnknownHostKey {
+        target: String,
+        known_hosts: PathBuf,
+    },
     #[error("{target}: HOST KEY CHANGED (does not match {}); refusing to connect. If the host was reinstalled, forget its old key (h.forget_host_key())", known_hosts.display())]
-    HostKeyChanged { target: String, known_hosts: PathBuf },
+    HostKeyChanged {
+        target: String,
+        known_hosts: PathBuf,
+    },
     #[error("known_hosts file {}: {detail}", path.display())]
     KnownHosts { path: PathBuf, detail: String },
     #[error("{target}: authentication with key {} refused: {detail}", identity.display())]
@@ -197,7 +203,9 @@ pub enum SshError {
         what: &'static str,
         secs: f64,
     },
-    #[error("{target}: {what} stopped: the routine's deadline passed or the reservation was cancelled")]
+    #[error(
+        "{target}: {what} stopped: the routine's deadline passed or the reservation was cancelled"
+    )]
     Stopped { target: String, what: &'static str },
     #[error("{target}: connection lost during {what}: {detail}")]
     SessionLost {
@@ -206,7 +214,11 @@ pub enum SshError {
         detail: String,
     },
     #[error("{target}: all {max} sessions busy for {secs:.1} s")]
-    PoolBusy { target: String, max: usize, secs: f64 },
+    PoolBusy {
+        target: String,
+        max: usize,
+        secs: f64,
+    },
     #[error("{target}: {detail}")]
     Channel { target: String, detail: String },
 }

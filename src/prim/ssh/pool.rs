@@ -73,7 +73,9 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         // Best effort, non-blocking: the socket closes with the session either way.
-        let _ = self.sess.disconnect(None, "provhost closing idle session", None);
+        let _ = self
+            .sess
+            .disconnect(None, "provhost closing idle session", None);
     }
 }
 
@@ -105,7 +107,9 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("stats", &self.stats()).finish_non_exhaustive()
+        f.debug_struct("Pool")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
@@ -121,7 +125,9 @@ pub struct Lease {
 impl Lease {
     pub fn conn(&self) -> &Conn {
         // A lease always holds its connection until drop.
-        self.conn.as_ref().unwrap_or_else(|| unreachable!("lease without connection"))
+        self.conn
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("lease without connection"))
     }
     /// The session failed or is in an unknown state: close it instead of reusing it.
     pub fn mark_broken(&mut self) {
@@ -139,7 +145,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let Some(mut conn) = self.conn.take() else { return };
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
         let mut slots = self.pool.lock();
         let slot = slots.entry(self.target.clone()).or_default();
         if self.broken {
@@ -336,10 +344,11 @@ fn connect(cfg: &SshConfig, target: &Target, d: &Deadline) -> Result<Conn, SshEr
     sess.set_blocking(false);
     if !cfg.ciphers.is_empty() {
         for m in [MethodType::CryptCs, MethodType::CryptSc] {
-            sess.method_pref(m, &cfg.ciphers).map_err(|e| SshError::Handshake {
-                target: label.clone(),
-                detail: format!("cipher list {:?}: {e}", cfg.ciphers),
-            })?;
+            sess.method_pref(m, &cfg.ciphers)
+                .map_err(|e| SshError::Handshake {
+                    target: label.clone(),
+                    detail: format!("cipher list {:?}: {e}", cfg.ciphers),
+                })?;
         }
     }
     let handshake = {
@@ -363,7 +372,14 @@ fn connect(cfg: &SshConfig, target: &Target, d: &Deadline) -> Result<Conn, SshEr
         },
         other => other,
     })?;
-    known_hosts::verify(&sess, &cfg.known_hosts, &target.host, target.port, target.host_key, &label)?;
+    known_hosts::verify(
+        &sess,
+        &cfg.known_hosts,
+        &target.host,
+        target.port,
+        target.host_key,
+        &label,
+    )?;
     let wire = Wire {
         sess: &sess,
         fd,
