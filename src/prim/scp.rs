@@ -380,7 +380,7 @@ enum Sink<'a> {
         dest: PathBuf,
     },
     Remote {
-        cat: RemoteCat,
+        cat: Box<RemoteCat>,
         pool: &'a Arc<Pool>,
         target: &'a Target,
         part: String,
@@ -453,7 +453,7 @@ pub fn copy(
             let part = part_name(p);
             let cat = RemoteCat::open(pool, t, &format!("cat > {}", shell_quote(&part)), &d)?;
             Sink::Remote {
-                cat,
+                cat: Box::new(cat),
                 pool,
                 target: t,
                 part,
@@ -703,5 +703,66 @@ fn abort(sink: Sink<'_>) {
             drop(cat);
             remove_remote_part(pool, target, &part);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_survives_a_real_shell() {
+        for s in [
+            "plain",
+            "with space",
+            "it's",
+            "\"dq\" $HOME `id` \\ ;&|",
+            "",
+            "'",
+        ] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shell_quote(s)))
+                .output()
+                .expect("sh");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), s);
+        }
+    }
+
+    #[test]
+    fn local_copies_verify_size_and_leave_no_part_file_on_failure() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("a.bin");
+        std::fs::write(&src, vec![1u8; 700_000]).expect("write");
+        let dst = dir.path().join("b.bin");
+        let mut calls = Vec::new();
+        let opts = CopyOptions {
+            sha256: true,
+            ..CopyOptions::default()
+        };
+        let rep = copy(End::Local(&src), End::Local(&dst), &opts, &mut |p| {
+            calls.push(p)
+        })
+        .expect("copy");
+        assert_eq!(rep.bytes, 700_000);
+        assert_eq!(calls.last().map(Progress::percent), Some(100));
+        assert_eq!(std::fs::read(&dst).expect("dst").len(), 700_000);
+        let missing_dir = dir.path().join("nope/c.bin");
+        assert!(copy(
+            End::Local(&src),
+            End::Local(&missing_dir),
+            &opts,
+            &mut |_| {}
+        )
+        .is_err());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.contains("provhost-part")),
+            "{names:?}"
+        );
     }
 }

@@ -129,7 +129,7 @@ impl Sshd {
             "Port {port}\nListenAddress {addr}\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
              PidFile none\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              StrictModes no\nPermitRootLogin prohibit-password\nSetEnv HOME={d}/home\n\
-             AllowStreamLocalForwarding yes\nMaxSessions 200\nMaxStartups 200:30:400\nLogLevel ERROR\n",
+             AllowStreamLocalForwarding yes\nSubsystem sftp /usr/lib/openssh/sftp-server\nMaxSessions 200\nMaxStartups 200:30:400\nLogLevel ERROR\n",
             port = self.port,
             addr = self.addr,
         );

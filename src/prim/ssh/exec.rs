@@ -329,6 +329,11 @@ fn run_inner(
         if eof && !progressed {
             break;
         }
+        if !progressed && ch.eof() {
+            // The reads just processed the end of the stream: one more pass drains what
+            // came with it, then the check above ends the loop.
+            continue;
+        }
         if !progressed {
             if d.expired() || d.check(conn.label(), "running the command").is_err() {
                 let error = d.error(conn.label(), "command");
@@ -429,5 +434,51 @@ fn stop(lease: &mut Lease, mut ch: Channel, pid: Option<u32>) {
     }
     if !ok {
         lease.mark_broken();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_the_first_bytes_and_marks_the_rest() {
+        let mut c = Capture::new(5);
+        c.push(b"abc");
+        c.push(b"defgh");
+        let (text, truncated) = c.finish();
+        assert!(truncated);
+        assert_eq!(
+            text,
+            "abcde\n[provhost: output truncated: 3 more bytes not kept]\n"
+        );
+        let (text, truncated) = Capture::new(5).finish();
+        assert_eq!((text.as_str(), truncated), ("", false));
+    }
+
+    #[test]
+    fn the_pid_line_is_stripped_even_when_split_across_reads() {
+        let mut out = Capture::new(100);
+        let mut p = PidLine::Pending(Vec::new());
+        p.feed(b"provhost-p", &mut out);
+        p.feed(b"id:4242\nhello", &mut out);
+        p.feed(b" world\n", &mut out);
+        assert_eq!(p.pid(), Some(4242));
+        assert_eq!(out.finish().0, "hello world\n");
+
+        // A login shell that printed something first: nothing is lost, no pid.
+        let mut out = Capture::new(100);
+        let mut p = PidLine::Pending(Vec::new());
+        p.feed(b"motd\nprovhost-pid:1\n", &mut out);
+        p.flush(&mut out);
+        assert_eq!(p.pid(), None);
+        assert_eq!(out.finish().0, "motd\nprovhost-pid:1\n");
+    }
+
+    #[test]
+    fn signals_map_to_shell_exit_codes() {
+        assert_eq!(signal_code("TERM"), 143);
+        assert_eq!(signal_code("SIGKILL"), 137);
+        assert_eq!(signal_code("WINCH"), -1);
     }
 }

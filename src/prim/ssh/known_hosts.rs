@@ -168,3 +168,31 @@ pub fn add_line(path: &Path, host: &str, port: u16, public_key: &str) -> Result<
     lines.push(format!("{entry} {kind} {blob}"));
     rewrite(path, &lines)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_line_replaces_same_type_and_forget_removes_only_that_host() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("sub/known_hosts");
+        add_line(&p, "10.0.0.5", 22, "ssh-ed25519 AAAAold comment").expect("add");
+        add_line(&p, "10.0.0.5", 22, "ssh-ed25519 AAAAnew").expect("replace");
+        add_line(&p, "10.0.0.5", 2222, "ssh-ed25519 AAAAport").expect("other port");
+        add_line(&p, "10.0.0.6", 22, "ssh-rsa AAAArsa").expect("other host");
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert_eq!(
+            text,
+            "10.0.0.5 ssh-ed25519 AAAAnew\n[10.0.0.5]:2222 ssh-ed25519 AAAAport\n10.0.0.6 ssh-rsa AAAArsa\n"
+        );
+        assert_eq!(forget(&p, "10.0.0.5", 22).expect("forget"), 1);
+        assert_eq!(forget(&p, "10.0.0.5", 22).expect("again"), 0);
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(
+            !text.contains("AAAAnew") && text.contains("AAAAport") && text.contains("AAAArsa"),
+            "{text}"
+        );
+        assert!(add_line(&p, "h", 22, "garbage").is_err());
+    }
+}
