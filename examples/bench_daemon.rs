@@ -119,7 +119,7 @@ async fn run(a: &Args, dir: PathBuf) -> Result<(f64, u64, i64), Box<dyn std::err
     let db = Db::connect(&url).await?;
     provhost::db::schema::init(&db, "bench-mn").await?;
     add_user(&db, "ann", Some(1500)).await?;
-    add_image(&db, "debian12", "Debian 12", "linux").await?;
+    add_image(&db, "debian12", "Debian 12", "sim").await?;
     for i in 0..a.n {
         let mut c = NewComputer::lab(
             &format!("vm{i}.bench"),
@@ -138,19 +138,10 @@ async fn run(a: &Args, dir: PathBuf) -> Result<(f64, u64, i64), Box<dyn std::err
         &format!("load_seconds: {:.2}", a.load_seconds),
     );
     std::fs::write(scripts.join("provisioning/sim.rhai"), sim)?;
-    std::fs::write(
-        scripts.join("os/linux.rhai"),
-        r#"const MODULE = #{ kind: "os", name: "linux", version: "bench" };
-fn post_load(ctx) { true }
-fn add_user(ctx, user) { true }
-fn delete_user(ctx, user) { true }
-fn grant_access(ctx) { true }
-fn revoke_access(ctx) { true }
-fn set_password(ctx, user, password) { true }
-fn sanitize(ctx) { true }
-fn pre_capture(ctx) { true }
-fn is_ready(ctx) { true }
-"#,
+    // The shipped simulated OS module: records calls, touches no machine.
+    std::fs::copy(
+        root.join("scripts/os/sim.rhai"),
+        scripts.join("os/sim.rhai"),
     )?;
     let host = ScriptHost::new(
         HostOptions {

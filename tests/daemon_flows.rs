@@ -246,15 +246,7 @@ async fn a_clean_stop_hands_running_requests_back(backend: Backend) {
     let (daemon, stop) = rig.spawn(rig.config()).await;
     let c = rig.request("lab1.test", "debian12").await;
     // Wait until the load is under way.
-    let t = std::time::Instant::now();
-    while !rig
-        .names(c.reservation_id)
-        .await
-        .contains(&"transfervm".to_string())
-    {
-        assert!(t.elapsed() < T, "load never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    rig.wait_log(c.reservation_id, "transfervm", T).await;
     let t = std::time::Instant::now();
     let _ = stop.send(());
     daemon.await.expect("daemon");
@@ -283,15 +275,7 @@ async fn an_edit_mid_flow_does_not_change_the_running_load(backend: Backend) {
     let _watch = rig.host.watch().expect("watch");
     let (daemon, stop) = rig.spawn(rig.config()).await;
     let c = rig.request("lab1.test", "debian12").await;
-    let t = std::time::Instant::now();
-    while !rig
-        .names(c.reservation_id)
-        .await
-        .contains(&"transfervm".to_string())
-    {
-        assert!(t.elapsed() < T, "load never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rig.wait_log(c.reservation_id, "transfervm", T).await;
     // Mid-load, the site changes the module: the running load finishes on its own code,
     // the next routine (post_load of the OS module) is unaffected, the edit is live after.
     let edited =

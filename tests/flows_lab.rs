@@ -39,6 +39,25 @@ fn connect_set(lab: &LabHost) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A rig whose one computer is `lab` (type lab: its root password is the site's, not
+/// ours), reached over SSH, with the shipped os/linux.rhai.
+async fn lab_rig(backend: Backend, lab: &LabHost) -> Option<Rig> {
+    let ssh = RemotePrims::new(lab.sshd().config());
+    let linux = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/os/linux.rhai"
+    ))
+    .expect("linux.rhai");
+    let rig = Rig::with_families(backend, 1, &linux, 0.1, &[Arc::new(ssh)]).await?;
+    rig.t
+        .exec(&format!(
+            "UPDATE `computer` SET `IPaddress` = '{0}', `privateIPaddress` = '{0}', `type` = 'lab'",
+            lab.addr
+        ))
+        .await;
+    Some(rig)
+}
+
 async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
     if !common::root_or_skip(
         "lab_host_user_and_firewall_follow_the_reservation",
@@ -53,22 +72,9 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
     }
     let _serial = ONE_AT_A_TIME.lock().await;
     let lab = LabHost::start();
-    let ssh = RemotePrims::new(lab.sshd().config());
-    let linux = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/os/linux.rhai"
-    ))
-    .expect("linux.rhai");
-    let Some(rig) = Rig::with_families(backend, 1, &linux, 0.2, &[Arc::new(ssh)]).await else {
+    let Some(rig) = lab_rig(backend, &lab).await else {
         return;
     };
-    // The computer is the lab host (type lab: its root password is the site's, not ours).
-    rig.t
-        .exec(&format!(
-            "UPDATE `computer` SET `IPaddress` = '{0}', `privateIPaddress` = '{0}', `type` = 'lab'",
-            lab.addr
-        ))
-        .await;
     let login = format!(
         "pht{}{}",
         std::process::id() % 100_000,
@@ -136,21 +142,9 @@ async fn shell_metacharacters_in_a_user_name_fail_the_reservation_safely(backend
     }
     let _serial = ONE_AT_A_TIME.lock().await;
     let lab = LabHost::start();
-    let ssh = RemotePrims::new(lab.sshd().config());
-    let linux = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/os/linux.rhai"
-    ))
-    .expect("linux.rhai");
-    let Some(rig) = Rig::with_families(backend, 1, &linux, 0.1, &[Arc::new(ssh)]).await else {
+    let Some(rig) = lab_rig(backend, &lab).await else {
         return;
     };
-    rig.t
-        .exec(&format!(
-            "UPDATE `computer` SET `IPaddress` = '{0}', `privateIPaddress` = '{0}', `type` = 'lab'",
-            lab.addr
-        ))
-        .await;
     let marker = format!(
         "/tmp/provhost-pwned-{}-{}",
         std::process::id(),
