@@ -6,10 +6,10 @@
 //! [`local`] (the same for local processes), [`scp`] (streaming copies), [`host`] (the
 //! `Host` type over both) and [`remote`] (their Rhai binding, the `RemotePrims` family).
 
-pub mod log;
-pub mod wait;
 pub mod host;
 pub mod local;
+pub mod log;
 pub mod remote;
 pub mod scp;
 pub mod ssh;
+pub mod wait;
