@@ -25,6 +25,8 @@ fn probe(ctx) {
     let t = "none";
     try { h.run("sleep 4324", #{ timeout: 0.5 }); } catch (e) { t = e; }
     let local = local_host().run("echo local");
+    let raw = h.run("echo raw", #{ kill_on_timeout: false, max_output: 100 });
+    if raw.stdout != "raw\n" { throw `raw: ${raw.stdout}`; }
     #{ code: r.code, out: r.stdout, err: r.stderr, timeout: t, local: local.stdout, name: h.name,
        up: h.wait_for_ssh(#{ timeout: 5 }) }
 }

@@ -416,3 +416,26 @@ fn async_callers_get_results_without_blocking_workers() {
     assert_eq!(outs.1.expect("b").stdout, "b\n");
     assert!(outs.2);
 }
+
+#[test]
+fn without_kill_on_timeout_the_command_runs_verbatim_and_the_session_is_replaced() {
+    let s = Sshd::start();
+    let pool = s.pool();
+    let t = s.target(HostKeyPolicy::Strict);
+    let raw = ExecOptions {
+        kill_on_timeout: false,
+        ..opts(500)
+    };
+    let o = pool.exec(&t, "echo verbatim", &raw).expect("run");
+    assert_eq!(o.stdout, "verbatim\n");
+    // Short sleep: with no pid to kill it ends by itself, leaving nothing behind.
+    let err = pool.exec(&t, "sleep 2", &raw).expect_err("timeout");
+    assert!(matches!(err, SshError::Timeout { .. }), "{err}");
+    pool.exec(&t, "true", &ExecOptions::default())
+        .expect("next call");
+    assert_eq!(
+        pool.stats().connects,
+        2,
+        "the timed-out session was closed and replaced"
+    );
+}

@@ -1,6 +1,10 @@
 //! Primitives: the only way a script touches the world. Each is a Rust API first and a
 //! Rhai binding second (`register`), and every one that waits is bounded by its own
 //! timeout and by the calling routine's deadline (`host::engine::remaining`).
+//!
+//! Remote execution: [`ssh`] (pooled sessions, commands, host keys, unix-socket forward),
+//! [`local`] (the same for local processes), [`scp`] (streaming copies), [`host`] (the
+//! `Host` type over both) and [`remote`] (their Rhai binding, the `RemotePrims` family).
 
 pub mod host;
 pub mod local;

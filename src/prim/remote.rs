@@ -102,7 +102,12 @@ fn report_map(r: CopyReport) -> Map {
 fn run(h: &Host, cmd: &str, opts: Option<&Map>) -> Res<Map> {
     let mut o = ExecOptions::default();
     if let Some(opts) = opts {
-        check_keys(opts, &["timeout", "max_output"], "run")?;
+        check_keys(opts, &["timeout", "max_output", "kill_on_timeout"], "run")?;
+        if let Some(v) = opts.get("kill_on_timeout") {
+            o.kill_on_timeout = v
+                .as_bool()
+                .map_err(|t| format!("kill_on_timeout must be a bool, got {t}"))?;
+        }
         if let Some(v) = opts.get("timeout") {
             o.timeout = Some(secs(v, "timeout")?);
         }
@@ -312,7 +317,9 @@ impl Primitives for RemotePrims {
             .with_comments([
                 "/// `run` with options: `timeout` (seconds, also capped by the routine's deadline) and",
                 "/// `max_output` (bytes kept of stdout and of stderr each; the rest is dropped, the text ends",
-                "/// with a `[provhost: output truncated …]` line and `truncated` is true).",
+                "/// with a `[provhost: output truncated …]` line and `truncated` is true), and",
+                "/// `kill_on_timeout: false` for hosts whose login shell is not POSIX (the command is sent",
+                "/// verbatim; on time-out the session is closed instead of the command's process group killed).",
             ])
             .with_params_info(["host: Host", "cmd: &str", "opts: Map", "Map"])
             .register_into_engine(engine, |h: &mut Host, cmd: &str, opts: Map| run(h, cmd, Some(&opts)));
