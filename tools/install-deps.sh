@@ -16,8 +16,10 @@ packages=(
   qemu-system-x86 qemu-utils         # test VMs (TCG) and qcow2 images
   debootstrap busybox-static cpio zstd  # building the test image
   nftables iproute2 socat            # firewall checks, lab hosts in netns, QMP by hand
-  libssl-dev pkg-config              # ssh2's libssh2/openssl build
+  libssl-dev zlib1g-dev pkg-config gcc  # ssh2's libssh2/openssl build
+  util-linux                         # unshare/mount for the disk-full copy test
   mariadb-server mariadb-client      # the VCL-compatible database backend
+  libdbd-mysql-perl hyperfine        # benchmark anchors (a vcld-like Perl process, timing)
 )
 
 missing=()
