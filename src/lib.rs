@@ -10,9 +10,13 @@
 //!   each module against the routine contract ([`host::contract`]), keeps the last good
 //!   version, hot-reloads ([`host::reload`]) and calls routines under a deadline.
 //! - [`host::ctx`]: [`Ctx`], the reservation object every routine receives.
-//! - [`prim`]: primitives scripts use to touch the world (bounded waits, logging, …).
+//! - [`prim`]: primitives scripts use to touch the world: commands and copies on hosts over
+//!   pooled SSH or locally, bounded waits, secrets, logging.
 //! - [`db`]: VCL's tables on SQLite or MySQL/MariaDB: claiming requests, loading a
 //!   reservation into `Ctx`, load-log, state changes.
+//! - [`state`]: VCL's state flows (new, reserved, inuse, reclaim, image) for one claimed
+//!   request; [`daemon`]: the poll loop that claims work and runs flows as tasks;
+//!   [`demo`]: the whole life cycle on a simulated computer.
 //! - [`config`]: `provhost.toml`, with defaults that make the embedded setup work.
 //! - [`vcl`]: VCL's fixed vocabulary (state ids, load-state names).
 //!
