@@ -72,6 +72,17 @@ pub enum DaemonError {
     },
 }
 
+/// How often an in-use reservation near its end is checked (at most; less when
+/// `general_inuse_check` is shorter).
+const NEAR_END_CHECK_SECS: u64 = 60;
+
+/// The running flow tasks and which request each one serves.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<i64>,
+    requests: HashMap<tokio::task::Id, i64>,
+}
+
 /// Request states the daemon has a flow for.
 pub const HANDLED: &[&str] = &[
     "new",
@@ -155,7 +166,7 @@ impl Daemon {
     ) -> Result<Summary, DaemonError> {
         let db = &self.svc.db;
         let node = self.svc.node_id;
-        let recovered: HashSet<i64> = crate::db::claim::recover_pending(db, node)
+        let mut recovered: HashSet<i64> = crate::db::claim::recover_pending(db, node)
             .await?
             .into_iter()
             .collect();
@@ -183,7 +194,7 @@ impl Daemon {
             None => None,
         };
 
-        let mut tasks: JoinSet<i64> = JoinSet::new();
+        let mut tasks = Tasks::default();
         let mut running: HashMap<i64, Arc<AtomicBool>> = HashMap::new();
         let mut inuse_checked: HashMap<i64, Instant> = HashMap::new();
         let mut warned: HashSet<String> = HashSet::new();
@@ -200,7 +211,7 @@ impl Daemon {
             }
             let claimed = match self
                 .claim_due(
-                    &recovered,
+                    &mut recovered,
                     &mut running,
                     &mut inuse_checked,
                     &mut warned,
@@ -218,21 +229,23 @@ impl Daemon {
                 break;
             }
             tokio::select! {
+                // A stop wins over everything else that is ready at the same time.
+                biased;
                 _ = &mut shutdown => break,
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Ok(request) = done {
-                        running.remove(&request);
-                        summary.processed += 1;
-                    }
+                Some(done) = tasks.set.join_next_with_id(), if !tasks.set.is_empty() => {
+                    self.reap(done, &mut tasks, &mut running, &mut summary).await;
                     // Reap everything else that has finished too.
-                    while let Some(done) = tasks.try_join_next() {
-                        if let Ok(request) = done {
-                            running.remove(&request);
-                            summary.processed += 1;
-                        }
+                    while let Some(done) = tasks.set.try_join_next_with_id() {
+                        self.reap(done, &mut tasks, &mut running, &mut summary).await;
                     }
                 }
-                _ = async { match &wake_sock { Some(s) => { let _ = s.recv(&mut buf).await; } None => std::future::pending().await } } => {}
+                woke = async { match &wake_sock { Some(s) => s.recv(&mut buf).await.map(|_| ()), None => std::future::pending().await } } => {
+                    if let Err(e) = woke {
+                        // Never spin on a broken socket: wait a poll interval instead.
+                        tracing::warn!("wake socket: {e}");
+                        tokio::time::sleep(poll).await;
+                    }
+                }
                 _ = tokio::time::sleep(poll) => {}
             }
         }
@@ -247,17 +260,15 @@ impl Daemon {
             }
             let grace = Duration::from_secs(self.cfg.shutdown_grace_secs);
             let drained = tokio::time::timeout(grace, async {
-                while let Some(done) = tasks.join_next().await {
-                    if let Ok(request) = done {
-                        running.remove(&request);
-                        summary.processed += 1;
-                    }
+                while let Some(done) = tasks.set.join_next_with_id().await {
+                    self.reap(done, &mut tasks, &mut running, &mut summary)
+                        .await;
                 }
             })
             .await;
             if drained.is_err() {
                 tracing::error!(left = ?running.keys().collect::<Vec<_>>(), "flows still running after the grace period; their requests stay pending for recovery");
-                tasks.abort_all();
+                tasks.set.abort_all();
             }
         }
         if let Some(p) = &self.wake {
@@ -266,15 +277,49 @@ impl Daemon {
         Ok(summary)
     }
 
+    /// Account for a finished flow task. A task that panicked (a bug, not a script error:
+    /// those are handled inside the flow) still frees its slot and hands its request back.
+    async fn reap(
+        &self,
+        done: Result<(tokio::task::Id, i64), tokio::task::JoinError>,
+        tasks: &mut Tasks,
+        running: &mut HashMap<i64, Arc<AtomicBool>>,
+        summary: &mut Summary,
+    ) {
+        summary.processed += 1;
+        match done {
+            Ok((id, request)) => {
+                tasks.requests.remove(&id);
+                running.remove(&request);
+            }
+            Err(e) => {
+                let Some(request) = tasks.requests.remove(&e.id()) else {
+                    return;
+                };
+                running.remove(&request);
+                tracing::error!(
+                    request,
+                    "flow task ended abnormally ({e}); handing the request back"
+                );
+                if let Err(e) = crate::db::claim::release(&self.svc.db, request).await {
+                    tracing::error!(
+                        request,
+                        "could not hand the request back; recovery will: {e}"
+                    );
+                }
+            }
+        }
+    }
+
     /// One poll: claim every due request that is not already running. Returns how many
     /// were claimed.
     async fn claim_due(
         &self,
-        recovered: &HashSet<i64>,
+        recovered: &mut HashSet<i64>,
         running: &mut HashMap<i64, Arc<AtomicBool>>,
         inuse_checked: &mut HashMap<i64, Instant>,
         warned: &mut HashSet<String>,
-        tasks: &mut JoinSet<i64>,
+        tasks: &mut Tasks,
     ) -> Result<usize, DbError> {
         let db = &self.svc.db;
         let work = crate::db::claim::work_for(db, self.svc.node_id).await?;
@@ -300,12 +345,20 @@ impl Daemon {
             let due = match w.state.as_str() {
                 "new" | "reload" | "reinstall" => start <= now,
                 "inuse" => {
-                    let near_end = (end - now).num_seconds()
-                        <= (t.general_end_notice_first + self.cfg.poll_interval_secs) as i64;
-                    let last = *inuse_checked
+                    let left = (end - now).num_seconds();
+                    let near_end =
+                        left <= (t.general_end_notice_first + self.cfg.poll_interval_secs) as i64;
+                    let since = inuse_checked
                         .entry(w.request_id)
-                        .or_insert_with(Instant::now);
-                    near_end || last.elapsed() >= Duration::from_secs(t.general_inuse_check)
+                        .or_insert_with(Instant::now)
+                        .elapsed();
+                    // Near the end: often enough for the notices and the end itself, but
+                    // not on every poll.
+                    let near_end_every =
+                        Duration::from_secs(t.general_inuse_check.min(NEAR_END_CHECK_SECS));
+                    left <= 0
+                        || (near_end && since >= near_end_every)
+                        || since >= Duration::from_secs(t.general_inuse_check)
                 }
                 _ => true,
             };
@@ -328,11 +381,13 @@ impl Daemon {
             running.insert(w.request_id, Arc::clone(&cancel));
             let svc = Arc::clone(&self.svc);
             let request = w.request_id;
-            let was_recovered = recovered.contains(&request);
-            tasks.spawn(async move {
+            // Only the first run after a restart says it was recovered.
+            let was_recovered = recovered.remove(&request);
+            let handle = tasks.set.spawn(async move {
                 crate::state::run(svc, w, cancel, was_recovered).await;
                 request
             });
+            tasks.requests.insert(handle.id(), request);
         }
         Ok(claimed)
     }

@@ -195,6 +195,7 @@ async fn serve(
         .url
         .clone()
         .unwrap_or_else(|| config.database.url_or_default(&config.paths.data_dir));
+    let stop = shutdown_signal()?;
     let db = provhost::db::Db::connect(&url).await?;
     let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(config));
     let _watch = provhost::daemon::start_host(&host)?;
@@ -206,33 +207,31 @@ async fn serve(
     )
     .await?;
     tracing::info!(node_id = daemon.node_id(), once, "provhost daemon running");
-    let summary = daemon.run(shutdown_signal(), once).await?;
+    let summary = daemon.run(stop, once).await?;
     tracing::info!(
         recovered = summary.recovered,
         processed = summary.processed,
         "provhost daemon stopped"
     );
     db.close().await;
-    Ok(ExitCode::SUCCESS)
+    // Routines abandoned after the grace period may still sit in a primitive (bounded by
+    // its own timeout); their requests are already left to recovery, so do not wait for
+    // them as the runtime's shutdown would.
+    std::process::exit(0)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await
-            }
+/// A future that resolves on SIGTERM or SIGINT. The handlers are installed now, before the
+/// daemon claims anything, so a signal never finds claimed work without a handler.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
         }
-    };
-    tokio::select! {
-        _ = term => tracing::info!("SIGTERM: stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-    }
+    })
 }
 
 /// Every `.rhai` file under `path` (or `path` itself), sorted; at most 4 folders deep.

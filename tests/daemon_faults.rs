@@ -221,7 +221,71 @@ async fn two_daemons_with_one_node_id_never_double_process(backend: Backend) {
     }
 }
 
+/// A request deleted before it was ever loaded (laststate new) and handed back at a stop
+/// comes back exactly as it was, so the next reclaim still knows there is nothing to undo
+/// and leaves the computer (maybe serving someone else by then) alone.
+async fn a_hand_back_restores_state_and_laststate(backend: Backend) {
+    let Some(rig) = Rig::new(backend, 1, RECORDING_OS, 0.1).await else {
+        return;
+    };
+    let c = rig.request("lab1.test", "debian12").await;
+    let (deleted, new) = (
+        provhost::vcl::state_id("deleted").expect("id"),
+        provhost::vcl::state_id("new").expect("id"),
+    );
+    rig.t
+        .exec(&format!(
+            "UPDATE `request` SET `stateid` = {deleted}, `laststateid` = {new} WHERE `id` = {}",
+            c.request_id
+        ))
+        .await;
+    rig.t
+        .exec(&format!(
+            "UPDATE `computer` SET `stateid` = 8 WHERE `id` = {}",
+            c.computer_id
+        ))
+        .await;
+    let claimed = provhost::db::claim::claim(
+        &rig.t.db,
+        c.request_id,
+        "deleted",
+        rig.daemon(rig.config()).await.node_id(),
+    )
+    .await
+    .expect("claim");
+    assert!(claimed.is_some());
+    assert!(provhost::db::claim::release(&rig.t.db, c.request_id)
+        .await
+        .expect("release"));
+    let last = rig
+        .t
+        .scalar(&format!(
+            "SELECT `laststateid` FROM `request` WHERE `id` = {}",
+            c.request_id
+        ))
+        .await;
+    assert_eq!(
+        (rig.request_state(c.request_id).await.as_str(), last),
+        ("deleted", new)
+    );
+
+    let d = rig.daemon(rig.config()).await;
+    d.run(std::future::pending(), true).await.expect("once");
+    assert_eq!(rig.request_state(c.request_id).await, "complete");
+    assert_eq!(
+        rig.computer_state(c.computer_id).await,
+        "inuse",
+        "a never-loaded request leaves the computer alone"
+    );
+    let calls = rig
+        .computer_var(c.computer_id, "os_calls")
+        .await
+        .unwrap_or_default();
+    assert!(!calls.contains("sanitize"), "nothing to undo: {calls}");
+}
+
 on_both_backends!(
+    a_hand_back_restores_state_and_laststate,
     kill_9_mid_load_then_restart_completes_exactly_once,
     each_node_takes_only_its_own_reservations,
     two_daemons_with_one_node_id_never_double_process,

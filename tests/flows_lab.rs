@@ -179,7 +179,48 @@ async fn shell_metacharacters_in_a_user_name_fail_the_reservation_safely(backend
     daemon.await.expect("daemon");
 }
 
+async fn a_remote_ip_that_is_not_an_address_never_reaches_nft(backend: Backend) {
+    let test = "a_remote_ip_that_is_not_an_address_never_reaches_nft";
+    if !common::root_or_skip(test, "network namespaces") || !common::tool_or_skip(test, "nft") {
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let lab = LabHost::start();
+    let Some(rig) = lab_rig(backend, &lab).await else {
+        return;
+    };
+    let (daemon, stop) = rig.spawn(rig.config()).await;
+    let c = rig.request("lab1.test", "debian12").await;
+    rig.wait_log(c.reservation_id, "acknowledgetimeout", T)
+        .await;
+    // (VCL's remoteIP is varchar(15): the injection has to be short.)
+    provhost::db::flow::acknowledge(&rig.t.db, c.reservation_id, "1.2.3.4};flush")
+        .await
+        .expect("ack");
+    rig.wait_state(c.request_id, "failed", T).await;
+    let log = rig.log(c.reservation_id).await;
+    assert!(
+        log.iter()
+            .any(|(n, t)| n == "failed" && t.contains("is not an IPv4 address")),
+        "{log:?}"
+    );
+    let rules = Command::new("ip")
+        .args([
+            "netns", "exec", &lab.ns, "nft", "list", "table", "inet", "provhost",
+        ])
+        .output()
+        .expect("nft");
+    assert!(
+        rules.status.success()
+            && String::from_utf8_lossy(&rules.stdout).contains("tcp dport 22 drop"),
+        "the firewall is intact"
+    );
+    let _ = stop.send(());
+    daemon.await.expect("daemon");
+}
+
 on_both_backends!(
+    a_remote_ip_that_is_not_an_address_never_reaches_nft,
     lab_host_user_and_firewall_follow_the_reservation,
     shell_metacharacters_in_a_user_name_fail_the_reservation_safely,
 );

@@ -143,7 +143,7 @@ pub async fn claim(
         db.now_sql()
     );
     let record = format!(
-        "INSERT INTO `provhost_claim` (`requestid`, `managementnodeid`, `token`, `fromstateid`, `claimed`) VALUES (?, ?, ?, ?, {})",
+        "INSERT INTO `provhost_claim` (`requestid`, `managementnodeid`, `token`, `fromstateid`, `priorlaststateid`, `claimed`) VALUES (?, ?, ?, ?, ?, {})",
         db.now_sql()
     );
     let what = format!("claiming request {request}");
@@ -169,6 +169,16 @@ pub async fn claim(
                         }
                     }
                     let mut tx = p.begin().await.during(what.as_str())?;
+                    // The laststate the request had before this claim, so a hand-back
+                    // restores both fields (the claim overwrites laststateid).
+                    let prior = sqlx::query("SELECT `laststateid` FROM `request` WHERE `id` = ?")
+                        .bind(request)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .during(what.as_str())?
+                        .map(|r| r.opt_int("laststateid"))
+                        .transpose()?
+                        .flatten();
                     let changed = sqlx::query(update)
                         .bind(PENDING)
                         .bind(from)
@@ -191,6 +201,7 @@ pub async fn claim(
                         .bind(management_node)
                         .bind(token)
                         .bind(from)
+                        .bind(prior)
                         .execute(&mut *tx)
                         .await
                         .during(what.as_str())?;
@@ -235,18 +246,21 @@ pub async fn recover_pending(db: &Db, management_node: i64) -> Result<Vec<i64>, 
     Ok(back)
 }
 
-/// Put a `pending` request back into its `laststateid` and drop its claim. False when it
-/// was not pending (nothing changed).
+/// Put a `pending` request back into its `laststateid` (the state it was claimed from),
+/// restore the laststate it had before the claim, and drop the claim. False when it was not
+/// pending (nothing changed).
 pub async fn release(db: &Db, request: i64) -> Result<bool, DbError> {
     let update = format!(
-        "UPDATE `request` SET `stateid` = `laststateid`, `datemodified` = {} WHERE `id` = ? AND `stateid` = ?",
+        "UPDATE `request` SET `stateid` = `laststateid`, \
+         `laststateid` = COALESCE((SELECT c.`priorlaststateid` FROM `provhost_claim` c WHERE c.`requestid` = ?), `laststateid`), \
+         `datemodified` = {} WHERE `id` = ? AND `stateid` = ?",
         db.now_sql()
     );
     let what = format!("releasing request {request}");
     db.retry(&what, || async {
         with_pool!(db, p => {
             let mut tx = p.begin().await.during(what.as_str())?;
-            let n = sqlx::query(&update).bind(request).bind(PENDING).execute(&mut *tx).await.during(what.as_str())?.rows_affected();
+            let n = sqlx::query(&update).bind(request).bind(request).bind(PENDING).execute(&mut *tx).await.during(what.as_str())?.rows_affected();
             sqlx::query("DELETE FROM `provhost_claim` WHERE `requestid` = ?").bind(request).execute(&mut *tx).await.during(what.as_str())?;
             tx.commit().await.during(what.as_str())?;
             Ok(n == 1)

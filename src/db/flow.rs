@@ -158,3 +158,17 @@ pub async fn end_now(db: &Db, request: i64) -> Result<(), DbError> {
     })
     .await
 }
+
+/// Point a reservation at another image revision (the one a capture is writing), so a
+/// capture that is retried or recovered finds its revision instead of making another.
+pub async fn set_reservation_revision(
+    db: &Db,
+    reservation: i64,
+    imagerevision: i64,
+) -> Result<(), DbError> {
+    let what = format!("pointing reservation {reservation} at image revision {imagerevision}");
+    db.retry(&what, || async {
+        with_pool!(db, p => sqlx::query("UPDATE `reservation` SET `imagerevisionid` = ? WHERE `id` = ?").bind(imagerevision).bind(reservation).execute(p).await.during(what.as_str()).map(|_| ()))
+    })
+    .await
+}

@@ -24,6 +24,7 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
             None,
         )
         .await?;
+        crate::db::flow::set_reservation_revision(&f.svc.db, f.data.reservation_id, rev.id).await?;
         let mut data = f.data.clone();
         data.imagerevision_id = rev.id;
         data.imagerevision_revision = rev.revision;

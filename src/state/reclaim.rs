@@ -14,10 +14,12 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     f.log(&f.state, &format!("{reason} (was {})", f.prior_laststate))
         .await?;
     if f.prior_laststate == "new" {
+        // The computer was never handed over (it may already serve another reservation):
+        // leave its state alone, as VCL does.
         return Ok(Exit {
             request: "complete",
             laststate: f.state.clone(),
-            computer: Some("available"),
+            computer: None,
         });
     }
     let (prov, os) = (f.prov.clone(), f.os.clone());

@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS `provhost_claim` (
   `managementnodeid` smallint(5) unsigned NOT NULL,
   `token` varchar(64) NOT NULL,
   `fromstateid` tinyint(3) unsigned NOT NULL,
+  `priorlaststateid` tinyint(3) unsigned DEFAULT NULL,
   `claimed` datetime NOT NULL,
   PRIMARY KEY (`requestid`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS `provhost_claim` (
   `managementnodeid` INTEGER NOT NULL,
   `token` TEXT NOT NULL,
   `fromstateid` INTEGER NOT NULL,
+  `priorlaststateid` INTEGER DEFAULT NULL,
   `claimed` TEXT NOT NULL
 );
 
