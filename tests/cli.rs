@@ -23,6 +23,19 @@ fn provhost(dir: &Path, args: &[&str]) -> Output {
         .expect("run provhost")
 }
 
+/// `scripts/` and `stdlib/` of this project copied into `dir` (a fresh machine's layout).
+fn copy_project_scripts(dir: &Path) {
+    for sub in ["scripts", "stdlib"] {
+        let status = Command::new("cp")
+            .arg("-r")
+            .arg(root().join(sub))
+            .arg(dir)
+            .status()
+            .expect("cp");
+        assert!(status.success(), "copying {sub}");
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -169,15 +182,7 @@ fn version_is_printed() {
 #[test]
 fn demo_runs_the_life_cycle_on_a_fresh_machine() {
     let dir = tempfile::tempdir().expect("tmp");
-    for sub in ["scripts", "stdlib"] {
-        let status = Command::new("cp")
-            .arg("-r")
-            .arg(root().join(sub))
-            .arg(dir.path())
-            .status()
-            .expect("cp");
-        assert!(status.success());
-    }
+    copy_project_scripts(dir.path());
     let out = provhost(dir.path(), &["demo"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
@@ -198,15 +203,7 @@ fn demo_runs_the_life_cycle_on_a_fresh_machine() {
 #[test]
 fn serve_request_and_log_show_the_life_cycle() {
     let dir = tempfile::tempdir().expect("tmp");
-    for sub in ["scripts", "stdlib"] {
-        let status = Command::new("cp")
-            .arg("-r")
-            .arg(root().join(sub))
-            .arg(dir.path())
-            .status()
-            .expect("cp");
-        assert!(status.success());
-    }
+    copy_project_scripts(dir.path());
     // A long poll interval: the request commands wake the daemon through its socket.
     std::fs::write(
         dir.path().join("provhost.toml"),
@@ -236,15 +233,8 @@ fn serve_request_and_log_show_the_life_cycle() {
         "sim",
     ]);
 
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let log_file = std::fs::File::create(dir.path().join("serve.log")).expect("log");
-    let mut serve = Kill(
+    let mut serve = common::procs::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_provhost"))
             .arg("serve")
             .current_dir(dir.path())

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::flows::{Rig, RECORDING_OS};
@@ -17,14 +17,7 @@ use provhost::db::Backend;
 const T: Duration = Duration::from_secs(90);
 
 /// The `provhost` binary as a child process, killed on drop.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+type Serve = common::procs::KillOnDrop;
 
 fn write_config(rig: &Rig, dir: &Path, ack_secs: u64) -> std::path::PathBuf {
     let cfg = dir.join("provhost.toml");
@@ -53,7 +46,7 @@ fn serve(cfg: &Path, once: bool, log: &Path) -> Serve {
         .stderr(out)
         .spawn()
         .expect("spawn provhost serve");
-    Serve(child)
+    common::procs::KillOnDrop(child)
 }
 
 async fn kill_9_mid_load_then_restart_completes_exactly_once(backend: Backend) {

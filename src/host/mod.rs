@@ -143,10 +143,6 @@ impl ScriptHost {
     /// Load every module under `scripts_dir`. Returns every error; good modules are loaded
     /// whatever the others do.
     pub fn load_all(&self) -> Vec<HostError> {
-        let files = match self.module_files() {
-            Ok(f) => f,
-            Err(e) => return vec![e],
-        };
         if !self.opts.scripts_dir.is_dir() {
             return vec![HostError::Io {
                 path: self.opts.scripts_dir.clone(),
@@ -156,6 +152,10 @@ impl ScriptHost {
                 ),
             }];
         }
+        let files = match self.module_files() {
+            Ok(f) => f,
+            Err(e) => return vec![e],
+        };
         files
             .iter()
             .filter_map(|p| self.load_file(p).err())

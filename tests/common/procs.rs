@@ -78,3 +78,13 @@ pub fn running(needle: &str) -> bool {
             .unwrap_or(false)
     })
 }
+
+/// A child process (e.g. `provhost serve`) killed and reaped when dropped, also on panic.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
