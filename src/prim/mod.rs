@@ -6,6 +6,7 @@
 //! [`local`] (the same for local processes), [`scp`] (streaming copies), [`host`] (the
 //! `Host` type over both) and [`remote`] (their Rhai binding, the `RemotePrims` family).
 
+pub mod args;
 pub mod host;
 pub mod local;
 pub mod log;

@@ -17,6 +17,7 @@ use rhai::{
 
 use crate::host::engine::{check_deadline, Primitives};
 use crate::host::Ctx;
+use crate::prim::args::check_keys;
 use crate::prim::host::{scp_between, Host};
 use crate::prim::scp::{CopyOptions, CopyReport, Progress};
 use crate::prim::ssh::{ExecOptions, HostKeyPolicy, Output, Pool, SshConfig, Target};
@@ -51,28 +52,7 @@ fn fail(e: impl std::fmt::Display) -> Box<EvalAltResult> {
 }
 
 fn secs(v: &Dynamic, what: &str) -> Res<Duration> {
-    let s = if let Ok(i) = v.as_int() {
-        i as f64
-    } else if let Ok(f) = v.as_float() {
-        f
-    } else {
-        return Err(format!("{what} must be a number of seconds, got {}", v.type_name()).into());
-    };
-    if !s.is_finite() || s <= 0.0 {
-        return Err(format!("{what} must be > 0 seconds, got {s}").into());
-    }
-    Ok(Duration::from_secs_f64(s.min(86_400.0)))
-}
-
-fn check_keys(opts: &Map, known: &[&str], func: &str) -> Res<()> {
-    for k in opts.keys() {
-        if !known.contains(&k.as_str()) {
-            return Err(
-                format!("{func}: unknown option {k:?} (known: {})", known.join(", ")).into(),
-            );
-        }
-    }
-    Ok(())
+    crate::prim::args::seconds(v, what, false, Duration::from_secs(86_400))
 }
 
 fn output_map(o: Output) -> Map {

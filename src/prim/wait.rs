@@ -37,17 +37,7 @@ pub fn bounded_sleep(d: Duration) -> Result<(), Box<EvalAltResult>> {
 }
 
 fn secs(v: &Dynamic, what: &str) -> Result<Duration, Box<EvalAltResult>> {
-    let s = if let Ok(i) = v.as_int() {
-        i as f64
-    } else if let Ok(f) = v.as_float() {
-        f
-    } else {
-        return Err(format!("{what} must be a number of seconds, got {}", v.type_name()).into());
-    };
-    if !s.is_finite() || s < 0.0 {
-        return Err(format!("{what} must be >= 0 seconds, got {s}").into());
-    }
-    Ok(Duration::from_secs_f64(s.min(MAX_SLEEP.as_secs_f64())))
+    crate::prim::args::seconds(v, what, true, MAX_SLEEP)
 }
 
 fn poll(ctx: NativeCallContext, f: FnPtr, opts: Map) -> Result<bool, Box<EvalAltResult>> {
@@ -62,13 +52,7 @@ fn poll(ctx: NativeCallContext, f: FnPtr, opts: Map) -> Result<bool, Box<EvalAlt
         None => Duration::from_secs(1),
     }
     .max(Duration::from_millis(10));
-    for key in opts.keys() {
-        if key != "timeout" && key != "interval" {
-            return Err(
-                format!("wait::poll: unknown option {key:?} (known: timeout, interval)").into(),
-            );
-        }
-    }
+    crate::prim::args::check_keys(&opts, &["timeout", "interval"], "wait::poll")?;
     let end = Instant::now() + timeout;
     for _ in 0..MAX_CHECKS {
         let got: Dynamic = f.call_within_context(&ctx, ())?;
