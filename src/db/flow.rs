@@ -3,6 +3,7 @@
 //! management node's check-in, and per-computer variables that modules keep across
 //! reservations (`provhost_computervar`, e.g. the simulator's power state).
 
+use crate::db::claim::state_id;
 use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Db, RowExt};
 
@@ -129,10 +130,6 @@ pub async fn fail_request(
         })
     })
     .await
-}
-
-fn state_id(name: &str) -> Result<i64, DbError> {
-    crate::vcl::state_id(name).ok_or_else(|| DbError::UnknownState(name.to_string()))
 }
 
 /// What VCL's web front end does when the user clicks Connect: record their address in
