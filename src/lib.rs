@@ -38,7 +38,8 @@ pub use host::{CallOptions, Ctx, HostError, Kind, ReservationData, ScriptHost};
 /// The primitive families every host of this build registers (beyond the built-in ones:
 /// `ctx`, `wait`, `log`, `secret`), configured from `config`.
 pub fn primitive_families(config: &Config) -> Vec<std::sync::Arc<dyn host::Primitives>> {
-    vec![std::sync::Arc::new(prim::remote::RemotePrims::new(
-        config.ssh.clone(),
-    ))]
+    vec![
+        std::sync::Arc::new(prim::remote::RemotePrims::new(config.ssh.clone())),
+        std::sync::Arc::new(prim::vm::bind::VmPrims::new(config.vm.clone())),
+    ]
 }

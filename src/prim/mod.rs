@@ -5,6 +5,8 @@
 //! Remote execution: [`ssh`] (pooled sessions, commands, host keys, unix-socket forward),
 //! [`local`] (the same for local processes), [`scp`] (streaming copies), [`host`] (the
 //! `Host` type over both) and [`remote`] (their Rhai binding, the `RemotePrims` family).
+//! VM control: [`vm`] (QEMU processes and QMP on a local or SSH-reached VM host, the
+//! `VmPrims` family, Rhai module `vm`).
 
 pub mod args;
 pub mod host;
@@ -14,4 +16,5 @@ pub mod remote;
 pub mod scp;
 pub mod secret;
 pub mod ssh;
+pub mod vm;
 pub mod wait;
