@@ -5,6 +5,7 @@
 //! Remote execution: [`ssh`] (pooled sessions, commands, host keys, unix-socket forward),
 //! [`local`] (the same for local processes), [`scp`] (streaming copies), [`host`] (the
 //! `Host` type over both) and [`remote`] (their Rhai binding, the `RemotePrims` family).
+//! [`vmnet`]: the VM host's bridge-in-a-namespace network, through a `Host`.
 
 pub mod args;
 pub mod host;
@@ -14,4 +15,5 @@ pub mod remote;
 pub mod scp;
 pub mod secret;
 pub mod ssh;
+pub mod vmnet;
 pub mod wait;
