@@ -17,6 +17,7 @@
 //! - [`state`]: VCL's state flows (new, reserved, inuse, reclaim, image) for one claimed
 //!   request; [`daemon`]: the poll loop that claims work and runs flows as tasks;
 //!   [`demo`]: the whole life cycle on a simulated computer.
+//! - [`image`]: the image library and provhost's own test image (`provhost image build-test`).
 //! - [`config`]: `provhost.toml`, with defaults that make the embedded setup work.
 //! - [`vcl`]: VCL's fixed vocabulary (state ids, load-state names).
 //!
@@ -28,6 +29,7 @@ pub mod daemon;
 pub mod db;
 pub mod demo;
 pub mod host;
+pub mod image;
 pub mod prim;
 pub mod state;
 pub mod vcl;
@@ -41,5 +43,6 @@ pub fn primitive_families(config: &Config) -> Vec<std::sync::Arc<dyn host::Primi
     vec![
         std::sync::Arc::new(prim::remote::RemotePrims::new(config.ssh.clone())),
         std::sync::Arc::new(prim::vm::bind::VmPrims::new(config.vm.clone())),
+        std::sync::Arc::new(prim::vmnet::VmnetPrims::new(config.vmnet.clone())),
     ]
 }

@@ -68,6 +68,11 @@ enum Command {
         #[command(subcommand)]
         command: provhost::db::cli::AddCommand,
     },
+    /// The image library: `image build-test`.
+    Image {
+        #[command(subcommand)]
+        command: provhost::image::cli::ImageCommand,
+    },
     /// Reservation requests: `request new`, `request list`.
     Request {
         #[command(subcommand)]
@@ -143,6 +148,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => call(&config, module, routine, ctx, timeout, args).await,
         Command::Db { command } => {
             provhost::db::cli::db(&config, command).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Image { command } => {
+            provhost::image::cli::run(&config, command).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Request { command } => {

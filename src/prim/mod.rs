@@ -7,6 +7,7 @@
 //! `Host` type over both) and [`remote`] (their Rhai binding, the `RemotePrims` family).
 //! VM control: [`vm`] (QEMU processes and QMP on a local or SSH-reached VM host, the
 //! `VmPrims` family, Rhai module `vm`).
+//! [`vmnet`]: the VM host's bridge-in-a-namespace network, through a `Host`.
 
 pub mod args;
 pub mod host;
@@ -17,4 +18,5 @@ pub mod scp;
 pub mod secret;
 pub mod ssh;
 pub mod vm;
+pub mod vmnet;
 pub mod wait;
