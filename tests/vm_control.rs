@@ -248,7 +248,7 @@ fn rhai_module_vm_drives_a_vm() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("scripts/site")).expect("mkdir");
     std::fs::write(dir.path().join("scripts/site/vmtest.rhai"), SCRIPT).expect("script");
-    let prims = Arc::new(VmPrims::new(tcg()));
+    let prims = Arc::new(VmPrims::new(tcg(), &dir.path().join("images")));
     let mut guard = VmGuard::new(Arc::clone(prims.vms()), local());
     let root = dir.path().join("vms");
     guard.watch(&root.join("s1").display().to_string());

@@ -18,12 +18,15 @@ type Res<T> = Result<T, Box<EvalAltResult>>;
 /// The VM primitive family: give it to `ScriptHost::new`.
 pub struct VmPrims {
     vms: Arc<Vms>,
+    library: String,
 }
 
 impl VmPrims {
-    pub fn new(cfg: VmConfig) -> Self {
+    /// `library`: this management node's image library (`[images] library`).
+    pub fn new(cfg: VmConfig, library: &std::path::Path) -> Self {
         VmPrims {
             vms: Arc::new(Vms::new(cfg)),
+            library: library.display().to_string(),
         }
     }
     /// The controller scripts use (for Rust callers in the same process).
@@ -125,6 +128,37 @@ pub fn mac_for_ip(ip: &str) -> Result<String, String> {
 impl Primitives for VmPrims {
     fn register(&self, engine: &mut Engine) {
         let mut m = Module::new();
+        let cfg = self.vms.config().clone();
+        let library = self.library.clone();
+        FuncRegistration::new("defaults")
+            .with_comments([
+                "/// The `[vm]` settings modules fall back on when the vmprofile does not say:",
+                "/// `#{ library, vm_root, accel, image_sources, boot_timeout }` (`library` is `[images]",
+                "/// library`; `image_sources` an array of `\"host:/path\"`; `boot_timeout` in seconds).",
+            ])
+            .with_params_info(["Map"])
+            .set_into_module(&mut m, move || -> Map {
+                let mut d = Map::new();
+                d.insert("library".into(), library.clone().into());
+                d.insert("vm_root".into(), cfg.vm_root.clone().into());
+                let accel = match cfg.accel {
+                    super::AccelChoice::Auto => "auto",
+                    super::AccelChoice::Kvm => "kvm",
+                    super::AccelChoice::Tcg => "tcg",
+                };
+                d.insert("accel".into(), accel.into());
+                d.insert(
+                    "image_sources".into(),
+                    Dynamic::from_array(
+                        cfg.image_sources.iter().map(|s| s.clone().into()).collect(),
+                    ),
+                );
+                d.insert(
+                    "boot_timeout".into(),
+                    Dynamic::from(cfg.boot_timeout_secs as i64),
+                );
+                d
+            });
         let vms = Arc::clone(&self.vms);
         FuncRegistration::new("start")
             .with_comments([

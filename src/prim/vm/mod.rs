@@ -47,6 +47,13 @@ pub struct VmConfig {
     pub start_timeout_secs: u64,
     /// The KVM proof boot, in seconds.
     pub kvm_probe_secs: u64,
+    /// Where VM run directories go on a VM host when its vmprofile names no `vmpath`.
+    pub vm_root: String,
+    /// Other management nodes' image libraries `retrieve_image` copies from, as
+    /// `host:/path` (reached over SSH as `[ssh] user`, strict host keys).
+    pub image_sources: Vec<String>,
+    /// How long a provisioning module waits for a started VM to answer on SSH, in seconds.
+    pub boot_timeout_secs: u64,
 }
 
 impl Default for VmConfig {
@@ -57,6 +64,9 @@ impl Default for VmConfig {
             qmp_timeout_secs: 5,
             start_timeout_secs: 60,
             kvm_probe_secs: 10,
+            vm_root: "/var/lib/provhost/vms".into(),
+            image_sources: Vec::new(),
+            boot_timeout_secs: 300,
         }
     }
 }
