@@ -295,3 +295,62 @@ fn rhai_module_vm_drives_a_vm() {
     assert!(get("bad").contains("unknown option \"memry_mb\""), "{m:?}");
     assert_eq!(get("mac"), "52:54:00:4d:00:0a");
 }
+
+/// A kernel to prove KVM with: the test image's (`common::testimage`), or
+/// `PROVHOST_TEST_KERNEL`.
+fn probe_kernel() -> Option<String> {
+    std::env::var("PROVHOST_TEST_KERNEL").ok()
+}
+
+#[test]
+fn accel_auto_proves_kvm_by_booting_and_falls_back_to_tcg() {
+    if !qemu_or_skip("accel_auto_proves_kvm_by_booting_and_falls_back_to_tcg") {
+        return;
+    }
+    let Some(kernel) = probe_kernel() else {
+        eprintln!("SKIP accel_auto_proves_kvm_by_booting_and_falls_back_to_tcg: no kernel");
+        return;
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    let vms = Arc::new(Vms::new(VmConfig::default()));
+    let host = local();
+    let mut guard = VmGuard::new(Arc::clone(&vms), host.clone());
+    let mut spec = firmware_vm("acc1", root.path());
+    spec.kernel = Some(kernel);
+    spec.append = Some("console=ttyS0 root=/dev/nonexistent panic=-1".into());
+    guard.watch(&spec.dir);
+    let t = Instant::now();
+    let started = vms.start(&host, &spec).expect("start");
+    let first = t.elapsed();
+    eprintln!(
+        "accel auto: {} ({}) after {:.1} s",
+        started.accel,
+        started.accel_reason,
+        first.as_secs_f64()
+    );
+    let kvm_usable = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| c.contains(" vmx") || c.contains(" svm"))
+        .unwrap_or(false);
+    if !kvm_usable {
+        assert_eq!(started.accel, "tcg", "{started:?}");
+        assert!(
+            started.accel_reason.contains("KVM") || started.accel_reason.contains("/dev/kvm"),
+            "{started:?}"
+        );
+    }
+    assert!(first < Duration::from_secs(25), "{first:?}");
+    assert!(
+        !common::procs::running("provhost-kvmprobe"),
+        "the KVM probe QEMU was left behind"
+    );
+    // The verdict is kept: the next start does not prove again.
+    assert_eq!(
+        vms.accel_verdict(&host).map(|v| v.accel),
+        Some(started.accel.clone())
+    );
+    vms.kill(&host, &spec.dir).expect("kill");
+    let t = Instant::now();
+    let again = vms.start(&host, &spec).expect("start again");
+    assert_eq!(again.accel_reason, started.accel_reason);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
