@@ -24,6 +24,17 @@ pub async fn add_image(
     prettyname: &str,
     os: &str,
 ) -> Result<(i64, i64), DbError> {
+    add_image_as(db, name, prettyname, os, name).await
+}
+
+/// [`add_image`] with the revision's on-disk name (`imagerevision.imagename`) given.
+pub async fn add_image_as(
+    db: &Db,
+    name: &str,
+    prettyname: &str,
+    os: &str,
+    imagename: &str,
+) -> Result<(i64, i64), DbError> {
     let now = db.now_sql();
     let image = "INSERT INTO `image` (`name`, `prettyname`, `ownerid`, `OSid`, `deleted`, `size`) SELECT ?, ?, 1, `id`, 0, 0 FROM `OS` WHERE `name` = ?";
     let revision = format!(
@@ -38,7 +49,7 @@ pub async fn add_image(
                 return Err(DbError::NotFound { what: "OS", key: os.to_string() });
             }
             let image_id = r.inserted_id();
-            let rev = sqlx::query(&revision).bind(image_id).bind(name).execute(&mut *tx).await.during(what.as_str())?.inserted_id();
+            let rev = sqlx::query(&revision).bind(image_id).bind(imagename).execute(&mut *tx).await.during(what.as_str())?.inserted_id();
             tx.commit().await.during(what.as_str())?;
             Ok((image_id, rev))
         })

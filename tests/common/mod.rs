@@ -11,6 +11,7 @@ pub mod netns;
 pub mod procs;
 pub mod scripts;
 pub mod sshd;
+pub mod vmguard;
 
 /// True when running as root; otherwise prints a loud SKIP line for `test`.
 pub fn root_or_skip(test: &str, why: &str) -> bool {
