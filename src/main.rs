@@ -85,9 +85,15 @@ enum Command {
         #[command(flatten)]
         url: provhost::db::cli::UrlArg,
     },
-    /// The reservation life cycle on a simulated computer, start to end, with nothing
-    /// configured (a fresh SQLite database `demo.db` in the data folder).
-    Demo,
+    /// The reservation life cycle on a real VM (QEMU on this machine, the test image, a
+    /// user logging in over SSH), start to end, with nothing configured (a fresh SQLite
+    /// database `demo.db` in the data folder). Needs root; falls back to the simulator,
+    /// saying why, where VMs cannot run.
+    Demo {
+        /// Use the simulated computer (no VM, no root needed).
+        #[arg(long)]
+        sim: bool,
+    },
     /// Run the management-node daemon: poll, claim, run state flows, hot-reload scripts.
     Serve {
         /// Process what is due (and what that makes due) and exit when nothing is left.
@@ -165,9 +171,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             provhost::db::cli::add(&config, command).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo => {
+        Command::Demo { sim } => {
             let mut out = std::io::stdout();
-            provhost::demo::run(&config, &provhost::primitive_families(&config), &mut out).await?;
+            provhost::demo::run(&config, &provhost::demo::DemoOptions { sim }, &mut out).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Log { reservation, url } => {
