@@ -102,7 +102,9 @@ enum Command {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROVHOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colour codes only for a person at a terminal: a log file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter)
         .with_writer(provhost::prim::secret::RedactingWriter);
     match format {
@@ -196,24 +198,55 @@ async fn serve(
         .clone()
         .unwrap_or_else(|| config.database.url_or_default(&config.paths.data_dir));
     let stop = shutdown_signal()?;
-    let db = provhost::db::Db::connect(&url).await?;
+    // The signal is watched from now on, so it is logged when it comes and wins over a
+    // database that is slow to answer, here and in the daemon.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        stop.await;
+        stop_tx.send_replace(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let db = tokio::select! {
+        db = provhost::db::Db::connect(&url) => db?,
+        _ = stopped() => {
+            tracing::info!("stopped while connecting to the database");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(config));
     let _watch = provhost::daemon::start_host(&host)?;
-    let daemon = provhost::daemon::Daemon::new(
-        db.clone(),
-        host,
-        config.daemon.clone(),
-        Some(&config.paths.data_dir),
-    )
-    .await?;
+    let daemon = tokio::select! {
+        d = provhost::daemon::Daemon::new(
+            db.clone(),
+            host,
+            config.daemon.clone(),
+            Some(&config.paths.data_dir),
+        ) => d?,
+        _ = stopped() => {
+            tracing::info!("stopped while looking up this management node");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     tracing::info!(node_id = daemon.node_id(), once, "provhost daemon running");
-    let summary = daemon.run(stop, once).await?;
+    let summary = daemon.run(stopped(), once).await?;
     tracing::info!(
         recovered = summary.recovered,
         processed = summary.processed,
         "provhost daemon stopped"
     );
-    db.close().await;
+    // Closing waits for connections in use; one stuck on a dead database must not hold
+    // the exit up.
+    if tokio::time::timeout(Duration::from_secs(2), db.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections did not close within 2 s; exiting anyway");
+    }
     // Routines abandoned after the grace period may still sit in a primitive (bounded by
     // its own timeout); their requests are already left to recovery, so do not wait for
     // them as the runtime's shutdown would.
