@@ -279,6 +279,9 @@ impl Daemon {
                     if let Err(e) = crate::db::flow::checkin(db, node).await {
                         tracing::warn!("check-in failed: {e}");
                     }
+                    if db.is_stopping() {
+                        return Ok(0);
+                    }
                     self.claim_due(
                         &mut recovered,
                         &mut running,
@@ -405,7 +408,11 @@ impl Daemon {
         tasks: &mut Tasks,
     ) -> Result<usize, DbError> {
         let db = &self.svc.db;
+        // Once stopping (see `Stop::race`), no new database work is started.
         let work = crate::db::claim::work_for(db, self.svc.node_id).await?;
+        if db.is_stopping() {
+            return Ok(0);
+        }
         let now = crate::db::time::parse_datetime(&db.now().await?)?;
         let t = &self.svc.timings;
         let mut claimed = 0;
@@ -414,6 +421,9 @@ impl Daemon {
                 .any(|w| w.request_id == *id && w.state == "inuse")
         });
         for w in work {
+            if db.is_stopping() {
+                break;
+            }
             if running.contains_key(&w.request_id) || running.len() >= self.cfg.max_flows {
                 continue;
             }

@@ -219,6 +219,9 @@ async fn serve(
         }
     };
     let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(config));
+    host.use_good_store(provhost::host::good::GoodStore::new(
+        provhost::host::good::dir_in(&config.paths.data_dir),
+    ));
     let _watch = provhost::daemon::start_host(&host)?;
     let daemon = tokio::select! {
         d = provhost::daemon::Daemon::new(
@@ -291,6 +294,11 @@ fn rhai_files(path: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Res
 fn check(config: &Config, paths: Vec<PathBuf>) -> ExitCode {
     let opts: HostOptions = config.host_options();
     let host = ScriptHost::new(opts.clone(), &[]);
+    // Read only: says what a daemon started now would serve for a broken file.
+    host.use_good_store(provhost::host::good::GoodStore::read_only(
+        provhost::host::good::dir_in(&config.paths.data_dir),
+    ));
+    let mut notes: Vec<String> = Vec::new();
     let roots = if paths.is_empty() {
         vec![opts.scripts_dir.clone()]
     } else {
@@ -337,11 +345,30 @@ fn check(config: &Config, paths: Vec<PathBuf>) -> ExitCode {
                     .unwrap_or_default();
                 println!("ok     {}  {kind}/{name} v{version}", file.display());
             }
-            Err(errs) => errors.extend(errs.iter().map(|e| e.to_string())),
+            Err(errs) => {
+                errors.extend(errs.iter().map(|e| e.to_string()));
+                match host.module_of_file(file) {
+                    Some(m) => notes.push(format!(
+                        "{}: a daemon started now would serve its last good version, {}/{} v{}, from {}",
+                        file.display(),
+                        m.info.kind,
+                        m.info.name,
+                        m.info.version,
+                        m.restored_from.as_deref().unwrap_or("memory")
+                    )),
+                    None => notes.push(format!(
+                        "{}: no usable saved good copy; a daemon started now would not serve this module",
+                        file.display()
+                    )),
+                }
+            }
         }
     }
     for e in &errors {
         println!("error  {e}");
+    }
+    for n in &notes {
+        println!("note   {n}");
     }
     println!("{ok} file(s) ok, {} error(s)", errors.len());
     if errors.is_empty() && !files.is_empty() {

@@ -417,6 +417,15 @@ pub async fn run(svc: Arc<Services>, work: Work, cancel: Arc<AtomicBool>, recove
                     tracing::error!("could not hand the request back; recovery will: {e}");
                 }
             }
+            // The database, not the reservation, failed: never fail the reservation for
+            // it. Hand the request back (processed again once the database answers); if
+            // that fails too, it stays pending for recovery.
+            Err(FlowError::Db(e @ (DbError::Stopped { .. } | DbError::Unavailable { .. }))) => {
+                tracing::error!("{e}; handing the request back to be processed again");
+                if let Err(e) = crate::db::claim::release(&svc.db, work.request_id).await {
+                    tracing::error!("could not hand the request back; recovery will: {e}");
+                }
+            }
             Err(e) => {
                 tracing::error!("flow failed: {e}");
                 fail(&svc, ids, &work.state, &e.to_string()).await;

@@ -26,7 +26,10 @@ pub async fn computervar_has_key(db: &Db) -> Result<bool, DbError> {
     })?;
     let mut indexes: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for (idx, col) in pairs {
-        indexes.entry(idx).or_default().push(col.to_ascii_lowercase());
+        indexes
+            .entry(idx)
+            .or_default()
+            .push(col.to_ascii_lowercase());
     }
     Ok(indexes.values_mut().any(|cols| {
         cols.sort();
