@@ -235,9 +235,6 @@ async fn stop_during_a_database_outage_wins_within_the_grace_period() {
     let took = stop(&mut serve, &log, Duration::from_secs(GRACE + 10)).await;
     let text = read(&log);
     eprintln!("stopped {took:?} after SIGTERM during the outage");
-    if std::env::var("SHOW_LOG").is_ok() {
-        eprintln!("{text}");
-    }
     assert!(
         took <= Duration::from_secs(GRACE),
         "stopped after {took:?}, grace is {GRACE} s:\n{text}"

@@ -170,3 +170,40 @@ impl<T> During<T> for Result<T, sqlx::Error> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_named_once_with_its_cause() {
+        let lost = DbError::Sql {
+            what: "claiming request 18".into(),
+            cause: sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "expected to read 4 bytes, got 0 bytes at EOF",
+            )),
+        };
+        assert!(lost.is_transient());
+        assert_eq!(
+            lost.transient_reason(),
+            "lost the connection to the database (error communicating with database: expected to read 4 bytes, got 0 bytes at EOF)"
+        );
+        let gave_up = DbError::Unavailable {
+            what: "claiming request 18".into(),
+            attempts: 10,
+            waited: Duration::from_millis(51_300),
+            last: Box::new(lost),
+        };
+        let text = gave_up.to_string();
+        assert_eq!(text.matches("claiming request 18").count(), 1, "{text}");
+        assert!(
+            text.contains("database unavailable after 10 attempts"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lost the connection to the database"),
+            "{text}"
+        );
+    }
+}

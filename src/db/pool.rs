@@ -460,6 +460,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_documented_retry_budget_is_the_real_one() {
+        let p = RetryPolicy::default();
+        let waits: Duration = p.delays().sum();
+        assert_eq!(p.delays().count(), 9);
+        assert_eq!(waits, Duration::from_millis(21_300));
+        let worst = p.worst_case(ACQUIRE_TIMEOUT);
+        assert_eq!(worst, Duration::from_millis(51_300));
+        let doc = include_str!("../../docs/database.md");
+        for figure in [
+            format!("{:.1} s", waits.as_secs_f64()),
+            format!("{:.1} s", worst.as_secs_f64()),
+            format!("{} s acquire timeout", ACQUIRE_TIMEOUT.as_secs()),
+        ] {
+            assert!(
+                doc.contains(&figure),
+                "docs/database.md must state {figure:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_retry_waits_at_once() {
+        let db = Db::connect("sqlite://:memory:").await.expect("memory db");
+        let own = db.with_own_stop();
+        own.stop_retrying();
+        assert!(own.is_stopping() && !db.is_stopping());
+        let started = Instant::now();
+        let err = own
+            .retry("doing a thing", || async {
+                Err::<(), _>(DbError::Sql {
+                    what: "doing a thing".into(),
+                    cause: sqlx::Error::PoolTimedOut,
+                })
+            })
+            .await
+            .expect_err("never succeeds");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(matches!(err, DbError::Stopped { attempts: 1, .. }), "{err}");
+        let text = err.to_string();
+        assert_eq!(
+            text.matches("doing a thing").count(),
+            1,
+            "context once: {text}"
+        );
+        assert!(text.contains("not retried: stopping"), "{text}");
+    }
+
+    #[test]
     fn passwords_never_show() {
         assert_eq!(
             redact_url("mysql://root:s3cret@db.example/vcl"),

@@ -329,88 +329,6 @@ impl rhai::ModuleResolver for SavedResolver {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn setup() -> (tempfile::TempDir, GoodStore, PathBuf) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let stdlib = dir.path().join("stdlib");
-        std::fs::create_dir_all(stdlib.join("net")).expect("mkdir");
-        std::fs::write(stdlib.join("shell.rhai"), "fn q(s) { s }").expect("write");
-        std::fs::write(stdlib.join("net/ip.rhai"), "fn ok(s) { true }").expect("write");
-        let store = GoodStore::new(dir.path().join("good"));
-        (dir, store, stdlib)
-    }
-
-    #[test]
-    fn saves_once_and_loads_back_with_the_stdlib() {
-        let (_d, store, stdlib) = setup();
-        let rel = Path::new("provisioning/sim.rhai");
-        assert!(store.load(rel).expect("load").is_none());
-        assert!(store
-            .save(rel, "provisioning/sim", "1", "const MODULE = 1;", &stdlib)
-            .expect("save"));
-        assert!(
-            !store
-                .save(rel, "provisioning/sim", "1", "const MODULE = 1;", &stdlib)
-                .expect("save again"),
-            "unchanged: not rewritten"
-        );
-        let saved = store.load(rel).expect("load").expect("saved");
-        assert_eq!(saved.module_source.source, "const MODULE = 1;");
-        assert_eq!(
-            saved.stdlib.keys().cloned().collect::<Vec<_>>(),
-            ["net/ip", "shell"]
-        );
-        assert!(store
-            .entry_path(rel)
-            .ends_with("good/provisioning/sim.rhai.json"));
-        let ro = GoodStore::read_only(store.dir());
-        assert!(!ro
-            .save(rel, "provisioning/sim", "2", "changed", &stdlib)
-            .expect("read-only save"));
-    }
-
-    #[test]
-    fn a_hash_mismatch_is_named_and_refused() {
-        let (_d, store, stdlib) = setup();
-        let rel = Path::new("os/linux.rhai");
-        store
-            .save(rel, "os/linux", "1", "fn a() { 1 }", &stdlib)
-            .expect("save");
-        let path = store.entry_path(rel);
-        let edited = std::fs::read_to_string(&path)
-            .expect("read")
-            .replace("fn a() { 1 }", "fn a() { 2 }");
-        std::fs::write(&path, edited).expect("tamper");
-        let err = store.load(rel).expect_err("tampered");
-        assert!(matches!(err, GoodError::HashMismatch { .. }), "{err}");
-        let text = err.to_string();
-        assert!(
-            text.contains("os/linux.rhai.json")
-                && text.contains("does not match its recorded sha256")
-                && text.contains("ignored"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn a_corrupt_store_file_is_named_and_refused() {
-        let (_d, store, _stdlib) = setup();
-        let rel = Path::new("os/linux.rhai");
-        let path = store.entry_path(rel);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(&path, "{\"format\": 1, \"file\": trunc").expect("write");
-        let err = store.load(rel).expect_err("corrupt");
-        assert!(matches!(err, GoodError::Corrupt { .. }), "{err}");
-        assert!(
-            err.to_string().contains("saved good copy is unreadable"),
-            "{err}"
-        );
-    }
-}
-
 /// `<data_dir>/modules-good`: where the daemon keeps the saved copies.
 pub fn dir_in(data_dir: &Path) -> PathBuf {
     data_dir.join("modules-good")
@@ -515,5 +433,87 @@ impl crate::host::ScriptHost {
             path.display()
         );
         Ok(Some(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, GoodStore, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stdlib = dir.path().join("stdlib");
+        std::fs::create_dir_all(stdlib.join("net")).expect("mkdir");
+        std::fs::write(stdlib.join("shell.rhai"), "fn q(s) { s }").expect("write");
+        std::fs::write(stdlib.join("net/ip.rhai"), "fn ok(s) { true }").expect("write");
+        let store = GoodStore::new(dir.path().join("good"));
+        (dir, store, stdlib)
+    }
+
+    #[test]
+    fn saves_once_and_loads_back_with_the_stdlib() {
+        let (_d, store, stdlib) = setup();
+        let rel = Path::new("provisioning/sim.rhai");
+        assert!(store.load(rel).expect("load").is_none());
+        assert!(store
+            .save(rel, "provisioning/sim", "1", "const MODULE = 1;", &stdlib)
+            .expect("save"));
+        assert!(
+            !store
+                .save(rel, "provisioning/sim", "1", "const MODULE = 1;", &stdlib)
+                .expect("save again"),
+            "unchanged: not rewritten"
+        );
+        let saved = store.load(rel).expect("load").expect("saved");
+        assert_eq!(saved.module_source.source, "const MODULE = 1;");
+        assert_eq!(
+            saved.stdlib.keys().cloned().collect::<Vec<_>>(),
+            ["net/ip", "shell"]
+        );
+        assert!(store
+            .entry_path(rel)
+            .ends_with("good/provisioning/sim.rhai.json"));
+        let ro = GoodStore::read_only(store.dir());
+        assert!(!ro
+            .save(rel, "provisioning/sim", "2", "changed", &stdlib)
+            .expect("read-only save"));
+    }
+
+    #[test]
+    fn a_hash_mismatch_is_named_and_refused() {
+        let (_d, store, stdlib) = setup();
+        let rel = Path::new("os/linux.rhai");
+        store
+            .save(rel, "os/linux", "1", "fn a() { 1 }", &stdlib)
+            .expect("save");
+        let path = store.entry_path(rel);
+        let edited = std::fs::read_to_string(&path)
+            .expect("read")
+            .replace("fn a() { 1 }", "fn a() { 2 }");
+        std::fs::write(&path, edited).expect("tamper");
+        let err = store.load(rel).expect_err("tampered");
+        assert!(matches!(err, GoodError::HashMismatch { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("os/linux.rhai.json")
+                && text.contains("does not match its recorded sha256")
+                && text.contains("ignored"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_store_file_is_named_and_refused() {
+        let (_d, store, _stdlib) = setup();
+        let rel = Path::new("os/linux.rhai");
+        let path = store.entry_path(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, "{\"format\": 1, \"file\": trunc").expect("write");
+        let err = store.load(rel).expect_err("corrupt");
+        assert!(matches!(err, GoodError::Corrupt { .. }), "{err}");
+        assert!(
+            err.to_string().contains("saved good copy is unreadable"),
+            "{err}"
+        );
     }
 }
