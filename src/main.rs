@@ -244,11 +244,11 @@ async fn serve(
     );
     // Closing waits for connections in use; one stuck on a dead database must not hold
     // the exit up.
-    if tokio::time::timeout(Duration::from_secs(2), db.close())
+    if tokio::time::timeout(Duration::from_secs(1), db.close())
         .await
         .is_err()
     {
-        tracing::warn!("database connections did not close within 2 s; exiting anyway");
+        tracing::warn!("database connections did not close within 1 s; exiting anyway");
     }
     // Routines abandoned after the grace period may still sit in a primitive (bounded by
     // its own timeout); their requests are already left to recovery, so do not wait for

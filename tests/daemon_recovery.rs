@@ -211,7 +211,7 @@ on_both_backends!(restart_with_a_broken_module_serves_the_saved_good_version);
 /// that the test cuts; SIGTERM during the outage ends the daemon within its grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_during_a_database_outage_wins_within_the_grace_period() {
-    const GRACE: u64 = 5;
+    const GRACE: u64 = 6;
     let Some(rig) = Rig::new(Backend::MySql, 1, &checking_os(), 0.1).await else {
         return;
     };
