@@ -1,5 +1,6 @@
 //! The daemon binary through a restart with a broken module file (the saved last good
-//! version keeps in-use reservations going; fixing the file reloads it) and through a stop
+//! version keeps in-use reservations going; fixing the file reloads it; with no saved copy
+//! the reservation is held, not failed, until the file loads) and through a stop
 //! during a real database outage (a TCP proxy in front of MariaDB, cut: the stop still
 //! wins within `shutdown_grace_secs`).
 
@@ -260,3 +261,74 @@ async fn stop_during_a_database_outage_wins_within_the_grace_period() {
     // No colour codes in a log file.
     assert!(!text.contains('\u{1b}'), "ANSI codes in the log:\n{text}");
 }
+
+/// A start with a broken module file and no saved copy (a host without a store): the
+/// in-use reservation is not failed; its checks are handed back until the file loads, then
+/// they run again.
+async fn a_broken_module_without_a_saved_copy_holds_its_reservations(backend: Backend) {
+    let Some(rig) = Rig::new(backend, 1, &checking_os(), 0.1).await else {
+        return;
+    };
+    let (daemon, stop) = rig.spawn(rig.config()).await;
+    let c = rig.request("lab1.test", "debian12").await;
+    rig.wait_log(c.reservation_id, "acknowledgetimeout", T)
+        .await;
+    provhost::db::flow::acknowledge(&rig.t.db, c.reservation_id, "192.0.2.10")
+        .await
+        .expect("ack");
+    rig.wait_state(c.request_id, "inuse", T).await;
+    let nowhere = Path::new("/nonexistent");
+    let checked = wait_inuse_check(&rig, c.computer_id, 0, nowhere).await;
+    let _ = stop.send(());
+    daemon.await.expect("daemon");
+
+    let sim = rig.scripts.scripts.join("provisioning/sim.rhai");
+    std::fs::write(&sim, "const MODULE = #{ kind: \"provisioning\", name: \"sim\", version: \"1\" };\nfn node_status(ctx) {\n")
+        .expect("break sim");
+    let host = provhost::host::ScriptHost::new(rig.host.options().clone(), &[]);
+    assert_eq!(host.load_all().len(), 1, "sim does not load");
+    let d = provhost::daemon::Daemon::new(
+        rig.t.connect_again().await,
+        host.clone(),
+        rig.config(),
+        None,
+    )
+    .await
+    .expect("daemon");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let second = tokio::spawn(async move {
+        d.run(
+            async move {
+                let _ = rx.await;
+            },
+            false,
+        )
+        .await
+        .expect("run")
+    });
+    // Several polls and in-use checks are due meanwhile (general_inuse_check is 1 s).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        inuse_checks(&rig, c.computer_id).await,
+        checked,
+        "no check ran"
+    );
+    assert_ne!(rig.request_state(c.request_id).await, "failed");
+    assert!(
+        !rig.names(c.reservation_id)
+            .await
+            .iter()
+            .any(|n| n == "failed"),
+        "{:?}",
+        rig.log(c.reservation_id).await
+    );
+
+    std::fs::write(&sim, sim_source(0.1)).expect("fix sim");
+    host.load_file(&sim).expect("fixed sim loads");
+    wait_inuse_check(&rig, c.computer_id, checked, nowhere).await;
+    assert_eq!(rig.request_state(c.request_id).await, "inuse");
+    let _ = tx.send(());
+    second.await.expect("second daemon");
+}
+
+on_both_backends!(a_broken_module_without_a_saved_copy_holds_its_reservations);
