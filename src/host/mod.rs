@@ -16,6 +16,7 @@ pub mod error;
 pub mod good;
 pub mod registry;
 pub mod reload;
+mod restore;
 pub mod syntax_hint;
 
 use std::path::{Path, PathBuf};
