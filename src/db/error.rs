@@ -109,6 +109,9 @@ impl DbError {
                     None if transient(e) => "the database is locked by another writer",
                     None => "database error",
                 },
+                _ if transient(e) && matches!(self, DbError::Connect { .. }) => {
+                    "cannot reach the database"
+                }
                 _ if transient(e) => "lost the connection to the database",
                 _ => return cause,
             },
