@@ -10,6 +10,8 @@ use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Backend, Db, RowExt};
 use crate::vcl;
 
+pub mod upgrade;
+
 const SQLITE_VCL: &str = include_str!("schema/sqlite/vcl.sql");
 const SQLITE_PROVHOST: &str = include_str!("schema/sqlite/provhost.sql");
 const MYSQL_VCL: &str = include_str!("schema/mysql/vcl.sql");
@@ -218,6 +220,12 @@ pub async fn init(db: &Db, management_node: &str) -> Result<InitReport, DbError>
         Backend::MySql => MYSQL_PROVHOST,
     };
     run_script(db, provhost_sql, "creating provhost tables").await?;
+    if let Some(create) = statements(provhost_sql)
+        .into_iter()
+        .find(|s| s.contains("`provhost_computervar`"))
+    {
+        upgrade::ensure_computervar_key(db, &create).await?;
+    }
     let record = format!(
         "INSERT INTO `provhost_schema` (`version`, `applied`) SELECT ?, {} WHERE NOT EXISTS \
          (SELECT 1 FROM `provhost_schema` WHERE `version` = ?)",

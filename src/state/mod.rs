@@ -105,6 +105,11 @@ pub enum FlowError {
     /// The daemon is shutting down: hand the request back.
     #[error("cancelled: the daemon is shutting down")]
     Cancelled,
+    /// A module the flow needs is not loaded because its file does not load (and no saved
+    /// good copy could be served): hand the request back until the file is fixed, rather
+    /// than fail a reservation for a broken edit or a restart.
+    #[error("{0}")]
+    Held(String),
 }
 
 impl From<HostError> for FlowError {
@@ -345,18 +350,23 @@ fn resolve(host: &ScriptHost, kind: Kind, name: &str, what: &str) -> Result<Modu
         .scripts_dir
         .join(kind.as_str())
         .join(format!("{name}.rhai"));
-    let why = host
+    let broken = host
         .file_states()
         .into_iter()
         .find(|(p, _)| p == &file)
         .and_then(|(_, s)| match s {
-            FileState::Failed { errors, .. } => Some(format!(": {}", errors.join("; "))),
+            FileState::Failed { errors, .. } => Some(errors.join("; ")),
             _ => None,
-        })
-        .unwrap_or_else(|| format!(" ({} does not exist or did not load)", file.display()));
-    Err(FlowError::Failed(format!(
-        "{kind} module {name:?} of the {what} is not loaded{why}"
-    )))
+        });
+    match broken {
+        Some(errors) => Err(FlowError::Held(format!(
+            "{kind} module {name:?} of the {what} is not loaded: {errors}; the request waits until the file loads"
+        ))),
+        None => Err(FlowError::Failed(format!(
+            "{kind} module {name:?} of the {what} is not loaded ({} does not exist or did not load)",
+            file.display()
+        ))),
+    }
 }
 
 /// The computer state a failure leaves, per flow (VCL: image → maintenance, inuse → inuse).
@@ -387,6 +397,13 @@ pub async fn run(svc: Arc<Services>, work: Work, cancel: Arc<AtomicBool>, recove
         let ids = Ids::from(&data);
         let flow = match prepare(&svc, data, &work, cancel) {
             Ok(f) => f,
+            Err(FlowError::Held(why)) => {
+                tracing::warn!("{why}; handing the request back");
+                if let Err(e) = crate::db::claim::release(&svc.db, work.request_id).await {
+                    tracing::error!("could not hand the request back; recovery will: {e}");
+                }
+                return;
+            }
             Err(e) => {
                 fail(&svc, ids, &work.state, &e.to_string()).await;
                 return;
@@ -413,6 +430,15 @@ pub async fn run(svc: Arc<Services>, work: Work, cancel: Arc<AtomicBool>, recove
             Err(FlowError::Cancelled) => {
                 tracing::warn!("shutting down: handing the request back");
                 let _ = flow.log("info", "daemon shutting down: request handed back to be processed again").await;
+                if let Err(e) = crate::db::claim::release(&svc.db, work.request_id).await {
+                    tracing::error!("could not hand the request back; recovery will: {e}");
+                }
+            }
+            // The database, not the reservation, failed: never fail the reservation for
+            // it. Hand the request back (processed again once the database answers); if
+            // that fails too, it stays pending for recovery.
+            Err(FlowError::Db(e @ (DbError::Stopped { .. } | DbError::Unavailable { .. }))) => {
+                tracing::error!("{e}; handing the request back to be processed again");
                 if let Err(e) = crate::db::claim::release(&svc.db, work.request_id).await {
                     tracing::error!("could not hand the request back; recovery will: {e}");
                 }

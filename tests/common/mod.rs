@@ -10,6 +10,7 @@ pub mod flows;
 pub mod libvirtd;
 pub mod netns;
 pub mod procs;
+pub mod proxy;
 pub mod scripts;
 pub mod sshd;
 pub mod testimage;
