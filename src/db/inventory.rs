@@ -170,6 +170,30 @@ pub async fn add_vmhost(
     .await
 }
 
+/// Set `vmprofile.vmdisk` of profile `profile`: `shared` (VMs are linked clones of the
+/// library's image) or `dedicated` (each VM gets a full copy; VCL's default).
+pub async fn set_vmprofile_vmdisk(db: &Db, profile: &str, vmdisk: &str) -> Result<(), DbError> {
+    if !matches!(vmdisk, "shared" | "dedicated") {
+        return Err(DbError::Invalid(format!(
+            "vmprofile.vmdisk {vmdisk:?}: use \"shared\" (linked clones) or \"dedicated\" (full copies)"
+        )));
+    }
+    let what = format!("setting vmdisk of VM profile {profile}");
+    let n = db
+        .retry(&what, || async {
+            with_pool!(db, p => sqlx::query("UPDATE `vmprofile` SET `vmdisk` = ? WHERE `profilename` = ?")
+                .bind(vmdisk).bind(profile).execute(p).await.during(what.as_str()).map(|r| r.rows_affected()))
+        })
+        .await?;
+    if n == 0 {
+        return Err(DbError::NotFound {
+            what: "vmprofile",
+            key: profile.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Add an available management node; returns its id.
 pub async fn add_management_node(db: &Db, hostname: &str, ip: &str) -> Result<i64, DbError> {
     let what = format!("adding management node {hostname}");

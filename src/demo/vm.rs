@@ -337,6 +337,8 @@ async fn steps(
     let vm_root = vm_prims.vms().config().vm_root.clone();
     let lib = library.display().to_string();
     let vmhost_id = add_vmhost(&db, vmhost_computer, "demo-qemu", &vm_root, &lib, &vm_root).await?;
+    // Linked clones of the library's image (VCL's `shared`); `dedicated` would copy it whole.
+    crate::db::inventory::set_vmprofile_vmdisk(&db, "demo-qemu", "shared").await?;
     let mut computer = NewComputer::lab(VM_NAME, VM_IP);
     computer.provisioning = "qemu".into();
     computer.computer_type = "virtualmachine".into();
