@@ -66,7 +66,10 @@ fn demo_provisions_a_real_vm_a_user_logs_in_and_everything_is_removed() {
         "namespace provhost-demo-user",
         "VM-host network provhost-demo",
     ] {
-        assert!(stdout.contains(want), "demo output lacks {want:?}:\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains(want),
+            "demo output lacks {want:?}:\n{stdout}\n{stderr}"
+        );
     }
     // Quiet: the timeline is the output; log lines are warnings at most.
     assert!(!stderr.contains(" INFO "), "{stderr}");

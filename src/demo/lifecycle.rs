@@ -29,7 +29,10 @@ pub(crate) struct Plan<'a> {
 }
 
 async fn computer_is(db: &Db, computer: i64, state: &str) -> Result<bool, DemoError> {
-    Ok(crate::db::state::computer_state(db, computer).await?.as_deref() == Some(state))
+    Ok(crate::db::state::computer_state(db, computer)
+        .await?
+        .as_deref()
+        == Some(state))
 }
 
 pub(crate) async fn run(

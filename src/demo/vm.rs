@@ -236,10 +236,7 @@ impl UserLogin for SshUser {
     }
 }
 
-pub(super) async fn run(
-    config: &Config,
-    out: &mut impl Write,
-) -> Result<(), DemoError> {
+pub(super) async fn run(config: &Config, out: &mut impl Write) -> Result<(), DemoError> {
     let data = std::path::absolute(&config.paths.data_dir)?;
     let vm_root = data.join("demo-vms");
     let library = std::path::absolute(config.images.library(&config.paths.data_dir))?;
@@ -352,7 +349,14 @@ async fn steps(
     let host_key = std::fs::read_to_string(built.dir.join("ssh_host_ed25519_key.pub"))?;
     std::fs::write(
         &known_hosts,
-        format!("{VM_IP} {}\n", host_key.split_whitespace().take(2).collect::<Vec<_>>().join(" ")),
+        format!(
+            "{VM_IP} {}\n",
+            host_key
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
     )?;
     writeln!(out, "  VM host: this machine (VM-host namespace {}, bridge {}, {}); VM {VM_NAME} at {VM_IP} from image {} (revision {}); user {LOGIN} with an SSH key", demo_net().netns, demo_net().bridge, demo_net().gateway, build::IMAGE_NAME, reg.revision)?;
 
