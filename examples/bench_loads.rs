@@ -2,7 +2,7 @@
 //! really works): N new reservations at once, each on its own VM computer, through the
 //! daemon with the shipped `provisioning/qemu` and `os/linux` modules and the test image.
 //!
-//! Run (as root, after the tests built the test image): `cargo run --example bench_vm --
+//! Run (as root, after the tests built the test image): `cargo run --example bench_loads --
 //! [--n 10] [--vmdisk shared|dedicated]`
 //!
 //! Measures: wall time from "all N requests inserted" to "all N reservations reached
