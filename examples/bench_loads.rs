@@ -9,13 +9,11 @@
 //! `nodeready`"; the load-log steps of each reservation as the harness saw them appear
 //! (polled every 250 ms; median and max over the N reservations); peak RSS of this process
 //! (daemon + harness, VmHWM) and of each QEMU; this process's RSS while it manages the N
-//! running VMs; and the disk step alone: a linked clone (`qemu-img create -b`) against a
-//! full copy (`cp --sparse=always`) of the image, 5 runs each. Everything it starts (VMs,
-//! the VM-host namespace) is removed at the end.
+//! running VMs. (The disk step alone, linked clone against full copy, is in `bench_vm`.)
+//! Everything it starts (VMs, the VM-host namespace) is removed at the end.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -86,59 +84,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn time_cmd(cmd: &str) -> f64 {
-    let t = Instant::now();
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "{cmd}");
-    t.elapsed().as_secs_f64()
-}
-
-/// The disk step alone: linked clone against full copy of `base`, 5 runs each.
-fn disk_step(base: &Path, tmp: &Path) {
-    let (mut linked, mut full) = (vec![], vec![]);
-    for i in 0..5 {
-        let l = tmp.join(format!("l{i}.qcow2"));
-        let f = tmp.join(format!("f{i}.qcow2"));
-        linked.push(time_cmd(&format!(
-            "qemu-img create -q -f qcow2 -b {} -F qcow2 {}",
-            base.display(),
-            l.display()
-        )));
-        full.push(time_cmd(&format!(
-            "cp --sparse=always {} {} && sync {}",
-            base.display(),
-            f.display(),
-            f.display()
-        )));
-    }
-    let size = |p: PathBuf| {
-        Command::new("du")
-            .args(["-k"])
-            .arg(p)
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("0")
-                    .to_string()
-            })
-            .unwrap_or_default()
-    };
-    println!(
-        "disk step: linked clone median {:.3} s ({} KB on disk), full copy median {:.3} s ({} KB on disk)",
-        median(linked),
-        size(tmp.join("l0.qcow2")),
-        median(full),
-        size(tmp.join("f0.qcow2"))
-    );
-}
-
 #[tokio::main]
 async fn main() {
     let n: usize = arg("--n", "10").parse().unwrap_or(10);
@@ -164,7 +109,6 @@ async fn main() {
     )
     .expect("test image");
     let tmp = tempfile::tempdir().expect("tmp");
-    disk_step(&built.dir.join("disk.qcow2"), tmp.path());
 
     let vm_root = tmp.path().join("vms").display().to_string();
     let net_cfg = VmnetConfig {
