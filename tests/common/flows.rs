@@ -59,6 +59,8 @@ pub fn fast_timings() -> Timings {
         general_end_notice_second: 300,
         acknowledge_poll_ms: 100,
         connect_poll: 1,
+        computer_wait_secs: 30,
+        computer_wait_poll_ms: 100,
     }
 }
 
