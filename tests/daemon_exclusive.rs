@@ -291,8 +291,8 @@ impl Rng {
     }
 }
 
-/// Randomized: two computers, reservations back to back on each (no reload time), on two
-/// management nodes; some users acknowledge, some never do, some reservations are
+/// Randomized: two computers, four touching reservations on each (no reload time,
+/// random lengths), on two management nodes; some users acknowledge, some never do, some reservations are
 /// cancelled. Checks the invariant from the load-log timeline and samples the computer
 /// states the whole time.
 async fn randomized_touching_reservations_keep_one_holder(backend: Backend) {
@@ -322,7 +322,7 @@ async fn randomized_touching_reservations_keep_one_holder(backend: Backend) {
     let mut made = Vec::new();
     for host in ["lab1.test", "lab2.test"] {
         let mut at = base + secs(1);
-        for _ in 0..3 {
+        for _ in 0..4 {
             let len = 2 + rng.below(3) as i64;
             let c = rig
                 .request_window(host, &fmt(at), &fmt(at + secs(len)))
@@ -336,9 +336,10 @@ async fn randomized_touching_reservations_keep_one_holder(backend: Backend) {
                     ))
                     .await;
             }
-            // 0: never acknowledged, 1: acknowledged, 2: cancelled at some point.
-            made.push((c, rng.below(3), rng.below(4)));
-            at = at + secs(len) + secs(rng.below(2) as i64);
+            // 0: never acknowledged, 1 and 2: acknowledged, 3: cancelled at some point.
+            made.push((c, rng.below(4), rng.below(4)));
+            // Touching: the next one starts the second this one ends.
+            at = at + secs(len);
         }
     }
 
@@ -363,7 +364,7 @@ async fn randomized_touching_reservations_keep_one_holder(backend: Backend) {
             }
             let names = rig.names(c.reservation_id).await;
             match what {
-                1 if names.iter().any(|n| n == "acknowledgetimeout") => {
+                1 | 2 if names.iter().any(|n| n == "acknowledgetimeout") => {
                     rig.t
                         .exec(&format!(
                             "UPDATE `reservation` SET `remoteIP` = '192.0.2.9' WHERE `id` = {}",
@@ -372,7 +373,7 @@ async fn randomized_touching_reservations_keep_one_holder(backend: Backend) {
                         .await;
                     acted[i] = true;
                 }
-                2 if t.elapsed() >= Duration::from_millis(700 * *when) => {
+                3 if t.elapsed() >= Duration::from_millis(700 * *when) => {
                     let _ =
                         provhost::db::state::transition(&rig.t.db, c.request_id, "new", "deleted")
                             .await;
@@ -406,8 +407,16 @@ async fn randomized_touching_reservations_keep_one_holder(backend: Backend) {
     d1.await.expect("daemon 1");
     d2.await.expect("daemon 2");
 
+    let mut waits = 0;
     for &computer in &rig.world.computers {
         let spans = rig.assert_one_holder_at_a_time(computer).await;
+        let steps = rig.computer_timeline(computer).await;
+        let n = steps
+            .iter()
+            .filter(|s| s.info.starts_with("waiting up to"))
+            .count();
+        eprintln!("computer {computer}: spans (request, begin, exited) {spans:?}; {n} waits");
+        waits += n;
         assert!(!spans.is_empty(), "seed {seed}");
         assert_eq!(
             rig.computer_state(computer).await,
@@ -427,6 +436,11 @@ async fn randomized_touching_reservations_keep_one_holder(backend: Backend) {
         .scalar("SELECT COUNT(*) FROM `request` WHERE `stateid` = 5")
         .await;
     assert_eq!(failed, 0, "no reservation failed (seed {seed})");
+    // The run did make reservations wait for each other (it tested something).
+    assert!(
+        waits > 0,
+        "no reservation ever waited for a computer (seed {seed})"
+    );
 }
 
 crate::on_both_backends!(
