@@ -339,7 +339,7 @@ async fn randomized_touching_reservations_keep_one_holder(backend: Backend) {
             // 0: never acknowledged, 1 and 2: acknowledged, 3: cancelled at some point.
             made.push((c, rng.below(4), rng.below(4)));
             // Touching: the next one starts the second this one ends.
-            at = at + secs(len);
+            at += secs(len);
         }
     }
 

@@ -463,11 +463,11 @@ pub async fn run(
 /// The flow for the request's state.
 async fn dispatch(flow: &Flow) -> Result<Exit, FlowError> {
     match flow.state.as_str() {
-        "new" | "reload" | "reinstall" | "tomaintenance" => new::run(&flow).await,
-        "reserved" => reserved::run(&flow).await,
-        "inuse" => inuse::run(&flow).await,
-        "timeout" | "deleted" => reclaim::run(&flow).await,
-        "image" => image::run(&flow).await,
+        "new" | "reload" | "reinstall" | "tomaintenance" => new::run(flow).await,
+        "reserved" => reserved::run(flow).await,
+        "inuse" => inuse::run(flow).await,
+        "timeout" | "deleted" => reclaim::run(flow).await,
+        "image" => image::run(flow).await,
         other => Err(FlowError::Failed(format!(
             "provhost has no flow for request state {other:?}"
         ))),
