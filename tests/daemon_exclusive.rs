@@ -266,6 +266,92 @@ async fn a_wait_that_runs_out_fails_and_leaves_the_holder_alone(backend: Backend
     daemon.await.expect("daemon");
 }
 
+/// A reservation that was handed its computer before `provhost_computerlock` existed (an
+/// upgrade: in use, no row) still holds it: a new reservation on that computer waits for
+/// its reclaim and reload.
+async fn an_in_use_reservation_without_a_lock_row_is_waited_for(backend: Backend) {
+    let Some(rig) = Rig::new(backend, 1, RECORDING_OS, 0.3).await else {
+        return;
+    };
+    let computer = rig.world.computers[0];
+    let a = rig
+        .request_window("lab1.test", "now", "+1h")
+        .await
+        .expect("A");
+    let b = rig
+        .request_window("lab1.test", "+2h", "+1h")
+        .await
+        .expect("B");
+    // A was processed to inuse by an older daemon; then A ends and B starts.
+    let now = rig.t.db.now().await.expect("now");
+    for sql in [
+        format!("UPDATE `request` SET `stateid` = 8, `laststateid` = 3, `end` = '{now}' WHERE `id` = {}", a.request_id),
+        format!("UPDATE `computer` SET `stateid` = 8 WHERE `id` = {computer}"),
+        format!("UPDATE `request` SET `start` = '{now}' WHERE `id` = {}", b.request_id),
+    ] {
+        rig.t.exec(&sql).await;
+    }
+    // A belongs to node mn2, whose daemon starts later: B's flow (mn1) finds the computer
+    // without a row and must see that A holds it.
+    let mn2 = provhost::db::inventory::add_management_node(&rig.t.db, "mn2.test", "127.0.0.2")
+        .await
+        .expect("mn2");
+    rig.t
+        .exec(&format!(
+            "UPDATE `reservation` SET `managementnodeid` = {mn2} WHERE `id` = {}",
+            a.reservation_id
+        ))
+        .await;
+    let (daemon, stop) = rig.spawn(rig.config()).await;
+    let t = Instant::now();
+    while !rig
+        .log(b.reservation_id)
+        .await
+        .iter()
+        .any(|(n, i)| n == "info" && i.contains(&format!("held by request {}", a.request_id)))
+    {
+        assert!(
+            t.elapsed() < T,
+            "B never waited for A: {:?}",
+            rig.log(b.reservation_id).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        rig.t
+            .scalar("SELECT `requestid` FROM `provhost_computerlock`")
+            .await,
+        a.request_id,
+        "A recorded as the holder"
+    );
+    let (daemon2, stop2) = rig
+        .spawn(DaemonConfig {
+            node: "mn2.test".into(),
+            ..rig.config()
+        })
+        .await;
+    rig.wait_log(b.reservation_id, "acknowledgetimeout", T)
+        .await;
+    assert_eq!(rig.request_state(a.request_id).await, "complete");
+    let mut spans = rig.assert_one_holder_at_a_time(computer).await;
+    spans.sort_by_key(|s| s.1);
+    assert_eq!(spans.len(), 3, "A, its reload, B: {spans:?}");
+    assert_eq!(spans[0].0, a.request_id, "{spans:?}");
+    assert_eq!(spans[2].0, b.request_id, "{spans:?}");
+    let calls = rig
+        .computer_var(computer, "os_calls")
+        .await
+        .unwrap_or_default();
+    assert!(
+        calls.starts_with("revoke_access,delete_user:ann,sanitize,post_load"),
+        "A's reclaim and the reload ran before B: {calls}"
+    );
+    drop(stop);
+    drop(stop2);
+    daemon.await.expect("daemon");
+    daemon2.await.expect("daemon 2");
+}
+
 /// A small deterministic generator (xorshift), seeded from PROVHOST_TEST_SEED or the clock.
 struct Rng(u64);
 
@@ -448,5 +534,6 @@ crate::on_both_backends!(
     touching_reservations_with_a_slow_reclaim,
     touching_reservations_on_two_management_nodes,
     a_wait_that_runs_out_fails_and_leaves_the_holder_alone,
+    an_in_use_reservation_without_a_lock_row_is_waited_for,
     randomized_touching_reservations_keep_one_holder,
 );

@@ -7,8 +7,10 @@
 //! computer"):
 //!
 //! - a flow takes it with [`take`] — one transaction: re-take its own row, drop a row
-//!   whose holder request is finished (complete, failed or gone), insert a row when there
-//!   is none; otherwise it learns who holds the computer ([`Holder`]);
+//!   whose holder request is finished (complete, failed or gone), record a live
+//!   reservation of the computer that has no row as the holder (requests from before this
+//!   table existed), insert a row when there is none; otherwise it learns who holds the
+//!   computer ([`Holder`]);
 //! - a claim of the holder's request writes the new claim token into the row (`claim.rs`);
 //! - it is released, or passed on to the reload request a reclaim or capture inserted, in
 //!   the same transaction as the holder's `state_exit` / `reservation_failed`
@@ -21,6 +23,14 @@ use crate::db::pool::{with_pool, Db, RowExt};
 
 /// Request states that no longer hold a computer.
 pub(crate) const FINISHED: &str = "5, 12";
+
+/// SQL condition on `rq` (a request) that is true when the request has its computer by its
+/// state: reserved, inuse, image, reinstall or reload (queued or running), or timeout /
+/// deleted after it had the computer (laststate not `new`). Used to adopt holders that have
+/// no row (see [`take`]).
+const HOLDING: &str = "rq.`stateid` IN (3, 8, 16, 27, 19) \
+     OR (rq.`stateid` IN (1, 11) AND rq.`laststateid` <> 13) \
+     OR (rq.`stateid` = 14 AND rq.`laststateid` IN (3, 8, 16, 27, 19, 1, 11))";
 
 /// SQL condition (with one `?` for the computer and one for the request) that is true when
 /// no *other* request holds the computer. Used by every computer state change a flow
@@ -105,6 +115,13 @@ async fn try_take(db: &Db, t: &Taker) -> Result<Option<Option<i64>>, DbError> {
         "INSERT INTO `provhost_computerlock` (`computerid`, `requestid`, `reservationid`, `managementnodeid`, `token`, `locked`) \
          SELECT ?, ?, ?, ?, ?, {now} WHERE NOT EXISTS (SELECT 1 FROM `provhost_computerlock` WHERE `computerid` = ?)"
     );
+    let adopt = format!(
+        "SELECT rq.`id`, MIN(r.`id`) AS `reservationid`, MIN(r.`managementnodeid`) AS `managementnodeid` \
+         FROM `request` rq JOIN `reservation` r ON r.`requestid` = rq.`id` \
+         WHERE r.`computerid` = ? AND rq.`id` <> ? AND ({HOLDING}) \
+         AND NOT EXISTS (SELECT 1 FROM `provhost_computerlock` l WHERE l.`requestid` = rq.`id`) \
+         GROUP BY rq.`id` ORDER BY rq.`id` LIMIT 1"
+    );
     let what = format!("request {}: taking computer {}", t.request, t.computer);
     db.retry(&what, || async {
         with_pool!(db, p => {
@@ -122,6 +139,16 @@ async fn try_take(db: &Db, t: &Taker) -> Result<Option<Option<i64>>, DbError> {
             if let Some(old) = old {
                 sqlx::query("DELETE FROM `provhost_computerlock` WHERE `computerid` = ? AND `requestid` = ?")
                     .bind(t.computer).bind(old).execute(&mut *tx).await.during(what.as_str())?;
+            }
+            // A live reservation of the computer without a row (its flows ran before this
+            // table existed, e.g. across an upgrade) holds it: record that and wait for it.
+            let legacy = sqlx::query(&adopt).bind(t.computer).bind(t.request).fetch_optional(&mut *tx).await.during(what.as_str())?;
+            if let Some(l) = legacy {
+                sqlx::query(&insert)
+                    .bind(t.computer).bind(l.int("id")?).bind(l.int("reservationid")?).bind(l.int("managementnodeid")?).bind("").bind(t.computer)
+                    .execute(&mut *tx).await.during(what.as_str())?;
+                tx.commit().await.during(what.as_str())?;
+                return Ok(None);
             }
             let n = sqlx::query(&insert)
                 .bind(t.computer).bind(t.request).bind(t.reservation).bind(t.management_node).bind(&t.token).bind(t.computer)
