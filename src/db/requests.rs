@@ -407,3 +407,68 @@ pub fn format_requests(rows: &[RequestRow]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> NaiveDateTime {
+        parse_datetime(s).expect("time")
+    }
+
+    fn existing(start: &str, end: &str, reload: i64) -> Neighbour {
+        Neighbour {
+            request: 7,
+            state: "inuse".into(),
+            start: at(start),
+            end: at(end),
+            reload_minutes: reload,
+        }
+    }
+
+    fn window(start: &str, end: &str, reload: i64) -> Window {
+        Window {
+            start: at(start),
+            end: at(end),
+            reload_minutes: reload,
+        }
+    }
+
+    #[test]
+    fn each_reservation_is_followed_by_its_reload_time() {
+        let n = existing("2030-01-01 10:00", "2030-01-01 11:00", 10);
+        for (s, e, r, hit) in [
+            ("2030-01-01 10:30", "2030-01-01 11:30", 10, true),
+            ("2030-01-01 11:00", "2030-01-01 12:00", 10, true),
+            ("2030-01-01 11:09", "2030-01-01 12:00", 10, true),
+            ("2030-01-01 11:10", "2030-01-01 12:00", 10, false),
+            ("2030-01-01 09:00", "2030-01-01 09:51", 10, true),
+            ("2030-01-01 09:00", "2030-01-01 09:50", 10, false),
+            ("2030-01-01 09:00", "2030-01-01 10:00", 0, false),
+        ] {
+            assert_eq!(collides(&window(s, e, r), &n), hit, "{s}–{e} +{r}");
+        }
+        let touching = existing("2030-01-01 10:00", "2030-01-01 11:00", 0);
+        assert!(!collides(
+            &window("2030-01-01 11:00", "2030-01-01 12:00", 0),
+            &touching
+        ));
+    }
+
+    #[test]
+    fn the_refusal_names_the_other_request_and_what_fits() {
+        let n = existing("2030-01-01 10:00", "2030-01-01 11:00", 10);
+        let msg = refusal(
+            "lab1.test",
+            &window("2030-01-01 10:30", "2030-01-01 11:30", 15),
+            &n,
+        );
+        assert!(
+            msg.starts_with(
+                "computer lab1.test is reserved by request 7 (inuse) from 2030-01-01 10:00:00 to 2030-01-01 11:00:00"
+            ) && msg.contains("Start at 2030-01-01 11:10:00 or later, end by 2030-01-01 09:45:00")
+                && msg.contains("--any"),
+            "{msg}"
+        );
+    }
+}
