@@ -61,7 +61,7 @@ pub struct Timings {
     pub connect_poll: u64,
     /// How long new, reload, reinstall and tomaintenance wait for a computer another
     /// reservation holds (its reservation, reclaim or reload not finished) before giving
-    /// up as vcld does. Default 120 s: vcld's 24 checks 5 s apart.
+    /// up as vcld does. Default 120 s (24 looks, 5 s apart).
     pub computer_wait_secs: u64,
     /// How often that wait looks again, milliseconds.
     pub computer_wait_poll_ms: u64,
