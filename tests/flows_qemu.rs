@@ -40,12 +40,24 @@ async fn wait_step(rig: &Rig, reservation: i64, name: &str) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reservation_gets_a_real_vm_then_reclaim_reloads_it() {
-    let test = "a_reservation_gets_a_real_vm_then_reclaim_reloads_it";
-    if !common::root_or_skip(test, "VM networks in namespaces, taps") || !qemu_or_skip(test) {
-        return;
-    }
+/// Everything one of these tests needs; dropping it kills the VM, then the network.
+struct Setup {
+    rig: Rig,
+    img: testimage::TestImage,
+    prims: Arc<VmPrims>,
+    ssh: SshConfig,
+    vm_root: std::path::PathBuf,
+    computer: i64,
+    ip: String,
+    dir: tempfile::TempDir,
+    _guard: VmGuard,
+    net: TestNet,
+}
+
+/// The test image, a VM network, a SQLite rig with the shipped qemu.rhai and os/linux.rhai,
+/// this machine as VM host "local" (vmprofile: the test image library, linked clones) and
+/// one VM computer `qvm1` on it.
+async fn setup() -> Option<Setup> {
     let img = tokio::task::spawn_blocking(testimage::ensure)
         .await
         .expect("test image");
@@ -86,10 +98,7 @@ async fn a_reservation_gets_a_real_vm_then_reclaim_reloads_it() {
         call_timeout_secs: 300,
         ..common::scripts::test_limits()
     };
-    let Some(rig) = Rig::with_limits(Backend::Sqlite, 0, &linux, 0.1, &families, limits).await
-    else {
-        return;
-    };
+    let rig = Rig::with_limits(Backend::Sqlite, 0, &linux, 0.1, &families, limits).await?;
     rig.scripts.write(
         "provisioning/qemu.rhai",
         std::fs::read(concat!(
@@ -147,6 +156,29 @@ async fn a_reservation_gets_a_real_vm_then_reclaim_reloads_it() {
     .await
     .expect("image");
 
+    Some(Setup {
+        rig,
+        img,
+        prims,
+        ssh,
+        vm_root,
+        computer,
+        ip,
+        dir,
+        _guard: guard,
+        net,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_gets_a_real_vm_then_reclaim_reloads_it() {
+    let test = "a_reservation_gets_a_real_vm_then_reclaim_reloads_it";
+    if !common::root_or_skip(test, "VM networks in namespaces, taps") || !qemu_or_skip(test) {
+        return;
+    }
+    let Some(s) = setup().await else { return };
+    let (rig, img, ssh, computer, ip) = (&s.rig, &s.img, &s.ssh, s.computer, s.ip.clone());
+    let db = &rig.t.db;
     let (daemon, stop) = rig.spawn(rig.config()).await;
     let c = rig.request("qvm1", "testimg").await;
     rig.t
@@ -232,10 +264,116 @@ async fn a_reservation_gets_a_real_vm_then_reclaim_reloads_it() {
     );
     let _ = stop.send(());
     daemon.await.expect("daemon");
-    let vms = prims.vms().list(
+    let vms = s.prims.vms().list(
         &Host::local(Arc::new(SshConfig::default())),
-        &vm_root.display().to_string(),
+        &s.vm_root.display().to_string(),
     );
     let vms = vms.expect("list");
     assert_eq!(vms.len(), 1, "one VM for one computer: {vms:?}");
+}
+
+/// `provhost serve` for this setup, as a child process killed on drop.
+fn serve(s: &Setup, log: &str) -> common::procs::KillOnDrop {
+    let d = s.dir.path();
+    let n = &s.net.config;
+    let cfg = d.join("provhost.toml");
+    let text = format!(
+        "[paths]\nscripts = {:?}\nstdlib = {:?}\ndata_dir = {:?}\n\n[scripts]\ncall_timeout_secs = 300\n\n\
+         [database]\nurl = {:?}\n\n[daemon]\nnode = \"mn1.test\"\npoll_interval_secs = 1\n\n\
+         [daemon.timings]\nacknowledgetimeout = 600\nacknowledge_poll_ms = 100\ninitialconnecttimeout = 2\nconnect_poll = 1\n\n\
+         [ssh]\nidentity = {:?}\nknown_hosts = {:?}\nconnect_timeout_secs = 3\n\n\
+         [vm]\naccel = \"tcg\"\nvm_root = {:?}\nboot_timeout_secs = 150\n\n[images]\nlibrary = {:?}\n\n\
+         [vmnet]\nnetns = {:?}\nbridge = {:?}\ngateway = {:?}\nuplink = {:?}\nuplink_dev = {:?}\n",
+        s.rig.scripts.scripts,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/stdlib"),
+        d.join("data"),
+        s.rig.t.url,
+        s.img.key,
+        d.join("known_hosts_serve"),
+        s.vm_root,
+        s.img.library,
+        n.netns,
+        n.bridge,
+        n.gateway,
+        n.uplink,
+        n.uplink_dev,
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let out = std::fs::File::create(d.join(log)).expect("log file");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_provhost"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .env("PROVHOST_LOG", "info")
+        .env_remove("PROVHOST_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(out)
+        .spawn()
+        .expect("spawn provhost serve");
+    common::procs::KillOnDrop(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_killed_mid_load_restarts_removes_the_half_made_vm_and_loads_again() {
+    let test = "daemon_killed_mid_load_restarts_removes_the_half_made_vm_and_loads_again";
+    if !common::root_or_skip(test, "VM networks in namespaces, taps") || !qemu_or_skip(test) {
+        return;
+    }
+    let Some(s) = setup().await else { return };
+    let rig = &s.rig;
+    let c = rig.request("qvm1", "testimg").await;
+    rig.t
+        .exec(&format!(
+            "UPDATE `request` SET `checkuser` = 0 WHERE `id` = {}",
+            c.request_id
+        ))
+        .await;
+    let local = Host::local(Arc::new(SshConfig::default()));
+    let dir = s.vm_root.join("qvm1").display().to_string();
+
+    let mut first = serve(&s, "first.log");
+    wait_step(rig, c.reservation_id, "startvm").await;
+    first.0.kill().expect("kill -9");
+    let _ = first.0.wait();
+    let vms = Arc::clone(s.prims.vms());
+    let (l, d) = (local.clone(), dir.clone());
+    let half = tokio::task::spawn_blocking(move || vms.status(&l, &d))
+        .await
+        .expect("join")
+        .expect("status");
+    assert_eq!(
+        half.state, "running",
+        "the half-made VM outlives the daemon: {half:?}"
+    );
+
+    let _second = serve(&s, "second.log");
+    wait_step(rig, c.reservation_id, "nodeready").await;
+    let log = rig.log(c.reservation_id).await;
+    assert!(
+        log.iter()
+            .any(|(n, t)| n == "info" && t.contains("recovered after a daemon restart")),
+        "{log:#?}"
+    );
+    assert_eq!(
+        log.iter().filter(|(n, _)| n == "startvm").count(),
+        2,
+        "loaded again: {log:#?}"
+    );
+    let vms = Arc::clone(s.prims.vms());
+    let root = s.vm_root.display().to_string();
+    let list = tokio::task::spawn_blocking(move || vms.list(&local, &root))
+        .await
+        .expect("join")
+        .expect("list");
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].1.state, "running");
+    assert_ne!(list[0].1.pid, half.pid, "the half-made VM was replaced");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", half.pid.unwrap_or(0))).exists()
+            || std::fs::read_to_string(format!("/proc/{}/cmdline", half.pid.unwrap_or(0)))
+                .map(|c| c.is_empty())
+                .unwrap_or(true),
+        "the half-made QEMU still runs"
+    );
 }
