@@ -187,7 +187,7 @@ async fn a_reservation_gets_a_real_vm_then_reclaim_reloads_it() {
             c.request_id
         ))
         .await;
-    wait_step(&rig, c.reservation_id, "nodeready").await;
+    wait_step(rig, c.reservation_id, "nodeready").await;
     let names = rig.names(c.reservation_id).await;
     let mut it = names.iter();
     for want in [
@@ -232,7 +232,7 @@ async fn a_reservation_gets_a_real_vm_then_reclaim_reloads_it() {
     provhost::db::flow::acknowledge(db, c.reservation_id, "10.80.0.2")
         .await
         .expect("ack");
-    wait_step(&rig, c.reservation_id, "connected").await;
+    wait_step(rig, c.reservation_id, "connected").await;
     rig.t
         .exec(&format!(
             "UPDATE `request` SET `end` = '2000-01-01 00:00:00' WHERE `id` = {}",
