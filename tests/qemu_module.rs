@@ -338,3 +338,87 @@ fn an_unreachable_vm_host_fails_node_status_fast() {
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
 }
+
+#[test]
+fn retrieve_image_copies_from_another_nodes_library_and_checks_the_sums() {
+    let test = "retrieve_image_copies_from_another_nodes_library_and_checks_the_sums";
+    if !common::tool_or_skip(test, common::sshd::SSHD) || !common::tool_or_skip(test, "sha256sum") {
+        return;
+    }
+    let img = testimage::ensure();
+    // The other management node: a real sshd, and its library with the test image and an
+    // image whose SHA256SUMS does not match its files.
+    let peer = common::sshd::Sshd::start();
+    peer.trust();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peer_lib = dir.path().join("peer-lib");
+    std::fs::create_dir_all(&peer_lib).expect("mkdir");
+    std::os::unix::fs::symlink(&img.dir, peer_lib.join(&img.imagename)).expect("link");
+    let bad = peer_lib.join("provhost-badsums");
+    std::fs::create_dir_all(&bad).expect("mkdir");
+    std::fs::write(bad.join("cmdline"), "console=ttyS0\n").expect("cmdline");
+    std::fs::write(
+        bad.join("SHA256SUMS"),
+        format!("{}  cmdline\n", "0".repeat(64)),
+    )
+    .expect("sums");
+    let library = dir.path().join("lib");
+    std::fs::create_dir_all(&library).expect("mkdir");
+
+    let vm = VmConfig {
+        accel: AccelChoice::Tcg,
+        image_sources: vec![format!("127.0.0.1:{}:{}", peer.port, peer_lib.display())],
+        ..VmConfig::default()
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let host = ScriptHost::new(
+        HostOptions {
+            scripts_dir: root.join("scripts"),
+            stdlib_dir: root.join("stdlib"),
+            limits: Limits::default(),
+        },
+        &[
+            Arc::new(provhost::prim::remote::RemotePrims::new(peer.config())),
+            Arc::new(VmnetPrims::new(Default::default())),
+            Arc::new(VmPrims::new(vm, &library)),
+        ],
+    );
+    assert!(host.load_all().is_empty());
+    let key = host.find_module("provisioning/qemu").expect("qemu module");
+    let call = |image: &str, routine: &str| {
+        let data = ReservationData {
+            computer_id: 9,
+            computer_node_name: "qr1".into(),
+            computer_ip: "10.79.0.99".into(),
+            vmhost_hostname: "local".into(),
+            image_name: image.into(),
+            ..ReservationData::default()
+        };
+        let ctx = Ctx::new(data, Arc::new(MemoryBackend::default()));
+        host.call(&key, routine, Some(&ctx), vec![], &CallOptions::default())
+            .map(|v| v.to_string())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(call(&img.imagename, "does_image_exist").unwrap(), "false");
+    let t = Instant::now();
+    assert_eq!(
+        call(&img.imagename, "retrieve_image").expect("retrieve"),
+        "true"
+    );
+    eprintln!("retrieve_image: {:.1} s", t.elapsed().as_secs_f64());
+    assert_eq!(call(&img.imagename, "does_image_exist").unwrap(), "true");
+    let ok = std::process::Command::new("sha256sum")
+        .args(["-c", "--quiet", "SHA256SUMS"])
+        .current_dir(library.join(&img.imagename))
+        .status()
+        .expect("sha256sum");
+    assert!(ok.success());
+
+    let e = call("provhost-badsums", "retrieve_image").unwrap_err();
+    assert!(
+        e.contains("provhost-badsums") && e.contains("checksum mismatch"),
+        "{e}"
+    );
+    assert!(!library.join("provhost-badsums").exists());
+    assert!(!library.join("provhost-badsums.part").exists());
+}
