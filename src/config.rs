@@ -56,6 +56,8 @@ pub struct Config {
     pub daemon: crate::daemon::DaemonConfig,
     /// How computers, VM hosts and peers are reached (`[ssh]`).
     pub ssh: SshConfig,
+    /// QEMU on VM hosts (`[vm]`: accelerator, binary, QMP and start time-outs).
+    pub vm: crate::prim::vm::VmConfig,
     /// The image library (`[images]`: library folder, test-image build cache).
     pub images: crate::image::ImagesConfig,
     /// VM-host networking defaults (`[vmnet]`: namespace, bridge, subnets).

@@ -42,6 +42,10 @@ pub use host::{CallOptions, Ctx, HostError, Kind, ReservationData, ScriptHost};
 pub fn primitive_families(config: &Config) -> Vec<std::sync::Arc<dyn host::Primitives>> {
     vec![
         std::sync::Arc::new(prim::remote::RemotePrims::new(config.ssh.clone())),
+        std::sync::Arc::new(prim::vm::bind::VmPrims::new(
+            config.vm.clone(),
+            &config.images.library(&config.paths.data_dir),
+        )),
         std::sync::Arc::new(prim::vmnet::VmnetPrims::new(config.vmnet.clone())),
     ]
 }

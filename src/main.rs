@@ -266,7 +266,8 @@ fn rhai_files(path: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Res
 
 fn check(config: &Config, paths: Vec<PathBuf>) -> ExitCode {
     let opts: HostOptions = config.host_options();
-    let host = ScriptHost::new(opts.clone(), &[]);
+    // The same primitive families as `serve`: module paths (`vm::`, `vmnet::`) resolve at compile time.
+    let host = ScriptHost::new(opts.clone(), &provhost::primitive_families(config));
     let roots = if paths.is_empty() {
         vec![opts.scripts_dir.clone()]
     } else {
