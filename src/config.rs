@@ -56,6 +56,12 @@ pub struct Config {
     pub daemon: crate::daemon::DaemonConfig,
     /// How computers, VM hosts and peers are reached (`[ssh]`).
     pub ssh: SshConfig,
+    /// QEMU on VM hosts (`[vm]`: accelerator, binary, QMP and start time-outs).
+    pub vm: crate::prim::vm::VmConfig,
+    /// The image library (`[images]`: library folder, test-image build cache).
+    pub images: crate::image::ImagesConfig,
+    /// VM-host networking defaults (`[vmnet]`: namespace, bridge, subnets).
+    pub vmnet: crate::prim::vmnet::VmnetConfig,
 }
 
 impl Config {
@@ -83,6 +89,15 @@ impl Config {
             }
             None => (Config::default(), PathBuf::new()),
         };
+        let images = &mut config.images;
+        for p in [images.library.as_mut(), images.build_cache.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() && !p.as_os_str().is_empty() && !base.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        }
         for p in [
             &mut config.paths.scripts,
             &mut config.paths.stdlib,

@@ -17,6 +17,7 @@
 //! - [`state`]: VCL's state flows (new, reserved, inuse, reclaim, image) for one claimed
 //!   request; [`daemon`]: the poll loop that claims work and runs flows as tasks;
 //!   [`demo`]: the whole life cycle on a simulated computer.
+//! - [`image`]: the image library and provhost's own test image (`provhost image build-test`).
 //! - [`config`]: `provhost.toml`, with defaults that make the embedded setup work.
 //! - [`vcl`]: VCL's fixed vocabulary (state ids, load-state names).
 //!
@@ -28,6 +29,7 @@ pub mod daemon;
 pub mod db;
 pub mod demo;
 pub mod host;
+pub mod image;
 pub mod prim;
 pub mod state;
 pub mod vcl;
@@ -38,7 +40,12 @@ pub use host::{CallOptions, Ctx, HostError, Kind, ReservationData, ScriptHost};
 /// The primitive families every host of this build registers (beyond the built-in ones:
 /// `ctx`, `wait`, `log`, `secret`), configured from `config`.
 pub fn primitive_families(config: &Config) -> Vec<std::sync::Arc<dyn host::Primitives>> {
-    vec![std::sync::Arc::new(prim::remote::RemotePrims::new(
-        config.ssh.clone(),
-    ))]
+    vec![
+        std::sync::Arc::new(prim::remote::RemotePrims::new(config.ssh.clone())),
+        std::sync::Arc::new(prim::vm::bind::VmPrims::new(
+            config.vm.clone(),
+            &config.images.library(&config.paths.data_dir),
+        )),
+        std::sync::Arc::new(prim::vmnet::VmnetPrims::new(config.vmnet.clone())),
+    ]
 }

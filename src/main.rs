@@ -68,6 +68,11 @@ enum Command {
         #[command(subcommand)]
         command: provhost::db::cli::AddCommand,
     },
+    /// The image library: `image build-test`.
+    Image {
+        #[command(subcommand)]
+        command: provhost::image::cli::ImageCommand,
+    },
     /// Reservation requests: `request new`, `request list`.
     Request {
         #[command(subcommand)]
@@ -145,6 +150,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => call(&config, module, routine, ctx, timeout, args).await,
         Command::Db { command } => {
             provhost::db::cli::db(&config, command).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Image { command } => {
+            provhost::image::cli::run(&config, command).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Request { command } => {
@@ -293,7 +302,8 @@ fn rhai_files(path: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Res
 
 fn check(config: &Config, paths: Vec<PathBuf>) -> ExitCode {
     let opts: HostOptions = config.host_options();
-    let host = ScriptHost::new(opts.clone(), &[]);
+    // The same primitive families as `serve`: module paths (`vm::`, `vmnet::`) resolve at compile time.
+    let host = ScriptHost::new(opts.clone(), &provhost::primitive_families(config));
     // Read only: says what a daemon started now would serve for a broken file.
     host.use_good_store(provhost::host::good::GoodStore::read_only(
         provhost::host::good::dir_in(&config.paths.data_dir),

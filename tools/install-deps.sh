@@ -14,7 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(
   openssh-server openssh-client      # real sshd for tests, ssh/scp as benchmark anchors
   qemu-system-x86 qemu-utils         # test VMs (TCG) and qcow2 images
-  debootstrap busybox-static cpio zstd  # building the test image
+  debootstrap e2fsprogs busybox-static cpio zstd  # building the test image (mke2fs -d)
   nftables iproute2 socat            # firewall checks, lab hosts in netns, QMP by hand
   libssl-dev zlib1g-dev pkg-config gcc  # ssh2's libssh2/openssl build
   util-linux                         # unshare/mount for the disk-full copy test

@@ -131,3 +131,77 @@ pub async fn image_revisions(db: &Db, image: i64) -> Result<Vec<ImageRevision>, 
     })
     .await
 }
+
+/// What [`register_library_image`] found or did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    pub image_id: i64,
+    pub imagerevision_id: i64,
+    pub revision: i64,
+    /// False when a live revision with that `imagename` was already there (nothing changed).
+    pub created: bool,
+}
+
+/// Record an image directory of the library as the production revision of image `name`:
+/// nothing changes when a revision (not deleted) already has `imagename`; a new image
+/// (revision 0) when `name` is unknown; else its next revision, made production. The size
+/// goes into `image.size`.
+pub async fn register_library_image(
+    db: &Db,
+    name: &str,
+    prettyname: &str,
+    os: &str,
+    imagename: &str,
+    size_mb: i64,
+    comments: &str,
+) -> Result<Registered, DbError> {
+    check_size(size_mb)?;
+    let what = format!("looking up image revision {imagename}");
+    let found = db
+        .retry(&what, || async {
+            with_pool!(db, p => {
+                let row = sqlx::query("SELECT `id`, `imageid`, `revision` FROM `imagerevision` WHERE `imagename` = ? AND `deleted` = 0 ORDER BY `id` LIMIT 1")
+                    .bind(imagename).fetch_optional(p).await.during(what.as_str())?;
+                row.map(|r| Ok::<_, DbError>((r.int("id")?, r.int("imageid")?, r.int("revision")?))).transpose()
+            })
+        })
+        .await?;
+    if let Some((id, image_id, revision)) = found {
+        return Ok(Registered {
+            image_id,
+            imagerevision_id: id,
+            revision,
+            created: false,
+        });
+    }
+    let what = format!("looking up image {name}");
+    let image = db
+        .retry(&what, || async {
+            with_pool!(db, p => {
+                let row = sqlx::query("SELECT `id` FROM `image` WHERE `name` = ?").bind(name).fetch_optional(p).await.during(what.as_str())?;
+                row.map(|r| r.int("id")).transpose()
+            })
+        })
+        .await?;
+    let (image_id, rev) = match image {
+        None => {
+            let (image_id, rev_id) =
+                crate::db::inventory::add_image_as(db, name, prettyname, os, imagename).await?;
+            set_image_size(db, image_id, size_mb).await?;
+            (image_id, (rev_id, 0))
+        }
+        Some(image_id) => {
+            let r =
+                create_image_revision(db, image_id, 1, Some(imagename), comments, Some(size_mb))
+                    .await?;
+            make_production(db, r.id).await?;
+            (image_id, (r.id, r.revision))
+        }
+    };
+    Ok(Registered {
+        image_id,
+        imagerevision_id: rev.0,
+        revision: rev.1,
+        created: true,
+    })
+}

@@ -24,6 +24,17 @@ pub async fn add_image(
     prettyname: &str,
     os: &str,
 ) -> Result<(i64, i64), DbError> {
+    add_image_as(db, name, prettyname, os, name).await
+}
+
+/// [`add_image`] with the revision's on-disk name (`imagerevision.imagename`) given.
+pub async fn add_image_as(
+    db: &Db,
+    name: &str,
+    prettyname: &str,
+    os: &str,
+    imagename: &str,
+) -> Result<(i64, i64), DbError> {
     let now = db.now_sql();
     let image = "INSERT INTO `image` (`name`, `prettyname`, `ownerid`, `OSid`, `deleted`, `size`) SELECT ?, ?, 1, `id`, 0, 0 FROM `OS` WHERE `name` = ?";
     let revision = format!(
@@ -35,10 +46,13 @@ pub async fn add_image(
             let mut tx = p.begin().await.during(what.as_str())?;
             let r = sqlx::query(image).bind(name).bind(prettyname).bind(os).execute(&mut *tx).await.during(what.as_str())?;
             if r.rows_affected() != 1 {
+                // Roll back now: a dropped transaction on MySQL keeps its locks until the
+                // connection is used again.
+                tx.rollback().await.during(what.as_str())?;
                 return Err(DbError::NotFound { what: "OS", key: os.to_string() });
             }
             let image_id = r.inserted_id();
-            let rev = sqlx::query(&revision).bind(image_id).bind(name).execute(&mut *tx).await.during(what.as_str())?.inserted_id();
+            let rev = sqlx::query(&revision).bind(image_id).bind(imagename).execute(&mut *tx).await.during(what.as_str())?.inserted_id();
             tx.commit().await.during(what.as_str())?;
             Ok((image_id, rev))
         })
@@ -96,6 +110,7 @@ pub async fn add_computer(db: &Db, c: &NewComputer) -> Result<i64, DbError> {
                 .bind(state).bind(&c.hostname).bind(&c.ip).bind(&c.private_ip).bind(&c.computer_type).bind(c.vmhost_id).bind(&c.provisioning)
                 .execute(&mut *tx).await.during(what.as_str())?;
             if r.rows_affected() != 1 {
+                tx.rollback().await.during(what.as_str())?;
                 return Err(DbError::NotFound { what: "provisioning", key: c.provisioning.clone() });
             }
             let id = r.inserted_id();

@@ -16,7 +16,7 @@ const LOAD: &str = "SELECT r.`id` AS `reservationid`, r.`requestid`, r.`computer
   c.`vmhostid` AS `c_vmhostid`, c.`provisioningid` AS `c_provisioningid`, pc.`sshport` AS `c_sshport`, \
   p.`id` AS `p_id`, p.`name` AS `p_name`, \
   vh.`id` AS `vh_id`, vhc.`hostname` AS `vh_hostname`, vp.`profilename` AS `vp_name`, vp.`datastorepath` AS `vp_datastore`, \
-  vp.`repositorypath` AS `vp_repository`, vp.`vmpath` AS `vp_vmpath`, \
+  vp.`repositorypath` AS `vp_repository`, vp.`vmpath` AS `vp_vmpath`, vp.`vmdisk` AS `vp_vmdisk`, \
   i.`id` AS `i_id`, i.`prettyname` AS `i_prettyname`, i.`size` AS `i_size`, i.`reloadtime` AS `i_reloadtime`, i.`OSid` AS `i_osid`, \
   ir.`id` AS `ir_id`, ir.`imagename` AS `ir_imagename`, ir.`revision` AS `ir_revision`, \
   o.`id` AS `o_id`, o.`name` AS `o_name`, o.`type` AS `o_type`, o.`moduleid` AS `o_moduleid`, om.`id` AS `om_id`, om.`name` AS `om_name`, \
@@ -116,6 +116,7 @@ pub async fn load_reservation(db: &Db, id: i64) -> Result<ReservationData, DbErr
                 vmprofile_datastore_path: r.text("vp_datastore")?,
                 vmprofile_repository_path: r.text("vp_repository")?,
                 vmprofile_vmpath: r.text("vp_vmpath")?,
+                vmprofile_vmdisk: r.text("vp_vmdisk")?,
                 image_id: r.int("i_id")?,
                 image_name: r.text("ir_imagename")?,
                 image_pretty_name: r.text("i_prettyname")?,

@@ -189,6 +189,9 @@ reservation_data! {
     vmprofile_repository_path: str,
     /// `vmprofile.vmpath`: where VM configuration lives on the VM host.
     vmprofile_vmpath: str,
+    /// `vmprofile.vmdisk`: `dedicated` (each VM gets a full copy of the image) or `shared`
+    /// (VMs share the image as a linked clone's base).
+    vmprofile_vmdisk: str,
     /// `image.id`
     image_id: int,
     /// The image's on-disk name (`imagerevision.imagename`, VCL's `get_image_name`).

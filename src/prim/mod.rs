@@ -5,6 +5,9 @@
 //! Remote execution: [`ssh`] (pooled sessions, commands, host keys, unix-socket forward),
 //! [`local`] (the same for local processes), [`scp`] (streaming copies), [`host`] (the
 //! `Host` type over both) and [`remote`] (their Rhai binding, the `RemotePrims` family).
+//! VM control: [`vm`] (QEMU processes and QMP on a local or SSH-reached VM host, the
+//! `VmPrims` family, Rhai module `vm`).
+//! [`vmnet`]: the VM host's bridge-in-a-namespace network, through a `Host`.
 
 pub mod args;
 pub mod host;
@@ -14,4 +17,6 @@ pub mod remote;
 pub mod scp;
 pub mod secret;
 pub mod ssh;
+pub mod vm;
+pub mod vmnet;
 pub mod wait;

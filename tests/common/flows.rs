@@ -91,6 +91,27 @@ impl Rig {
         load_seconds: f64,
         families: &[Arc<dyn provhost::host::Primitives>],
     ) -> Option<Rig> {
+        Rig::with_limits(
+            backend,
+            computers,
+            os_module,
+            load_seconds,
+            families,
+            test_limits(),
+        )
+        .await
+    }
+
+    /// Like `with_families`, with the scripts' sandbox limits given (real VMs need a routine
+    /// deadline of minutes, not the 10 s of `test_limits`).
+    pub async fn with_limits(
+        backend: Backend,
+        computers: usize,
+        os_module: &str,
+        load_seconds: f64,
+        families: &[Arc<dyn provhost::host::Primitives>],
+        limits: provhost::host::Limits,
+    ) -> Option<Rig> {
         let t = TestDb::initialized(backend).await?;
         let w = world(&t.db, computers).await;
         t.exec("UPDATE `computer` SET `provisioningid` = 101, `type` = 'virtualmachine' WHERE `hostname` LIKE 'lab%'").await;
@@ -101,7 +122,7 @@ impl Rig {
             provhost::host::HostOptions {
                 scripts_dir: scripts.scripts.clone(),
                 stdlib_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/stdlib").into(),
-                limits: test_limits(),
+                limits,
             },
             families,
         );

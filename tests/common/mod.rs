@@ -1,7 +1,8 @@
 //! Shared helpers for integration tests, each cleaned up on drop: script folders
 //! ([`scripts`]), databases ([`db`]), the state-flow rig ([`flows`]), a real OpenSSH `sshd`
 //! on a free loopback port ([`sshd`]), "lab hosts" in network namespaces each with its own
-//! sshd ([`netns`]), and the skip rule for tests that need root.
+//! sshd ([`netns`]), the test image ([`testimage`]), bridged test VMs ([`testvm`]), drop guards
+//! for VMs started through `prim::vm` ([`vmguard`]), and the skip rule for tests that need root.
 #![allow(dead_code)]
 
 pub mod db;
@@ -11,6 +12,9 @@ pub mod procs;
 pub mod proxy;
 pub mod scripts;
 pub mod sshd;
+pub mod testimage;
+pub mod testvm;
+pub mod vmguard;
 
 /// True when running as root; otherwise prints a loud SKIP line for `test`.
 pub fn root_or_skip(test: &str, why: &str) -> bool {

@@ -1,0 +1,217 @@
+//! `provhost image build-test`: build (or find) the test image in the image library and
+//! record it in the database as the production revision of image `provhost-test`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+
+use crate::config::Config;
+use crate::db::cli::UrlArg;
+use crate::db::error::DbError;
+use crate::image::build::{self, BuildError, BuildOptions, Built};
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ImageCommand {
+    /// Build provhost's test image (Debian bookworm minbase + sshd, booting in seconds under
+    /// TCG) into the image library, unless its recipe is unchanged; record it in the database.
+    BuildTest {
+        /// Image library to write to (default: `[images] library`, else `<data_dir>/images`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Public key for root in the image (default: the management node's key,
+        /// `[ssh] identity` + `.pub`; made with ssh-keygen when neither file exists).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// debootstrap's package cache (default: `[images] build_cache`, else
+        /// /var/cache/provhost/debootstrap).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Debian mirror (default: the bookworm source in this machine's apt configuration).
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Longest the build may take, in seconds.
+        #[arg(long, default_value_t = 1200)]
+        timeout: u64,
+        /// Only build; do not record the image in the database.
+        #[arg(long)]
+        no_register: bool,
+        #[command(flatten)]
+        url: UrlArg,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageCliError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("making the management node's key {}: {why} (or give --key FILE.pub)", path.display())]
+    Keygen { path: PathBuf, why: String },
+    #[error("recording the test image in the database {url}: {source}; run `provhost db init` first, or pass --no-register")]
+    Db {
+        url: String,
+        #[source]
+        source: DbError,
+    },
+}
+
+/// `<identity>.pub`, derived from the private key when only that exists, or a new ed25519
+/// pair when neither does (the embedded setup's first run).
+pub fn node_public_key(identity: &Path) -> Result<PathBuf, ImageCliError> {
+    let public = PathBuf::from(format!("{}.pub", identity.display()));
+    if public.is_file() {
+        return Ok(public);
+    }
+    let err = |why: String| ImageCliError::Keygen {
+        path: identity.to_path_buf(),
+        why,
+    };
+    if identity.is_file() {
+        let out = Command::new("ssh-keygen")
+            .arg("-y")
+            .arg("-f")
+            .arg(identity)
+            .output()
+            .map_err(|e| err(format!("ssh-keygen: {e}")))?;
+        if !out.status.success() {
+            return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        }
+        std::fs::write(&public, &out.stdout).map_err(|e| err(e.to_string()))?;
+        return Ok(public);
+    }
+    if let Some(dir) = identity.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+    }
+    let out = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "provhost-management-node",
+            "-f",
+        ])
+        .arg(identity)
+        .output()
+        .map_err(|e| err(format!("ssh-keygen: {e} (apt-get install openssh-client)")))?;
+    if !out.status.success() {
+        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    eprintln!("made the management node's SSH key {}", identity.display());
+    Ok(public)
+}
+
+/// Run `provhost image …`.
+pub async fn run(config: &Config, cmd: ImageCommand) -> Result<(), ImageCliError> {
+    match cmd {
+        ImageCommand::BuildTest {
+            out,
+            key,
+            cache,
+            mirror,
+            timeout,
+            no_register,
+            url,
+        } => {
+            let pubkey = match key {
+                Some(k) => k,
+                None => node_public_key(&config.ssh.identity)?,
+            };
+            let opts = BuildOptions {
+                library: out.unwrap_or_else(|| config.images.library(&config.paths.data_dir)),
+                pubkey,
+                cache_dir: cache.unwrap_or_else(|| config.images.build_cache()),
+                mirror,
+                timeout: Duration::from_secs(timeout.max(1)),
+            };
+            let built = build_with_progress(&opts).await?;
+            if built.built {
+                println!(
+                    "test image {}: built in {:.1} s, disk.qcow2 {} MB, in {}",
+                    built.imagename,
+                    built.secs,
+                    built.size_mb,
+                    built.dir.display()
+                );
+            } else {
+                println!(
+                    "test image {}: up to date (recipe unchanged), disk.qcow2 {} MB, in {}",
+                    built.imagename,
+                    built.size_mb,
+                    built.dir.display()
+                );
+            }
+            if !no_register {
+                register(config, &url, &built).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The build on the blocking pool, its steps printed to stderr with elapsed seconds.
+async fn build_with_progress(opts: &BuildOptions) -> Result<Built, BuildError> {
+    let opts = opts.clone();
+    let start = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        build::build_test_image(&opts, &mut |step| {
+            eprintln!("[{:6.1} s] {step}", start.elapsed().as_secs_f64());
+        })
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(BuildError::Io {
+            what: "the build thread",
+            path: PathBuf::new(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
+}
+
+async fn register(config: &Config, url: &UrlArg, built: &Built) -> Result<(), ImageCliError> {
+    let url = url
+        .url
+        .clone()
+        .unwrap_or_else(|| config.database.url_or_default(&config.paths.data_dir));
+    let shown = crate::db::pool::redact_url(&url);
+    let db_err = |source| ImageCliError::Db {
+        url: shown.clone(),
+        source,
+    };
+    let db = crate::db::Db::connect(&url).await.map_err(db_err)?;
+    let r = crate::db::image::register_library_image(
+        &db,
+        build::IMAGE_NAME,
+        "provhost test image (Debian 12 minbase, sshd)",
+        "linux",
+        &built.imagename,
+        built.size_mb,
+        "built by provhost image build-test",
+    )
+    .await
+    .map_err(db_err);
+    db.close().await;
+    let r = r?;
+    if r.created {
+        println!(
+            "recorded: image {} ({}), revision {} (imagerevision {}), production, size {} MB",
+            r.image_id,
+            build::IMAGE_NAME,
+            r.revision,
+            r.imagerevision_id,
+            built.size_mb
+        );
+    } else {
+        println!(
+            "already recorded: image {} ({}), revision {} (imagerevision {}); nothing changed",
+            r.image_id,
+            build::IMAGE_NAME,
+            r.revision,
+            r.imagerevision_id
+        );
+    }
+    Ok(())
+}
