@@ -458,14 +458,15 @@ impl Daemon {
             if !due {
                 continue;
             }
-            match crate::db::claim::claim(db, w.request_id, &w.state, self.svc.node_id).await {
-                Ok(Some(_)) => {}
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::error!(request = w.request_id, "claim failed: {e}");
-                    continue;
-                }
-            }
+            let token =
+                match crate::db::claim::claim(db, w.request_id, &w.state, self.svc.node_id).await {
+                    Ok(Some(c)) => c.token,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(request = w.request_id, "claim failed: {e}");
+                        continue;
+                    }
+                };
             if w.state == "inuse" {
                 inuse_checked.insert(w.request_id, Instant::now());
             }
@@ -477,7 +478,7 @@ impl Daemon {
             // Only the first run after a restart says it was recovered.
             let was_recovered = recovered.remove(&request);
             let handle = tasks.set.spawn(async move {
-                crate::state::run(svc, w, cancel, was_recovered).await;
+                crate::state::run(svc, w, token, cancel, was_recovered).await;
                 request
             });
             tasks.requests.insert(handle.id(), request);

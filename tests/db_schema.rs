@@ -15,7 +15,7 @@ async fn fresh_database_gets_vcl_tables_and_seeds(backend: Backend) {
         .await
         .expect("init on an empty database");
     assert!(report.created_vcl_tables);
-    for t in ["provhost_claim", "provhost_computer", "provhost_schema"] {
+    for t in provhost::db::schema::PROVHOST_TABLES {
         assert!(
             report.provhost_tables.iter().any(|p| p == t),
             "{t} missing: {:?}",

@@ -296,21 +296,13 @@ fn rhai_module_vm_drives_a_vm() {
     assert_eq!(get("mac"), "52:54:00:4d:00:0a");
 }
 
-/// A kernel to prove KVM with: the test image's (`common::testimage`), or
-/// `PROVHOST_TEST_KERNEL`.
-fn probe_kernel() -> Option<String> {
-    std::env::var("PROVHOST_TEST_KERNEL").ok()
-}
-
 #[test]
 fn accel_auto_proves_kvm_by_booting_and_falls_back_to_tcg() {
     if !qemu_or_skip("accel_auto_proves_kvm_by_booting_and_falls_back_to_tcg") {
         return;
     }
-    let Some(kernel) = probe_kernel() else {
-        eprintln!("SKIP accel_auto_proves_kvm_by_booting_and_falls_back_to_tcg: no kernel");
-        return;
-    };
+    // The test image's kernel (built on first use on this machine).
+    let kernel = common::testimage::ensure().kernel().display().to_string();
     let root = tempfile::tempdir().expect("tempdir");
     let vms = Arc::new(Vms::new(VmConfig::default()));
     let host = local();

@@ -52,6 +52,11 @@ pub enum DbError {
         found: String,
     },
     /// The database's schema lacks what provhost needs (each problem on its own line).
+    /// A flow tried to change a computer that its request does not hold (another
+    /// reservation holds it, see `db::lock`).
+    #[error("request {request} does not hold computer {computer} (provhost_computerlock); the computer was left as it is")]
+    NotHolder { request: i64, computer: i64 },
+
     #[error("database schema does not fit provhost:\n  {}", problems.join("\n  "))]
     Schema { problems: Vec<String> },
     /// Input that cannot be stored (bad date, out-of-range size, no free computer, …).

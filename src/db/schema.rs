@@ -163,6 +163,15 @@ pub const REQUIRED: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// provhost's own tables: `init` creates them on every database and checks they are there.
+pub const PROVHOST_TABLES: &[&str] = &[
+    "provhost_schema",
+    "provhost_computer",
+    "provhost_claim",
+    "provhost_computervar",
+    "provhost_computerlock",
+];
+
 /// What `init` did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InitReport {
@@ -237,6 +246,14 @@ pub async fn init(db: &Db, management_node: &str) -> Result<InitReport, DbError>
         .into_iter()
         .filter(|t| t.starts_with("provhost_"))
         .collect();
+    let missing: Vec<String> = PROVHOST_TABLES
+        .iter()
+        .filter(|t| !report.provhost_tables.iter().any(|x| x == *t))
+        .map(|t| format!("table `{t}` is missing after creating it (does the database user have CREATE privileges?)"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(DbError::Schema { problems: missing });
+    }
     Ok(report)
 }
 
@@ -411,6 +428,20 @@ mod tests {
             assert!(stmts.iter().all(|s| !s.ends_with(';')), "{name}");
         }
         assert_eq!(statements(SEED).len(), 8);
+    }
+
+    #[test]
+    fn both_backends_create_every_provhost_table() {
+        for (name, file) in [("sqlite", SQLITE_PROVHOST), ("mysql", MYSQL_PROVHOST)] {
+            let stmts = statements(file);
+            for table in PROVHOST_TABLES {
+                let needle = format!("CREATE TABLE IF NOT EXISTS `{table}` (");
+                assert!(
+                    stmts.iter().any(|s| s.starts_with(&needle)),
+                    "{name}: no {needle}"
+                );
+            }
+        }
     }
 
     #[test]

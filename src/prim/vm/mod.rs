@@ -50,7 +50,7 @@ pub struct VmConfig {
     /// Where VM run directories go on a VM host when its vmprofile names no `vmpath`.
     pub vm_root: String,
     /// Other management nodes' image libraries `retrieve_image` copies from, as
-    /// `host:/path` (reached over SSH as `[ssh] user`, strict host keys).
+    /// `host:/path` or `host:port:/path` (reached over SSH as `[ssh] user`, strict host keys).
     pub image_sources: Vec<String>,
     /// How long a provisioning module waits for a started VM to answer on SSH, in seconds.
     pub boot_timeout_secs: u64,

@@ -1,0 +1,379 @@
+//! The daemon provisions a real VM: a reservation on a computer of provisioning module
+//! `qemu` whose VM host is this machine ("local") goes new → linked clone of the test
+//! image → boot → real SSH → the shipped os/linux.rhai post-load → reserved → the user is
+//! added and let in → the reservation ends → reclaim → VCL's reload request → a fresh VM
+//! → available. Real QEMU under TCG, a bridged VM network in a namespace, SQLite.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::flows::Rig;
+use common::testimage;
+use common::testvm::TestNet;
+use common::vmguard::{qemu_or_skip, VmGuard};
+use provhost::db::inventory::{self, NewComputer};
+use provhost::db::Backend;
+use provhost::prim::host::Host;
+use provhost::prim::remote::RemotePrims;
+use provhost::prim::ssh::{ExecOptions, HostKeyPolicy, SshConfig, Target};
+use provhost::prim::vm::bind::VmPrims;
+use provhost::prim::vm::{AccelChoice, VmConfig};
+use provhost::prim::vmnet::VmnetPrims;
+
+const T: Duration = Duration::from_secs(240);
+
+/// Wait (bounded) for load-log entry `name`; fail at once, with the texts, on `failed`.
+async fn wait_step(rig: &Rig, reservation: i64, name: &str) {
+    let t = std::time::Instant::now();
+    loop {
+        let log = rig.log(reservation).await;
+        if log.iter().any(|(n, _)| n == name) {
+            return;
+        }
+        assert!(
+            !log.iter().any(|(n, _)| n == "failed") && t.elapsed() < T,
+            "reservation {reservation}: no {name} entry: {log:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Everything one of these tests needs; dropping it kills the VM, then the network.
+struct Setup {
+    rig: Rig,
+    img: testimage::TestImage,
+    prims: Arc<VmPrims>,
+    ssh: SshConfig,
+    vm_root: std::path::PathBuf,
+    computer: i64,
+    ip: String,
+    dir: tempfile::TempDir,
+    _guard: VmGuard,
+    net: TestNet,
+}
+
+/// The test image, a VM network, a SQLite rig with the shipped qemu.rhai and os/linux.rhai,
+/// this machine as VM host "local" (vmprofile: the test image library, linked clones) and
+/// one VM computer `qvm1` on it.
+async fn setup() -> Option<Setup> {
+    let img = tokio::task::spawn_blocking(testimage::ensure)
+        .await
+        .expect("test image");
+    let net = tokio::task::spawn_blocking(TestNet::up)
+        .await
+        .expect("test net");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vm_root = dir.path().join("vms");
+    let ssh = SshConfig {
+        identity: img.key.clone(),
+        known_hosts: dir.path().join("known_hosts"),
+        connect_timeout_secs: 3,
+        ..SshConfig::default()
+    };
+    let prims = Arc::new(VmPrims::new(
+        VmConfig {
+            accel: AccelChoice::Tcg,
+            vm_root: vm_root.display().to_string(),
+            boot_timeout_secs: 150,
+            ..VmConfig::default()
+        },
+        &img.library,
+    ));
+    let local = Host::local(Arc::new(SshConfig::default()));
+    let mut guard = VmGuard::new(Arc::clone(prims.vms()), local);
+    guard.watch(&vm_root.join("qvm1").display().to_string());
+    let linux = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/os/linux.rhai"
+    ))
+    .expect("linux.rhai");
+    let families: Vec<Arc<dyn provhost::host::Primitives>> = vec![
+        Arc::new(RemotePrims::new(ssh.clone())),
+        Arc::new(VmnetPrims::new(net.config.clone())),
+        prims.clone(),
+    ];
+    let limits = provhost::host::Limits {
+        call_timeout_secs: 300,
+        ..common::scripts::test_limits()
+    };
+    let rig = Rig::with_limits(Backend::Sqlite, 0, &linux, 0.1, &families, limits).await?;
+    rig.scripts.write(
+        "provisioning/qemu.rhai",
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/provisioning/qemu.rhai"
+        ))
+        .expect("qemu.rhai"),
+    );
+    let errors = rig.host.load_all();
+    assert!(errors.is_empty(), "{errors:?}");
+
+    let db = &rig.t.db;
+    let mut vmhost = NewComputer::lab("local", "127.0.0.1");
+    vmhost.computer_type = "blade".into();
+    let vmhost = inventory::add_computer(db, &vmhost)
+        .await
+        .expect("vm host computer");
+    let vh = inventory::add_vmhost(
+        db,
+        vmhost,
+        "qemu-test",
+        "",
+        &img.library.display().to_string(),
+        &vm_root.display().to_string(),
+    )
+    .await
+    .expect("vmhost");
+    rig.t
+        .exec("UPDATE `vmprofile` SET `vmdisk` = 'shared' WHERE `profilename` = 'qemu-test'")
+        .await;
+    let ip = net.vm_ip(0);
+    let computer = inventory::add_computer(
+        db,
+        &NewComputer {
+            hostname: "qvm1".into(),
+            ip: ip.clone(),
+            private_ip: ip.clone(),
+            provisioning: "qemu".into(),
+            computer_type: "virtualmachine".into(),
+            state: "available".into(),
+            vmhost_id: Some(vh),
+            ssh_port: 22,
+            management_node_id: None,
+        },
+    )
+    .await
+    .expect("vm computer");
+    inventory::add_image_as(
+        db,
+        "testimg",
+        "provhost test image",
+        "linux",
+        &img.imagename,
+    )
+    .await
+    .expect("image");
+
+    Some(Setup {
+        rig,
+        img,
+        prims,
+        ssh,
+        vm_root,
+        computer,
+        ip,
+        dir,
+        _guard: guard,
+        net,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_gets_a_real_vm_then_reclaim_reloads_it() {
+    let test = "a_reservation_gets_a_real_vm_then_reclaim_reloads_it";
+    if !common::root_or_skip(test, "VM networks in namespaces, taps") || !qemu_or_skip(test) {
+        return;
+    }
+    let Some(s) = setup().await else { return };
+    let (rig, img, ssh, computer, ip) = (&s.rig, &s.img, &s.ssh, s.computer, s.ip.clone());
+    let db = &rig.t.db;
+    let (daemon, stop) = rig.spawn(rig.config()).await;
+    let c = rig.request("qvm1", "testimg").await;
+    rig.t
+        .exec(&format!(
+            "UPDATE `request` SET `checkuser` = 0 WHERE `id` = {}",
+            c.request_id
+        ))
+        .await;
+    wait_step(rig, c.reservation_id, "nodeready").await;
+    let names = rig.names(c.reservation_id).await;
+    let mut it = names.iter();
+    for want in [
+        "statuscheck",
+        "loadimageblade",
+        "doesimageexists",
+        "startload",
+        "transfervm",
+        "vmsetupconfig",
+        "startvm",
+        "machinebooted",
+        "loadimagecomplete",
+        "nodeready",
+    ] {
+        assert!(
+            it.any(|n| n == want),
+            "load-log lacks {want} in order: {names:?}"
+        );
+    }
+
+    // Real SSH into the VM, as the management node, at the computer's own address.
+    let target = Target {
+        host: ip.clone(),
+        port: 22,
+        user: "root".into(),
+        identity: img.key.clone(),
+        host_key: HostKeyPolicy::AcceptNew,
+    };
+    let pool = provhost::prim::ssh::Pool::new(ssh.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        pool.exec(
+            &target,
+            "cat /root/currentimage.txt; hostname",
+            &ExecOptions::default(),
+        )
+    })
+    .await
+    .expect("join")
+    .expect("ssh into the VM");
+    assert!(out.stdout.starts_with(&img.imagename), "{out:?}");
+
+    provhost::db::flow::acknowledge(db, c.reservation_id, "10.80.0.2")
+        .await
+        .expect("ack");
+    wait_step(rig, c.reservation_id, "connected").await;
+    rig.t
+        .exec(&format!(
+            "UPDATE `request` SET `end` = '2000-01-01 00:00:00' WHERE `id` = {}",
+            c.request_id
+        ))
+        .await;
+    rig.wait_state(c.request_id, "complete", T).await;
+
+    // Reclaim inserted VCL's reload request; the daemon loads a fresh VM.
+    let reload = rig
+        .t
+        .scalar(&format!(
+            "SELECT MAX(`requestid`) FROM `reservation` WHERE `computerid` = {computer}"
+        ))
+        .await;
+    assert_ne!(reload, c.request_id);
+    rig.wait_state(reload, "complete", T).await;
+    assert_eq!(rig.computer_state(computer).await, "available");
+    let reload_res = rig
+        .t
+        .scalar(&format!(
+            "SELECT `id` FROM `reservation` WHERE `requestid` = {reload}"
+        ))
+        .await;
+    let names = rig.names(reload_res).await;
+    assert!(
+        names.iter().any(|n| n == "machinebooted") && names.iter().any(|n| n == "nodeready"),
+        "{names:?}"
+    );
+    let _ = stop.send(());
+    daemon.await.expect("daemon");
+    let vms = s.prims.vms().list(
+        &Host::local(Arc::new(SshConfig::default())),
+        &s.vm_root.display().to_string(),
+    );
+    let vms = vms.expect("list");
+    assert_eq!(vms.len(), 1, "one VM for one computer: {vms:?}");
+}
+
+/// `provhost serve` for this setup, as a child process killed on drop.
+fn serve(s: &Setup, log: &str) -> common::procs::KillOnDrop {
+    let d = s.dir.path();
+    let n = &s.net.config;
+    let cfg = d.join("provhost.toml");
+    let text = format!(
+        "[paths]\nscripts = {:?}\nstdlib = {:?}\ndata_dir = {:?}\n\n[scripts]\ncall_timeout_secs = 300\n\n\
+         [database]\nurl = {:?}\n\n[daemon]\nnode = \"mn1.test\"\npoll_interval_secs = 1\n\n\
+         [daemon.timings]\nacknowledgetimeout = 600\nacknowledge_poll_ms = 100\ninitialconnecttimeout = 2\nconnect_poll = 1\n\n\
+         [ssh]\nidentity = {:?}\nknown_hosts = {:?}\nconnect_timeout_secs = 3\n\n\
+         [vm]\naccel = \"tcg\"\nvm_root = {:?}\nboot_timeout_secs = 150\n\n[images]\nlibrary = {:?}\n\n\
+         [vmnet]\nnetns = {:?}\nbridge = {:?}\ngateway = {:?}\nuplink = {:?}\nuplink_dev = {:?}\n",
+        s.rig.scripts.scripts,
+        concat!(env!("CARGO_MANIFEST_DIR"), "/stdlib"),
+        d.join("data"),
+        s.rig.t.url,
+        s.img.key,
+        d.join("known_hosts_serve"),
+        s.vm_root,
+        s.img.library,
+        n.netns,
+        n.bridge,
+        n.gateway,
+        n.uplink,
+        n.uplink_dev,
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let out = std::fs::File::create(d.join(log)).expect("log file");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_provhost"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .env("PROVHOST_LOG", "info")
+        .env_remove("PROVHOST_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(out)
+        .spawn()
+        .expect("spawn provhost serve");
+    common::procs::KillOnDrop(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_killed_mid_load_restarts_removes_the_half_made_vm_and_loads_again() {
+    let test = "daemon_killed_mid_load_restarts_removes_the_half_made_vm_and_loads_again";
+    if !common::root_or_skip(test, "VM networks in namespaces, taps") || !qemu_or_skip(test) {
+        return;
+    }
+    let Some(s) = setup().await else { return };
+    let rig = &s.rig;
+    let c = rig.request("qvm1", "testimg").await;
+    rig.t
+        .exec(&format!(
+            "UPDATE `request` SET `checkuser` = 0 WHERE `id` = {}",
+            c.request_id
+        ))
+        .await;
+    let local = Host::local(Arc::new(SshConfig::default()));
+    let dir = s.vm_root.join("qvm1").display().to_string();
+
+    let mut first = serve(&s, "first.log");
+    wait_step(rig, c.reservation_id, "startvm").await;
+    first.0.kill().expect("kill -9");
+    let _ = first.0.wait();
+    let vms = Arc::clone(s.prims.vms());
+    let (l, d) = (local.clone(), dir.clone());
+    let half = tokio::task::spawn_blocking(move || vms.status(&l, &d))
+        .await
+        .expect("join")
+        .expect("status");
+    assert_eq!(
+        half.state, "running",
+        "the half-made VM outlives the daemon: {half:?}"
+    );
+
+    let _second = serve(&s, "second.log");
+    wait_step(rig, c.reservation_id, "nodeready").await;
+    let log = rig.log(c.reservation_id).await;
+    assert!(
+        log.iter()
+            .any(|(n, t)| n == "info" && t.contains("recovered after a daemon restart")),
+        "{log:#?}"
+    );
+    assert_eq!(
+        log.iter().filter(|(n, _)| n == "startvm").count(),
+        2,
+        "loaded again: {log:#?}"
+    );
+    let vms = Arc::clone(s.prims.vms());
+    let root = s.vm_root.display().to_string();
+    let list = tokio::task::spawn_blocking(move || vms.list(&local, &root))
+        .await
+        .expect("join")
+        .expect("list");
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].1.state, "running");
+    assert_ne!(list[0].1.pid, half.pid, "the half-made VM was replaced");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", half.pid.unwrap_or(0))).exists()
+            || std::fs::read_to_string(format!("/proc/{}/cmdline", half.pid.unwrap_or(0)))
+                .map(|c| c.is_empty())
+                .unwrap_or(true),
+        "the half-made QEMU still runs"
+    );
+}
