@@ -94,7 +94,7 @@ impl Config {
             .into_iter()
             .flatten()
         {
-            if p.is_relative() && !base.as_os_str().is_empty() {
+            if p.is_relative() && !p.as_os_str().is_empty() && !base.as_os_str().is_empty() {
                 *p = base.join(&*p);
             }
         }

@@ -202,6 +202,32 @@ fn down_refuses_while_a_process_runs_in_the_namespace() {
     assert_eq!(net.status(&h).expect("status"), [false; 4]);
 }
 
+/// The same operations on a VM host reached over SSH (a real sshd on loopback, as root).
+#[test]
+fn up_and_down_work_on_a_vm_host_over_ssh() {
+    if !needs("vmnet over ssh", &["ip", common::sshd::SSHD]) {
+        return;
+    }
+    let c = private_net(2);
+    let _cleanup = Cleanup(c.clone());
+    let sshd = common::sshd::Sshd::start();
+    let pool = sshd.pool();
+    let h = provhost::prim::host::Host::remote(
+        pool,
+        sshd.target(provhost::prim::ssh::HostKeyPolicy::Strict),
+    );
+    let net = VmNet::new(&c).expect("config");
+    net.up(&h).expect("up over ssh");
+    net.up(&h).expect("up again");
+    net.add_tap(&h, "tap3").expect("tap");
+    assert_eq!(net.status(&h).expect("status"), [true; 4]);
+    assert!(sh_ok(&format!("ip -n {} link show tap3", c.netns)).contains("master br0"));
+    net.del_tap(&h, "tap3").expect("del tap");
+    net.del_tap(&h, "tap3").expect("del tap again");
+    net.down(&h).expect("down over ssh");
+    assert_eq!(net.status(&h).expect("status"), [false; 4]);
+}
+
 /// One VM for every check: the boot (bridged, own IP), source addresses seen by the guest,
 /// a guest firewall admitting one client and dropping the other, and ACPI power-off.
 #[test]
@@ -266,12 +292,17 @@ fn a_bridged_vm_tells_clients_apart_by_source_address() {
     assert!(vm.ssh("true").status.success(), "management node admitted");
 
     // The image's power-button watcher: ACPI power-off ends QEMU.
+    let t = Instant::now();
     let reply = vm.qmp("system_powerdown");
     assert!(reply.contains("return"), "{reply}");
     assert!(
         vm.wait_exit(Duration::from_secs(30)),
         "QEMU still running 30 s after system_powerdown; console:\n{}",
         vm.console()
+    );
+    eprintln!(
+        "system_powerdown to QEMU gone: {:.1} s",
+        t.elapsed().as_secs_f64()
     );
     assert!(vm.console().contains("TESTVM-POWERDOWN"));
 }

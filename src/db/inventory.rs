@@ -46,6 +46,9 @@ pub async fn add_image_as(
             let mut tx = p.begin().await.during(what.as_str())?;
             let r = sqlx::query(image).bind(name).bind(prettyname).bind(os).execute(&mut *tx).await.during(what.as_str())?;
             if r.rows_affected() != 1 {
+                // Roll back now: a dropped transaction on MySQL keeps its locks until the
+                // connection is used again.
+                tx.rollback().await.during(what.as_str())?;
                 return Err(DbError::NotFound { what: "OS", key: os.to_string() });
             }
             let image_id = r.inserted_id();
@@ -107,6 +110,7 @@ pub async fn add_computer(db: &Db, c: &NewComputer) -> Result<i64, DbError> {
                 .bind(state).bind(&c.hostname).bind(&c.ip).bind(&c.private_ip).bind(&c.computer_type).bind(c.vmhost_id).bind(&c.provisioning)
                 .execute(&mut *tx).await.during(what.as_str())?;
             if r.rows_affected() != 1 {
+                tx.rollback().await.during(what.as_str())?;
                 return Err(DbError::NotFound { what: "provisioning", key: c.provisioning.clone() });
             }
             let id = r.inserted_id();

@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImagesConfig {
-    /// The image library (default: `<data_dir>/images`).
+    /// The image library (default, also when empty: `<data_dir>/images`).
     pub library: Option<PathBuf>,
     /// debootstrap's package cache for `image build-test`, kept between builds (default:
-    /// `/var/cache/provhost/debootstrap`).
+    /// `/var/cache/provhost/debootstrap`; also when empty).
     pub build_cache: Option<PathBuf>,
 }
 
@@ -32,6 +32,7 @@ impl ImagesConfig {
     pub fn library(&self, data_dir: &Path) -> PathBuf {
         self.library
             .clone()
+            .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| data_dir.join("images"))
     }
 
@@ -39,6 +40,21 @@ impl ImagesConfig {
     pub fn build_cache(&self) -> PathBuf {
         self.build_cache
             .clone()
+            .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_BUILD_CACHE))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_settings_mean_the_defaults() {
+        let c: ImagesConfig = toml::from_str("library = \"\"\nbuild_cache = \"\"\n").expect("toml");
+        assert_eq!(c.library(Path::new("/d")), PathBuf::from("/d/images"));
+        assert_eq!(c.build_cache(), PathBuf::from(DEFAULT_BUILD_CACHE));
+        let c: ImagesConfig = toml::from_str("library = \"/srv/img\"\n").expect("toml");
+        assert_eq!(c.library(Path::new("/d")), PathBuf::from("/srv/img"));
     }
 }
