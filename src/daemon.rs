@@ -8,9 +8,11 @@
 //!   claim what is due (VCL's `check_time`, simplified: new/reload once started, in-use
 //!   reservations near their end or every `general_inuse_check`), spawn its flow.
 //! - Stop (SIGTERM/SIGINT, or `--once` when nothing is left): running flows are cancelled at
-//!   their next routine step and hand their request back; after `shutdown_grace_secs`
-//!   whatever still runs is abandoned to recovery. A claimed request is never left
-//!   `pending` by a clean stop.
+//!   their next routine step and hand their request back; database operations are no
+//!   longer retried (an outage cannot hold the stop up); `shutdown_grace_secs` after the
+//!   signal whatever still runs — a flow, or a poll still waiting on the database — is
+//!   abandoned to recovery. A claimed request is never left `pending` by a clean stop
+//!   while the database answers.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -96,6 +98,61 @@ pub const HANDLED: &[&str] = &[
     "image",
 ];
 
+/// The stop signal, awaitable any number of times (a plain future must not be polled again
+/// once it has completed).
+struct Stop<F> {
+    signal: std::pin::Pin<Box<F>>,
+    at: Option<Instant>,
+}
+
+impl<F: Future<Output = ()>> Stop<F> {
+    fn new(signal: F) -> Self {
+        Stop {
+            signal: Box::pin(signal),
+            at: None,
+        }
+    }
+
+    /// Resolves when the signal came (at once if it already has).
+    async fn wait(&mut self) {
+        if self.at.is_none() {
+            (&mut self.signal).await;
+            self.at = Some(Instant::now());
+        }
+    }
+
+    /// Run `work` unless a stop comes first. On a stop, `db` stops retrying and `work`
+    /// gets the rest of the grace period to finish (its tries end within the acquire
+    /// timeout); `None` when it had to be abandoned.
+    async fn race<T>(
+        &mut self,
+        db: &Db,
+        grace: Duration,
+        work: impl Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(work);
+        if self.at.is_none() {
+            tokio::select! {
+                biased;
+                _ = self.wait() => {}
+                out = &mut work => return Some(out),
+            }
+        }
+        db.stop_retrying();
+        let deadline = self.deadline(grace);
+        tokio::time::timeout_at(deadline.into(), work).await.ok()
+    }
+
+    /// When the grace period ends (`grace` after the signal; from now if none came).
+    fn deadline(&self, grace: Duration) -> Instant {
+        self.at.unwrap_or_else(Instant::now) + grace
+    }
+
+    fn stopped(&self) -> bool {
+        self.at.is_some()
+    }
+}
+
 /// What a run did (for `--once`, tests and the exit message).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Summary {
@@ -142,7 +199,8 @@ impl Daemon {
                 source,
             })?;
         let svc = Arc::new(Services {
-            db,
+            // Its own stop flag: stopping this daemon ends only its retries.
+            db: db.with_own_stop(),
             host,
             timings: cfg.timings.clone(),
             node_id,
@@ -166,10 +224,19 @@ impl Daemon {
     ) -> Result<Summary, DaemonError> {
         let db = &self.svc.db;
         let node = self.svc.node_id;
-        let mut recovered: HashSet<i64> = crate::db::claim::recover_pending(db, node)
-            .await?
-            .into_iter()
-            .collect();
+        let grace = Duration::from_secs(self.cfg.shutdown_grace_secs);
+        let mut stop = Stop::new(shutdown);
+        let recovery = stop
+            .race(db, grace, crate::db::claim::recover_pending(db, node))
+            .await;
+        if stop.stopped() {
+            tracing::info!("stopped before the first poll; nothing was claimed");
+            return Ok(Summary::default());
+        }
+        let mut recovered: HashSet<i64> = match recovery {
+            Some(r) => r?.into_iter().collect(),
+            None => return Ok(Summary::default()),
+        };
         if !recovered.is_empty() {
             tracing::warn!(requests = ?recovered, "recovered requests this node left pending");
         }
@@ -199,39 +266,54 @@ impl Daemon {
         let mut inuse_checked: HashMap<i64, Instant> = HashMap::new();
         let mut warned: HashSet<String> = HashSet::new();
         let poll = Duration::from_secs(self.cfg.poll_interval_secs.max(1));
-        tokio::pin!(shutdown);
         let mut buf = [0u8; 16];
         // A bound on `--once` passes: each pass either claims work or ends the run.
         let mut passes_left: u64 = if once { 100_000 } else { u64::MAX };
 
         loop {
             passes_left = passes_left.saturating_sub(1);
-            if let Err(e) = crate::db::flow::checkin(db, node).await {
-                tracing::warn!("check-in failed: {e}");
-            }
-            let claimed = match self
-                .claim_due(
-                    &mut recovered,
-                    &mut running,
-                    &mut inuse_checked,
-                    &mut warned,
-                    &mut tasks,
-                )
-                .await
-            {
-                Ok(n) => n,
-                Err(e) => {
+            // One poll. During a database outage its tries and retry waits can take long;
+            // a stop ends the retries and bounds the rest by the grace period.
+            let polled = stop
+                .race(db, grace, async {
+                    if let Err(e) = crate::db::flow::checkin(db, node).await {
+                        tracing::warn!("check-in failed: {e}");
+                    }
+                    if db.is_stopping() {
+                        return Ok(0);
+                    }
+                    self.claim_due(
+                        &mut recovered,
+                        &mut running,
+                        &mut inuse_checked,
+                        &mut warned,
+                        &mut tasks,
+                    )
+                    .await
+                })
+                .await;
+            let claimed = match polled {
+                Some(Ok(n)) => n,
+                Some(Err(e)) if stop.stopped() => {
+                    tracing::warn!("stopping: the last poll did not finish: {e}");
+                    0
+                }
+                Some(Err(e)) => {
                     tracing::error!("polling for work failed (will retry): {e}");
                     0
                 }
+                None => {
+                    tracing::error!("stopping: the last poll was still waiting on the database at the end of the grace period; abandoned (a request it was claiming stays pending for recovery)");
+                    0
+                }
             };
-            if once && claimed == 0 && running.is_empty() || passes_left == 0 {
+            if stop.stopped() || once && claimed == 0 && running.is_empty() || passes_left == 0 {
                 break;
             }
             tokio::select! {
                 // A stop wins over everything else that is ready at the same time.
                 biased;
-                _ = &mut shutdown => break,
+                _ = stop.wait() => break,
                 Some(done) = tasks.set.join_next_with_id(), if !tasks.set.is_empty() => {
                     self.reap(done, &mut tasks, &mut running, &mut summary).await;
                     // Reap everything else that has finished too.
@@ -258,8 +340,12 @@ impl Daemon {
             for flag in running.values() {
                 flag.store(true, Ordering::Relaxed);
             }
-            let grace = Duration::from_secs(self.cfg.shutdown_grace_secs);
-            let drained = tokio::time::timeout(grace, async {
+            if stop.stopped() {
+                db.stop_retrying();
+            }
+            // The grace period counts from the signal, not from here.
+            let deadline = stop.deadline(grace);
+            let drained = tokio::time::timeout_at(deadline.into(), async {
                 while let Some(done) = tasks.set.join_next_with_id().await {
                     self.reap(done, &mut tasks, &mut running, &mut summary)
                         .await;
@@ -322,7 +408,11 @@ impl Daemon {
         tasks: &mut Tasks,
     ) -> Result<usize, DbError> {
         let db = &self.svc.db;
+        // Once stopping (see `Stop::race`), no new database work is started.
         let work = crate::db::claim::work_for(db, self.svc.node_id).await?;
+        if db.is_stopping() {
+            return Ok(0);
+        }
         let now = crate::db::time::parse_datetime(&db.now().await?)?;
         let t = &self.svc.timings;
         let mut claimed = 0;
@@ -331,6 +421,9 @@ impl Daemon {
                 .any(|w| w.request_id == *id && w.state == "inuse")
         });
         for w in work {
+            if db.is_stopping() {
+                break;
+            }
             if running.contains_key(&w.request_id) || running.len() >= self.cfg.max_flows {
                 continue;
             }
@@ -365,14 +458,15 @@ impl Daemon {
             if !due {
                 continue;
             }
-            match crate::db::claim::claim(db, w.request_id, &w.state, self.svc.node_id).await {
-                Ok(Some(_)) => {}
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::error!(request = w.request_id, "claim failed: {e}");
-                    continue;
-                }
-            }
+            let token =
+                match crate::db::claim::claim(db, w.request_id, &w.state, self.svc.node_id).await {
+                    Ok(Some(c)) => c.token,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(request = w.request_id, "claim failed: {e}");
+                        continue;
+                    }
+                };
             if w.state == "inuse" {
                 inuse_checked.insert(w.request_id, Instant::now());
             }
@@ -384,7 +478,7 @@ impl Daemon {
             // Only the first run after a restart says it was recovered.
             let was_recovered = recovered.remove(&request);
             let handle = tasks.set.spawn(async move {
-                crate::state::run(svc, w, cancel, was_recovered).await;
+                crate::state::run(svc, w, token, cancel, was_recovered).await;
                 request
             });
             tasks.requests.insert(handle.id(), request);

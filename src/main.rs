@@ -107,7 +107,9 @@ enum Command {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROVHOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colour codes only for a person at a terminal: a log file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter)
         .with_writer(provhost::prim::secret::RedactingWriter);
     match format {
@@ -205,24 +207,58 @@ async fn serve(
         .clone()
         .unwrap_or_else(|| config.database.url_or_default(&config.paths.data_dir));
     let stop = shutdown_signal()?;
-    let db = provhost::db::Db::connect(&url).await?;
+    // The signal is watched from now on, so it is logged when it comes and wins over a
+    // database that is slow to answer, here and in the daemon.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        stop.await;
+        stop_tx.send_replace(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let db = tokio::select! {
+        db = provhost::db::Db::connect(&url) => db?,
+        _ = stopped() => {
+            tracing::info!("stopped while connecting to the database");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(config));
+    host.use_good_store(provhost::host::good::GoodStore::new(
+        provhost::host::good::dir_in(&config.paths.data_dir),
+    ));
     let _watch = provhost::daemon::start_host(&host)?;
-    let daemon = provhost::daemon::Daemon::new(
-        db.clone(),
-        host,
-        config.daemon.clone(),
-        Some(&config.paths.data_dir),
-    )
-    .await?;
+    let daemon = tokio::select! {
+        d = provhost::daemon::Daemon::new(
+            db.clone(),
+            host,
+            config.daemon.clone(),
+            Some(&config.paths.data_dir),
+        ) => d?,
+        _ = stopped() => {
+            tracing::info!("stopped while looking up this management node");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     tracing::info!(node_id = daemon.node_id(), once, "provhost daemon running");
-    let summary = daemon.run(stop, once).await?;
+    let summary = daemon.run(stopped(), once).await?;
     tracing::info!(
         recovered = summary.recovered,
         processed = summary.processed,
         "provhost daemon stopped"
     );
-    db.close().await;
+    // Closing waits for connections in use; one stuck on a dead database must not hold
+    // the exit up.
+    if tokio::time::timeout(Duration::from_secs(1), db.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections did not close within 1 s; exiting anyway");
+    }
     // Routines abandoned after the grace period may still sit in a primitive (bounded by
     // its own timeout); their requests are already left to recovery, so do not wait for
     // them as the runtime's shutdown would.
@@ -268,6 +304,11 @@ fn check(config: &Config, paths: Vec<PathBuf>) -> ExitCode {
     let opts: HostOptions = config.host_options();
     // The same primitive families as `serve`: module paths (`vm::`, `vmnet::`) resolve at compile time.
     let host = ScriptHost::new(opts.clone(), &provhost::primitive_families(config));
+    // Read only: says what a daemon started now would serve for a broken file.
+    host.use_good_store(provhost::host::good::GoodStore::read_only(
+        provhost::host::good::dir_in(&config.paths.data_dir),
+    ));
+    let mut notes: Vec<String> = Vec::new();
     let roots = if paths.is_empty() {
         vec![opts.scripts_dir.clone()]
     } else {
@@ -314,11 +355,30 @@ fn check(config: &Config, paths: Vec<PathBuf>) -> ExitCode {
                     .unwrap_or_default();
                 println!("ok     {}  {kind}/{name} v{version}", file.display());
             }
-            Err(errs) => errors.extend(errs.iter().map(|e| e.to_string())),
+            Err(errs) => {
+                errors.extend(errs.iter().map(|e| e.to_string()));
+                match host.module_of_file(file) {
+                    Some(m) => notes.push(format!(
+                        "{}: a daemon started now would serve its last good version, {}/{} v{}, from {}",
+                        file.display(),
+                        m.info.kind,
+                        m.info.name,
+                        m.info.version,
+                        m.restored_from.as_deref().unwrap_or("memory")
+                    )),
+                    None => notes.push(format!(
+                        "{}: no usable saved good copy; a daemon started now would not serve this module",
+                        file.display()
+                    )),
+                }
+            }
         }
     }
     for e in &errors {
         println!("error  {e}");
+    }
+    for n in &notes {
+        println!("note   {n}");
     }
     println!("{ok} file(s) ok, {} error(s)", errors.len());
     if errors.is_empty() && !files.is_empty() {

@@ -90,6 +90,71 @@ fn check_fails_with_file_and_line_on_a_broken_copy() {
     assert!(stdout.contains("1 file(s) ok, 1 error(s)"), "{stdout}");
 }
 
+/// A missing `}` makes Rhai complain about a later line; `check` adds where the unclosed
+/// brace was opened. With a saved good copy in the data folder, `check` also says that a
+/// daemon started now would serve it.
+#[test]
+fn check_names_an_unclosed_brace_and_the_saved_good_copy() {
+    let dir = ScriptDir::new();
+    let body = "fn helper(ctx) {\n    if ctx.x {\n        1\n}\n\nfn other(ctx) {\n    2\n}\n";
+    let good = provisioning("bad", "1", "");
+    let path = dir.write("provisioning/bad.rhai", &good);
+    let cfg = config_for(&dir);
+    let root_dir = dir.scripts.parent().expect("p");
+    // The saved copy a daemon would have made after the last successful load.
+    let store =
+        provhost::host::good::GoodStore::new(provhost::host::good::dir_in(&root_dir.join("data")));
+    assert!(store
+        .save(
+            std::path::Path::new("provisioning/bad.rhai"),
+            "provisioning/bad",
+            "1",
+            &good,
+            &dir.stdlib
+        )
+        .expect("save"));
+    std::fs::write(&path, format!("{good}\n{body}")).expect("break");
+    let out = provhost(
+        root_dir,
+        &["--config", cfg.to_str().expect("utf8"), "check"],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let lines = good.lines().count();
+    assert!(
+        stdout.contains(&format!(
+            "likely cause: unclosed `{{` opened at line {}",
+            lines + 3
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "a daemon started now would serve its last good version, provisioning/bad v1"
+        ),
+        "{stdout}"
+    );
+    // A tampered copy is refused with a message naming it.
+    let entry = store.entry_path(std::path::Path::new("provisioning/bad.rhai"));
+    let tampered =
+        std::fs::read_to_string(&entry)
+            .expect("read")
+            .replacen("node_status", "node_statux", 1);
+    std::fs::write(&entry, tampered).expect("tamper");
+    let stdout = text(
+        &provhost(
+            root_dir,
+            &["--config", cfg.to_str().expect("utf8"), "check"],
+        )
+        .stdout,
+    );
+    assert!(
+        stdout.contains("does not match its recorded sha256")
+            && stdout.contains("no usable saved good copy"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn call_prints_the_result_and_keeps_secrets_out_of_logs() {
     let dir = ScriptDir::new();

@@ -122,6 +122,63 @@ async fn cli_init_request_list_log(backend: Backend) {
 
 crate::on_both_backends!(cli_init_request_list_log);
 
+/// `request new` refuses a window on a computer that another live reservation (plus the
+/// reload time VCL leaves after it) covers: exit code 2, the other request and its window
+/// named, and the first start that fits; that start is accepted, and `--any` finds a free
+/// computer for the busy window.
+async fn cli_request_new_refuses_overlap_and_reload_time(backend: Backend) {
+    let Some(t) = TestDb::initialized(backend).await else {
+        return;
+    };
+    let url = t.url.as_str();
+    world(&t.db, 2).await;
+    let new = |start: &str, end: &str, computer: Option<&str>| {
+        let mut args = vec![
+            "request", "new", "--url", url, "--image", "debian12", "--user", "ann",
+        ];
+        args.extend(["--start", start, "--end", end]);
+        match computer {
+            Some(c) => args.extend(["--computer", c]),
+            None => args.push("--any"),
+        }
+        provhost(&args)
+    };
+    let first = ok(&new("2030-01-01 10:00", "2030-01-01 11:00", Some("lab1")));
+    assert!(first.starts_with("request 1 "), "{first}");
+
+    // Overlapping, and inside the 10 minutes image.reloadtime after request 1.
+    for (start, end) in [
+        ("2030-01-01 10:30", "2030-01-01 11:30"),
+        ("2030-01-01 11:00", "2030-01-01 12:00"),
+        ("2030-01-01 11:09", "2030-01-01 12:00"),
+        ("2030-01-01 09:00", "2030-01-01 09:55"),
+    ] {
+        let out = new(start, end, Some("lab1"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{start}: {err}");
+        assert!(
+            err.contains("computer lab1.test is reserved by request 1 (new) from 2030-01-01 10:00:00 to 2030-01-01 11:00:00")
+                && err.contains("10 min")
+                && err.contains("Start at 2030-01-01 11:10:00 or later")
+                && err.contains("end by 2030-01-01 09:50:00"),
+            "{start}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "nothing reported as made: {out:?}");
+    }
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM `request`").await, 1);
+
+    // Exactly the reload time after it, or before it: fine.
+    let after = ok(&new("2030-01-01 11:10", "2030-01-01 12:00", Some("lab1")));
+    assert!(after.starts_with("request 2 "), "{after}");
+    let before = ok(&new("2030-01-01 09:00", "2030-01-01 09:50", Some("lab1")));
+    assert!(before.starts_with("request 3 "), "{before}");
+    // --any for a window lab1 cannot take picks lab2.
+    let any = ok(&new("2030-01-01 10:30", "2030-01-01 11:30", None));
+    assert!(any.contains("on lab2.test"), "{any}");
+}
+
+crate::on_both_backends!(cli_request_new_refuses_overlap_and_reload_time);
+
 /// A wrong password is refused at once (not retried) and never printed.
 #[test]
 fn passwords_in_urls_are_not_shown() {

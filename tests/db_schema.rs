@@ -15,7 +15,7 @@ async fn fresh_database_gets_vcl_tables_and_seeds(backend: Backend) {
         .await
         .expect("init on an empty database");
     assert!(report.created_vcl_tables);
-    for t in ["provhost_claim", "provhost_computer", "provhost_schema"] {
+    for t in provhost::db::schema::PROVHOST_TABLES {
         assert!(
             report.provhost_tables.iter().any(|p| p == t),
             "{t} missing: {:?}",
@@ -90,9 +90,65 @@ async fn a_missing_column_is_named(backend: Backend) {
     assert!(text.contains("remoteIP"), "all problems at once: {text}");
 }
 
+/// A `provhost_computervar` made without its (computerid, name) key (the upsert needs it)
+/// is rebuilt with it by `db init`, one value kept per key; then setting a variable twice
+/// leaves one row.
+async fn init_adds_a_missing_computervar_key(backend: Backend) {
+    let Some(t) = TestDb::initialized(backend).await else {
+        return;
+    };
+    assert!(schema::upgrade::computervar_has_key(&t.db)
+        .await
+        .expect("keys"));
+    t.exec("DROP TABLE `provhost_computervar`").await;
+    t.exec("CREATE TABLE `provhost_computervar` (`computerid` INTEGER NOT NULL, `name` VARCHAR(64) NOT NULL, `value` TEXT NOT NULL)")
+        .await;
+    t.exec("INSERT INTO `provhost_computervar` VALUES (1, 'sim_power', 'off'), (1, 'sim_power', 'on'), (2, 'x', 'y')")
+        .await;
+    assert!(!schema::upgrade::computervar_has_key(&t.db)
+        .await
+        .expect("keys"));
+    schema::init(&t.db, "mn1.test").await.expect("init again");
+    assert!(schema::upgrade::computervar_has_key(&t.db)
+        .await
+        .expect("keys"));
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM `provhost_computervar`")
+            .await,
+        2
+    );
+    for v in ["a", "b"] {
+        provhost::db::flow::set_computer_var(&t.db, 1, "sim_power", v)
+            .await
+            .expect("upsert");
+    }
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM `provhost_computervar` WHERE `computerid` = 1")
+            .await,
+        1
+    );
+    assert_eq!(
+        provhost::db::flow::computer_var(&t.db, 1, "sim_power")
+            .await
+            .expect("read")
+            .as_deref(),
+        Some("b")
+    );
+    // Run again: the key is there, nothing is rebuilt.
+    schema::init(&t.db, "mn1.test")
+        .await
+        .expect("init a third time");
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM `provhost_computervar`")
+            .await,
+        2
+    );
+}
+
 crate::on_both_backends!(
     fresh_database_gets_vcl_tables_and_seeds,
-    a_missing_column_is_named
+    a_missing_column_is_named,
+    init_adds_a_missing_computervar_key
 );
 
 /// Split our fixture file (statements end with `;` at the end of a line).

@@ -83,9 +83,15 @@ async fn claim_then_exit(backend: Backend) {
     )
     .await
     .expect("loadlog");
-    state::set_computer_image(&t.db, c.computer_id, c.image_id, c.imagerevision_id)
-        .await
-        .expect("image on computer");
+    state::set_computer_image(
+        &t.db,
+        c.request_id,
+        c.computer_id,
+        c.image_id,
+        c.imagerevision_id,
+    )
+    .await
+    .expect("image on computer");
     state::state_exit(&t.db, Ids::from(&data), "reserved", "new", Some("reserved"))
         .await
         .expect("state exit");

@@ -220,3 +220,71 @@ async fn a_stdlib_change_recompiles_its_importers() {
     );
     assert_eq!(marker(&host), "bonjour");
 }
+
+/// A restart (a fresh host on the same files and store) while the module file is broken
+/// and the stdlib file it imported is gone: the saved copy is served, compiled against the
+/// stdlib saved with it, so it behaves as before. Without a store nothing is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_a_broken_file_serves_the_saved_copy_with_its_imports() {
+    let dir = ScriptDir::new();
+    let store_dir = dir
+        .scripts
+        .parent()
+        .expect("parent")
+        .join("data/modules-good");
+    dir.write("stdlib/greet.rhai", "fn word() { \"saved hello\" }");
+    let path = dir.write(
+        "provisioning/p.rhai",
+        format!(
+            "import \"greet\" as greet;\n{}",
+            provisioning("p", "7", "fn marker(ctx) { greet::word() }")
+        ),
+    );
+    let first = dir.host(test_limits());
+    first.use_good_store(provhost::host::good::GoodStore::new(&store_dir));
+    assert!(first.load_all().is_empty());
+    assert_eq!(marker(&first), "saved hello");
+    drop(first);
+
+    std::fs::write(&path, "const MODULE = #{ kind: \"provisioning\", name: \"p\", version: \"8\" };\nfn marker(ctx) {\n").expect("break");
+    std::fs::remove_file(dir.path("stdlib/greet.rhai")).expect("remove stdlib file");
+
+    let without = dir.host(test_limits());
+    assert!(!without.load_all().is_empty());
+    assert!(without.module(&key()).is_none(), "no store, nothing served");
+
+    let second = dir.host(test_limits());
+    second.use_good_store(provhost::host::good::GoodStore::new(&store_dir));
+    let errors = second.load_all();
+    assert_eq!(
+        errors.len(),
+        1,
+        "the file's own error is still reported: {errors:?}"
+    );
+    assert!(errors[0].to_string().contains("p.rhai"), "{errors:?}");
+    assert_eq!(marker(&second), "saved hello");
+    let m = second.module(&key()).expect("served");
+    assert_eq!(m.info.version, "7");
+    assert!(
+        m.restored_from
+            .as_deref()
+            .is_some_and(|f| f.contains("modules-good/provisioning/p.rhai.json")),
+        "{:?}",
+        m.restored_from
+    );
+    let state = second
+        .file_states()
+        .into_iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, s)| s);
+    assert!(
+        matches!(
+            state,
+            Some(provhost::host::FileState::Failed {
+                keeping: Some(_),
+                ..
+            })
+        ),
+        "{state:?}"
+    );
+}

@@ -224,8 +224,52 @@ fn a_private_key_or_a_failed_build_is_a_clear_error_and_leaves_no_image() {
     let err = text(&out.stderr);
     assert!(err.contains(&private) && err.contains(".pub"), "{err}");
 
-    // A mirror that does not answer: debootstrap fails at once, the error names the log.
+    // Not root: a clear error before anything is made (the image is not cached).
     let public = format!("{private}.pub");
+    std::fs::set_permissions(w, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    if common::tool_or_skip("build-test as nobody", "setpriv") {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_provhost"))
+            .args([
+                "image",
+                "build-test",
+                "--out",
+                "/nonexistent/lib",
+                "--key",
+                &public,
+                "--no-register",
+            ])
+            .current_dir(w)
+            .env_remove("PROVHOST_CONFIG")
+            .output()
+            .expect("setpriv");
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+        let err = text(&out.stderr);
+        assert!(err.contains("needs root"), "{err}");
+    }
+
+    // A build killed earlier left a folder with a mount in it: the next build unmounts it
+    // and removes it before it starts.
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            // Only matters when the build did not clean up (the test then fails anyway).
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let stale = lib.join(".build-provhost-test-000000000000-1");
+    let _unmount = Unmount(stale.join("root/proc"));
+    std::fs::create_dir_all(stale.join("root/proc")).expect("stale folder");
+    let st = Command::new("mount")
+        .args(["-t", "proc", "proc"])
+        .arg(stale.join("root/proc"))
+        .status()
+        .expect("mount");
+    assert!(st.success(), "mount proc in the stale folder");
+
+    // A mirror that does not answer: debootstrap fails at once, the error names the log.
     let out = provhost(
         w,
         &[

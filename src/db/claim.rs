@@ -7,7 +7,8 @@
 //! A claim also writes a `provhost_claim` row (request, node, a unique token) in the same
 //! transaction. If the connection drops while the commit's answer is on the way, the retry
 //! finds the token and knows the claim is its own, so a claim is never lost and never
-//! doubled.
+//! doubled. The same transaction writes the token into the `provhost_computerlock` row of
+//! a computer the request holds (`db::lock`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -202,6 +203,14 @@ pub async fn claim(
                         .bind(token)
                         .bind(from)
                         .bind(prior)
+                        .execute(&mut *tx)
+                        .await
+                        .during(what.as_str())?;
+                    // A computer this request holds is now acted on under this claim.
+                    sqlx::query("UPDATE `provhost_computerlock` SET `token` = ?, `managementnodeid` = ? WHERE `requestid` = ?")
+                        .bind(token)
+                        .bind(management_node)
+                        .bind(request)
                         .execute(&mut *tx)
                         .await
                         .during(what.as_str())?;

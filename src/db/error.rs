@@ -17,11 +17,19 @@ pub enum DbError {
     #[error("{what}: {cause}")]
     Sql { what: String, cause: sqlx::Error },
     /// The database stayed unreachable (or busy) through every retry.
-    #[error("{what}: database unavailable after {attempts} attempts over {waited:.1?}: {}", last.cause_text())]
+    #[error("{what}: database unavailable after {attempts} attempts over {waited:.1?}: {}", last.transient_reason())]
     Unavailable {
         what: String,
         attempts: u32,
         waited: Duration,
+        last: Box<DbError>,
+    },
+    /// A try failed for a reason worth retrying, but the daemon is stopping, so it was not
+    /// retried; what it left is returned by recovery at the next start.
+    #[error("{what}: {} (not retried: stopping; attempt {attempts})", last.transient_reason())]
+    Stopped {
+        what: String,
+        attempts: u32,
         last: Box<DbError>,
     },
     /// A row looked up by name or id does not exist.
@@ -44,6 +52,11 @@ pub enum DbError {
         found: String,
     },
     /// The database's schema lacks what provhost needs (each problem on its own line).
+    /// A flow tried to change a computer that its request does not hold (another
+    /// reservation holds it, see `db::lock`).
+    #[error("request {request} does not hold computer {computer} (provhost_computerlock); the computer was left as it is")]
+    NotHolder { request: i64, computer: i64 },
+
     #[error("database schema does not fit provhost:\n  {}", problems.join("\n  "))]
     Schema { problems: Vec<String> },
     /// Input that cannot be stored (bad date, out-of-range size, no free computer, …).
@@ -81,10 +94,45 @@ impl DbError {
         }
     }
 
+    /// Why a transient failure happened, in words, with the driver's text in brackets:
+    /// "lost the connection to the database (…)", "deadlock with another transaction (…)".
+    /// No "what was being done" prefix: the caller says that once.
+    pub fn transient_reason(&self) -> String {
+        let cause = self.cause_text();
+        let reason = match self {
+            DbError::Sql { cause: e, .. } | DbError::Connect { cause: e, .. } => match e {
+                sqlx::Error::PoolTimedOut => {
+                    "no database connection within the acquire timeout (database unreachable, or every connection busy)"
+                }
+                sqlx::Error::Database(_) => match self.mysql_number() {
+                    Some(1213) => "deadlock with another transaction",
+                    Some(1205) => "lock wait timeout",
+                    Some(1053 | 1927 | 2006 | 2013 | 4031) => {
+                        "lost the connection to the database"
+                    }
+                    Some(_) => "database error",
+                    None if transient(e) => "the database is locked by another writer",
+                    None => "database error",
+                },
+                _ if transient(e) && matches!(self, DbError::Connect { .. }) => {
+                    "cannot reach the database"
+                }
+                _ if transient(e) => "lost the connection to the database",
+                _ => return cause,
+            },
+            _ => return cause,
+        };
+        format!("{reason} ({cause})")
+    }
+
     /// The MySQL/MariaDB error number behind this error, if it is one.
     pub fn mysql_number(&self) -> Option<u16> {
         match self {
             DbError::Sql {
+                cause: sqlx::Error::Database(d),
+                ..
+            }
+            | DbError::Connect {
                 cause: sqlx::Error::Database(d),
                 ..
             } => d
@@ -128,5 +176,42 @@ impl<T> During<T> for Result<T, sqlx::Error> {
             what: what.into(),
             cause,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_named_once_with_its_cause() {
+        let lost = DbError::Sql {
+            what: "claiming request 18".into(),
+            cause: sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "expected to read 4 bytes, got 0 bytes at EOF",
+            )),
+        };
+        assert!(lost.is_transient());
+        assert_eq!(
+            lost.transient_reason(),
+            "lost the connection to the database (error communicating with database: expected to read 4 bytes, got 0 bytes at EOF)"
+        );
+        let gave_up = DbError::Unavailable {
+            what: "claiming request 18".into(),
+            attempts: 10,
+            waited: Duration::from_millis(51_300),
+            last: Box::new(lost),
+        };
+        let text = gave_up.to_string();
+        assert_eq!(text.matches("claiming request 18").count(), 1, "{text}");
+        assert!(
+            text.contains("database unavailable after 10 attempts"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lost the connection to the database"),
+            "{text}"
+        );
     }
 }

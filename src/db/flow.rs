@@ -5,7 +5,7 @@
 
 use crate::db::claim::state_id;
 use crate::db::error::{DbError, During};
-use crate::db::pool::{with_pool, Db, RowExt};
+use crate::db::pool::{with_pool, Backend, Db, RowExt};
 
 /// `reservation.remoteIP`, read live (the web front end sets it when the user clicks
 /// Connect). Empty when not acknowledged yet.
@@ -87,13 +87,20 @@ pub async fn set_computer_var(
         )));
     }
     let what = format!("setting variable {name:?} of computer {computer}");
+    // One statement on the (computerid, name) key: no delete-then-insert window, and no
+    // gap locks for two management nodes to deadlock on.
+    let sql = match db.backend() {
+        Backend::MySql => {
+            "INSERT INTO `provhost_computervar` (`computerid`, `name`, `value`) VALUES (?, ?, ?) \
+             ON DUPLICATE KEY UPDATE `value` = VALUES(`value`)"
+        }
+        Backend::Sqlite => {
+            "INSERT INTO `provhost_computervar` (`computerid`, `name`, `value`) VALUES (?, ?, ?) \
+             ON CONFLICT (`computerid`, `name`) DO UPDATE SET `value` = excluded.`value`"
+        }
+    };
     db.retry(&what, || async {
-        with_pool!(db, p => {
-            let mut tx = p.begin().await.during(what.as_str())?;
-            sqlx::query("DELETE FROM `provhost_computervar` WHERE `computerid` = ? AND `name` = ?").bind(computer).bind(name).execute(&mut *tx).await.during(what.as_str())?;
-            sqlx::query("INSERT INTO `provhost_computervar` (`computerid`, `name`, `value`) VALUES (?, ?, ?)").bind(computer).bind(name).bind(value).execute(&mut *tx).await.during(what.as_str())?;
-            tx.commit().await.during(what.as_str())
-        })
+        with_pool!(db, p => sqlx::query(sql).bind(computer).bind(name).bind(value).execute(p).await.during(what.as_str()).map(|_| ()))
     })
     .await
 }

@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlQueryResult, MySqlRow};
@@ -16,6 +17,7 @@ use sqlx::sqlite::{
     SqliteRow,
 };
 use sqlx::{Connection, Row};
+use tokio::sync::watch;
 
 use crate::db::error::{DbError, During};
 
@@ -43,7 +45,7 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// 10 tries; waits 0.1, 0.2, 0.4 … capped at 5 s between them (about 20 s in all).
+    /// 10 tries; waits 0.1, 0.2, 0.4 … capped at 5 s between them (21.3 s of waiting).
     fn default() -> Self {
         RetryPolicy {
             attempts: 10,
@@ -52,6 +54,30 @@ impl Default for RetryPolicy {
         }
     }
 }
+
+impl RetryPolicy {
+    /// The waits between tries, in order (one fewer than the attempts).
+    pub fn delays(&self) -> impl Iterator<Item = Duration> + '_ {
+        let mut delay = self.first_delay;
+        (1..self.attempts.max(1)).map(move |_| {
+            let d = delay;
+            delay = (delay * 2).min(self.max_delay);
+            d
+        })
+    }
+
+    /// The longest one operation can take before it gives up while the database is
+    /// unreachable: every wait between tries plus, for every try, the pool's wait for a
+    /// connection (`acquire_timeout`; a refused or unanswered connect is retried inside it).
+    pub fn worst_case(&self, acquire_timeout: Duration) -> Duration {
+        self.delays().sum::<Duration>() + acquire_timeout * self.attempts.max(1)
+    }
+}
+
+/// How long one try waits for a pooled connection (or for a new one to open) before it
+/// counts as failed. Kept short so that [`RetryPolicy::worst_case`] stays near half a
+/// minute: during an outage every try waits this long.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Options for [`Db::connect_with`].
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +95,7 @@ impl Default for DbOptions {
     fn default() -> Self {
         DbOptions {
             max_connections: 5,
-            acquire_timeout: Duration::from_secs(10),
+            acquire_timeout: ACQUIRE_TIMEOUT,
             sqlite_busy_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
         }
@@ -82,6 +108,9 @@ pub struct Db {
     pool: Pool,
     url: String,
     retry: RetryPolicy,
+    /// Set when the owner stops: retries end at once (see [`Db::stop_retrying`]). Shared
+    /// by clones; [`Db::with_own_stop`] makes a handle with its own.
+    stop: Arc<watch::Sender<bool>>,
 }
 
 /// Run `$body` with `$p` bound to the open pool, whichever backend it is. The body is
@@ -107,6 +136,7 @@ impl Db {
 
     /// Open `url` with explicit pool and retry options.
     pub async fn connect_with(url: &str, opts: DbOptions) -> Result<Db, DbError> {
+        let stop = Arc::new(watch::channel(false).0);
         let shown = redact_url(url);
         let bad = |message: String| DbError::BadUrl {
             url: shown.clone(),
@@ -140,7 +170,7 @@ impl Db {
                 .busy_timeout(opts.sqlite_busy_timeout);
             // One direct connection first: it fails at once with the real reason (refused,
             // access denied), where a pool would keep trying until its acquire timeout.
-            retry_with(&opts.retry, &shown, "connecting", || {
+            retry_with(&opts.retry, &stop, &shown, "connecting", || {
                 let o = o.clone();
                 async move {
                     let c = sqlx::SqliteConnection::connect_with(&o)
@@ -161,7 +191,7 @@ impl Db {
             let o = MySqlConnectOptions::from_str(&normalized).map_err(|e| bad(e.to_string()))?;
             // One direct connection first: it fails at once with the real reason (refused,
             // access denied), where a pool would keep trying until its acquire timeout.
-            retry_with(&opts.retry, &shown, "connecting", || {
+            retry_with(&opts.retry, &stop, &shown, "connecting", || {
                 let o = o.clone();
                 async move {
                     let c = sqlx::MySqlConnection::connect_with(&o)
@@ -186,7 +216,30 @@ impl Db {
             pool,
             url: shown,
             retry: opts.retry,
+            stop,
         })
+    }
+
+    /// A handle on the same pool whose [`Db::stop_retrying`] affects only itself and its
+    /// clones (a daemon takes one, so its stop does not end another user's retries).
+    pub fn with_own_stop(&self) -> Db {
+        Db {
+            stop: Arc::new(watch::channel(false).0),
+            ..self.clone()
+        }
+    }
+
+    /// From now on, operations through this handle (and its clones) are not retried: a
+    /// retry wait in progress ends at once with [`DbError::Stopped`], and a failed try is
+    /// final. A try already running finishes (bounded by the acquire timeout). Used by a
+    /// daemon's stop, so that a database outage cannot hold the stop up.
+    pub fn stop_retrying(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Has [`Db::stop_retrying`] been called on this handle?
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
     }
 
     /// The open pool, for [`with_pool!`].
@@ -250,13 +303,15 @@ impl Db {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, DbError>>,
     {
-        retry_with(&self.retry, &self.url, what, op).await
+        retry_with(&self.retry, &self.stop, &self.url, what, op).await
     }
 }
 
-/// The retry loop behind [`Db::retry`] (also used while connecting).
+/// The retry loop behind [`Db::retry`] (also used while connecting). Ends early with
+/// [`DbError::Stopped`] once `stop` is set.
 async fn retry_with<T, F, Fut>(
     policy: &RetryPolicy,
+    stop: &watch::Sender<bool>,
     url: &str,
     what: &str,
     mut op: F,
@@ -266,23 +321,38 @@ where
     Fut: Future<Output = Result<T, DbError>>,
 {
     let started = Instant::now();
-    let mut delay = policy.first_delay;
+    let mut delays = policy.delays();
     let attempts = policy.attempts.max(1);
+    let mut stopped = stop.subscribe();
     let mut attempt = 1;
     loop {
         match op().await {
             Err(e) if e.is_transient() => {
-                if attempt >= attempts {
+                let stopped_err = |e: DbError| DbError::Stopped {
+                    what: what.to_string(),
+                    attempts: attempt,
+                    last: Box::new(e),
+                };
+                if *stopped.borrow() {
+                    return Err(stopped_err(e));
+                }
+                let Some(delay) = delays.next() else {
                     return Err(DbError::Unavailable {
                         what: what.to_string(),
                         attempts,
                         waited: started.elapsed(),
                         last: Box::new(e),
                     });
+                };
+                tracing::warn!(
+                    db = %url,
+                    "{what}: {}; retrying in {delay:.1?} (attempt {attempt} of {attempts})",
+                    e.transient_reason()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopped.wait_for(|s| *s) => return Err(stopped_err(e)),
                 }
-                tracing::warn!(db = %url, attempt, "{what}: {e}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(policy.max_delay);
                 attempt += 1;
             }
             other => return other,
@@ -388,6 +458,54 @@ impl InsertedId for MySqlQueryResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_retry_budget_is_the_real_one() {
+        let p = RetryPolicy::default();
+        let waits: Duration = p.delays().sum();
+        assert_eq!(p.delays().count(), 9);
+        assert_eq!(waits, Duration::from_millis(21_300));
+        let worst = p.worst_case(ACQUIRE_TIMEOUT);
+        assert_eq!(worst, Duration::from_millis(51_300));
+        let doc = include_str!("../../docs/database.md");
+        for figure in [
+            format!("{:.1} s", waits.as_secs_f64()),
+            format!("{:.1} s", worst.as_secs_f64()),
+            format!("{} s acquire timeout", ACQUIRE_TIMEOUT.as_secs()),
+        ] {
+            assert!(
+                doc.contains(&figure),
+                "docs/database.md must state {figure:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_retry_waits_at_once() {
+        let db = Db::connect("sqlite://:memory:").await.expect("memory db");
+        let own = db.with_own_stop();
+        own.stop_retrying();
+        assert!(own.is_stopping() && !db.is_stopping());
+        let started = Instant::now();
+        let err = own
+            .retry("doing a thing", || async {
+                Err::<(), _>(DbError::Sql {
+                    what: "doing a thing".into(),
+                    cause: sqlx::Error::PoolTimedOut,
+                })
+            })
+            .await
+            .expect_err("never succeeds");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(matches!(err, DbError::Stopped { attempts: 1, .. }), "{err}");
+        let text = err.to_string();
+        assert_eq!(
+            text.matches("doing a thing").count(),
+            1,
+            "context once: {text}"
+        );
+        assert!(text.contains("not retried: stopping"), "{text}");
+    }
 
     #[test]
     fn passwords_never_show() {

@@ -6,6 +6,13 @@
 //! Picking a computer and writing the reservation happen in one transaction that first
 //! locks the computer row, so two users asking at once never get overlapping reservations
 //! on one computer.
+//!
+//! Reload time, as VCL's scheduling leaves it: every live reservation of a computer is
+//! followed by its image's `image.reloadtime` minutes (the reclaim and reload after it).
+//! A new window `[start, end)` for image N is refused when an existing live reservation
+//! `[s, e)` for image E satisfies `start < e + reloadtime(E)` and `s < end +
+//! reloadtime(N)`. The refusal names the other request, its window and the first start
+//! that fits after it.
 
 use chrono::NaiveDateTime;
 
@@ -20,6 +27,10 @@ const UNUSABLE_COMPUTER_STATES: &[i64] = &[1, 5, 10, 16, 20, 21, 22, 23];
 const FINISHED_REQUEST_STATES: &str = "5, 12";
 /// At most this many computers are tried for `--any`.
 const MAX_CANDIDATES: usize = 500;
+/// The longest `image.reloadtime` (minutes; VCL's column is a `tinyint unsigned`).
+const MAX_RELOAD_MINUTES: i64 = 255;
+/// At most this many reservations of one computer are read around a new window.
+const MAX_NEIGHBOURS: usize = 1000;
 
 /// Which computer a new request is for.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,7 +89,7 @@ pub async fn new_request(db: &Db, req: &NewRequest) -> Result<Created, DbError> 
             "the end ({end}) must be after the start ({start})"
         )));
     }
-    let (image_id, imagerevision_id) = production_revision(db, &req.image).await?;
+    let (image_id, imagerevision_id, reload_minutes) = production_revision(db, &req.image).await?;
     let user_id = user_id(db, &req.user).await?;
     let candidates = candidates(db, &req.computer, image_id).await?;
     if candidates.is_empty() {
@@ -94,7 +105,12 @@ pub async fn new_request(db: &Db, req: &NewRequest) -> Result<Created, DbError> 
     }
     let mut last_busy = String::new();
     for c in candidates.iter().take(MAX_CANDIDATES) {
-        match try_computer(db, c, image_id, imagerevision_id, user_id, start, end).await? {
+        let window = Window {
+            start,
+            end,
+            reload_minutes,
+        };
+        match try_computer(db, c, image_id, imagerevision_id, user_id, &window).await? {
             Ok(created) => return Ok(created),
             Err(busy) => last_busy = busy,
         }
@@ -109,9 +125,9 @@ pub async fn new_request(db: &Db, req: &NewRequest) -> Result<Created, DbError> 
     }))
 }
 
-/// The image's id and its production revision's id.
-async fn production_revision(db: &Db, image: &str) -> Result<(i64, i64), DbError> {
-    let sql = "SELECT i.`id`, (SELECT MAX(ir.`id`) FROM `imagerevision` ir WHERE ir.`imageid` = i.`id` AND ir.`production` = 1 \
+/// The image's id, its production revision's id and its `reloadtime` (minutes).
+async fn production_revision(db: &Db, image: &str) -> Result<(i64, i64, i64), DbError> {
+    let sql = "SELECT i.`id`, i.`reloadtime`, (SELECT MAX(ir.`id`) FROM `imagerevision` ir WHERE ir.`imageid` = i.`id` AND ir.`production` = 1 \
                AND ir.`deleted` = 0) AS `revisionid` FROM `image` i WHERE (i.`name` = ? OR i.`prettyname` = ?) AND i.`deleted` = 0 \
                ORDER BY i.`id` LIMIT 1";
     let what = format!("looking up image {image}");
@@ -119,7 +135,7 @@ async fn production_revision(db: &Db, image: &str) -> Result<(i64, i64), DbError
         .retry(&what, || async {
             with_pool!(db, p => {
                 let row = sqlx::query(sql).bind(image).bind(image).fetch_optional(p).await.during(what.as_str())?;
-                row.map(|r| Ok((r.int("id")?, r.opt_int("revisionid")?))).transpose()
+                row.map(|r| Ok((r.int("id")?, r.opt_int("revisionid")?, r.opt_int("reloadtime")?.unwrap_or(0)))).transpose()
             })
         })
         .await?;
@@ -128,10 +144,10 @@ async fn production_revision(db: &Db, image: &str) -> Result<(i64, i64), DbError
             what: "image",
             key: image.to_string(),
         }),
-        Some((_, None)) => Err(DbError::Invalid(format!(
+        Some((_, None, _)) => Err(DbError::Invalid(format!(
             "image {image} has no production revision (imagerevision.production = 1)"
         ))),
-        Some((id, Some(rev))) => Ok((id, rev)),
+        Some((id, Some(rev), reload)) => Ok((id, rev, reload.clamp(0, MAX_RELOAD_MINUTES))),
     }
 }
 
@@ -191,24 +207,73 @@ async fn candidates(
     .await
 }
 
+/// The time a new reservation asks for, with its image's reload time.
+struct Window {
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+    reload_minutes: i64,
+}
+
+/// A live reservation of the computer near the new window.
+struct Neighbour {
+    request: i64,
+    state: String,
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+    reload_minutes: i64,
+}
+
+/// Does `n` leave no room for `w` (see the module doc)?
+fn collides(w: &Window, n: &Neighbour) -> bool {
+    let minutes = chrono::Duration::minutes;
+    w.start < n.end + minutes(n.reload_minutes) && n.start < w.end + minutes(w.reload_minutes)
+}
+
+/// Why `computer` cannot take `w`: the other request, its window, and what would fit.
+fn refusal(computer: &str, w: &Window, n: &Neighbour) -> String {
+    let minutes = chrono::Duration::minutes;
+    format!(
+        "computer {computer} is reserved by request {} ({}) from {} to {}, and VCL leaves {} min after it to reload the computer; \
+         the new window {} to {} (plus {} min to reload after it) overlaps that. Start at {} or later, end by {}, \
+         choose another computer, or use --any",
+        n.request,
+        n.state,
+        format_datetime(n.start),
+        format_datetime(n.end),
+        n.reload_minutes,
+        format_datetime(w.start),
+        format_datetime(w.end),
+        w.reload_minutes,
+        format_datetime(n.end + minutes(n.reload_minutes)),
+        format_datetime(n.start - minutes(w.reload_minutes)),
+    )
+}
+
 /// One transaction for one computer: lock it, check that it is usable and free for the
-/// whole time, pick the management node, insert request and reservation. The inner
-/// `Err` says why this computer cannot take it.
+/// whole time (with reload time, see the module doc), pick the management node, insert
+/// request and reservation. The inner `Err` says why this computer cannot take it.
 async fn try_computer(
     db: &Db,
     c: &Candidate,
     image: i64,
     imagerevision: i64,
     user: i64,
-    start: NaiveDateTime,
-    end: NaiveDateTime,
+    w: &Window,
 ) -> Result<Result<Created, String>, DbError> {
-    let (start_s, end_s) = (format_datetime(start), format_datetime(end));
+    let (start_s, end_s) = (format_datetime(w.start), format_datetime(w.end));
+    let minutes = chrono::Duration::minutes;
+    // Every reservation that could collide: starts before the new end plus its reload
+    // time, ends after the new start minus the longest reload time. Exact test in Rust.
+    let (near_end, near_start) = (
+        format_datetime(w.end + minutes(w.reload_minutes)),
+        format_datetime(w.start - minutes(MAX_RELOAD_MINUTES)),
+    );
     let now = db.now_sql();
     let overlap = format!(
-        "SELECT CAST(rq.`start` AS CHAR) AS `start`, CAST(rq.`end` AS CHAR) AS `end`, rq.`id` FROM `reservation` r \
-         JOIN `request` rq ON rq.`id` = r.`requestid` WHERE r.`computerid` = ? AND rq.`stateid` NOT IN ({FINISHED_REQUEST_STATES}) \
-         AND rq.`start` < ? AND rq.`end` > ? ORDER BY rq.`start` LIMIT 1"
+        "SELECT CAST(rq.`start` AS CHAR) AS `start`, CAST(rq.`end` AS CHAR) AS `end`, rq.`id`, rq.`stateid`, i.`reloadtime` \
+         FROM `reservation` r JOIN `request` rq ON rq.`id` = r.`requestid` LEFT JOIN `image` i ON i.`id` = r.`imageid` \
+         WHERE r.`computerid` = ? AND rq.`stateid` NOT IN ({FINISHED_REQUEST_STATES}) \
+         AND rq.`start` < ? AND rq.`end` > ? ORDER BY rq.`start`, rq.`id` LIMIT {MAX_NEIGHBOURS}"
     );
     let node = format!(
         "SELECT mn.`id`, mn.`hostname`, (SELECT COUNT(*) FROM `reservation` r JOIN `request` rq ON rq.`id` = r.`requestid` \
@@ -238,9 +303,21 @@ async fn try_computer(
                 let state = match state { Some(r) => state_label(r.int("stateid")?), None => "gone".into() };
                 return Ok(Err(format!("computer {} cannot be reserved in state {state}", c.hostname)));
             }
-            let busy = sqlx::query(&overlap).bind(c.id).bind(&end_s).bind(&start_s).fetch_optional(&mut *tx).await.during(what.as_str())?;
-            if let Some(b) = busy {
-                return Ok(Err(format!("computer {} is reserved by request {} from {} to {}", c.hostname, b.int("id")?, b.text("start")?, b.text("end")?)));
+            let rows = sqlx::query(&overlap).bind(c.id).bind(&near_end).bind(&near_start).fetch_all(&mut *tx).await.during(what.as_str())?;
+            if rows.len() >= MAX_NEIGHBOURS {
+                return Ok(Err(format!("computer {} has more than {MAX_NEIGHBOURS} reservations around {start_s} to {end_s}; choose another time or computer", c.hostname)));
+            }
+            for r in &rows {
+                let n = Neighbour {
+                    request: r.int("id")?,
+                    state: state_label(r.int("stateid")?),
+                    start: parse_datetime(&r.text("start")?)?,
+                    end: parse_datetime(&r.text("end")?)?,
+                    reload_minutes: r.opt_int("reloadtime")?.unwrap_or(0).clamp(0, MAX_RELOAD_MINUTES),
+                };
+                if collides(w, &n) {
+                    return Ok(Err(refusal(&c.hostname, w, &n)));
+                }
             }
             let mn = sqlx::query(&node).bind(fixed_node).bind(fixed_node).fetch_optional(&mut *tx).await.during(what.as_str())?;
             let Some(mn) = mn else {
@@ -329,4 +406,69 @@ pub fn format_requests(rows: &[RequestRow]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> NaiveDateTime {
+        parse_datetime(s).expect("time")
+    }
+
+    fn existing(start: &str, end: &str, reload: i64) -> Neighbour {
+        Neighbour {
+            request: 7,
+            state: "inuse".into(),
+            start: at(start),
+            end: at(end),
+            reload_minutes: reload,
+        }
+    }
+
+    fn window(start: &str, end: &str, reload: i64) -> Window {
+        Window {
+            start: at(start),
+            end: at(end),
+            reload_minutes: reload,
+        }
+    }
+
+    #[test]
+    fn each_reservation_is_followed_by_its_reload_time() {
+        let n = existing("2030-01-01 10:00", "2030-01-01 11:00", 10);
+        for (s, e, r, hit) in [
+            ("2030-01-01 10:30", "2030-01-01 11:30", 10, true),
+            ("2030-01-01 11:00", "2030-01-01 12:00", 10, true),
+            ("2030-01-01 11:09", "2030-01-01 12:00", 10, true),
+            ("2030-01-01 11:10", "2030-01-01 12:00", 10, false),
+            ("2030-01-01 09:00", "2030-01-01 09:51", 10, true),
+            ("2030-01-01 09:00", "2030-01-01 09:50", 10, false),
+            ("2030-01-01 09:00", "2030-01-01 10:00", 0, false),
+        ] {
+            assert_eq!(collides(&window(s, e, r), &n), hit, "{s}–{e} +{r}");
+        }
+        let touching = existing("2030-01-01 10:00", "2030-01-01 11:00", 0);
+        assert!(!collides(
+            &window("2030-01-01 11:00", "2030-01-01 12:00", 0),
+            &touching
+        ));
+    }
+
+    #[test]
+    fn the_refusal_names_the_other_request_and_what_fits() {
+        let n = existing("2030-01-01 10:00", "2030-01-01 11:00", 10);
+        let msg = refusal(
+            "lab1.test",
+            &window("2030-01-01 10:30", "2030-01-01 11:30", 15),
+            &n,
+        );
+        assert!(
+            msg.starts_with(
+                "computer lab1.test is reserved by request 7 (inuse) from 2030-01-01 10:00:00 to 2030-01-01 11:00:00"
+            ) && msg.contains("Start at 2030-01-01 11:10:00 or later, end by 2030-01-01 09:45:00")
+                && msg.contains("--any"),
+            "{msg}"
+        );
+    }
 }

@@ -10,6 +10,8 @@ use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Backend, Db, RowExt};
 use crate::vcl;
 
+pub mod upgrade;
+
 const SQLITE_VCL: &str = include_str!("schema/sqlite/vcl.sql");
 const SQLITE_PROVHOST: &str = include_str!("schema/sqlite/provhost.sql");
 const MYSQL_VCL: &str = include_str!("schema/mysql/vcl.sql");
@@ -161,6 +163,15 @@ pub const REQUIRED: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// provhost's own tables: `init` creates them on every database and checks they are there.
+pub const PROVHOST_TABLES: &[&str] = &[
+    "provhost_schema",
+    "provhost_computer",
+    "provhost_claim",
+    "provhost_computervar",
+    "provhost_computerlock",
+];
+
 /// What `init` did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InitReport {
@@ -218,6 +229,12 @@ pub async fn init(db: &Db, management_node: &str) -> Result<InitReport, DbError>
         Backend::MySql => MYSQL_PROVHOST,
     };
     run_script(db, provhost_sql, "creating provhost tables").await?;
+    if let Some(create) = statements(provhost_sql)
+        .into_iter()
+        .find(|s| s.contains("`provhost_computervar`"))
+    {
+        upgrade::ensure_computervar_key(db, &create).await?;
+    }
     let record = format!(
         "INSERT INTO `provhost_schema` (`version`, `applied`) SELECT ?, {} WHERE NOT EXISTS \
          (SELECT 1 FROM `provhost_schema` WHERE `version` = ?)",
@@ -229,6 +246,14 @@ pub async fn init(db: &Db, management_node: &str) -> Result<InitReport, DbError>
         .into_iter()
         .filter(|t| t.starts_with("provhost_"))
         .collect();
+    let missing: Vec<String> = PROVHOST_TABLES
+        .iter()
+        .filter(|t| !report.provhost_tables.iter().any(|x| x == *t))
+        .map(|t| format!("table `{t}` is missing after creating it (does the database user have CREATE privileges?)"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(DbError::Schema { problems: missing });
+    }
     Ok(report)
 }
 
@@ -403,6 +428,20 @@ mod tests {
             assert!(stmts.iter().all(|s| !s.ends_with(';')), "{name}");
         }
         assert_eq!(statements(SEED).len(), 8);
+    }
+
+    #[test]
+    fn both_backends_create_every_provhost_table() {
+        for (name, file) in [("sqlite", SQLITE_PROVHOST), ("mysql", MYSQL_PROVHOST)] {
+            let stmts = statements(file);
+            for table in PROVHOST_TABLES {
+                let needle = format!("CREATE TABLE IF NOT EXISTS `{table}` (");
+                assert!(
+                    stmts.iter().any(|s| s.starts_with(&needle)),
+                    "{name}: no {needle}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -54,6 +54,31 @@ pub async fn set_computer_state(db: &Db, computer: i64, state: &str) -> Result<(
     Ok(())
 }
 
+/// Set `computer.stateid` by state name for a flow of `request`, only while `request`
+/// holds the computer (`db::lock`): [`DbError::NotHolder`] otherwise, and nothing changes.
+pub async fn set_held_computer_state(
+    db: &Db,
+    computer: i64,
+    request: i64,
+    state: &str,
+) -> Result<(), DbError> {
+    let id = state_id(state)?;
+    let sql = "UPDATE `computer` SET `stateid` = ? WHERE `id` = ? AND EXISTS \
+               (SELECT 1 FROM `provhost_computerlock` l WHERE l.`computerid` = ? AND l.`requestid` = ?)";
+    let what = format!("request {request}: setting computer {computer} to {state}");
+    // Rows matched, not changed, on both backends (sqlx asks MySQL for found rows).
+    let n = db
+        .retry(&what, || async {
+            with_pool!(db, p => sqlx::query(sql).bind(id).bind(computer).bind(computer).bind(request).execute(p).await.during(what.as_str()).map(|r| r.rows_affected()))
+        })
+        .await?;
+    if n == 1 {
+        Ok(())
+    } else {
+        Err(DbError::NotHolder { request, computer })
+    }
+}
+
 /// The name of a computer's state, `None` when there is no such computer.
 pub async fn computer_state(db: &Db, computer: i64) -> Result<Option<String>, DbError> {
     let what = format!("reading the state of computer {computer}");
@@ -105,7 +130,39 @@ pub async fn state_exit(
     laststate: &str,
     computer_state: Option<&str>,
 ) -> Result<(), DbError> {
-    exit_tx(db, ids, request_state, laststate, computer_state, None).await
+    exit_tx(
+        db,
+        ids,
+        request_state,
+        laststate,
+        computer_state,
+        None,
+        None,
+    )
+    .await
+}
+
+/// [`state_exit`] that, when the request ends (complete or failed), passes the computer it
+/// holds to request `next` (the reload request a reclaim or capture inserted) in the same
+/// transaction, so no other reservation can take the computer between the two.
+pub async fn state_exit_passing(
+    db: &Db,
+    ids: Ids,
+    request_state: &str,
+    laststate: &str,
+    computer_state: Option<&str>,
+    next: Option<i64>,
+) -> Result<(), DbError> {
+    exit_tx(
+        db,
+        ids,
+        request_state,
+        laststate,
+        computer_state,
+        None,
+        next,
+    )
+    .await
 }
 
 /// VCL's `reservation_failed`: load-log `failed` with `message`, request → `failed`,
@@ -117,6 +174,18 @@ pub async fn reservation_failed(
     ids: Ids,
     message: &str,
     computer_state: &str,
+) -> Result<(), DbError> {
+    reservation_failed_with(db, ids, message, Some(computer_state)).await
+}
+
+/// [`reservation_failed`] with the computer state optional: `None` leaves the computer as
+/// it is (a flow that never got the computer, e.g. its wait for another reservation ran
+/// out).
+pub async fn reservation_failed_with(
+    db: &Db,
+    ids: Ids,
+    message: &str,
+    computer_state: Option<&str>,
 ) -> Result<(), DbError> {
     let laststate = match request_state(db, ids.request).await? {
         Some((_, last)) => last,
@@ -132,8 +201,9 @@ pub async fn reservation_failed(
         ids,
         "failed",
         &laststate,
-        Some(computer_state),
+        computer_state,
         Some(message),
+        None,
     )
     .await;
     match first {
@@ -145,8 +215,9 @@ pub async fn reservation_failed(
                 ids,
                 "failed",
                 &laststate,
-                Some(computer_state),
+                computer_state,
                 Some(&lossy),
+                None,
             )
             .await
         }
@@ -161,8 +232,15 @@ async fn exit_tx(
     laststate: &str,
     computer_state: Option<&str>,
     failed: Option<&str>,
+    pass_to: Option<i64>,
 ) -> Result<(), DbError> {
     let to = state_id(request_state)?;
+    // The request no longer holds its computer once it is complete or failed.
+    let ends = matches!(request_state, "complete" | "failed");
+    let computer_update = format!(
+        "UPDATE `computer` SET `stateid` = ? WHERE `id` = ? AND {}",
+        crate::db::lock::NOT_HELD_BY_OTHERS
+    );
     let last = state_id(laststate)?;
     let comp = computer_state.map(state_id).transpose()?;
     let now = db.now_sql();
@@ -191,7 +269,17 @@ async fn exit_tx(
                     };
                 }
                 if let Some(c) = comp {
-                    sqlx::query("UPDATE `computer` SET `stateid` = ? WHERE `id` = ?").bind(c).bind(ids.computer).execute(&mut *tx).await.during(what.as_str())?;
+                    // Never over another reservation that holds the computer.
+                    sqlx::query(&computer_update).bind(c).bind(ids.computer).bind(ids.computer).bind(ids.request).execute(&mut *tx).await.during(what.as_str())?;
+                }
+                if ends {
+                    match pass_to {
+                        Some(next) => sqlx::query("UPDATE `provhost_computerlock` SET `requestid` = ?, `reservationid` = \
+                                (SELECT MIN(r.`id`) FROM `reservation` r WHERE r.`requestid` = ?), `token` = '' WHERE `requestid` = ?")
+                            .bind(next).bind(next).bind(ids.request).execute(&mut *tx).await.during(what.as_str())?,
+                        None => sqlx::query("DELETE FROM `provhost_computerlock` WHERE `requestid` = ?")
+                            .bind(ids.request).execute(&mut *tx).await.during(what.as_str())?,
+                    };
                 }
                 if let Some(msg) = failed {
                     sqlx::query(&log).bind(ids.reservation).bind(ids.computer).bind(msg).bind("failed").execute(&mut *tx).await.during(what.as_str())?;
@@ -216,17 +304,23 @@ async fn exit_tx(
 }
 
 /// Record that a computer now has `image` / `imagerevision` loaded (new.pm sets
-/// `currentimageid`, `nextimageid` and `imagerevisionid` after a successful load).
+/// `currentimageid`, `nextimageid` and `imagerevisionid` after a successful load), unless
+/// a request other than `request` holds the computer.
 pub async fn set_computer_image(
     db: &Db,
+    request: i64,
     computer: i64,
     image: i64,
     imagerevision: i64,
 ) -> Result<(), DbError> {
     let what = format!("recording image {image} (revision {imagerevision}) on computer {computer}");
+    let sql = format!(
+        "UPDATE `computer` SET `currentimageid` = ?, `nextimageid` = ?, `imagerevisionid` = ? WHERE `id` = ? AND {}",
+        crate::db::lock::NOT_HELD_BY_OTHERS
+    );
     db.retry(&what, || async {
-        with_pool!(db, p => sqlx::query("UPDATE `computer` SET `currentimageid` = ?, `nextimageid` = ?, `imagerevisionid` = ? WHERE `id` = ?")
-            .bind(image).bind(image).bind(imagerevision).bind(computer).execute(p).await.during(what.as_str()).map(|_| ()))
+        with_pool!(db, p => sqlx::query(&sql)
+            .bind(image).bind(image).bind(imagerevision).bind(computer).bind(computer).bind(request).execute(p).await.during(what.as_str()).map(|_| ()))
     })
     .await
 }
@@ -236,7 +330,8 @@ pub async fn set_computer_image(
 /// (laststate = the old request's laststate) for user `vclreload`, starting now and ending
 /// in 30 minutes, with one reservation for the same computer, image, revision and
 /// management node. One transaction. Returns the new (request id, reservation id), or
-/// `None` when the computer is already in `reload`/`reloading` (a reload is on its way).
+/// `None` when the computer is already in `reload`/`reloading` (a reload is on its way) or
+/// another request holds it (`db::lock`).
 pub async fn insert_reload_request(
     db: &Db,
     data: &ReservationData,
@@ -262,6 +357,10 @@ pub async fn insert_reload_request(
         "INSERT INTO `request` (`stateid`, `laststateid`, `userid`, `forimaging`, `test`, `preload`, `start`, `end`, `daterequested`) \
          SELECT ?, ?, `id`, 0, 0, 0, {now}, {end}, {now} FROM `user` WHERE `unityid` = 'vclreload' ORDER BY `id` LIMIT 1"
     );
+    let computer_update = format!(
+        "UPDATE `computer` SET `stateid` = ? WHERE `id` = ? AND `stateid` NOT IN (?, ?) AND {}",
+        crate::db::lock::NOT_HELD_BY_OTHERS
+    );
     let res = "INSERT INTO `reservation` (`requestid`, `computerid`, `imageid`, `imagerevisionid`, `managementnodeid`) VALUES (?, ?, ?, ?, ?)";
     let what = format!(
         "request {}: inserting a reload request for computer {}",
@@ -271,8 +370,8 @@ pub async fn insert_reload_request(
         with_pool!(db, p => {
             let mut tx = p.begin().await.during(what.as_str())?;
             // Taking the computer row first serializes two reclaims of the same computer.
-            let n = sqlx::query("UPDATE `computer` SET `stateid` = ? WHERE `id` = ? AND `stateid` NOT IN (?, ?)")
-                .bind(reload).bind(data.computer_id).bind(reload).bind(reloading)
+            let n = sqlx::query(&computer_update)
+                .bind(reload).bind(data.computer_id).bind(reload).bind(reloading).bind(data.computer_id).bind(data.request_id)
                 .execute(&mut *tx).await.during(what.as_str())?.rows_affected();
             if n == 0 {
                 return Ok(None);

@@ -79,6 +79,8 @@ pub enum HostError {
         expected: String,
         got: String,
     },
+    #[error("{0}")]
+    SavedCopy(#[from] crate::host::good::GoodError),
     #[error("file watcher: {0}")]
     Watch(#[from] notify::Error),
 }

@@ -13,8 +13,11 @@ pub mod ctx;
 pub mod docs;
 pub mod engine;
 pub mod error;
+pub mod good;
 pub mod registry;
 pub mod reload;
+mod restore;
+pub mod syntax_hint;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -75,6 +78,10 @@ pub struct ScriptHost {
     events: broadcast::Sender<ReloadEvent>,
     /// Loads are serialized so the watcher and a manual load never interleave on one file.
     load_lock: Mutex<()>,
+    /// The primitive families the engine was built with (a restore compiles with them).
+    families: Vec<Arc<dyn Primitives>>,
+    /// Where the last good version of each file is saved (see [`good`]); none by default.
+    good: std::sync::OnceLock<good::GoodStore>,
 }
 
 impl std::fmt::Debug for ScriptHost {
@@ -96,7 +103,21 @@ impl ScriptHost {
             registry: registry::Registry::default(),
             events,
             load_lock: Mutex::new(()),
+            families: families.to_vec(),
+            good: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Save each successfully loaded file's source into `store`, and serve the saved copy
+    /// of a file that does not load when nothing from that file is loaded yet (a start
+    /// with a broken file). Set once, before the first load; later calls are ignored.
+    pub fn use_good_store(&self, store: good::GoodStore) {
+        let _ = self.good.set(store);
+    }
+
+    /// The store set by [`ScriptHost::use_good_store`].
+    pub fn good_store(&self) -> Option<&good::GoodStore> {
+        self.good.get()
     }
 
     pub fn options(&self) -> &HostOptions {
@@ -171,9 +192,22 @@ impl ScriptHost {
                 .and_then(|(info, source, ast)| {
                     let key = (info.kind, info.name.clone());
                     let version = info.version.clone();
+                    let saved_source = Arc::clone(&source);
+                    let was_restored = self
+                        .module_of_file(path)
+                        .is_some_and(|m| m.restored_from.is_some());
+                    if was_restored {
+                        tracing::warn!(
+                            "{} loads again: v{version} replaces the saved last good copy",
+                            path.display()
+                        );
+                    }
                     self.registry
-                        .install(path, info, source, ast)
-                        .map(|generation| (key, version, generation))
+                        .install(path, info, source, ast, None)
+                        .map(|generation| {
+                            self.save_good(path, &key, &version, &saved_source);
+                            (key, version, generation)
+                        })
                         .map_err(|message| {
                             vec![HostError::Contract {
                                 at: SourcePos {
@@ -195,9 +229,23 @@ impl ScriptHost {
                 });
                 Ok(key)
             }
-            Err(errors) => {
-                let texts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-                let keeping = self.registry.record_failure(path, texts.clone());
+            Err(mut errors) => {
+                let mut texts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                let mut keeping = self.registry.record_failure(path, texts.clone());
+                if keeping.is_none() {
+                    match self.restore_good(path) {
+                        Ok(Some(key)) => {
+                            keeping = self.registry.record_failure(path, texts.clone());
+                            debug_assert_eq!(keeping.as_ref(), Some(&key));
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            texts.push(e.to_string());
+                            errors.push(e);
+                            self.registry.record_failure(path, texts.clone());
+                        }
+                    }
+                }
                 for t in &texts {
                     match &keeping {
                         Some(k) => {
@@ -256,7 +304,7 @@ impl ScriptHost {
         let mut ast = self
             .engine
             .compile_into_self_contained(&Scope::new(), text)
-            .map_err(|e| vec![compile_error(path, *e)])?;
+            .map_err(|e| vec![compile_error(path, text, *e)])?;
         ast.set_source(path.display().to_string());
         let info = contract::check(path, text, &ast, folder_kind)?;
         Ok((info, Arc::from(text), ast))
@@ -265,6 +313,13 @@ impl ScriptHost {
     /// The current version of a module.
     pub fn module(&self, key: &ModuleKey) -> Option<Arc<LoadedModule>> {
         self.registry.get(key)
+    }
+
+    /// The version a file currently serves, if any.
+    pub fn module_of_file(&self, path: &Path) -> Option<Arc<LoadedModule>> {
+        self.registry
+            .key_of_file(path)
+            .and_then(|k| self.registry.get(&k))
     }
 
     /// Loaded module keys.
@@ -416,7 +471,9 @@ impl ScriptHost {
     }
 }
 
-fn compile_error(path: &Path, err: EvalAltResult) -> HostError {
+/// A compile error with file:line; when the brackets of `source` do not match, the likely
+/// cause is added (the parser's own message often points past it).
+fn compile_error(path: &Path, source: &str, err: EvalAltResult) -> HostError {
     let line = err.position().line().unwrap_or(0);
     let at = SourcePos {
         path: path.to_path_buf(),
@@ -434,10 +491,13 @@ fn compile_error(path: &Path, err: EvalAltResult) -> HostError {
         mut other => {
             other.clear_position();
             let text = other.to_string();
-            let message = text
+            let mut message = text
                 .strip_prefix("Syntax error: ")
                 .unwrap_or(&text)
                 .to_string();
+            if let Some(hint) = syntax_hint::bracket_hint(source) {
+                message.push_str(&format!(" — likely cause: {hint}"));
+            }
             HostError::Compile { at, message }
         }
     }

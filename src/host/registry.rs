@@ -27,6 +27,9 @@ pub struct LoadedModule {
     /// Counts successful loads of this module since start (1 = first).
     pub generation: u64,
     pub loaded_at: SystemTime,
+    /// Set when this version is the saved last good copy restored at start because the
+    /// file itself did not load: where it came from and when it was saved.
+    pub restored_from: Option<String>,
 }
 
 /// What the last attempt to load a file left.
@@ -102,6 +105,7 @@ impl Registry {
         info: ModuleInfo,
         source: Arc<str>,
         ast: AST,
+        restored_from: Option<String>,
     ) -> Result<u64, String> {
         let mut inner = self
             .inner
@@ -143,6 +147,7 @@ impl Registry {
             ast: Arc::new(ast),
             generation,
             loaded_at: SystemTime::now(),
+            restored_from,
         });
         match inner.modules.get(&key) {
             Some(slot) => slot.store(module),

@@ -72,10 +72,11 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
         &format!("captured {} ({size} MB)", f.data.image_name),
     )
     .await?;
-    crate::db::state::insert_reload_request(&f.svc.db, &f.data).await?;
+    let reload = crate::db::state::insert_reload_request(&f.svc.db, &f.data).await?;
     Ok(Exit {
         request: "complete",
         laststate: "image".into(),
         computer: None,
+        next_holder: reload.map(|(request, _)| request),
     })
 }

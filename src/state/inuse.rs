@@ -19,6 +19,7 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
             request: "timeout",
             laststate: "inuse".into(),
             computer: Some("timeout"),
+            next_holder: None,
         });
     }
     let logged: Vec<String> = crate::db::loadlog::timeline(&f.svc.db, f.data.reservation_id)
@@ -53,6 +54,7 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
                 request: "timeout",
                 laststate: "inuse".into(),
                 computer: Some("inuse"),
+                next_holder: None,
             });
         }
     }
@@ -60,5 +62,6 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
         request: "inuse",
         laststate: "inuse".into(),
         computer: None,
+        next_holder: None,
     })
 }

@@ -8,9 +8,14 @@
 //! `state_exit`, a flow error into `reservation_failed` with a load-log entry that says
 //! why, and a shutdown into handing the request back.
 //!
+//! Before a flow acts on its computer, [`exclusive::acquire`] takes the computer for its
+//! request (waiting, bounded, while another reservation holds it), so at most one
+//! reservation's flow acts on a computer at a time.
+//!
 //! Flows never contain hypervisor or OS specifics and never touch SQL: they call
 //! routines through [`Flow::call`] and the database through `db::`.
 
+pub mod exclusive;
 pub mod image;
 pub mod inuse;
 pub mod new;
@@ -54,6 +59,12 @@ pub struct Timings {
     pub acknowledge_poll_ms: u64,
     /// Poll interval for the user's connection, seconds.
     pub connect_poll: u64,
+    /// How long new, reload, reinstall and tomaintenance wait for a computer another
+    /// reservation holds (its reservation, reclaim or reload not finished) before giving
+    /// up as vcld does. Default 120 s (24 looks, 5 s apart).
+    pub computer_wait_secs: u64,
+    /// How often that wait looks again, milliseconds.
+    pub computer_wait_poll_ms: u64,
 }
 
 impl Default for Timings {
@@ -67,6 +78,8 @@ impl Default for Timings {
             general_end_notice_second: 300,
             acknowledge_poll_ms: 1000,
             connect_poll: 15,
+            computer_wait_secs: 120,
+            computer_wait_poll_ms: 5000,
         }
     }
 }
@@ -85,6 +98,9 @@ pub struct Exit {
     pub request: &'static str,
     pub laststate: String,
     pub computer: Option<&'static str>,
+    /// The request the computer passes to as this one ends (the reload request a reclaim
+    /// or capture inserted); `None`: the computer is released.
+    pub next_holder: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,9 +118,17 @@ pub enum FlowError {
     /// Something the flow cannot start or go on without (a module not loaded, no image).
     #[error("{0}")]
     Failed(String),
+    /// Another reservation holds the computer: fail without touching it.
+    #[error("{0}")]
+    ComputerBusy(String),
     /// The daemon is shutting down: hand the request back.
     #[error("cancelled: the daemon is shutting down")]
     Cancelled,
+    /// A module the flow needs is not loaded because its file does not load (and no saved
+    /// good copy could be served): hand the request back until the file is fixed, rather
+    /// than fail a reservation for a broken edit or a restart.
+    #[error("{0}")]
+    Held(String),
 }
 
 impl From<HostError> for FlowError {
@@ -128,6 +152,8 @@ pub struct Flow {
     pub state: String,
     /// The request's laststate before the claim (what it was doing when deleted, …).
     pub prior_laststate: String,
+    /// The token of the claim this flow runs under (`db::claim`).
+    pub token: String,
     pub cancel: Arc<AtomicBool>,
 }
 
@@ -345,18 +371,23 @@ fn resolve(host: &ScriptHost, kind: Kind, name: &str, what: &str) -> Result<Modu
         .scripts_dir
         .join(kind.as_str())
         .join(format!("{name}.rhai"));
-    let why = host
+    let broken = host
         .file_states()
         .into_iter()
         .find(|(p, _)| p == &file)
         .and_then(|(_, s)| match s {
-            FileState::Failed { errors, .. } => Some(format!(": {}", errors.join("; "))),
+            FileState::Failed { errors, .. } => Some(errors.join("; ")),
             _ => None,
-        })
-        .unwrap_or_else(|| format!(" ({} does not exist or did not load)", file.display()));
-    Err(FlowError::Failed(format!(
-        "{kind} module {name:?} of the {what} is not loaded{why}"
-    )))
+        });
+    match broken {
+        Some(errors) => Err(FlowError::Held(format!(
+            "{kind} module {name:?} of the {what} is not loaded: {errors}; the request waits until the file loads"
+        ))),
+        None => Err(FlowError::Failed(format!(
+            "{kind} module {name:?} of the {what} is not loaded ({} does not exist or did not load)",
+            file.display()
+        ))),
+    }
 }
 
 /// The computer state a failure leaves, per flow (VCL: image → maintenance, inuse → inuse).
@@ -371,7 +402,13 @@ fn failure_computer_state(state: &str) -> &'static str {
 /// Process one claimed request to its end. Never panics and never returns an error: every
 /// outcome is written to the database (or, when the database is gone, left `pending` for
 /// recovery and logged).
-pub async fn run(svc: Arc<Services>, work: Work, cancel: Arc<AtomicBool>, recovered: bool) {
+pub async fn run(
+    svc: Arc<Services>,
+    work: Work,
+    token: String,
+    cancel: Arc<AtomicBool>,
+    recovered: bool,
+) {
     let span = tracing::info_span!("reservation", id = work.reservation_id, request = work.request_id, state = %work.state, computer = tracing::field::Empty);
     async move {
         let ids_fallback = Ids { request: work.request_id, reservation: work.reservation_id, computer: 0 };
@@ -385,8 +422,15 @@ pub async fn run(svc: Arc<Services>, work: Work, cancel: Arc<AtomicBool>, recove
         };
         tracing::Span::current().record("computer", data.computer_node_name.as_str());
         let ids = Ids::from(&data);
-        let flow = match prepare(&svc, data, &work, cancel) {
+        let flow = match prepare(&svc, data, &work, token, cancel) {
             Ok(f) => f,
+            Err(FlowError::Held(why)) => {
+                tracing::warn!("{why}; handing the request back");
+                if let Err(e) = crate::db::claim::release(&svc.db, work.request_id).await {
+                    tracing::error!("could not hand the request back; recovery will: {e}");
+                }
+                return;
+            }
             Err(e) => {
                 fail(&svc, ids, &work.state, &e.to_string()).await;
                 return;
@@ -395,18 +439,20 @@ pub async fn run(svc: Arc<Services>, work: Work, cancel: Arc<AtomicBool>, recove
         if recovered {
             let _ = flow.log("info", &format!("recovered after a daemon restart: request returned to {} and processed again", work.state)).await;
         }
-        let result = match work.state.as_str() {
-            "new" | "reload" | "reinstall" | "tomaintenance" => new::run(&flow).await,
-            "reserved" => reserved::run(&flow).await,
-            "inuse" => inuse::run(&flow).await,
-            "timeout" | "deleted" => reclaim::run(&flow).await,
-            "image" => image::run(&flow).await,
-            other => Err(FlowError::Failed(format!("provhost has no flow for request state {other:?}"))),
+        let result = match exclusive::acquire(&flow).await {
+            Ok(exclusive::Acquired::Held) | Ok(exclusive::Acquired::NotNeeded) => dispatch(&flow).await,
+            // vcld drops a reload of a computer that stays busy.
+            Ok(exclusive::Acquired::GaveUp(why)) if work.state == "reload" => {
+                let _ = flow.log("WARNING", &format!("reload not done: {why}")).await;
+                Ok(Exit { request: "complete", laststate: "reload".into(), computer: None, next_holder: None })
+            }
+            Ok(exclusive::Acquired::GaveUp(why)) => Err(FlowError::ComputerBusy(why)),
+            Err(e) => Err(e),
         };
         match result {
             Ok(exit) => {
                 tracing::info!(to = exit.request, computer_state = ?exit.computer, "flow finished");
-                if let Err(e) = crate::db::state::state_exit(&svc.db, ids, exit.request, &exit.laststate, exit.computer).await {
+                if let Err(e) = crate::db::state::state_exit_passing(&svc.db, ids, exit.request, &exit.laststate, exit.computer, exit.next_holder).await {
                     tracing::error!("state exit failed; the request stays pending for recovery: {e}");
                 }
             }
@@ -416,6 +462,19 @@ pub async fn run(svc: Arc<Services>, work: Work, cancel: Arc<AtomicBool>, recove
                 if let Err(e) = crate::db::claim::release(&svc.db, work.request_id).await {
                     tracing::error!("could not hand the request back; recovery will: {e}");
                 }
+            }
+            // The database, not the reservation, failed: never fail the reservation for
+            // it. Hand the request back (processed again once the database answers); if
+            // that fails too, it stays pending for recovery.
+            Err(FlowError::Db(e @ (DbError::Stopped { .. } | DbError::Unavailable { .. }))) => {
+                tracing::error!("{e}; handing the request back to be processed again");
+                if let Err(e) = crate::db::claim::release(&svc.db, work.request_id).await {
+                    tracing::error!("could not hand the request back; recovery will: {e}");
+                }
+            }
+            Err(FlowError::ComputerBusy(why)) => {
+                tracing::error!("flow failed: {why}");
+                fail_leaving_computer(&svc, ids, &why).await;
             }
             Err(e) => {
                 tracing::error!("flow failed: {e}");
@@ -427,10 +486,25 @@ pub async fn run(svc: Arc<Services>, work: Work, cancel: Arc<AtomicBool>, recove
     .await
 }
 
+/// The flow for the request's state.
+async fn dispatch(flow: &Flow) -> Result<Exit, FlowError> {
+    match flow.state.as_str() {
+        "new" | "reload" | "reinstall" | "tomaintenance" => new::run(flow).await,
+        "reserved" => reserved::run(flow).await,
+        "inuse" => inuse::run(flow).await,
+        "timeout" | "deleted" => reclaim::run(flow).await,
+        "image" => image::run(flow).await,
+        other => Err(FlowError::Failed(format!(
+            "provhost has no flow for request state {other:?}"
+        ))),
+    }
+}
+
 fn prepare(
     svc: &Arc<Services>,
     data: ReservationData,
     work: &Work,
+    token: String,
     cancel: Arc<AtomicBool>,
 ) -> Result<Flow, FlowError> {
     let what = format!("computer {}", data.computer_node_name);
@@ -459,6 +533,7 @@ fn prepare(
         os,
         state: work.state.clone(),
         prior_laststate: work.laststate.clone(),
+        token,
         cancel,
     })
 }
@@ -480,6 +555,15 @@ async fn fail(svc: &Services, ids: Ids, state: &str, message: &str) {
         return;
     }
     if let Err(e) = crate::db::state::reservation_failed(&svc.db, ids, &message, comp).await {
+        tracing::error!("could not mark the request failed; it stays pending for recovery: {e}");
+    }
+}
+
+/// `reservation_failed` for a flow that never got its computer: request failed, the
+/// computer left to the reservation that holds it.
+async fn fail_leaving_computer(svc: &Services, ids: Ids, message: &str) {
+    let message = crate::prim::secret::redact(message);
+    if let Err(e) = crate::db::state::reservation_failed_with(&svc.db, ids, &message, None).await {
         tracing::error!("could not mark the request failed; it stays pending for recovery: {e}");
     }
 }

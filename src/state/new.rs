@@ -14,7 +14,22 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     if f.state == "tomaintenance" {
         return to_maintenance(f).await;
     }
-    let status = if f.state == "new" {
+    // VCL: a computer in these states takes no reservation and no reload.
+    let computer_state = crate::db::state::computer_state(&f.svc.db, f.data.computer_id)
+        .await?
+        .unwrap_or_default();
+    if matches!(
+        computer_state.as_str(),
+        "maintenance" | "deleted" | "vmhostinuse"
+    ) {
+        return Err(FlowError::Failed(format!(
+            "computer {} is not available: its state is {computer_state}",
+            f.data.computer_node_name
+        )));
+    }
+    // VCL: a computer waiting for a reload (a reclaim's reload request this flow took the
+    // computer from, or an operator's) is always reloaded, whatever node_status says.
+    let status = if f.state == "new" && computer_state != "reload" {
         f.log(
             "statuscheck",
             &format!(
@@ -56,6 +71,7 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
             request: "reserved",
             laststate: "new".into(),
             computer: Some("reserved"),
+            next_holder: None,
         })
     } else {
         f.log("nodeready", "reload complete").await?;
@@ -63,6 +79,7 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
             request: "complete",
             laststate: f.state.clone(),
             computer: Some("available"),
+            next_holder: None,
         })
     }
 }
@@ -78,7 +95,13 @@ async fn reload_image(f: &Flow) -> Result<(), FlowError> {
         ),
     )
     .await?;
-    crate::db::state::set_computer_state(&f.svc.db, f.data.computer_id, "reloading").await?;
+    crate::db::state::set_held_computer_state(
+        &f.svc.db,
+        f.data.computer_id,
+        f.data.request_id,
+        "reloading",
+    )
+    .await?;
     f.log(
         "doesimageexists",
         &format!("checking for image {}", f.data.image_name),
@@ -122,6 +145,7 @@ async fn reload_image(f: &Flow) -> Result<(), FlowError> {
     f.post_load().await?;
     crate::db::state::set_computer_image(
         &f.svc.db,
+        f.data.request_id,
         f.data.computer_id,
         f.data.image_id,
         f.data.imagerevision_id,
@@ -161,5 +185,6 @@ async fn to_maintenance(f: &Flow) -> Result<Exit, FlowError> {
         request: "complete",
         laststate: "tomaintenance".into(),
         computer: Some("maintenance"),
+        next_holder: None,
     })
 }

@@ -1,7 +1,8 @@
 //! `timeout` and `deleted` (VCL's reclaim.pm): take access away, remove the user, clean
 //! the computer (OS module then site hooks), run the post_reservation hooks, then insert
-//! a reload request for the computer as VCL does. A request deleted before its computer
-//! was ever handed over (laststate `new`) has nothing to undo.
+//! a reload request for the computer as VCL does, and pass the computer to that reload
+//! request as the request ends (`db::lock`). A request deleted before its computer was
+//! ever handed over (laststate `new`) has nothing to undo.
 
 use crate::state::{Exit, Flow, FlowError};
 
@@ -20,6 +21,7 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
             request: "complete",
             laststate: f.state.clone(),
             computer: None,
+            next_holder: None,
         });
     }
     let (prov, os) = (f.prov.clone(), f.os.clone());
@@ -33,13 +35,22 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     f.call_optional(&prov, "post_reservation").await?;
     f.call_optional(&os, "post_reservation").await?;
     f.site_hooks("post_reservation").await?;
-    match crate::db::state::insert_reload_request(&f.svc.db, &f.data).await? {
-        Some((request, _)) => tracing::info!(reload_request = request, "reload request inserted"),
-        None => tracing::info!("a reload of this computer is already on its way"),
-    }
+    let reload = match crate::db::state::insert_reload_request(&f.svc.db, &f.data).await? {
+        Some((request, _)) => {
+            tracing::info!(reload_request = request, "reload request inserted");
+            Some(request)
+        }
+        None => {
+            tracing::info!("a reload of this computer is already on its way");
+            None
+        }
+    };
+    // The computer goes from this reservation straight to its reload: no other
+    // reservation gets it before the reload has run.
     Ok(Exit {
         request: "complete",
         laststate: f.state.clone(),
         computer: None,
+        next_holder: reload,
     })
 }

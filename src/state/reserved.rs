@@ -11,7 +11,13 @@ use crate::state::{Exit, Flow, FlowError};
 
 pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     let t = &f.svc.timings;
-    crate::db::state::set_computer_state(&f.svc.db, f.data.computer_id, "reserved").await?;
+    crate::db::state::set_held_computer_state(
+        &f.svc.db,
+        f.data.computer_id,
+        f.data.request_id,
+        "reserved",
+    )
+    .await?;
     f.log("reserved", "ready for Connect").await?;
     f.log(
         "acknowledgetimeout",
@@ -29,6 +35,7 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
             request: "timeout",
             laststate: "reserved".into(),
             computer: Some("available"),
+            next_holder: None,
         });
     };
     tracing::info!(remote_ip = %ip, "acknowledged");
@@ -76,6 +83,7 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
             request: "timeout",
             laststate: "reserved".into(),
             computer: Some("reserved"),
+            next_holder: None,
         });
     }
     acked.log("connected", "detected user connection").await?;
@@ -83,6 +91,7 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
         request: "inuse",
         laststate: "reserved".into(),
         computer: Some("inuse"),
+        next_holder: None,
     })
 }
 

@@ -59,6 +59,8 @@ pub fn fast_timings() -> Timings {
         general_end_notice_second: 300,
         acknowledge_poll_ms: 100,
         connect_poll: 1,
+        computer_wait_secs: 30,
+        computer_wait_poll_ms: 100,
     }
 }
 
@@ -275,5 +277,113 @@ impl Rig {
         provhost::db::flow::computer_var(&self.t.db, computer, name)
             .await
             .expect("computer var")
+    }
+}
+
+/// One load-log row of a computer, for checks across reservations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub id: i64,
+    pub request: i64,
+    pub reservation: i64,
+    pub name: String,
+    pub info: String,
+}
+
+impl Rig {
+    /// A request for `computer` from `start` to `end` (`YYYY-MM-DD HH:MM:SS`, `now`, `+Nm`).
+    pub async fn request_window(
+        &self,
+        computer: &str,
+        start: &str,
+        end: &str,
+    ) -> Result<Created, provhost::db::DbError> {
+        new_request(
+            &self.t.db,
+            &NewRequest {
+                image: "debian12".into(),
+                computer: ComputerChoice::Named(computer.into()),
+                user: "ann".into(),
+                start: Some(start.into()),
+                end: Some(end.into()),
+            },
+        )
+        .await
+    }
+
+    /// Every load-log row of `computer` in the order written (by id), with its request.
+    pub async fn computer_timeline(&self, computer: i64) -> Vec<Step> {
+        let sql = format!(
+            "SELECT CAST(l.`id` AS SIGNED) AS `id`, CAST(r.`requestid` AS SIGNED) AS `requestid`, \
+             CAST(l.`reservationid` AS SIGNED) AS `reservationid`, s.`loadstatename`, l.`additionalinfo` \
+             FROM `computerloadlog` l JOIN `computerloadstate` s ON s.`id` = l.`loadstateid` \
+             JOIN `reservation` r ON r.`id` = l.`reservationid` WHERE l.`computerid` = {computer} ORDER BY l.`id`"
+        );
+        use sqlx::Row;
+        macro_rules! read {
+            ($p:expr) => {
+                sqlx::query(&sql)
+                    .fetch_all($p)
+                    .await
+                    .expect("timeline")
+                    .iter()
+                    .map(|r| Step {
+                        id: r.get::<i64, _>("id"),
+                        request: r.get::<i64, _>("requestid"),
+                        reservation: r.get::<i64, _>("reservationid"),
+                        name: r.get::<String, _>("loadstatename"),
+                        info: r
+                            .get::<Option<String>, _>("additionalinfo")
+                            .unwrap_or_default(),
+                    })
+                    .collect()
+            };
+        }
+        match self.t.db.pool() {
+            provhost::db::pool::Pool::Sqlite(p) => read!(p),
+            provhost::db::pool::Pool::MySql(p) => read!(p),
+        }
+    }
+
+    /// The invariant "at most one reservation holds a computer at a time", from its
+    /// load-log: a request holds the computer from its first `begin` to its last `exited`
+    /// (open while the request is not complete or failed); no two requests' spans may
+    /// overlap. Returns the spans (request, first begin id, last exited id or None).
+    pub async fn assert_one_holder_at_a_time(&self, computer: i64) -> Vec<(i64, i64, Option<i64>)> {
+        let steps = self.computer_timeline(computer).await;
+        let mut spans: Vec<(i64, i64, Option<i64>)> = Vec::new();
+        let mut requests: Vec<i64> = steps.iter().map(|s| s.request).collect();
+        requests.sort_unstable();
+        requests.dedup();
+        for rq in requests {
+            let Some(first) = steps.iter().find(|s| s.request == rq && s.name == "begin") else {
+                continue; // never held the computer
+            };
+            let finished = matches!(self.request_state(rq).await.as_str(), "complete" | "failed");
+            let last = steps
+                .iter()
+                .rev()
+                .find(|s| s.request == rq && s.name == "exited");
+            let end = if finished { last.map(|s| s.id) } else { None };
+            spans.push((rq, first.id, end));
+        }
+        for (i, a) in spans.iter().enumerate() {
+            for b in spans.iter().skip(i + 1) {
+                let a_before_b = a.2.is_some_and(|e| e < b.1);
+                let b_before_a = b.2.is_some_and(|e| e < a.1);
+                assert!(
+                    a_before_b || b_before_a,
+                    "requests {} and {} held computer {computer} at the same time (spans {a:?} {b:?}); timeline:\n{}",
+                    a.0,
+                    b.0,
+                    steps
+                        .iter()
+                        .map(|s| format!("{:>5} rq{:<4} {:<20} {}", s.id, s.request, s.name, s.info))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+        }
+        spans
     }
 }

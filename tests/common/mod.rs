@@ -9,6 +9,7 @@ pub mod db;
 pub mod flows;
 pub mod netns;
 pub mod procs;
+pub mod proxy;
 pub mod scripts;
 pub mod sshd;
 pub mod testimage;

@@ -1,8 +1,8 @@
 //! Bridged test VMs: a VM-host network per test ([`TestNet`]: a namespace with a bridge,
 //! made by `prim::vmnet`, with unique names and subnets so tests run in parallel), client
-//! namespaces with their own source addresses ([`Client`]), and VMs booted from a linked
-//! clone of the test image ([`TestVm`]), reached with the real OpenSSH client and the
-//! image's pinned host key. Drop guards kill QEMU and delete every namespace, veth and tap,
+//! namespaces with their own source addresses ([`Client`]), and VMs booted by `prim::vm`
+//! from a linked clone of the test image ([`TestVm`]), reached with the real OpenSSH client
+//! and the image's pinned host key. Drop guards kill QEMU and delete every namespace, veth and tap,
 //! also when the test panics.
 //!
 //! Addresses for slot S (1..=60, picked free on this machine):
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use provhost::prim::host::Host;
 use provhost::prim::ssh::SshConfig;
+use provhost::prim::vm::{VmConfig, VmSpec, Vms};
 use provhost::prim::vmnet::{VmNet, VmnetConfig};
 
 use super::testimage::TestImage;
@@ -155,15 +156,16 @@ impl Drop for TestNet {
     }
 }
 
-/// A QEMU VM on a [`TestNet`], booted from a linked clone of the test image (TCG).
+/// A QEMU VM on a [`TestNet`], booted from a linked clone of the test image (TCG) with
+/// `prim::vm` (which makes its tap on the bridge and removes it when the VM ends).
 pub struct TestVm {
     pub dir: tempfile::TempDir,
     pub ip: String,
     pub tap: String,
     pub known_hosts: PathBuf,
     pub key: PathBuf,
-    netns: String,
     net: VmNet,
+    vms: Vms,
     pub started: Instant,
 }
 
@@ -184,63 +186,38 @@ impl TestVm {
             image.disk().display(),
             overlay.display()
         ));
-        net.net.add_tap(&local_host(), &tap).expect("add tap");
         let vm = TestVm {
             ip: ip.clone(),
             tap: tap.clone(),
             known_hosts,
             key: image.key.clone(),
-            netns: net.config.netns.clone(),
             net: net.net.clone(),
+            vms: Vms::new(VmConfig::default()),
             started: Instant::now(),
             dir,
         };
-        let d = vm.dir.path();
-        let append = format!(
+        let d = vm.dir.path().display().to_string();
+        let mut spec = VmSpec::new(&format!("testvm{i}"), &d);
+        spec.disk = Some(overlay.display().to_string());
+        spec.kernel = Some(image.kernel().display().to_string());
+        spec.initrd = Some(image.initrd().display().to_string());
+        spec.append = Some(format!(
             "{} testip={ip}/24 testgw={} testhostname=testvm{i}",
             image.cmdline(),
             net.net.gateway.addr
-        );
-        let out = Command::new("ip")
-            .args(["netns", "exec", &vm.netns, "qemu-system-x86_64"])
-            .args(["-accel", "tcg", "-m", "512", "-smp", "1"])
-            .args(["-device", "virtio-rng-pci"])
-            .arg("-kernel")
-            .arg(image.kernel())
-            .arg("-initrd")
-            .arg(image.initrd())
-            .args(["-append", &append])
-            .args(["-display", "none", "-monitor", "none"])
-            .arg("-serial")
-            .arg(format!("file:{}", d.join("console.log").display()))
-            .arg("-netdev")
-            .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
-            .arg("-device")
-            .arg(format!(
-                "virtio-net-pci,netdev=n0,mac=52:54:00:79:{:02x}:{:02x}",
-                net.slot,
-                10 + u32::from(i)
-            ))
-            .arg("-drive")
-            .arg(format!(
-                "file={},if=virtio,format=qcow2,cache=unsafe",
-                overlay.display()
-            ))
-            .arg("-qmp")
-            .arg(format!(
-                "unix:{},server=on,wait=off",
-                d.join("qmp.sock").display()
-            ))
-            .arg("-pidfile")
-            .arg(d.join("qemu.pid"))
-            .arg("-daemonize")
-            .output()
-            .expect("run qemu-system-x86_64 (apt-get install qemu-system-x86)");
-        assert!(
-            out.status.success(),
-            "qemu failed to start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ));
+        spec.mac = Some(format!(
+            "52:54:00:79:{:02x}:{:02x}",
+            net.slot,
+            10 + u32::from(i)
+        ));
+        spec.netns = Some(net.config.netns.clone());
+        spec.bridge = Some(net.config.bridge.clone());
+        spec.tap = Some(tap);
+        spec.accel = Some("tcg".into());
+        vm.vms
+            .start(&local_host(), &spec)
+            .unwrap_or_else(|e| panic!("prim::vm start: {e}"));
         vm
     }
 
@@ -355,7 +332,11 @@ impl TestVm {
 
 impl Drop for TestVm {
     fn drop(&mut self) {
-        if let Some(p) = self.pid() {
+        let dir = self.dir.path().display().to_string();
+        if let Err(e) = self.vms.kill(&local_host(), &dir) {
+            eprintln!("test VM {}: prim::vm kill: {e}", self.ip);
+        }
+        if let Some(p) = self.pid().filter(|_| self.running()) {
             // SAFETY: killing the QEMU this guard started (its pid file is in our temp dir).
             unsafe { libc::kill(p, libc::SIGKILL) };
             self.wait_exit(Duration::from_secs(5));

@@ -30,3 +30,15 @@ CREATE TABLE IF NOT EXISTS `provhost_computervar` (
   `value` text NOT NULL,
   PRIMARY KEY (`computerid`, `name`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- Which reservation holds a computer (docs/daemon.md, "One reservation per computer").
+CREATE TABLE IF NOT EXISTS `provhost_computerlock` (
+  `computerid` smallint(5) unsigned NOT NULL,
+  `requestid` mediumint(8) unsigned NOT NULL,
+  `reservationid` mediumint(8) unsigned NOT NULL,
+  `managementnodeid` smallint(5) unsigned NOT NULL,
+  `token` varchar(64) NOT NULL,
+  `locked` datetime NOT NULL,
+  PRIMARY KEY (`computerid`),
+  KEY `requestid` (`requestid`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

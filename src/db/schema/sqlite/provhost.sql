@@ -27,3 +27,13 @@ CREATE TABLE IF NOT EXISTS `provhost_computervar` (
   `value` TEXT NOT NULL,
   PRIMARY KEY (`computerid`, `name`)
 );
+
+-- Which reservation holds a computer (docs/daemon.md, "One reservation per computer").
+CREATE TABLE IF NOT EXISTS `provhost_computerlock` (
+  `computerid` INTEGER PRIMARY KEY,
+  `requestid` INTEGER NOT NULL,
+  `reservationid` INTEGER NOT NULL,
+  `managementnodeid` INTEGER NOT NULL,
+  `token` TEXT NOT NULL,
+  `locked` TEXT NOT NULL
+);
