@@ -138,7 +138,6 @@ fn libvirt_domain_load_status_capture_and_remove_on_real_libvirtd() {
     eprintln!("libvirt load: {:.1} s", t.elapsed().as_secs_f64());
     let steps = names(&b);
     for step in [
-        "startload",
         "transfervm",
         "vmsetupconfig",
         "startvm",
