@@ -137,12 +137,7 @@ fn libvirt_domain_load_status_capture_and_remove_on_real_libvirtd() {
     assert_eq!(r.call(&ctx, "load", vec![]).expect("load"), "true");
     eprintln!("libvirt load: {:.1} s", t.elapsed().as_secs_f64());
     let steps = names(&b);
-    for step in [
-        "transfervm",
-        "vmsetupconfig",
-        "startvm",
-        "machinebooted",
-    ] {
+    for step in ["transfervm", "vmsetupconfig", "startvm", "machinebooted"] {
         assert!(steps.iter().any(|s| s == step), "{step} missing: {steps:?}");
     }
     // libvirtd knows the domain, runs it, and the XML is the script's template.
