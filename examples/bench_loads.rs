@@ -125,7 +125,8 @@ async fn main() {
     let ssh = SshConfig {
         identity: key.clone(),
         known_hosts: tmp.path().join("known_hosts"),
-        connect_timeout_secs: 3,
+        // 10 s, the default: with many TCG guests on few cores, sshd's key exchange is slow.
+        connect_timeout_secs: 10,
         ..SshConfig::default()
     };
     let prims = Arc::new(VmPrims::new(
