@@ -381,6 +381,43 @@ async fn image_revisions_and_size(backend: Backend) {
         image::create_image_revision(&t.db, 999, w.user, None, "", None).await,
         Err(DbError::NotFound { .. })
     ));
+
+    // VCL's web "Create image": a hidden revision; a finished capture shows it, dated.
+    t.exec(&format!(
+        "INSERT INTO `imagerevision` (`imageid`, `revision`, `userid`, `datecreated`, `deleted`, `production`, `imagename`) \
+         VALUES ({}, 3, {}, '2000-01-01 00:00:00', 1, 0, 'debian12-v3')",
+        w.image, w.user
+    ))
+    .await;
+    let r3 = t
+        .scalar("SELECT `id` FROM `imagerevision` WHERE `imagename` = 'debian12-v3'")
+        .await;
+    image::record_capture(&t.db, w.image, r3, 812)
+        .await
+        .expect("record capture");
+    assert_eq!(
+        t.scalar(&format!(
+            "SELECT COUNT(*) FROM `imagerevision` WHERE `id` = {r3} AND `deleted` = 0 AND `datecreated` > '2001-01-01 00:00:00'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        t.scalar(&format!(
+            "SELECT `size` FROM `image` WHERE `id` = {}",
+            w.image
+        ))
+        .await,
+        812
+    );
+    assert!(matches!(
+        image::record_capture(&t.db, w.image, 999, 1).await,
+        Err(DbError::NotFound { .. })
+    ));
+    let err = image::record_capture(&t.db, w.image, r3, 70000)
+        .await
+        .expect_err("too big for image.size");
+    assert!(err.to_string().contains("does not fit"), "{err}");
 }
 
 async fn broken_reservations_are_clear_errors(backend: Backend) {

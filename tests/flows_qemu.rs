@@ -2,8 +2,10 @@
 //! `qemu` (or `libvirt`, on a real libvirtd) whose VM host is this machine ("local") goes
 //! new → linked clone of the test image → boot → real SSH → the shipped os/linux.rhai
 //! post-load → reserved → the user is added and let in → the reservation ends → reclaim →
-//! VCL's reload request → a fresh VM → available. Real QEMU under TCG, a bridged VM network
-//! in a namespace, SQLite.
+//! VCL's reload request → a fresh VM → available. Also: VCL's web "Create image" captured
+//! by the daemon and the new revision booting; and `retrieve_image` between two management
+//! nodes (two daemons, two libraries, one MariaDB, a real sshd for the partner node). Real
+//! QEMU under TCG, a bridged VM network in a namespace, SQLite unless said.
 
 mod common;
 
@@ -422,4 +424,509 @@ async fn daemon_killed_mid_load_restarts_removes_the_half_made_vm_and_loads_agai
                 .unwrap_or(true),
         "the half-made QEMU still runs"
     );
+}
+
+/// Check `<library>/<imagename>` against its SHA256SUMS.
+fn sums_ok(library: &std::path::Path, imagename: &str) -> bool {
+    std::process::Command::new("sha256sum")
+        .args(["-c", "--quiet", "SHA256SUMS"])
+        .current_dir(library.join(imagename))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The image marker (`/root/currentimage.txt`) of the VM at `ip`, over real SSH.
+async fn marker(s: &Setup, ip: &str) -> String {
+    let target = Target {
+        host: ip.to_string(),
+        port: 22,
+        user: "root".into(),
+        identity: s.img.key.clone(),
+        host_key: HostKeyPolicy::AcceptNew,
+    };
+    let pool = provhost::prim::ssh::Pool::new(s.ssh.clone());
+    tokio::task::spawn_blocking(move || {
+        pool.exec(
+            &target,
+            "cat /root/currentimage.txt",
+            &ExecOptions::default(),
+        )
+    })
+    .await
+    .expect("join")
+    .expect("ssh into the VM")
+    .stdout
+}
+
+/// VCL's "Create image" on a reservation of a real VM: the web front end inserts the next
+/// `imagerevision` (`deleted = 1`, `production = 0`), points the reservation at it and
+/// puts the request in state `image`; the daemon captures the VM into the library
+/// (SHA256SUMS), records the size, un-deletes the revision with its `datecreated`, and
+/// reloads the computer from the new revision; a new reservation for that revision finds
+/// the VM ready (its marker names the revision) without another load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_image_through_the_daemon_then_the_new_revision_boots() {
+    let test = "create_image_through_the_daemon_then_the_new_revision_boots";
+    if !common::root_or_skip(test, "VM networks in namespaces, taps") || !qemu_or_skip(test) {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let Some(s) = setup("qemu").await else { return };
+    let (rig, img) = (&s.rig, &s.img);
+    // A library of this test's own (captures must not land in the shared test-image cache).
+    let library = s.dir.path().join("lib");
+    std::fs::create_dir_all(&library).expect("mkdir lib");
+    std::os::unix::fs::symlink(&img.dir, library.join(&img.imagename)).expect("link image");
+    rig.t
+        .exec(&format!(
+            "UPDATE `vmprofile` SET `repositorypath` = '{}' WHERE `profilename` = 'qemu-test'",
+            library.display()
+        ))
+        .await;
+
+    let (daemon, stop) = rig.spawn(rig.config()).await;
+    let c = rig.request("qvm1", "testimg").await;
+    rig.t
+        .exec(&format!(
+            "UPDATE `request` SET `checkuser` = 0 WHERE `id` = {}",
+            c.request_id
+        ))
+        .await;
+    wait_step(rig, c.reservation_id, "nodeready").await;
+    provhost::db::flow::acknowledge(&rig.t.db, c.reservation_id, "10.80.0.2")
+        .await
+        .expect("ack");
+    rig.wait_state(c.request_id, "inuse", T).await;
+
+    // The web front end's "Create image" (an update of image testimg): the next revision,
+    // hidden until vcld reports success, the reservation pointed at it, state image.
+    let newname = "testimg-v1";
+    rig.t
+        .exec(&format!(
+            "INSERT INTO `imagerevision` (`imageid`, `revision`, `userid`, `datecreated`, `deleted`, `production`, `comments`, `imagename`) \
+             VALUES ({}, 1, 1, '2000-01-01 00:00:00', 1, 0, 'made by the web front end', '{newname}')",
+            c.image_id
+        ))
+        .await;
+    let rev = rig
+        .t
+        .scalar(&format!(
+            "SELECT `id` FROM `imagerevision` WHERE `imagename` = '{newname}'"
+        ))
+        .await;
+    rig.t
+        .exec(&format!(
+            "UPDATE `reservation` SET `imagerevisionid` = {rev} WHERE `id` = {}",
+            c.reservation_id
+        ))
+        .await;
+    let image_state = provhost::vcl::state_id("image").expect("state image");
+    rig.t
+        .exec(&format!(
+            "UPDATE `request` SET `stateid` = {image_state}, `laststateid` = 8, `forimaging` = 1 WHERE `id` = {} AND `stateid` = 8",
+            c.request_id
+        ))
+        .await;
+    rig.wait_state(c.request_id, "complete", T).await;
+    let log = rig.log(c.reservation_id).await;
+    assert!(
+        log.iter()
+            .any(|(n, t)| n == "info" && t.contains(&format!("captured {newname}"))),
+        "{log:#?}"
+    );
+
+    // What VCL's web front end looks for: the revision live, dated, the image's size.
+    assert_eq!(
+        rig.t
+            .scalar(&format!(
+                "SELECT `deleted` FROM `imagerevision` WHERE `id` = {rev}"
+            ))
+            .await,
+        0,
+        "the captured revision is still deleted"
+    );
+    assert_eq!(
+        rig.t
+            .scalar(&format!(
+                "SELECT COUNT(*) FROM `imagerevision` WHERE `id` = {rev} AND `datecreated` > '2001-01-01 00:00:00'"
+            ))
+            .await,
+        1,
+        "datecreated was not set at capture"
+    );
+    assert_eq!(
+        rig.t
+            .scalar(&format!(
+                "SELECT COUNT(*) FROM `imagerevision` WHERE `imageid` = {}",
+                c.image_id
+            ))
+            .await,
+        2,
+        "the web's revision was used, no other made"
+    );
+    let size = rig
+        .t
+        .scalar(&format!(
+            "SELECT `size` FROM `image` WHERE `id` = {}",
+            c.image_id
+        ))
+        .await;
+    let du = std::process::Command::new("du")
+        .arg("-sm")
+        .arg(library.join(newname))
+        .output()
+        .expect("du");
+    let du: i64 = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du -sm");
+    assert!(size > 10 && size == du, "image.size {size}, du -sm {du}");
+    assert!(sums_ok(&library, newname), "{newname} fails its SHA256SUMS");
+    assert!(!library.join(format!("{newname}.part")).exists());
+
+    // The capture's reload request loads the new revision.
+    let reload = rig
+        .t
+        .scalar(&format!(
+            "SELECT MAX(`requestid`) FROM `reservation` WHERE `computerid` = {}",
+            s.computer
+        ))
+        .await;
+    assert_ne!(reload, c.request_id);
+    rig.wait_state(reload, "complete", T).await;
+    let reload_res = rig
+        .t
+        .scalar(&format!(
+            "SELECT `id` FROM `reservation` WHERE `requestid` = {reload}"
+        ))
+        .await;
+    assert_eq!(
+        rig.t
+            .scalar(&format!(
+                "SELECT `imagerevisionid` FROM `reservation` WHERE `id` = {reload_res}"
+            ))
+            .await,
+        rev
+    );
+    let names = rig.names(reload_res).await;
+    assert!(
+        names.iter().any(|n| n == "machinebooted"),
+        "the reload did not boot: {names:?}"
+    );
+    assert_eq!(rig.computer_state(s.computer).await, "available");
+
+    // The user makes the revision production (makeproduction) and reserves it: the VM the
+    // reload booted is ready as it is.
+    provhost::db::image::make_production(&rig.t.db, rev)
+        .await
+        .expect("make production");
+    let n = rig.request("qvm1", "testimg").await;
+    assert_eq!(n.imagerevision_id, rev);
+    rig.t
+        .exec(&format!(
+            "UPDATE `request` SET `checkuser` = 0 WHERE `id` = {}",
+            n.request_id
+        ))
+        .await;
+    wait_step(rig, n.reservation_id, "nodeready").await;
+    wait_step(rig, n.reservation_id, "reserved").await;
+    let names = rig.names(n.reservation_id).await;
+    assert!(
+        names.iter().any(|n| n == "statuscheck") && !names.iter().any(|n| n == "startvm"),
+        "node_status should have found the VM ready: {names:?}"
+    );
+    let m = marker(&s, &s.ip).await;
+    assert!(
+        m.starts_with(newname) && m.contains(&format!("imagerevision_id={rev}")),
+        "{m}"
+    );
+    let _ = stop.send(());
+    daemon.await.expect("daemon");
+    eprintln!("{test}: {:.1} s wall", started.elapsed().as_secs_f64());
+}
+
+/// Two management nodes on one MariaDB database, each with its own daemon and image
+/// library: node A (mn1) has the test image, node B (mn2) does not, and B's
+/// `[vm] image_sources` names A's library over SSH (a real sshd on loopback standing for
+/// node A). A reservation for B's computer: doesimageexists → copyfrompartnerMN → the copy
+/// (SHA256SUMS checked) → a linked clone of B's own copy boots → reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrieve_image_between_two_management_nodes_on_one_mariadb() {
+    let test = "retrieve_image_between_two_management_nodes_on_one_mariadb";
+    if !common::root_or_skip(test, "VM networks in namespaces, taps")
+        || !qemu_or_skip(test)
+        || !common::tool_or_skip(test, common::sshd::SSHD)
+    {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let img = tokio::task::spawn_blocking(testimage::ensure)
+        .await
+        .expect("test image");
+    let net = tokio::task::spawn_blocking(TestNet::up)
+        .await
+        .expect("test net");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Node A's SSH: a real sshd that lets node B in with the key B uses everywhere.
+    let node_a = common::sshd::Sshd::start();
+    node_a.trust();
+    let pubkey = std::fs::read_to_string(img.key.with_extension("pub")).expect("test key .pub");
+    let mut keys = std::fs::OpenOptions::new()
+        .append(true)
+        .open(node_a.path("authorized_keys"))
+        .expect("authorized_keys");
+    std::io::Write::write_all(&mut keys, pubkey.as_bytes()).expect("add key");
+    drop(keys);
+
+    let lib_a = dir.path().join("lib-a");
+    let lib_b = dir.path().join("lib-b");
+    std::fs::create_dir_all(&lib_a).expect("mkdir lib-a");
+    std::fs::create_dir_all(&lib_b).expect("mkdir lib-b");
+    std::os::unix::fs::symlink(&img.dir, lib_a.join(&img.imagename)).expect("link image");
+    let vm_root = dir.path().join("vms");
+    let ssh = SshConfig {
+        identity: img.key.clone(),
+        known_hosts: node_a.known_hosts.clone(),
+        connect_timeout_secs: 3,
+        ..SshConfig::default()
+    };
+    let vm = VmConfig {
+        accel: AccelChoice::Tcg,
+        vm_root: vm_root.display().to_string(),
+        boot_timeout_secs: 150,
+        ..VmConfig::default()
+    };
+    let prims_a = Arc::new(VmPrims::new(vm.clone(), &lib_a));
+    let prims_b = Arc::new(VmPrims::new(
+        VmConfig {
+            image_sources: vec![format!("127.0.0.1:{}:{}", node_a.port, lib_a.display())],
+            ..vm
+        },
+        &lib_b,
+    ));
+    let local = Host::local(Arc::new(SshConfig::default()));
+    let mut guard = VmGuard::new(Arc::clone(prims_b.vms()), local);
+    guard.watch(&vm_root.join("qvm1").display().to_string());
+    let linux = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/os/linux.rhai"
+    ))
+    .expect("linux.rhai");
+    let families = |prims: Arc<VmPrims>| -> Vec<Arc<dyn provhost::host::Primitives>> {
+        vec![
+            Arc::new(RemotePrims::new(ssh.clone())),
+            Arc::new(VmnetPrims::new(net.config.clone())),
+            prims,
+        ]
+    };
+    let limits = provhost::host::Limits {
+        call_timeout_secs: 300,
+        ..common::scripts::test_limits()
+    };
+    let Some(rig) = Rig::with_limits(
+        Backend::MySql,
+        0,
+        &linux,
+        0.1,
+        &families(prims_a),
+        limits.clone(),
+    )
+    .await
+    else {
+        return;
+    };
+    rig.scripts.write(
+        "provisioning/qemu.rhai",
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/provisioning/qemu.rhai"
+        ))
+        .expect("qemu.rhai"),
+    );
+    let errors = rig.host.load_all();
+    assert!(errors.is_empty(), "{errors:?}");
+    let host_b = provhost::host::ScriptHost::new(
+        provhost::host::HostOptions {
+            scripts_dir: rig.scripts.scripts.clone(),
+            stdlib_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/stdlib").into(),
+            limits,
+        },
+        &families(prims_b),
+    );
+    let errors = host_b.load_all();
+    assert!(errors.is_empty(), "{errors:?}");
+
+    let db = &rig.t.db;
+    let mn2 = inventory::add_management_node(db, "mn2.test", "127.0.0.2")
+        .await
+        .expect("mn2");
+    let mut vmhost = NewComputer::lab("local", "127.0.0.1");
+    vmhost.computer_type = "blade".into();
+    let vmhost = inventory::add_computer(db, &vmhost)
+        .await
+        .expect("vm host computer");
+    // No repositorypath: each node's VMs come from its own `[images] library`.
+    let vh = inventory::add_vmhost(
+        db,
+        vmhost,
+        "qemu-test",
+        "",
+        "",
+        &vm_root.display().to_string(),
+    )
+    .await
+    .expect("vmhost");
+    rig.t
+        .exec("UPDATE `vmprofile` SET `vmdisk` = 'shared' WHERE `profilename` = 'qemu-test'")
+        .await;
+    let ip = net.vm_ip(0);
+    let computer = inventory::add_computer(
+        db,
+        &NewComputer {
+            hostname: "qvm1".into(),
+            ip: ip.clone(),
+            private_ip: ip.clone(),
+            provisioning: "qemu".into(),
+            computer_type: "virtualmachine".into(),
+            state: "available".into(),
+            vmhost_id: Some(vh),
+            ssh_port: 22,
+            management_node_id: Some(mn2),
+        },
+    )
+    .await
+    .expect("vm computer");
+    inventory::add_image_as(
+        db,
+        "testimg",
+        "provhost test image",
+        "linux",
+        &img.imagename,
+    )
+    .await
+    .expect("image");
+
+    let (daemon_a, stop_a) = rig.spawn(rig.config()).await;
+    let daemon_b = provhost::daemon::Daemon::new(
+        rig.t.connect_again().await,
+        Arc::clone(&host_b),
+        provhost::daemon::DaemonConfig {
+            node: "mn2.test".into(),
+            ..rig.config()
+        },
+        None,
+    )
+    .await
+    .expect("daemon of mn2");
+    let (stop_b, rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon_b = tokio::spawn(async move {
+        daemon_b
+            .run(
+                async move {
+                    let _ = rx.await;
+                },
+                false,
+            )
+            .await
+            .expect("daemon mn2 run")
+    });
+
+    let c = rig.request("qvm1", "testimg").await;
+    rig.t
+        .exec(&format!(
+            "UPDATE `request` SET `checkuser` = 0 WHERE `id` = {}",
+            c.request_id
+        ))
+        .await;
+    assert_eq!(c.management_node_id, mn2, "the computer belongs to mn2");
+    wait_step(&rig, c.reservation_id, "nodeready").await;
+    wait_step(&rig, c.reservation_id, "reserved").await;
+    assert_eq!(rig.computer_state(computer).await, "reserved");
+    let log = rig.log(c.reservation_id).await;
+    let names: Vec<&str> = log.iter().map(|(n, _)| n.as_str()).collect();
+    let mut it = names.iter();
+    for want in [
+        "statuscheck",
+        "loadimageblade",
+        "doesimageexists",
+        "copyfrompartnerMN",
+        "transfervm",
+        "startload",
+        "transfervm",
+        "startvm",
+        "machinebooted",
+        "loadimagecomplete",
+        "nodeready",
+    ] {
+        assert!(
+            it.any(|n| *n == want),
+            "load-log lacks {want} in order: {names:?}"
+        );
+    }
+    let from = format!("127.0.0.1:{}:{}", node_a.port, lib_a.display());
+    assert!(
+        log.iter()
+            .any(|(n, t)| n == "transfervm" && t.contains("copying image") && t.contains(&from)),
+        "{log:#?}"
+    );
+    // B's own copy: a real folder (not A's link) that passes its sums.
+    let copy = lib_b.join(&img.imagename);
+    assert!(
+        std::fs::symlink_metadata(&copy)
+            .map(|m| m.is_dir())
+            .unwrap_or(false),
+        "{} is not a folder",
+        copy.display()
+    );
+    assert!(sums_ok(&lib_b, &img.imagename), "B's copy fails its sums");
+    assert!(!lib_b.join(format!("{}.part", img.imagename)).exists());
+    // The VM's disk is a linked clone of B's copy.
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(vm_root.join("qvm1").join("disk.qcow2"))
+        .output()
+        .expect("qemu-img info");
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.contains(&format!("{}/disk.qcow2", copy.display())),
+        "not backed by B's copy: {info}"
+    );
+    // The guest answers and names the image; the computer is held by mn2's flow.
+    let target = Target {
+        host: ip.clone(),
+        port: 22,
+        user: "root".into(),
+        identity: img.key.clone(),
+        host_key: HostKeyPolicy::AcceptNew,
+    };
+    let pool = provhost::prim::ssh::Pool::new(ssh.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        pool.exec(
+            &target,
+            "cat /root/currentimage.txt",
+            &ExecOptions::default(),
+        )
+    })
+    .await
+    .expect("join")
+    .expect("ssh into the VM");
+    assert!(out.stdout.starts_with(&img.imagename), "{out:?}");
+    assert_eq!(
+        rig.t
+            .scalar(&format!(
+                "SELECT `managementnodeid` FROM `provhost_computerlock` WHERE `requestid` = {}",
+                c.request_id
+            ))
+            .await,
+        mn2,
+        "the flow ran on mn2"
+    );
+
+    let _ = stop_a.send(());
+    let _ = stop_b.send(());
+    daemon_a.await.expect("daemon mn1");
+    daemon_b.await.expect("daemon mn2");
+    eprintln!("{test}: {:.1} s wall", started.elapsed().as_secs_f64());
 }

@@ -1,6 +1,7 @@
 //! Images and their revisions: recording an image's size (`image.size`, MB, what
-//! `get_image_size` reports), creating the revision a capture produces, and making a
-//! revision the production one (makeproduction.pm).
+//! `get_image_size` reports), creating the revision a capture produces, recording a
+//! finished capture the way VCL's web front end expects it, and making a revision the
+//! production one (makeproduction.pm).
 
 use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Db, InsertedId, RowExt};
@@ -38,6 +39,42 @@ pub async fn set_image_size(db: &Db, image: i64, mb: i64) -> Result<(), DbError>
         });
     }
     Ok(())
+}
+
+/// Record a finished capture as image.pm does: `image.size` (MB), `image.lastupdate`,
+/// `image.deleted = 0`, and the captured revision `deleted = 0` with `datecreated` now.
+/// VCL's web front end inserts the revision of a "Create image" with `deleted = 1` and
+/// only lists it once this has run.
+pub async fn record_capture(
+    db: &Db,
+    image: i64,
+    imagerevision: i64,
+    mb: i64,
+) -> Result<(), DbError> {
+    check_size(mb)?;
+    let now = db.now_sql();
+    let image_sql = format!(
+        "UPDATE `image` SET `size` = ?, `lastupdate` = {now}, `deleted` = 0 WHERE `id` = ?"
+    );
+    let rev_sql = format!(
+        "UPDATE `imagerevision` SET `deleted` = 0, `datecreated` = {now} WHERE `id` = ? AND `imageid` = ?"
+    );
+    let what = format!("recording the capture of image {image} revision {imagerevision} ({mb} MB)");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let mut tx = p.begin().await.during(what.as_str())?;
+            let n = sqlx::query(&image_sql).bind(mb).bind(image).execute(&mut *tx).await.during(what.as_str())?.rows_affected();
+            if n == 0 {
+                return Err(DbError::NotFound { what: "image", key: image.to_string() });
+            }
+            let n = sqlx::query(&rev_sql).bind(imagerevision).bind(image).execute(&mut *tx).await.during(what.as_str())?.rows_affected();
+            if n == 0 {
+                return Err(DbError::NotFound { what: "imagerevision of this image", key: imagerevision.to_string() });
+            }
+            tx.commit().await.during(what.as_str())
+        })
+    })
+    .await
 }
 
 /// A row of `imagerevision`.

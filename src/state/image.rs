@@ -4,8 +4,9 @@
 //! reservation points at it, so `does_image_exist` must be false before the capture. A
 //! reservation that still points at an existing revision (the image the computer runs)
 //! gets its next revision created here first. Then `pre_capture` (OS module, then site
-//! hooks) → `capture` → `get_image_size` → `image.size` → a reload request for the
-//! computer. A failure leaves the computer in `maintenance`, as in VCL.
+//! hooks) → `capture` → `get_image_size` → `image.size`, the revision un-deleted with its
+//! `datecreated` (what VCL's web waits for) → a reload request for the computer, which
+//! loads the new revision. A failure leaves the computer in `maintenance`, as in VCL.
 
 use crate::state::{Exit, Flow, FlowError};
 
@@ -66,7 +67,8 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
         .await?
         .as_int()
         .unwrap_or(0);
-    crate::db::image::set_image_size(&f.svc.db, f.data.image_id, size).await?;
+    crate::db::image::record_capture(&f.svc.db, f.data.image_id, f.data.imagerevision_id, size)
+        .await?;
     f.log(
         "info",
         &format!("captured {} ({size} MB)", f.data.image_name),
