@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
+use crate::db::lease::Lease;
 use crate::db::{Db, DbError};
 use crate::host::ScriptHost;
 use crate::state::{Services, Timings};
@@ -40,6 +41,17 @@ pub struct DaemonConfig {
     pub shutdown_grace_secs: u64,
     /// Most flows running at once; further due work waits for the next poll.
     pub max_flows: usize,
+    /// How long this daemon's hold on its node (`provhost_nodelease`) lasts without a
+    /// heartbeat; another daemon for the node may take over only after that.
+    pub lease_secs: u64,
+    /// How often the lease is renewed (must be less than `lease_secs`).
+    pub heartbeat_secs: u64,
+    /// At start, how long to wait for another daemon's lease on the node to expire; 0:
+    /// refuse to start at once, naming the holder.
+    pub lease_wait_secs: u64,
+    /// How often the daemon hands back this node's `pending` requests that none of its
+    /// running flows owns (an exit that could not be written).
+    pub sweep_interval_secs: u64,
     /// VCL's timing variables.
     pub timings: Timings,
 }
@@ -51,6 +63,10 @@ impl Default for DaemonConfig {
             poll_interval_secs: 5,
             shutdown_grace_secs: 30,
             max_flows: 5000,
+            lease_secs: 60,
+            heartbeat_secs: 10,
+            lease_wait_secs: 0,
+            sweep_interval_secs: 60,
             timings: Timings::default(),
         }
     }
@@ -64,8 +80,22 @@ pub enum DaemonError {
         #[source]
         source: DbError,
     },
+    #[error("management node {node:?} is held by another provhost daemon (host {host}, pid {pid}, since {since}; its lease runs to {expires} unless renewed); stop that daemon, or wait for its lease to expire (set [daemon] lease_wait_secs to wait)")]
+    NodeHeld {
+        node: String,
+        host: String,
+        pid: i64,
+        since: String,
+        expires: String,
+    },
+    #[error("lost the lease on management node {node:?} (another daemon took it over, e.g. after this one was paused past lease_secs); stopped without writing")]
+    LeaseLost { node: String },
+    #[error("[daemon] {0}")]
+    Config(String),
     #[error("{0}")]
     Db(#[from] DbError),
+    #[error("wake socket {} is in use by another running daemon; give each daemon its own [paths] data_dir", path.display())]
+    WakeInUse { path: PathBuf },
     #[error("wake socket {}: {source}", path.display())]
     Wake {
         path: PathBuf,
@@ -77,6 +107,18 @@ pub enum DaemonError {
 /// How often an in-use reservation near its end is checked (at most; less when
 /// `general_inuse_check` is shorter).
 const NEAR_END_CHECK_SECS: u64 = 60;
+
+/// Most requests one sweep hands back.
+const SWEEP_LIMIT: usize = 100;
+
+/// A spawned task that ends when this is dropped (also on an early return or a panic).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// The running flow tasks and which request each one serves.
 #[derive(Default)]
@@ -164,6 +206,8 @@ pub struct Daemon {
     svc: Arc<Services>,
     cfg: DaemonConfig,
     wake: Option<PathBuf>,
+    node: String,
+    lease: Lease,
 }
 
 /// The wake socket path in `data_dir`.
@@ -198,9 +242,17 @@ impl Daemon {
                 node: node.clone(),
                 source,
             })?;
+        if cfg.lease_secs == 0 || cfg.heartbeat_secs == 0 || cfg.heartbeat_secs >= cfg.lease_secs {
+            return Err(DaemonError::Config(format!(
+                "heartbeat_secs ({}) must be at least 1 and less than lease_secs ({}); e.g. lease_secs = 60, heartbeat_secs = 10",
+                cfg.heartbeat_secs, cfg.lease_secs
+            )));
+        }
+        let lease = Lease::new(node_id);
         let svc = Arc::new(Services {
-            // Its own stop flag: stopping this daemon ends only its retries.
-            db: db.with_own_stop(),
+            // Its own stop flag: stopping this daemon ends only its retries. Its claims,
+            // exits, fails and releases change rows only while it holds the node's lease.
+            db: db.with_own_stop().with_lease(&lease.holder),
             host,
             timings: cfg.timings.clone(),
             node_id,
@@ -209,6 +261,8 @@ impl Daemon {
             svc,
             cfg,
             wake: wake_dir.map(wake_path),
+            node,
+            lease,
         })
     }
 
@@ -222,10 +276,67 @@ impl Daemon {
         shutdown: impl Future<Output = ()>,
         once: bool,
     ) -> Result<Summary, DaemonError> {
+        let mut stop = Stop::new(shutdown);
+        if !self.take_lease(&mut stop).await? {
+            tracing::info!("stopped while waiting for the node's lease; nothing was claimed");
+            return Ok(Summary::default());
+        }
+        let out = self.run_leased(&mut stop, once).await;
+        match &out {
+            Err(DaemonError::LeaseLost { .. }) => {}
+            _ => match crate::db::lease::release(&self.svc.db, &self.lease).await {
+                Ok(true) => tracing::info!("gave up the lease on management node {:?}", self.node),
+                Ok(false) => tracing::warn!("the lease on management node {:?} was no longer this daemon's at the stop", self.node),
+                Err(e) => tracing::warn!("could not give up the lease (it expires by itself after lease_secs): {e}"),
+            },
+        }
+        out
+    }
+
+    /// Take the node's lease, waiting (bounded by `lease_wait_secs`) while another
+    /// daemon's is fresh. False when a stop came first.
+    async fn take_lease<F: Future<Output = ()>>(&self, stop: &mut Stop<F>) -> Result<bool, DaemonError> {
+        let db = &self.svc.db;
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.lease_wait_secs);
+        let mut said = false;
+        loop {
+            let got = match stop.race(db, Duration::from_secs(self.cfg.shutdown_grace_secs), crate::db::lease::acquire(db, &self.lease, self.cfg.lease_secs)).await {
+                Some(r) => r?,
+                None => return Ok(false),
+            };
+            if stop.stopped() {
+                return Ok(false);
+            }
+            let Some(h) = got else {
+                tracing::info!(holder = %self.lease.holder, lease_secs = self.cfg.lease_secs, "holding the lease on management node {:?}", self.node);
+                return Ok(true);
+            };
+            if Instant::now() >= deadline {
+                return Err(DaemonError::NodeHeld {
+                    node: self.node.clone(),
+                    host: h.host,
+                    pid: h.pid,
+                    since: h.since,
+                    expires: h.expires,
+                });
+            }
+            if !said {
+                said = true;
+                tracing::warn!(host = %h.host, pid = h.pid, since = %h.since, expires = %h.expires, "management node {:?} is held by another daemon; waiting up to {} s for its lease to expire", self.node, self.cfg.lease_wait_secs);
+            }
+            let pause = Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                _ = stop.wait() => return Ok(false),
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// [`Daemon::run`] once the lease is held.
+    async fn run_leased<F: Future<Output = ()>>(&self, stop: &mut Stop<F>, once: bool) -> Result<Summary, DaemonError> {
         let db = &self.svc.db;
         let node = self.svc.node_id;
         let grace = Duration::from_secs(self.cfg.shutdown_grace_secs);
-        let mut stop = Stop::new(shutdown);
         let recovery = stop
             .race(db, grace, crate::db::claim::recover_pending(db, node))
             .await;
@@ -245,21 +356,50 @@ impl Daemon {
             processed: 0,
         };
 
-        let wake_sock = match &self.wake {
+        let (wake_sock, wake_ino) = match &self.wake {
             Some(p) => {
+                // A socket someone is bound to is another daemon's: never take it away.
+                let live = std::os::unix::net::UnixDatagram::unbound()
+                    .and_then(|s| s.connect(p))
+                    .is_ok();
+                if live {
+                    return Err(DaemonError::WakeInUse { path: p.clone() });
+                }
                 let _ = std::fs::remove_file(p);
                 if let Some(dir) = p.parent() {
                     let _ = std::fs::create_dir_all(dir);
                 }
-                Some(
-                    tokio::net::UnixDatagram::bind(p).map_err(|source| DaemonError::Wake {
-                        path: p.clone(),
-                        source,
-                    })?,
-                )
+                let sock = tokio::net::UnixDatagram::bind(p).map_err(|source| DaemonError::Wake {
+                    path: p.clone(),
+                    source,
+                })?;
+                let ino = std::fs::metadata(p).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+                (Some(sock), ino)
             }
-            None => None,
+            None => (None, None),
         };
+        // The heartbeat: renews the lease; says when another daemon has taken the node.
+        let (lost_tx, mut lost_rx) = tokio::sync::watch::channel(false);
+        let heartbeat = {
+            let (db, lease) = (db.clone(), self.lease.clone());
+            let (every, secs) = (Duration::from_secs(self.cfg.heartbeat_secs), self.cfg.lease_secs);
+            AbortOnDrop(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    match crate::db::lease::renew(&db, &lease, secs).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            lost_tx.send_replace(true);
+                            return;
+                        }
+                        Err(e) => tracing::warn!("lease heartbeat failed (the writes of this daemon stop once another daemon takes the node): {e}"),
+                    }
+                }
+            }))
+        };
+        let mut lease_lost = false;
+        let sweep_every = Duration::from_secs(self.cfg.sweep_interval_secs.max(1));
+        let mut last_sweep = Instant::now();
 
         let mut tasks = Tasks::default();
         let mut running: HashMap<i64, Arc<AtomicBool>> = HashMap::new();
@@ -281,6 +421,15 @@ impl Daemon {
                     }
                     if db.is_stopping() {
                         return Ok(0);
+                    }
+                    if last_sweep.elapsed() >= sweep_every {
+                        last_sweep = Instant::now();
+                        let mine: HashSet<i64> = running.keys().copied().collect();
+                        match crate::db::claim::release_unowned(db, node, &mine, SWEEP_LIMIT).await {
+                            Ok(back) if !back.is_empty() => tracing::warn!(requests = ?back, "handed back pending requests of this node that no running flow owns"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!("sweep of unowned pending requests failed (will retry): {e}"),
+                        }
                     }
                     self.claim_due(
                         &mut recovered,
@@ -307,6 +456,11 @@ impl Daemon {
                     0
                 }
             };
+            if *lost_rx.borrow() {
+                tracing::error!(node = %self.node, "lost the lease on this management node to another daemon: stopping without writing");
+                lease_lost = true;
+                break;
+            }
             if stop.stopped() || once && claimed == 0 && running.is_empty() || passes_left == 0 {
                 break;
             }
@@ -314,6 +468,11 @@ impl Daemon {
                 // A stop wins over everything else that is ready at the same time.
                 biased;
                 _ = stop.wait() => break,
+                _ = lost_rx.changed() => {
+                    tracing::error!(node = %self.node, "lost the lease on this management node to another daemon: stopping without writing");
+                    lease_lost = true;
+                    break;
+                }
                 Some(done) = tasks.set.join_next_with_id(), if !tasks.set.is_empty() => {
                     self.reap(done, &mut tasks, &mut running, &mut summary).await;
                     // Reap everything else that has finished too.
@@ -340,7 +499,7 @@ impl Daemon {
             for flag in running.values() {
                 flag.store(true, Ordering::Relaxed);
             }
-            if stop.stopped() {
+            if stop.stopped() || lease_lost {
                 db.stop_retrying();
             }
             // The grace period counts from the signal, not from here.
@@ -357,8 +516,18 @@ impl Daemon {
                 tasks.set.abort_all();
             }
         }
+        drop(heartbeat);
         if let Some(p) = &self.wake {
-            let _ = std::fs::remove_file(p);
+            // Only the socket this daemon bound (not one a later daemon put there).
+            let ino = std::fs::metadata(p).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+            if ino.is_some() && ino == wake_ino {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        if lease_lost {
+            return Err(DaemonError::LeaseLost {
+                node: self.node.clone(),
+            });
         }
         Ok(summary)
     }
