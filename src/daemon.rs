@@ -286,8 +286,13 @@ impl Daemon {
             Err(DaemonError::LeaseLost { .. }) => {}
             _ => match crate::db::lease::release(&self.svc.db, &self.lease).await {
                 Ok(true) => tracing::info!("gave up the lease on management node {:?}", self.node),
-                Ok(false) => tracing::warn!("the lease on management node {:?} was no longer this daemon's at the stop", self.node),
-                Err(e) => tracing::warn!("could not give up the lease (it expires by itself after lease_secs): {e}"),
+                Ok(false) => tracing::warn!(
+                    "the lease on management node {:?} was no longer this daemon's at the stop",
+                    self.node
+                ),
+                Err(e) => tracing::warn!(
+                    "could not give up the lease (it expires by itself after lease_secs): {e}"
+                ),
             },
         }
         out
@@ -295,12 +300,22 @@ impl Daemon {
 
     /// Take the node's lease, waiting (bounded by `lease_wait_secs`) while another
     /// daemon's is fresh. False when a stop came first.
-    async fn take_lease<F: Future<Output = ()>>(&self, stop: &mut Stop<F>) -> Result<bool, DaemonError> {
+    async fn take_lease<F: Future<Output = ()>>(
+        &self,
+        stop: &mut Stop<F>,
+    ) -> Result<bool, DaemonError> {
         let db = &self.svc.db;
         let deadline = Instant::now() + Duration::from_secs(self.cfg.lease_wait_secs);
         let mut said = false;
         loop {
-            let got = match stop.race(db, Duration::from_secs(self.cfg.shutdown_grace_secs), crate::db::lease::acquire(db, &self.lease, self.cfg.lease_secs)).await {
+            let got = match stop
+                .race(
+                    db,
+                    Duration::from_secs(self.cfg.shutdown_grace_secs),
+                    crate::db::lease::acquire(db, &self.lease, self.cfg.lease_secs),
+                )
+                .await
+            {
                 Some(r) => r?,
                 None => return Ok(false),
             };
@@ -324,7 +339,8 @@ impl Daemon {
                 said = true;
                 tracing::warn!(host = %h.host, pid = h.pid, since = %h.since, expires = %h.expires, "management node {:?} is held by another daemon; waiting up to {} s for its lease to expire", self.node, self.cfg.lease_wait_secs);
             }
-            let pause = Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()));
+            let pause =
+                Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()));
             tokio::select! {
                 _ = stop.wait() => return Ok(false),
                 _ = tokio::time::sleep(pause) => {}
@@ -333,7 +349,11 @@ impl Daemon {
     }
 
     /// [`Daemon::run`] once the lease is held.
-    async fn run_leased<F: Future<Output = ()>>(&self, stop: &mut Stop<F>, once: bool) -> Result<Summary, DaemonError> {
+    async fn run_leased<F: Future<Output = ()>>(
+        &self,
+        stop: &mut Stop<F>,
+        once: bool,
+    ) -> Result<Summary, DaemonError> {
         let db = &self.svc.db;
         let node = self.svc.node_id;
         let grace = Duration::from_secs(self.cfg.shutdown_grace_secs);
@@ -362,18 +382,31 @@ impl Daemon {
                 let live = std::os::unix::net::UnixDatagram::unbound()
                     .and_then(|s| s.connect(p))
                     .is_ok();
-                if live {
+                // Which node's daemon bound it (written beside it): a daemon of this node
+                // that lost its lease (we hold it now) is replaced; another node's is not.
+                let owner_file = p.with_extension("wake.node");
+                let owner = std::fs::read_to_string(&owner_file).ok();
+                let same_node =
+                    owner.as_deref().map(str::trim) == Some(self.svc.node_id.to_string().as_str());
+                if live && !same_node {
                     return Err(DaemonError::WakeInUse { path: p.clone() });
+                }
+                if live {
+                    tracing::warn!(path = %p.display(), "replacing the wake socket of this node's previous daemon (its lease expired)");
                 }
                 let _ = std::fs::remove_file(p);
                 if let Some(dir) = p.parent() {
                     let _ = std::fs::create_dir_all(dir);
                 }
-                let sock = tokio::net::UnixDatagram::bind(p).map_err(|source| DaemonError::Wake {
-                    path: p.clone(),
-                    source,
-                })?;
-                let ino = std::fs::metadata(p).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+                let sock =
+                    tokio::net::UnixDatagram::bind(p).map_err(|source| DaemonError::Wake {
+                        path: p.clone(),
+                        source,
+                    })?;
+                let ino = std::fs::metadata(p)
+                    .ok()
+                    .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+                let _ = std::fs::write(&owner_file, format!("{}\n", self.svc.node_id));
                 (Some(sock), ino)
             }
             None => (None, None),
@@ -382,7 +415,10 @@ impl Daemon {
         let (lost_tx, mut lost_rx) = tokio::sync::watch::channel(false);
         let heartbeat = {
             let (db, lease) = (db.clone(), self.lease.clone());
-            let (every, secs) = (Duration::from_secs(self.cfg.heartbeat_secs), self.cfg.lease_secs);
+            let (every, secs) = (
+                Duration::from_secs(self.cfg.heartbeat_secs),
+                self.cfg.lease_secs,
+            );
             AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
@@ -519,7 +555,9 @@ impl Daemon {
         drop(heartbeat);
         if let Some(p) = &self.wake {
             // Only the socket this daemon bound (not one a later daemon put there).
-            let ino = std::fs::metadata(p).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+            let ino = std::fs::metadata(p)
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
             if ino.is_some() && ino == wake_ino {
                 let _ = std::fs::remove_file(p);
             }

@@ -152,7 +152,10 @@ async fn paused_holder_keeps_its_node_while_fresh_and_writes_nothing_after_losin
     // A daemon that waits takes the node once the lease has expired, and recovers.
     let third = serve(&wait, &l3);
     wait_text(&l3, "holding the lease").await;
-    assert!(paused_at.elapsed() >= Duration::from_secs(3), "took over only after expiry");
+    assert!(
+        paused_at.elapsed() >= Duration::from_secs(3),
+        "took over only after expiry"
+    );
     rig.wait_log(c.reservation_id, "nodeready", T).await;
 
     // The paused holder wakes: it must notice, write nothing and stop.
@@ -161,6 +164,10 @@ async fn paused_holder_keeps_its_node_while_fresh_and_writes_nothing_after_losin
     let text = read(&l1);
     assert!(!st.success(), "{text}");
     assert!(text.contains("lost the lease"), "{text}");
+    assert!(
+        text.contains("nothing was written"),
+        "the woken holder's writes changed nothing and it says so:\n{text}"
+    );
 
     rig.wait_state(c.request_id, "complete", T).await;
     let log = rig.log(c.reservation_id).await;
@@ -217,8 +224,16 @@ async fn a_100_kb_failure_fails_the_request_with_the_text_cut(backend: Backend) 
         .collect();
     assert_eq!(failed.len(), 1, "{log:?}");
     let text = failed[0];
-    assert!(text.len() <= provhost::db::loadlog::MAX_TEXT_BYTES + 64, "{}", text.len());
-    assert!(text.contains("[... cut by provhost: "), "{}", &text[text.len().saturating_sub(200)..]);
+    assert!(
+        text.len() <= provhost::db::loadlog::MAX_TEXT_BYTES + 64,
+        "{}",
+        text.len()
+    );
+    assert!(
+        text.contains("[... cut by provhost: "),
+        "{}",
+        &text[text.len().saturating_sub(200)..]
+    );
     assert!(text.contains("stderr line with"), "the start is kept");
     let _ = stop.send(());
     daemon.await.expect("daemon");

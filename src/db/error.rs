@@ -53,7 +53,7 @@ pub enum DbError {
     },
     /// A daemon's exit, fail or release found its claim gone: another daemon took the
     /// node over (this one's lease expired, e.g. while it was paused). Nothing was written.
-    #[error("request {request}: this daemon no longer holds its claim (another daemon took management node over after this one's lease expired); nothing was written")]
+    #[error("request {request}: this daemon no longer holds its claim (another daemon took the management node over after this one's lease expired); nothing was written")]
     ClaimLost { request: i64 },
     /// A guarded write of a daemon that no longer holds its node's lease.
     #[error("this daemon no longer holds its management node's lease (another daemon took the node over); nothing was written")]

@@ -199,7 +199,11 @@ mod tests {
         let cut = cap(&long);
         assert!(cut.len() <= MAX_TEXT_BYTES, "{}", cut.len());
         assert!(cut.starts_with("é€😀"));
-        assert!(cut.ends_with(&format!("of {} bytes not stored]", long.len())), "{}", &cut[cut.len() - 80..]);
+        assert!(
+            cut.ends_with(&format!("of {} bytes not stored]", long.len())),
+            "{}",
+            &cut[cut.len() - 80..]
+        );
         assert!(cut.contains("[... cut by provhost: "));
     }
 }
