@@ -284,14 +284,28 @@ impl Daemon {
         let out = self.run_leased(&mut stop, once).await;
         match &out {
             Err(DaemonError::LeaseLost { .. }) => {}
-            _ => match crate::db::lease::release(&self.svc.db, &self.lease).await {
-                Ok(true) => tracing::info!("gave up the lease on management node {:?}", self.node),
-                Ok(false) => tracing::warn!(
+            // Best effort, for at most 1 s and within the grace period: a database outage
+            // must not hold the stop up (the lease then expires by itself).
+            _ => match tokio::time::timeout_at(
+                stop.deadline(Duration::from_secs(self.cfg.shutdown_grace_secs))
+                    .min(Instant::now() + Duration::from_secs(1))
+                    .into(),
+                crate::db::lease::release(&self.svc.db, &self.lease),
+            )
+            .await
+            {
+                Ok(Ok(true)) => {
+                    tracing::info!("gave up the lease on management node {:?}", self.node)
+                }
+                Ok(Ok(false)) => tracing::warn!(
                     "the lease on management node {:?} was no longer this daemon's at the stop",
                     self.node
                 ),
-                Err(e) => tracing::warn!(
+                Ok(Err(e)) => tracing::warn!(
                     "could not give up the lease (it expires by itself after lease_secs): {e}"
+                ),
+                Err(_) => tracing::warn!(
+                    "could not give up the lease in time (it expires by itself after lease_secs)"
                 ),
             },
         }

@@ -239,7 +239,84 @@ async fn a_100_kb_failure_fails_the_request_with_the_text_cut(backend: Backend) 
     daemon.await.expect("daemon");
 }
 
+async fn killed_holder_is_taken_over_after_its_lease_expires(backend: Backend) {
+    let Some(rig) = Rig::new(backend, 1, RECORDING_OS, 3.0).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let refuse = write_config(&rig, dir.path(), "refuse.toml", 0);
+    let wait = write_config(&rig, dir.path(), "wait.toml", 30);
+    let (l1, l2) = (dir.path().join("first.log"), dir.path().join("second.log"));
+    let c = rig.request("lab1.test", "debian12").await;
+    let mut first = serve(&refuse, &l1);
+    rig.wait_log(c.reservation_id, "transfervm", T).await;
+    first.0.kill().expect("kill -9");
+    let _ = first.0.wait();
+    let killed_at = Instant::now();
+    let _second = serve(&wait, &l2);
+    wait_text(&l2, "holding the lease").await;
+    let text = read(&l2);
+    assert!(
+        text.contains("is held by another daemon; waiting up to 30 s"),
+        "the lease of the killed holder was still fresh at the start:\n{text}"
+    );
+    assert!(killed_at.elapsed() >= Duration::from_secs(2), "{text}");
+    rig.wait_state(c.request_id, "complete", T).await;
+    let log = rig.log(c.reservation_id).await;
+    assert!(
+        log.iter()
+            .any(|(n, t)| n == "info" && t.contains("recovered after a daemon restart")),
+        "{log:?}"
+    );
+    assert_eq!(
+        log.iter().filter(|(n, _)| n == "nodeready").count(),
+        1,
+        "{log:?}"
+    );
+}
+
+/// A request left `pending` under this node while the daemon runs (here: claimed behind
+/// its back, as when its own exit could not be written) is handed back by the sweep.
+async fn sweep_hands_back_pending_requests_no_flow_owns(backend: Backend) {
+    let Some(rig) = Rig::new(backend, 1, RECORDING_OS, 0.2).await else {
+        return;
+    };
+    // Starts in an hour: the daemon does not claim it itself.
+    let c = rig
+        .request_window("lab1.test", "+60m", "+120m")
+        .await
+        .expect("request");
+    let mut cfg = rig.config();
+    cfg.sweep_interval_secs = 1;
+    let (daemon, stop) = rig.spawn(cfg).await;
+    // Let recovery at start pass, then leave a claim no flow owns.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let node = rig
+        .t
+        .scalar("SELECT `id` FROM `managementnode` WHERE `hostname` = 'mn1.test'")
+        .await;
+    provhost::db::claim::claim(&rig.t.db, c.request_id, "new", node)
+        .await
+        .expect("claim")
+        .expect("claimed");
+    assert_eq!(rig.request_state(c.request_id).await, "pending");
+    rig.wait_state(c.request_id, "new", Duration::from_secs(20))
+        .await;
+    let claims = rig
+        .t
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM `provhost_claim` WHERE `requestid` = {}",
+            c.request_id
+        ))
+        .await;
+    assert_eq!(claims, 0, "the claim row went with the hand-back");
+    let _ = stop.send(());
+    daemon.await.expect("daemon");
+}
+
 on_both_backends!(
+    killed_holder_is_taken_over_after_its_lease_expires,
+    sweep_hands_back_pending_requests_no_flow_owns,
     second_serve_refuses_naming_the_holder,
     paused_holder_keeps_its_node_while_fresh_and_writes_nothing_after_losing_it,
     a_100_kb_failure_fails_the_request_with_the_text_cut,
