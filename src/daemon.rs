@@ -124,7 +124,8 @@ impl Drop for AbortOnDrop {
 #[derive(Default)]
 struct Tasks {
     set: JoinSet<i64>,
-    requests: HashMap<tokio::task::Id, i64>,
+    /// Per task: its request and the claim token it runs under.
+    requests: HashMap<tokio::task::Id, (i64, String)>,
 }
 
 /// Request states the daemon has a flow for.
@@ -600,7 +601,7 @@ impl Daemon {
                 running.remove(&request);
             }
             Err(e) => {
-                let Some(request) = tasks.requests.remove(&e.id()) else {
+                let Some((request, token)) = tasks.requests.remove(&e.id()) else {
                     return;
                 };
                 running.remove(&request);
@@ -608,11 +609,16 @@ impl Daemon {
                     request,
                     "flow task ended abnormally ({e}); handing the request back"
                 );
-                if let Err(e) = crate::db::claim::release(&self.svc.db, request).await {
-                    tracing::error!(
+                match crate::db::claim::release_claimed(&self.svc.db, request, &token).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::error!(
                         request,
-                        "could not hand the request back; recovery will: {e}"
-                    );
+                        "hand-back wrote nothing: the request is no longer pending under this daemon's claim"
+                    ),
+                    Err(e) => tracing::error!(
+                        request,
+                        "could not hand the request back; the sweep or recovery will: {e}"
+                    ),
                 }
             }
         }
@@ -698,11 +704,14 @@ impl Daemon {
             let request = w.request_id;
             // Only the first run after a restart says it was recovered.
             let was_recovered = recovered.remove(&request);
-            let handle = tasks.set.spawn(async move {
-                crate::state::run(svc, w, token, cancel, was_recovered).await;
-                request
+            let handle = tasks.set.spawn({
+                let token = token.clone();
+                async move {
+                    crate::state::run(svc, w, token, cancel, was_recovered).await;
+                    request
+                }
             });
-            tasks.requests.insert(handle.id(), request);
+            tasks.requests.insert(handle.id(), (request, token));
         }
         Ok(claimed)
     }

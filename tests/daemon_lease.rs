@@ -314,6 +314,64 @@ async fn sweep_hands_back_pending_requests_no_flow_owns(backend: Backend) {
     daemon.await.expect("daemon");
 }
 
+/// Issue 11 item 4: the daemon's own log says a reservation failed, at WARN, with the
+/// request, computer, module and reason (not only `processed=1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_reservation_is_logged_at_warn() {
+    let Some(rig) = Rig::new(Backend::Sqlite, 1, LOUD_OS, 0.2).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(&rig, dir.path(), "provhost.toml", 0);
+    let l = dir.path().join("serve.log");
+    let _serve = serve(&cfg, &l);
+    let c = rig.request("lab1.test", "debian12").await;
+    rig.wait_state(c.request_id, "failed", T).await;
+    wait_text(&l, "reservation failed").await;
+    let text = read(&l);
+    let line = text
+        .lines()
+        .find(|l| l.contains("reservation failed"))
+        .expect("line");
+    assert!(line.contains(" WARN "), "{line}");
+    for field in [
+        format!("request={}", c.request_id),
+        "computer=lab1".to_string(),
+        "module=sim".to_string(),
+        "reason=".to_string(),
+        "post_load".to_string(),
+    ] {
+        assert!(
+            line.contains(&field),
+            "{field} in {}",
+            &line[..line.len().min(600)]
+        );
+    }
+}
+
+/// A heartbeat that is not shorter than the lease would let the lease lapse between
+/// beats: refused before anything is taken, saying what to set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_not_shorter_than_the_lease_is_refused() {
+    let Some(rig) = Rig::new(Backend::Sqlite, 1, RECORDING_OS, 0.2).await else {
+        return;
+    };
+    let mut cfg = rig.config();
+    cfg.lease_secs = 5;
+    cfg.heartbeat_secs = 5;
+    let db = rig.t.connect_again().await;
+    let err = match provhost::daemon::Daemon::new(db, std::sync::Arc::clone(&rig.host), cfg, None)
+        .await
+    {
+        Ok(_) => panic!("a heartbeat as long as the lease was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("heartbeat_secs (5) must be at least 1 and less than lease_secs (5)"),
+        "{err}"
+    );
+}
+
 on_both_backends!(
     killed_holder_is_taken_over_after_its_lease_expires,
     sweep_hands_back_pending_requests_no_flow_owns,
