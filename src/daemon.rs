@@ -90,6 +90,11 @@ pub enum DaemonError {
     },
     #[error("lost the lease on management node {node:?} (another daemon took it over, e.g. after this one was paused past lease_secs); stopped without writing")]
     LeaseLost { node: String },
+    #[error("{source}; the database lacks provhost's `provhost_nodelease` table (made before it existed): run `provhost db init`, which adds it and leaves everything else as it is")]
+    NoLeaseTable {
+        #[source]
+        source: DbError,
+    },
     #[error("[daemon] {0}")]
     Config(String),
     #[error("{0}")]
@@ -331,7 +336,17 @@ impl Daemon {
                 )
                 .await
             {
-                Some(r) => r?,
+                Some(Err(e)) => {
+                    let text = e.to_string();
+                    let missing = text.contains("provhost_nodelease")
+                        && (text.contains("no such table") || text.contains("doesn't exist"));
+                    return Err(if missing {
+                        DaemonError::NoLeaseTable { source: e }
+                    } else {
+                        DaemonError::Db(e)
+                    });
+                }
+                Some(Ok(r)) => r,
                 None => return Ok(false),
             };
             if stop.stopped() {

@@ -349,6 +349,23 @@ async fn a_failed_reservation_is_logged_at_warn() {
     }
 }
 
+/// A database made before the lease table existed: `serve` says to run `db init`.
+async fn a_database_without_the_lease_table_says_run_db_init(backend: Backend) {
+    let Some(rig) = Rig::new(backend, 1, RECORDING_OS, 0.2).await else {
+        return;
+    };
+    rig.t.exec("DROP TABLE `provhost_nodelease`").await;
+    let d = rig.daemon(rig.config()).await;
+    let err = match d.run(std::future::pending(), true).await {
+        Ok(s) => panic!("ran without a lease table: {s:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("provhost_nodelease") && err.contains("run `provhost db init`"),
+        "{err}"
+    );
+}
+
 /// A heartbeat that is not shorter than the lease would let the lease lapse between
 /// beats: refused before anything is taken, saying what to set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,6 +390,7 @@ async fn heartbeat_not_shorter_than_the_lease_is_refused() {
 }
 
 on_both_backends!(
+    a_database_without_the_lease_table_says_run_db_init,
     killed_holder_is_taken_over_after_its_lease_expires,
     sweep_hands_back_pending_requests_no_flow_owns,
     second_serve_refuses_naming_the_holder,
