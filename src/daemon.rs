@@ -1,8 +1,13 @@
 //! The daemon: polls the database for this management node's requests, claims each due
 //! one atomically, runs its state flow as a tokio task, and stops cleanly.
 //!
-//! - Start: requests this node left `pending` (it died) go back to their last state and
-//!   are processed again (`recovery`), with a load-log line saying so.
+//! - Start: take the node's lease (`db::lease`; one live daemon per node: refuse, naming
+//!   the holder, or wait up to `lease_wait_secs` for it to expire), then requests this
+//!   node left `pending` (its previous holder died) go back to their last state and are
+//!   processed again (`recovery`), with a load-log line saying so. A heartbeat renews the
+//!   lease; losing it to another daemon stops this one without writing.
+//! - Every `sweep_interval_secs`: this node's `pending` requests no running flow owns are
+//!   handed back (bounded).
 //! - Loop: every `poll_interval_secs`, or at once when `provhost request new` on this
 //!   machine pokes the wake socket (`<data_dir>/provhost.wake`), list the node's work,
 //!   claim what is due (VCL's `check_time`, simplified: new/reload once started, in-use
