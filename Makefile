@@ -6,8 +6,9 @@ deps:
 	./tools/install-deps.sh
 
 demo: deps
-	cargo run --quiet -- check scripts stdlib
-	cargo run --quiet -- demo
+	cargo build
+	./target/debug/provhost check scripts stdlib
+	./target/debug/provhost demo
 
 test: deps
 	cargo test --no-fail-fast

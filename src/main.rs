@@ -85,9 +85,15 @@ enum Command {
         #[command(flatten)]
         url: provhost::db::cli::UrlArg,
     },
-    /// The reservation life cycle on a simulated computer, start to end, with nothing
-    /// configured (a fresh SQLite database `demo.db` in the data folder).
-    Demo,
+    /// The reservation life cycle on a real VM (QEMU on this machine, the test image, a
+    /// user logging in over SSH), start to end, with nothing configured (a fresh SQLite
+    /// database `demo.db` in the data folder). Needs root; falls back to the simulator,
+    /// saying why, where VMs cannot run.
+    Demo {
+        /// Use the simulated computer (no VM, no root needed).
+        #[arg(long)]
+        sim: bool,
+    },
     /// Run the management-node daemon: poll, claim, run state flows, hot-reload scripts.
     Serve {
         /// Process what is due (and what that makes due) and exit when nothing is left.
@@ -121,11 +127,12 @@ fn init_logging(format: LogFormat, default_level: &str) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `check` prints its own report; its log lines would only repeat it.
-    let default_level = if matches!(cli.command, Command::Check { .. }) {
-        "off"
-    } else {
-        "info"
+    // `check` prints its own report; its log lines would only repeat it. The demo prints
+    // the load-log timeline; only warnings (e.g. the KVM fallback) add to it.
+    let default_level = match cli.command {
+        Command::Check { .. } => "off",
+        Command::Demo { .. } => "warn",
+        _ => "info",
     };
     init_logging(cli.log_format, default_level);
     match run(cli).await {
@@ -167,9 +174,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             provhost::db::cli::add(&config, command).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo => {
+        Command::Demo { sim } => {
             let mut out = std::io::stdout();
-            provhost::demo::run(&config, &provhost::primitive_families(&config), &mut out).await?;
+            provhost::demo::run(&config, &provhost::demo::DemoOptions { sim }, &mut out).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Log { reservation, url } => {

@@ -245,10 +245,10 @@ fn version_is_printed() {
 }
 
 #[test]
-fn demo_runs_the_life_cycle_on_a_fresh_machine() {
+fn demo_sim_runs_the_life_cycle_on_a_fresh_machine() {
     let dir = tempfile::tempdir().expect("tmp");
     copy_project_scripts(dir.path());
-    let out = provhost(dir.path(), &["demo"]);
+    let out = provhost(dir.path(), &["demo", "--sim"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     for step in [
@@ -261,6 +261,29 @@ fn demo_runs_the_life_cycle_on_a_fresh_machine() {
         assert!(stdout.contains(step), "demo output lacks {step}:\n{stdout}");
     }
     assert!(stdout.contains("post_load,grant_access:192.0.2.10,add_user:demo,revoke_access,delete_user:demo,sanitize,post_load"), "{stdout}");
+}
+
+/// Where real VMs cannot run (here: no QEMU on PATH), `provhost demo` says why and runs the
+/// simulator instead, to the end.
+#[test]
+fn demo_falls_back_to_the_simulator_and_says_why() {
+    let dir = tempfile::tempdir().expect("tmp");
+    copy_project_scripts(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_provhost"))
+        .arg("demo")
+        .current_dir(dir.path())
+        .env_remove("PROVHOST_CONFIG")
+        .env("PATH", dir.path().join("no-tools"))
+        .output()
+        .expect("run provhost");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("cannot run a real VM here (")
+            && stdout.contains("falling back to the simulator (provhost demo --sim)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sim1.demo is available again"), "{stdout}");
 }
 
 /// The operator's path on the embedded default (SQLite in the data folder): `db init`,

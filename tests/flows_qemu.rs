@@ -1,8 +1,9 @@
 //! The daemon provisions a real VM: a reservation on a computer of provisioning module
-//! `qemu` whose VM host is this machine ("local") goes new → linked clone of the test
-//! image → boot → real SSH → the shipped os/linux.rhai post-load → reserved → the user is
-//! added and let in → the reservation ends → reclaim → VCL's reload request → a fresh VM
-//! → available. Real QEMU under TCG, a bridged VM network in a namespace, SQLite.
+//! `qemu` (or `libvirt`, on a real libvirtd) whose VM host is this machine ("local") goes
+//! new → linked clone of the test image → boot → real SSH → the shipped os/linux.rhai
+//! post-load → reserved → the user is added and let in → the reservation ends → reclaim →
+//! VCL's reload request → a fresh VM → available. Real QEMU under TCG, a bridged VM network
+//! in a namespace, SQLite.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::flows::Rig;
+use common::libvirtd::Libvirtd;
 use common::testimage;
 use common::testvm::TestNet;
 use common::vmguard::{qemu_or_skip, VmGuard};
@@ -51,13 +53,16 @@ struct Setup {
     ip: String,
     dir: tempfile::TempDir,
     _guard: VmGuard,
+    /// For `libvirt`: the daemon, inside the VM-host namespace (stopped before the network).
+    _libvirtd: Option<Libvirtd>,
     net: TestNet,
 }
 
-/// The test image, a VM network, a SQLite rig with the shipped qemu.rhai and os/linux.rhai,
-/// this machine as VM host "local" (vmprofile: the test image library, linked clones) and
-/// one VM computer `qvm1` on it.
-async fn setup() -> Option<Setup> {
+/// The test image, a VM network, a SQLite rig with the shipped `module` (qemu or libvirt,
+/// with a libvirtd started in the VM-host namespace) and os/linux.rhai, this machine as VM
+/// host "local" (vmprofile: the test image library, linked clones) and one VM computer
+/// `qvm1` on it.
+async fn setup(module: &str) -> Option<Setup> {
     let img = tokio::task::spawn_blocking(testimage::ensure)
         .await
         .expect("test image");
@@ -99,14 +104,22 @@ async fn setup() -> Option<Setup> {
         ..common::scripts::test_limits()
     };
     let rig = Rig::with_limits(Backend::Sqlite, 0, &linux, 0.1, &families, limits).await?;
+    let file = format!("provisioning/{module}.rhai");
     rig.scripts.write(
-        "provisioning/qemu.rhai",
-        std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/provisioning/qemu.rhai"
-        ))
-        .expect("qemu.rhai"),
+        &file,
+        std::fs::read(format!("{}/scripts/{file}", env!("CARGO_MANIFEST_DIR"))).expect("module"),
     );
+    let libvirtd = if module == "libvirt" {
+        let ns = net.config.netns.clone();
+        Some(
+            tokio::task::spawn_blocking(move || Libvirtd::start(Some(&ns)))
+                .await
+                .expect("join")
+                .expect("libvirtd"),
+        )
+    } else {
+        None
+    };
     let errors = rig.host.load_all();
     assert!(errors.is_empty(), "{errors:?}");
 
@@ -136,7 +149,7 @@ async fn setup() -> Option<Setup> {
             hostname: "qvm1".into(),
             ip: ip.clone(),
             private_ip: ip.clone(),
-            provisioning: "qemu".into(),
+            provisioning: module.into(),
             computer_type: "virtualmachine".into(),
             state: "available".into(),
             vmhost_id: Some(vh),
@@ -166,6 +179,7 @@ async fn setup() -> Option<Setup> {
         ip,
         dir,
         _guard: guard,
+        _libvirtd: libvirtd,
         net,
     })
 }
@@ -176,7 +190,37 @@ async fn a_reservation_gets_a_real_vm_then_reclaim_reloads_it() {
     if !common::root_or_skip(test, "VM networks in namespaces, taps") || !qemu_or_skip(test) {
         return;
     }
-    let Some(s) = setup().await else { return };
+    let Some(s) = setup("qemu").await else { return };
+    life_cycle(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reservation_gets_a_libvirt_domain_then_reclaim_reloads_it() {
+    let test = "a_reservation_gets_a_libvirt_domain_then_reclaim_reloads_it";
+    if !common::root_or_skip(test, "libvirtd, VM networks in namespaces")
+        || !qemu_or_skip(test)
+        || !common::tool_or_skip(test, "/usr/sbin/libvirtd")
+    {
+        return;
+    }
+    let Some(s) = setup("libvirt").await else {
+        return;
+    };
+    life_cycle(&s).await;
+    let domains = s
+        ._libvirtd
+        .as_ref()
+        .map(|d| d.domains())
+        .unwrap_or_default();
+    assert_eq!(
+        domains,
+        vec!["qvm1".to_string()],
+        "one domain for one computer"
+    );
+}
+
+/// new → VM → real SSH → reserved → connected → end → reclaim → reload → available.
+async fn life_cycle(s: &Setup) {
     let (rig, img, ssh, computer, ip) = (&s.rig, &s.img, &s.ssh, s.computer, s.ip.clone());
     let db = &rig.t.db;
     let (daemon, stop) = rig.spawn(rig.config()).await;
@@ -264,12 +308,14 @@ async fn a_reservation_gets_a_real_vm_then_reclaim_reloads_it() {
     );
     let _ = stop.send(());
     daemon.await.expect("daemon");
-    let vms = s.prims.vms().list(
-        &Host::local(Arc::new(SshConfig::default())),
-        &s.vm_root.display().to_string(),
-    );
-    let vms = vms.expect("list");
-    assert_eq!(vms.len(), 1, "one VM for one computer: {vms:?}");
+    if s._libvirtd.is_none() {
+        let vms = s.prims.vms().list(
+            &Host::local(Arc::new(SshConfig::default())),
+            &s.vm_root.display().to_string(),
+        );
+        let vms = vms.expect("list");
+        assert_eq!(vms.len(), 1, "one VM for one computer: {vms:?}");
+    }
 }
 
 /// `provhost serve` for this setup, as a child process killed on drop.
@@ -320,7 +366,7 @@ async fn daemon_killed_mid_load_restarts_removes_the_half_made_vm_and_loads_agai
     if !common::root_or_skip(test, "VM networks in namespaces, taps") || !qemu_or_skip(test) {
         return;
     }
-    let Some(s) = setup().await else { return };
+    let Some(s) = setup("qemu").await else { return };
     let rig = &s.rig;
     let c = rig.request("qvm1", "testimg").await;
     rig.t

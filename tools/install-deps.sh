@@ -14,6 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(
   openssh-server openssh-client      # real sshd for tests, ssh/scp as benchmark anchors
   qemu-system-x86 qemu-utils         # test VMs (TCG) and qcow2 images
+  libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients  # libvirt.rhai's real libvirtd (no systemd)
   debootstrap e2fsprogs busybox-static cpio zstd  # building the test image (mke2fs -d)
   nftables iproute2 socat            # firewall checks, lab hosts in netns, QMP by hand
   libssl-dev zlib1g-dev pkg-config gcc  # ssh2's libssh2/openssl build
@@ -31,6 +32,14 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   $SUDO apt-get update -qq
+  # Package scripts must not start daemons (libvirtd, sshd, mariadb): the tests start
+  # their own instances and need none running. A policy-rc.d saying "no" does that; ours
+  # is removed again afterwards, an existing one is left as it was.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
     # A newer (backported) qemu-utils blocks the distribution's qemu-system-x86; take the
     # qemu-utils that matches qemu-system-x86's candidate version, in the same command.

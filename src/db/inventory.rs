@@ -16,6 +16,25 @@ pub async fn add_user(db: &Db, login: &str, uid: Option<i64>) -> Result<i64, DbE
     .await
 }
 
+/// Give user `login` SSH public keys (VCL's `user.sshpublickeys`, one per line) and turn
+/// `usepublickeys` on, as the web front end's user preferences do.
+pub async fn set_user_ssh_keys(db: &Db, login: &str, keys: &str) -> Result<(), DbError> {
+    let what = format!("setting the SSH keys of user {login}");
+    let n = db
+        .retry(&what, || async {
+            with_pool!(db, p => sqlx::query("UPDATE `user` SET `usepublickeys` = 1, `sshpublickeys` = ? WHERE `unityid` = ?")
+                .bind(keys).bind(login).execute(p).await.during(what.as_str()).map(|r| r.rows_affected()))
+        })
+        .await?;
+    if n == 0 {
+        return Err(DbError::NotFound {
+            what: "user",
+            key: login.to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Add an image for OS `os` (`OS.name`) with revision 0 as its production revision, named
 /// `name` on disk. Returns (image id, imagerevision id).
 pub async fn add_image(
@@ -153,6 +172,30 @@ pub async fn add_vmhost(
         })
     })
     .await
+}
+
+/// Set `vmprofile.vmdisk` of profile `profile`: `shared` (VMs are linked clones of the
+/// library's image) or `dedicated` (each VM gets a full copy; VCL's default).
+pub async fn set_vmprofile_vmdisk(db: &Db, profile: &str, vmdisk: &str) -> Result<(), DbError> {
+    if !matches!(vmdisk, "shared" | "dedicated") {
+        return Err(DbError::Invalid(format!(
+            "vmprofile.vmdisk {vmdisk:?}: use \"shared\" (linked clones) or \"dedicated\" (full copies)"
+        )));
+    }
+    let what = format!("setting vmdisk of VM profile {profile}");
+    let n = db
+        .retry(&what, || async {
+            with_pool!(db, p => sqlx::query("UPDATE `vmprofile` SET `vmdisk` = ? WHERE `profilename` = ?")
+                .bind(vmdisk).bind(profile).execute(p).await.during(what.as_str()).map(|r| r.rows_affected()))
+        })
+        .await?;
+    if n == 0 {
+        return Err(DbError::NotFound {
+            what: "vmprofile",
+            key: profile.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Add an available management node; returns its id.

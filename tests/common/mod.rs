@@ -7,6 +7,7 @@
 
 pub mod db;
 pub mod flows;
+pub mod libvirtd;
 pub mod netns;
 pub mod procs;
 pub mod proxy;
