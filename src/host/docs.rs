@@ -223,7 +223,8 @@ pub fn generate(host: &ScriptHost) -> Result<String, String> {
         let _ = writeln!(w, "### `{name}` (stdlib/{name}.rhai)\n");
         let mut fns: Vec<_> = ast
             .iter_functions()
-            .filter(|f| f.access == rhai::FnAccess::Public)
+            // Closures compile to `anon$HASH` functions: not part of the module's API.
+            .filter(|f| f.access == rhai::FnAccess::Public && !f.name.starts_with("anon$"))
             .collect();
         fns.sort_by(|a, b| (a.name, a.params.len()).cmp(&(b.name, b.params.len())));
         for f in fns {
