@@ -1,8 +1,13 @@
 //! The daemon: polls the database for this management node's requests, claims each due
 //! one atomically, runs its state flow as a tokio task, and stops cleanly.
 //!
-//! - Start: requests this node left `pending` (it died) go back to their last state and
-//!   are processed again (`recovery`), with a load-log line saying so.
+//! - Start: take the node's lease (`db::lease`; one live daemon per node: refuse, naming
+//!   the holder, or wait up to `lease_wait_secs` for it to expire), then requests this
+//!   node left `pending` (its previous holder died) go back to their last state and are
+//!   processed again (`recovery`), with a load-log line saying so. A heartbeat renews the
+//!   lease; losing it to another daemon stops this one without writing.
+//! - Every `sweep_interval_secs`: this node's `pending` requests no running flow owns are
+//!   handed back (bounded).
 //! - Loop: every `poll_interval_secs`, or at once when `provhost request new` on this
 //!   machine pokes the wake socket (`<data_dir>/provhost.wake`), list the node's work,
 //!   claim what is due (VCL's `check_time`, simplified: new/reload once started, in-use
@@ -24,6 +29,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
+use crate::db::lease::Lease;
 use crate::db::{Db, DbError};
 use crate::host::ScriptHost;
 use crate::state::{Services, Timings};
@@ -40,6 +46,17 @@ pub struct DaemonConfig {
     pub shutdown_grace_secs: u64,
     /// Most flows running at once; further due work waits for the next poll.
     pub max_flows: usize,
+    /// How long this daemon's hold on its node (`provhost_nodelease`) lasts without a
+    /// heartbeat; another daemon for the node may take over only after that.
+    pub lease_secs: u64,
+    /// How often the lease is renewed (must be less than `lease_secs`).
+    pub heartbeat_secs: u64,
+    /// At start, how long to wait for another daemon's lease on the node to expire; 0:
+    /// refuse to start at once, naming the holder.
+    pub lease_wait_secs: u64,
+    /// How often the daemon hands back this node's `pending` requests that none of its
+    /// running flows owns (an exit that could not be written).
+    pub sweep_interval_secs: u64,
     /// VCL's timing variables.
     pub timings: Timings,
 }
@@ -51,6 +68,10 @@ impl Default for DaemonConfig {
             poll_interval_secs: 5,
             shutdown_grace_secs: 30,
             max_flows: 5000,
+            lease_secs: 60,
+            heartbeat_secs: 10,
+            lease_wait_secs: 0,
+            sweep_interval_secs: 60,
             timings: Timings::default(),
         }
     }
@@ -64,8 +85,27 @@ pub enum DaemonError {
         #[source]
         source: DbError,
     },
+    #[error("management node {node:?} is held by another provhost daemon (host {host}, pid {pid}, since {since}; its lease runs to {expires} unless renewed); stop that daemon, or wait for its lease to expire (set [daemon] lease_wait_secs to wait)")]
+    NodeHeld {
+        node: String,
+        host: String,
+        pid: i64,
+        since: String,
+        expires: String,
+    },
+    #[error("lost the lease on management node {node:?} (another daemon took it over, e.g. after this one was paused past lease_secs); stopped without writing")]
+    LeaseLost { node: String },
+    #[error("{source}; the database lacks provhost's `provhost_nodelease` table (made before it existed): run `provhost db init`, which adds it and leaves everything else as it is")]
+    NoLeaseTable {
+        #[source]
+        source: DbError,
+    },
+    #[error("[daemon] {0}")]
+    Config(String),
     #[error("{0}")]
     Db(#[from] DbError),
+    #[error("wake socket {} is in use by another running daemon; give each daemon its own [paths] data_dir", path.display())]
+    WakeInUse { path: PathBuf },
     #[error("wake socket {}: {source}", path.display())]
     Wake {
         path: PathBuf,
@@ -78,11 +118,24 @@ pub enum DaemonError {
 /// `general_inuse_check` is shorter).
 const NEAR_END_CHECK_SECS: u64 = 60;
 
+/// Most requests one sweep hands back.
+const SWEEP_LIMIT: usize = 100;
+
+/// A spawned task that ends when this is dropped (also on an early return or a panic).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The running flow tasks and which request each one serves.
 #[derive(Default)]
 struct Tasks {
     set: JoinSet<i64>,
-    requests: HashMap<tokio::task::Id, i64>,
+    /// Per task: its request and the claim token it runs under.
+    requests: HashMap<tokio::task::Id, (i64, String)>,
 }
 
 /// Request states the daemon has a flow for.
@@ -164,6 +217,8 @@ pub struct Daemon {
     svc: Arc<Services>,
     cfg: DaemonConfig,
     wake: Option<PathBuf>,
+    node: String,
+    lease: Lease,
 }
 
 /// The wake socket path in `data_dir`.
@@ -198,9 +253,17 @@ impl Daemon {
                 node: node.clone(),
                 source,
             })?;
+        if cfg.lease_secs == 0 || cfg.heartbeat_secs == 0 || cfg.heartbeat_secs >= cfg.lease_secs {
+            return Err(DaemonError::Config(format!(
+                "heartbeat_secs ({}) must be at least 1 and less than lease_secs ({}); e.g. lease_secs = 60, heartbeat_secs = 10",
+                cfg.heartbeat_secs, cfg.lease_secs
+            )));
+        }
+        let lease = Lease::new(node_id);
         let svc = Arc::new(Services {
-            // Its own stop flag: stopping this daemon ends only its retries.
-            db: db.with_own_stop(),
+            // Its own stop flag: stopping this daemon ends only its retries. Its claims,
+            // exits, fails and releases change rows only while it holds the node's lease.
+            db: db.with_own_stop().with_lease(&lease.holder),
             host,
             timings: cfg.timings.clone(),
             node_id,
@@ -209,6 +272,8 @@ impl Daemon {
             svc,
             cfg,
             wake: wake_dir.map(wake_path),
+            node,
+            lease,
         })
     }
 
@@ -222,10 +287,111 @@ impl Daemon {
         shutdown: impl Future<Output = ()>,
         once: bool,
     ) -> Result<Summary, DaemonError> {
+        let mut stop = Stop::new(shutdown);
+        if !self.take_lease(&mut stop).await? {
+            tracing::info!("stopped while waiting for the node's lease; nothing was claimed");
+            return Ok(Summary::default());
+        }
+        let out = self.run_leased(&mut stop, once).await;
+        match &out {
+            Err(DaemonError::LeaseLost { .. }) => {}
+            // Best effort, for at most 1 s and within the grace period: a database outage
+            // must not hold the stop up (the lease then expires by itself).
+            _ => match tokio::time::timeout_at(
+                stop.deadline(Duration::from_secs(self.cfg.shutdown_grace_secs))
+                    .min(Instant::now() + Duration::from_secs(1))
+                    .into(),
+                crate::db::lease::release(&self.svc.db, &self.lease),
+            )
+            .await
+            {
+                Ok(Ok(true)) => {
+                    tracing::info!("gave up the lease on management node {:?}", self.node)
+                }
+                Ok(Ok(false)) => tracing::warn!(
+                    "the lease on management node {:?} was no longer this daemon's at the stop",
+                    self.node
+                ),
+                Ok(Err(e)) => tracing::warn!(
+                    "could not give up the lease (it expires by itself after lease_secs): {e}"
+                ),
+                Err(_) => tracing::warn!(
+                    "could not give up the lease in time (it expires by itself after lease_secs)"
+                ),
+            },
+        }
+        out
+    }
+
+    /// Take the node's lease, waiting (bounded by `lease_wait_secs`) while another
+    /// daemon's is fresh. False when a stop came first.
+    async fn take_lease<F: Future<Output = ()>>(
+        &self,
+        stop: &mut Stop<F>,
+    ) -> Result<bool, DaemonError> {
+        let db = &self.svc.db;
+        let deadline = Instant::now() + Duration::from_secs(self.cfg.lease_wait_secs);
+        let mut said = false;
+        loop {
+            let got = match stop
+                .race(
+                    db,
+                    Duration::from_secs(self.cfg.shutdown_grace_secs),
+                    crate::db::lease::acquire(db, &self.lease, self.cfg.lease_secs),
+                )
+                .await
+            {
+                Some(Err(e)) => {
+                    let text = e.to_string();
+                    let missing = text.contains("provhost_nodelease")
+                        && (text.contains("no such table") || text.contains("doesn't exist"));
+                    return Err(if missing {
+                        DaemonError::NoLeaseTable { source: e }
+                    } else {
+                        DaemonError::Db(e)
+                    });
+                }
+                Some(Ok(r)) => r,
+                None => return Ok(false),
+            };
+            if stop.stopped() {
+                return Ok(false);
+            }
+            let Some(h) = got else {
+                tracing::info!(holder = %self.lease.holder, lease_secs = self.cfg.lease_secs, "holding the lease on management node {:?}", self.node);
+                return Ok(true);
+            };
+            if Instant::now() >= deadline {
+                return Err(DaemonError::NodeHeld {
+                    node: self.node.clone(),
+                    host: h.host,
+                    pid: h.pid,
+                    since: h.since,
+                    expires: h.expires,
+                });
+            }
+            if !said {
+                said = true;
+                tracing::warn!(host = %h.host, pid = h.pid, since = %h.since, expires = %h.expires, "management node {:?} is held by another daemon; waiting up to {} s for its lease to expire", self.node, self.cfg.lease_wait_secs);
+            }
+            let pause =
+                Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                _ = stop.wait() => return Ok(false),
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// [`Daemon::run`] once the lease is held.
+    async fn run_leased<F: Future<Output = ()>>(
+        &self,
+        stop: &mut Stop<F>,
+        once: bool,
+    ) -> Result<Summary, DaemonError> {
         let db = &self.svc.db;
         let node = self.svc.node_id;
         let grace = Duration::from_secs(self.cfg.shutdown_grace_secs);
-        let mut stop = Stop::new(shutdown);
         let recovery = stop
             .race(db, grace, crate::db::claim::recover_pending(db, node))
             .await;
@@ -245,21 +411,66 @@ impl Daemon {
             processed: 0,
         };
 
-        let wake_sock = match &self.wake {
+        let (wake_sock, wake_ino) = match &self.wake {
             Some(p) => {
+                // A socket someone is bound to is another daemon's: never take it away.
+                let live = std::os::unix::net::UnixDatagram::unbound()
+                    .and_then(|s| s.connect(p))
+                    .is_ok();
+                // Which node's daemon bound it (written beside it): a daemon of this node
+                // that lost its lease (we hold it now) is replaced; another node's is not.
+                let owner_file = p.with_extension("wake.node");
+                let owner = std::fs::read_to_string(&owner_file).ok();
+                let same_node =
+                    owner.as_deref().map(str::trim) == Some(self.svc.node_id.to_string().as_str());
+                if live && !same_node {
+                    return Err(DaemonError::WakeInUse { path: p.clone() });
+                }
+                if live {
+                    tracing::warn!(path = %p.display(), "replacing the wake socket of this node's previous daemon (its lease expired)");
+                }
                 let _ = std::fs::remove_file(p);
                 if let Some(dir) = p.parent() {
                     let _ = std::fs::create_dir_all(dir);
                 }
-                Some(
+                let sock =
                     tokio::net::UnixDatagram::bind(p).map_err(|source| DaemonError::Wake {
                         path: p.clone(),
                         source,
-                    })?,
-                )
+                    })?;
+                let ino = std::fs::metadata(p)
+                    .ok()
+                    .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+                let _ = std::fs::write(&owner_file, format!("{}\n", self.svc.node_id));
+                (Some(sock), ino)
             }
-            None => None,
+            None => (None, None),
         };
+        // The heartbeat: renews the lease; says when another daemon has taken the node.
+        let (lost_tx, mut lost_rx) = tokio::sync::watch::channel(false);
+        let heartbeat = {
+            let (db, lease) = (db.clone(), self.lease.clone());
+            let (every, secs) = (
+                Duration::from_secs(self.cfg.heartbeat_secs),
+                self.cfg.lease_secs,
+            );
+            AbortOnDrop(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    match crate::db::lease::renew(&db, &lease, secs).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            lost_tx.send_replace(true);
+                            return;
+                        }
+                        Err(e) => tracing::warn!("lease heartbeat failed (the writes of this daemon stop once another daemon takes the node): {e}"),
+                    }
+                }
+            }))
+        };
+        let mut lease_lost = false;
+        let sweep_every = Duration::from_secs(self.cfg.sweep_interval_secs.max(1));
+        let mut last_sweep = Instant::now();
 
         let mut tasks = Tasks::default();
         let mut running: HashMap<i64, Arc<AtomicBool>> = HashMap::new();
@@ -281,6 +492,15 @@ impl Daemon {
                     }
                     if db.is_stopping() {
                         return Ok(0);
+                    }
+                    if last_sweep.elapsed() >= sweep_every {
+                        last_sweep = Instant::now();
+                        let mine: HashSet<i64> = running.keys().copied().collect();
+                        match crate::db::claim::release_unowned(db, node, &mine, SWEEP_LIMIT).await {
+                            Ok(back) if !back.is_empty() => tracing::warn!(requests = ?back, "handed back pending requests of this node that no running flow owns"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!("sweep of unowned pending requests failed (will retry): {e}"),
+                        }
                     }
                     self.claim_due(
                         &mut recovered,
@@ -307,6 +527,11 @@ impl Daemon {
                     0
                 }
             };
+            if *lost_rx.borrow() {
+                tracing::error!(node = %self.node, "lost the lease on this management node to another daemon: stopping without writing");
+                lease_lost = true;
+                break;
+            }
             if stop.stopped() || once && claimed == 0 && running.is_empty() || passes_left == 0 {
                 break;
             }
@@ -314,6 +539,11 @@ impl Daemon {
                 // A stop wins over everything else that is ready at the same time.
                 biased;
                 _ = stop.wait() => break,
+                _ = lost_rx.changed() => {
+                    tracing::error!(node = %self.node, "lost the lease on this management node to another daemon: stopping without writing");
+                    lease_lost = true;
+                    break;
+                }
                 Some(done) = tasks.set.join_next_with_id(), if !tasks.set.is_empty() => {
                     self.reap(done, &mut tasks, &mut running, &mut summary).await;
                     // Reap everything else that has finished too.
@@ -340,7 +570,7 @@ impl Daemon {
             for flag in running.values() {
                 flag.store(true, Ordering::Relaxed);
             }
-            if stop.stopped() {
+            if stop.stopped() || lease_lost {
                 db.stop_retrying();
             }
             // The grace period counts from the signal, not from here.
@@ -357,8 +587,20 @@ impl Daemon {
                 tasks.set.abort_all();
             }
         }
+        drop(heartbeat);
         if let Some(p) = &self.wake {
-            let _ = std::fs::remove_file(p);
+            // Only the socket this daemon bound (not one a later daemon put there).
+            let ino = std::fs::metadata(p)
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+            if ino.is_some() && ino == wake_ino {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        if lease_lost {
+            return Err(DaemonError::LeaseLost {
+                node: self.node.clone(),
+            });
         }
         Ok(summary)
     }
@@ -379,7 +621,7 @@ impl Daemon {
                 running.remove(&request);
             }
             Err(e) => {
-                let Some(request) = tasks.requests.remove(&e.id()) else {
+                let Some((request, token)) = tasks.requests.remove(&e.id()) else {
                     return;
                 };
                 running.remove(&request);
@@ -387,11 +629,16 @@ impl Daemon {
                     request,
                     "flow task ended abnormally ({e}); handing the request back"
                 );
-                if let Err(e) = crate::db::claim::release(&self.svc.db, request).await {
-                    tracing::error!(
+                match crate::db::claim::release_claimed(&self.svc.db, request, &token).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::error!(
                         request,
-                        "could not hand the request back; recovery will: {e}"
-                    );
+                        "hand-back wrote nothing: the request is no longer pending under this daemon's claim"
+                    ),
+                    Err(e) => tracing::error!(
+                        request,
+                        "could not hand the request back; the sweep or recovery will: {e}"
+                    ),
                 }
             }
         }
@@ -477,11 +724,14 @@ impl Daemon {
             let request = w.request_id;
             // Only the first run after a restart says it was recovered.
             let was_recovered = recovered.remove(&request);
-            let handle = tasks.set.spawn(async move {
-                crate::state::run(svc, w, token, cancel, was_recovered).await;
-                request
+            let handle = tasks.set.spawn({
+                let token = token.clone();
+                async move {
+                    crate::state::run(svc, w, token, cancel, was_recovered).await;
+                    request
+                }
             });
-            tasks.requests.insert(handle.id(), request);
+            tasks.requests.insert(handle.id(), (request, token));
         }
         Ok(claimed)
     }

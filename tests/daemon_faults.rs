@@ -24,7 +24,7 @@ fn write_config(rig: &Rig, dir: &Path, ack_secs: u64) -> std::path::PathBuf {
     let mut f = std::fs::File::create(&cfg).expect("config");
     writeln!(
         f,
-        "[paths]\nscripts = {:?}\nstdlib = {:?}\ndata_dir = {:?}\n\n[database]\nurl = {:?}\n\n[daemon]\nnode = \"mn1.test\"\npoll_interval_secs = 1\n\n[daemon.timings]\nacknowledgetimeout = {ack_secs}\nacknowledge_poll_ms = 100\ninitialconnecttimeout = 2\nconnect_poll = 1\n",
+        "[paths]\nscripts = {:?}\nstdlib = {:?}\ndata_dir = {:?}\n\n[database]\nurl = {:?}\n\n[daemon]\nnode = \"mn1.test\"\npoll_interval_secs = 1\nlease_secs = 3\nheartbeat_secs = 1\nlease_wait_secs = 30\n\n[daemon.timings]\nacknowledgetimeout = {ack_secs}\nacknowledge_poll_ms = 100\ninitialconnecttimeout = 2\nconnect_poll = 1\n",
         rig.scripts.scripts, rig.scripts.stdlib, dir.join("data"), rig.t.url
     )
     .expect("write config");
@@ -176,6 +176,9 @@ async fn two_daemons_with_one_node_id_never_double_process(backend: Backend) {
     }
     let mut cfg = rig.config();
     cfg.timings.acknowledgetimeout = 1;
+    // One live owner per node: the second waits for the first's lease (given up when
+    // its `--once` run ends) instead of running beside it.
+    cfg.lease_wait_secs = 120;
     let (a, b) = (rig.daemon(cfg.clone()).await, rig.daemon(cfg).await);
     let (ra, rb) = tokio::join!(
         a.run(std::future::pending(), true),

@@ -327,7 +327,7 @@ fn serve(s: &Setup, log: &str) -> common::procs::KillOnDrop {
     let cfg = d.join("provhost.toml");
     let text = format!(
         "[paths]\nscripts = {:?}\nstdlib = {:?}\ndata_dir = {:?}\n\n[scripts]\ncall_timeout_secs = 300\n\n\
-         [database]\nurl = {:?}\n\n[daemon]\nnode = \"mn1.test\"\npoll_interval_secs = 1\n\n\
+         [database]\nurl = {:?}\n\n[daemon]\nnode = \"mn1.test\"\npoll_interval_secs = 1\nlease_secs = 5\nheartbeat_secs = 1\nlease_wait_secs = 60\n\n\
          [daemon.timings]\nacknowledgetimeout = 600\nacknowledge_poll_ms = 100\ninitialconnecttimeout = 2\nconnect_poll = 1\n\n\
          [ssh]\nidentity = {:?}\nknown_hosts = {:?}\nconnect_timeout_secs = 3\n\n\
          [vm]\naccel = \"tcg\"\nvm_root = {:?}\nboot_timeout_secs = 150\n\n[images]\nlibrary = {:?}\n\n\

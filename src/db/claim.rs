@@ -140,8 +140,9 @@ pub async fn claim(
     }
     let token = new_token(management_node);
     let update = format!(
-        "UPDATE `request` SET `stateid` = ?, `laststateid` = ?, `datemodified` = {} WHERE `id` = ? AND `stateid` = ?",
-        db.now_sql()
+        "UPDATE `request` SET `stateid` = ?, `laststateid` = ?, `datemodified` = {} WHERE `id` = ? AND `stateid` = ?{}",
+        db.now_sql(),
+        db.lease_guard_sql()
     );
     let record = format!(
         "INSERT INTO `provhost_claim` (`requestid`, `managementnodeid`, `token`, `fromstateid`, `priorlaststateid`, `claimed`) VALUES (?, ?, ?, ?, ?, {})",
@@ -180,11 +181,11 @@ pub async fn claim(
                         .map(|r| r.opt_int("laststateid"))
                         .transpose()?
                         .flatten();
-                    let changed = sqlx::query(update)
-                        .bind(PENDING)
-                        .bind(from)
-                        .bind(request)
-                        .bind(from)
+                    let mut q = sqlx::query(update).bind(PENDING).bind(from).bind(request).bind(from);
+                    if let Some(h) = db.lease_holder() {
+                        q = q.bind(h);
+                    }
+                    let changed = q
                         .execute(&mut *tx)
                         .await
                         .during(what.as_str())?
@@ -228,50 +229,122 @@ pub async fn claim(
     }))
 }
 
-/// Recovery at start: every request left `pending` by `management_node` (its claim row
-/// names this node, or it has no claim row and its reservation is assigned to this node)
-/// goes back to its `laststateid`, to be claimed and processed again. Returns the
-/// request ids, smallest first.
-pub async fn recover_pending(db: &Db, management_node: i64) -> Result<Vec<i64>, DbError> {
-    let find = "SELECT DISTINCT rq.`id` FROM `request` rq JOIN `reservation` r ON r.`requestid` = rq.`id` \
+/// A `pending` request of `management_node` and the claim token it was left with
+/// (`None`: no claim row, left by a provhost from before claims had rows).
+async fn pending_of(db: &Db, management_node: i64) -> Result<Vec<(i64, Option<String>)>, DbError> {
+    let find = "SELECT DISTINCT rq.`id`, c.`token` FROM `request` rq JOIN `reservation` r ON r.`requestid` = rq.`id` \
                 LEFT JOIN `provhost_claim` c ON c.`requestid` = rq.`id` \
                 WHERE rq.`stateid` = ? AND (c.`managementnodeid` = ? OR (c.`requestid` IS NULL AND r.`managementnodeid` = ?)) \
                 ORDER BY rq.`id`";
-    let what = format!("recovering pending requests of management node {management_node}");
-    let ids: Vec<i64> = db
-        .retry(&what, || async {
-            with_pool!(db, p => {
-                let rows = sqlx::query(find).bind(PENDING).bind(management_node).bind(management_node).fetch_all(p).await.during(what.as_str())?;
-                rows.iter().map(|r| r.int("id")).collect::<Result<Vec<_>, DbError>>()
-            })
+    let what = format!("listing pending requests of management node {management_node}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let rows = sqlx::query(find).bind(PENDING).bind(management_node).bind(management_node).fetch_all(p).await.during(what.as_str())?;
+            rows.iter().map(|r| Ok((r.int("id")?, r.opt_text("token")?))).collect::<Result<Vec<_>, DbError>>()
         })
-        .await?;
+    })
+    .await
+}
+
+/// Recovery at start: every request left `pending` by `management_node` (its claim row
+/// names this node, or it has no claim row and its reservation is assigned to this node)
+/// goes back to its `laststateid`, to be claimed and processed again. Each is released
+/// under the token it was left with, so a claim made meanwhile is never touched. The
+/// daemon calls this only once it holds the node's lease, so every such claim belongs
+/// to a holder whose lease expired. Returns the request ids, smallest first.
+pub async fn recover_pending(db: &Db, management_node: i64) -> Result<Vec<i64>, DbError> {
     let mut back = Vec::new();
-    for id in ids {
-        if release(db, id).await? {
+    for (id, token) in pending_of(db, management_node).await? {
+        if release_as(db, id, token.as_deref()).await? {
             back.push(id);
         }
     }
     Ok(back)
 }
 
+/// The daemon's periodic sweep: release `management_node`'s `pending` requests that no
+/// running flow of this daemon owns (`running`), at most `limit` per call (a flow whose
+/// exit could not be written, a claim whose flow never started). Returns the ids released.
+pub async fn release_unowned(
+    db: &Db,
+    management_node: i64,
+    running: &std::collections::HashSet<i64>,
+    limit: usize,
+) -> Result<Vec<i64>, DbError> {
+    let mut back = Vec::new();
+    for (id, token) in pending_of(db, management_node).await? {
+        if back.len() >= limit {
+            break;
+        }
+        if running.contains(&id) {
+            continue;
+        }
+        if release_as(db, id, token.as_deref()).await? {
+            back.push(id);
+        }
+    }
+    Ok(back)
+}
+
+/// Hand back a request this daemon claimed with `token`: [`release`] that changes
+/// nothing when the claim is no longer this token's (another daemon took the node over)
+/// or this daemon lost its lease. False when nothing changed.
+pub async fn release_claimed(db: &Db, request: i64, token: &str) -> Result<bool, DbError> {
+    release_as(db, request, Some(token)).await
+}
+
 /// Put a `pending` request back into its `laststateid` (the state it was claimed from),
 /// restore the laststate it had before the claim, and drop the claim. False when it was not
 /// pending (nothing changed).
 pub async fn release(db: &Db, request: i64) -> Result<bool, DbError> {
+    let what = format!("releasing request {request}");
+    release_tx(db, request, None, &what).await
+}
+
+/// [`release`] under a claim: `Some(token)` only while the claim row has that token,
+/// `None` only while there is no claim row.
+async fn release_as(db: &Db, request: i64, token: Option<&str>) -> Result<bool, DbError> {
+    let what = format!("releasing request {request}");
+    let cond = match token {
+        Some(_) => " AND EXISTS (SELECT 1 FROM `provhost_claim` ct WHERE ct.`requestid` = ? AND ct.`token` = ?)",
+        None => " AND NOT EXISTS (SELECT 1 FROM `provhost_claim` ct WHERE ct.`requestid` = ?)",
+    };
+    release_tx(db, request, Some((cond, token)), &what).await
+}
+
+async fn release_tx(
+    db: &Db,
+    request: i64,
+    claim: Option<(&str, Option<&str>)>,
+    what: &str,
+) -> Result<bool, DbError> {
     let update = format!(
         "UPDATE `request` SET `stateid` = `laststateid`, \
          `laststateid` = COALESCE((SELECT c.`priorlaststateid` FROM `provhost_claim` c WHERE c.`requestid` = ?), `laststateid`), \
-         `datemodified` = {} WHERE `id` = ? AND `stateid` = ?",
-        db.now_sql()
+         `datemodified` = {} WHERE `id` = ? AND `stateid` = ?{}{}",
+        db.now_sql(),
+        claim.map(|c| c.0).unwrap_or(""),
+        if claim.is_some() { db.lease_guard_sql() } else { "" },
     );
-    let what = format!("releasing request {request}");
-    db.retry(&what, || async {
+    db.retry(what, || async {
         with_pool!(db, p => {
-            let mut tx = p.begin().await.during(what.as_str())?;
-            let n = sqlx::query(&update).bind(request).bind(request).bind(PENDING).execute(&mut *tx).await.during(what.as_str())?.rows_affected();
-            sqlx::query("DELETE FROM `provhost_claim` WHERE `requestid` = ?").bind(request).execute(&mut *tx).await.during(what.as_str())?;
-            tx.commit().await.during(what.as_str())?;
+            let mut tx = p.begin().await.during(what)?;
+            let mut q = sqlx::query(&update).bind(request).bind(request).bind(PENDING);
+            if let Some((_, token)) = claim {
+                q = q.bind(request);
+                if let Some(t) = token {
+                    q = q.bind(t);
+                }
+                if let Some(h) = db.lease_holder() {
+                    q = q.bind(h);
+                }
+            }
+            let n = q.execute(&mut *tx).await.during(what)?.rows_affected();
+            // A plain release (no claim named) also drops a stale claim row, as before.
+            if n == 1 || claim.is_none() {
+                sqlx::query("DELETE FROM `provhost_claim` WHERE `requestid` = ?").bind(request).execute(&mut *tx).await.during(what)?;
+            }
+            tx.commit().await.during(what)?;
             Ok(n == 1)
         })
     })

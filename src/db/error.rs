@@ -51,12 +51,18 @@ pub enum DbError {
         expected: String,
         found: String,
     },
-    /// The database's schema lacks what provhost needs (each problem on its own line).
+    /// A daemon's exit, fail or release found its claim gone: another daemon took the
+    /// node over (this one's lease expired, e.g. while it was paused). Nothing was written.
+    #[error("request {request}: this daemon no longer holds its claim (another daemon took the management node over after this one's lease expired); nothing was written")]
+    ClaimLost { request: i64 },
+    /// A guarded write of a daemon that no longer holds its node's lease.
+    #[error("this daemon no longer holds its management node's lease (another daemon took the node over); nothing was written")]
+    LeaseLost,
     /// A flow tried to change a computer that its request does not hold (another
     /// reservation holds it, see `db::lock`).
     #[error("request {request} does not hold computer {computer} (provhost_computerlock); the computer was left as it is")]
     NotHolder { request: i64, computer: i64 },
-
+    /// The database's schema lacks what provhost needs (each problem on its own line).
     #[error("database schema does not fit provhost:\n  {}", problems.join("\n  "))]
     Schema { problems: Vec<String> },
     /// Input that cannot be stored (bad date, out-of-range size, no free computer, …).

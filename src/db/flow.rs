@@ -108,16 +108,22 @@ pub async fn set_computer_var(
 /// Fail a claimed request whose reservation cannot even be loaded (a row it points to is
 /// missing): request `pending` → `failed` (laststate stays the state it was claimed
 /// from), load-log `failed` with `message` against the computer id the reservation row
-/// names, claim dropped. One transaction; false when the request was not pending.
+/// names, claim dropped. One transaction, only under the claim `token` (and the handle's
+/// lease); false when the request was not pending under it.
 pub async fn fail_request(
     db: &Db,
     request: i64,
+    token: &str,
     reservation: i64,
     message: &str,
 ) -> Result<bool, DbError> {
     let (failed, pending) = (state_id("failed")?, state_id("pending")?);
     let now = db.now_sql();
-    let update = format!("UPDATE `request` SET `stateid` = ?, `datemodified` = {now} WHERE `id` = ? AND `stateid` = ?");
+    let update = format!(
+        "UPDATE `request` SET `stateid` = ?, `datemodified` = {now} WHERE `id` = ? AND `stateid` = ? \
+         AND EXISTS (SELECT 1 FROM `provhost_claim` ct WHERE ct.`requestid` = ? AND ct.`token` = ?){}",
+        db.lease_guard_sql()
+    );
     let log = format!(
         "INSERT INTO `computerloadlog` (`reservationid`, `computerid`, `loadstateid`, `timestamp`, `additionalinfo`) \
          SELECT r.`id`, r.`computerid`, s.`id`, {now}, ? FROM `reservation` r, `computerloadstate` s \
@@ -127,9 +133,13 @@ pub async fn fail_request(
     db.retry(&what, || async {
         with_pool!(db, p => {
             let mut tx = p.begin().await.during(what.as_str())?;
-            let n = sqlx::query(&update).bind(failed).bind(request).bind(pending).execute(&mut *tx).await.during(what.as_str())?.rows_affected();
+            let mut q = sqlx::query(&update).bind(failed).bind(request).bind(pending).bind(request).bind(token);
+            if let Some(h) = db.lease_holder() {
+                q = q.bind(h);
+            }
+            let n = q.execute(&mut *tx).await.during(what.as_str())?.rows_affected();
             if n == 1 {
-                sqlx::query(&log).bind(message).bind(reservation).execute(&mut *tx).await.during(what.as_str())?;
+                sqlx::query(&log).bind(&*crate::db::loadlog::cap(message)).bind(reservation).execute(&mut *tx).await.during(what.as_str())?;
                 sqlx::query("DELETE FROM `provhost_claim` WHERE `requestid` = ?").bind(request).execute(&mut *tx).await.during(what.as_str())?;
             }
             tx.commit().await.during(what.as_str())?;

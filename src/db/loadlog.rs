@@ -25,25 +25,36 @@ pub async fn loadlog(
     // that differs between databases (VCL never fixed them) does not matter.
     let sql = format!(
         "INSERT INTO `computerloadlog` (`reservationid`, `computerid`, `loadstateid`, `timestamp`, `additionalinfo`) \
-         SELECT ?, ?, `id`, {}, ? FROM `computerloadstate` WHERE `loadstatename` = ?",
-        db.now_sql()
+         SELECT ?, ?, `id`, {}, ? FROM `computerloadstate` WHERE `loadstatename` = ?{}",
+        db.now_sql(),
+        db.lease_guard_sql()
     );
     let what = format!("load log {name} for reservation {reservation}");
     let insert = |text: String| {
         let (sql, what) = (&sql, &what);
         async move {
             db.retry(what, || async {
-                with_pool!(db, p => sqlx::query(sql).bind(reservation).bind(computer).bind(text.as_str()).bind(name).execute(p).await.during(what.as_str()).map(|r| r.rows_affected()))
+                with_pool!(db, p => {
+                    let mut q = sqlx::query(sql).bind(reservation).bind(computer).bind(text.as_str()).bind(name);
+                    if let Some(h) = db.lease_holder() {
+                        q = q.bind(h);
+                    }
+                    q.execute(p).await.during(what.as_str()).map(|r| r.rows_affected())
+                })
             })
             .await
         }
     };
+    let text = &*cap(text);
     let inserted = match insert(text.to_string()).await {
         // VCL's tables are latin1: a character it cannot hold (→, ✓, emoji) is refused in
         // strict mode. Keep the entry, with those characters as `?`.
         Err(e) if e.mysql_number() == Some(1366) => insert(latin1_lossy(text)).await?,
         other => other?,
     };
+    if inserted == 0 && db.lease_holder().is_some() && !crate::db::lease::holds(db).await? {
+        return Err(DbError::LeaseLost);
+    }
     if inserted == 0 {
         return Err(DbError::UnknownLoadState(format!(
             "{name} (not in this database's computerloadstate table)"
@@ -51,6 +62,31 @@ pub async fn loadlog(
     }
     tracing::info!(reservation, computer, loadstate = name, "{text}");
     Ok(())
+}
+
+/// The most bytes of text one load-log row (`computerloadlog.additionalinfo`, VCL's
+/// `TEXT` column: 65,535 bytes) gets from provhost; a failure's text (a routine's stderr
+/// can be any size) is cut to this.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+/// The one place load-log and failure text is capped: `text` when it fits in
+/// [`MAX_TEXT_BYTES`], else its start cut on a character boundary and marked as cut
+/// (with how much was dropped). Pure ASCII marker, so it survives latin1 tables.
+pub fn cap(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_TEXT_BYTES {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    const ROOM: usize = 80;
+    let mut end = MAX_TEXT_BYTES - ROOM;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!(
+        "{} [... cut by provhost: {} of {} bytes not stored]",
+        &text[..end],
+        text.len() - end,
+        text.len()
+    ))
 }
 
 /// `text` with every character latin1 cannot hold replaced by `?`.
@@ -143,4 +179,31 @@ pub fn format_timeline(entries: &[LoadLogEntry]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_text_is_kept_as_is() {
+        assert_eq!(cap("load failed"), "load failed");
+        let exact = "x".repeat(MAX_TEXT_BYTES);
+        assert_eq!(cap(&exact).len(), MAX_TEXT_BYTES);
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_char_boundary_and_marked() {
+        // Multi-byte characters all the way, so the cut point falls inside one.
+        let long = "é€😀".repeat(20_000);
+        let cut = cap(&long);
+        assert!(cut.len() <= MAX_TEXT_BYTES, "{}", cut.len());
+        assert!(cut.starts_with("é€😀"));
+        assert!(
+            cut.ends_with(&format!("of {} bytes not stored]", long.len())),
+            "{}",
+            &cut[cut.len() - 80..]
+        );
+        assert!(cut.contains("[... cut by provhost: "));
+    }
 }

@@ -9,6 +9,7 @@
 //! - [`ctx_backend::DbBackend`] — `ctx.loadlog` / `ctx.set_image_size` into the database;
 //! - [`loadlog::loadlog`] — VCL's insertloadlog; [`loadlog::timeline`] reads it back;
 //! - [`lock`] — which reservation holds a computer (one at a time, across nodes);
+//! - [`lease`] — which daemon owns a management node (one live owner, heartbeat);
 //! - [`state`] — `state_exit`, `reservation_failed`, `insert_reload_request`, computer state;
 //! - [`image`] — image size, new revisions, production revision;
 //! - [`requests`] — `provhost request new|list`; [`inventory`] — users, images, computers.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod flow;
 pub mod image;
 pub mod inventory;
+pub mod lease;
 pub mod loadlog;
 pub mod lock;
 pub mod pool;

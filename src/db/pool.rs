@@ -111,6 +111,10 @@ pub struct Db {
     /// Set when the owner stops: retries end at once (see [`Db::stop_retrying`]). Shared
     /// by clones; [`Db::with_own_stop`] makes a handle with its own.
     stop: Arc<watch::Sender<bool>>,
+    /// The node lease this handle writes under (`db::lease`): when set, a daemon's
+    /// claim, exit, fail and release statements change rows only while this holder still
+    /// holds the lease ([`Db::lease_guard_sql`]).
+    lease: Option<Arc<str>>,
 }
 
 /// Run `$body` with `$p` bound to the open pool, whichever backend it is. The body is
@@ -217,6 +221,7 @@ impl Db {
             url: shown,
             retry: opts.retry,
             stop,
+            lease: None,
         })
     }
 
@@ -226,6 +231,38 @@ impl Db {
         Db {
             stop: Arc::new(watch::channel(false).0),
             ..self.clone()
+        }
+    }
+
+    /// A handle on the same pool whose guarded writes happen only while `holder` holds
+    /// its node's lease (`provhost_nodelease.holder`).
+    pub fn with_lease(&self, holder: &str) -> Db {
+        Db {
+            lease: Some(Arc::from(holder)),
+            ..self.clone()
+        }
+    }
+
+    /// The lease holder this handle writes under, if any.
+    pub fn lease_holder(&self) -> Option<&str> {
+        self.lease.as_deref()
+    }
+
+    /// `" AND EXISTS (…)"` that keeps a statement from changing anything once this
+    /// handle's holder no longer holds its lease (empty without a lease). Bind
+    /// [`Db::lease_holder`] for its one placeholder, after the statement's own.
+    pub(crate) fn lease_guard_sql(&self) -> &'static str {
+        match self.lease {
+            Some(_) => " AND EXISTS (SELECT 1 FROM `provhost_nodelease` lg WHERE lg.`holder` = ?)",
+            None => "",
+        }
+    }
+
+    /// The SQL expression for "now plus `secs` seconds".
+    pub(crate) fn now_plus_secs_sql(&self, secs: u64) -> String {
+        match self.backend() {
+            Backend::Sqlite => format!("datetime('now', 'localtime', '+{secs} seconds')"),
+            Backend::MySql => format!("TIMESTAMPADD(SECOND, {secs}, NOW())"),
         }
     }
 

@@ -170,6 +170,7 @@ pub const PROVHOST_TABLES: &[&str] = &[
     "provhost_claim",
     "provhost_computervar",
     "provhost_computerlock",
+    "provhost_nodelease",
 ];
 
 /// What `init` did.

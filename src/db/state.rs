@@ -133,6 +133,7 @@ pub async fn state_exit(
     exit_tx(
         db,
         ids,
+        None,
         request_state,
         laststate,
         computer_state,
@@ -142,12 +143,15 @@ pub async fn state_exit(
     .await
 }
 
-/// [`state_exit`] that, when the request ends (complete or failed), passes the computer it
-/// holds to request `next` (the reload request a reclaim or capture inserted) in the same
+/// The daemon's [`state_exit`], under the claim `token` it holds: writes nothing and fails
+/// with [`DbError::ClaimLost`] once the claim is not this token's (or the handle's lease
+/// is lost). When the request ends (complete or failed), it passes the computer it holds
+/// to request `next` (the reload request a reclaim or capture inserted) in the same
 /// transaction, so no other reservation can take the computer between the two.
 pub async fn state_exit_passing(
     db: &Db,
     ids: Ids,
+    token: &str,
     request_state: &str,
     laststate: &str,
     computer_state: Option<&str>,
@@ -156,6 +160,7 @@ pub async fn state_exit_passing(
     exit_tx(
         db,
         ids,
+        Some(token),
         request_state,
         laststate,
         computer_state,
@@ -187,6 +192,28 @@ pub async fn reservation_failed_with(
     message: &str,
     computer_state: Option<&str>,
 ) -> Result<(), DbError> {
+    failed_tx(db, ids, None, message, computer_state).await
+}
+
+/// The daemon's [`reservation_failed_with`], under the claim `token` it holds (see
+/// [`state_exit_passing`]).
+pub async fn reservation_failed_claimed(
+    db: &Db,
+    ids: Ids,
+    token: &str,
+    message: &str,
+    computer_state: Option<&str>,
+) -> Result<(), DbError> {
+    failed_tx(db, ids, Some(token), message, computer_state).await
+}
+
+async fn failed_tx(
+    db: &Db,
+    ids: Ids,
+    token: Option<&str>,
+    message: &str,
+    computer_state: Option<&str>,
+) -> Result<(), DbError> {
     let laststate = match request_state(db, ids.request).await? {
         Some((_, last)) => last,
         None => {
@@ -196,23 +223,27 @@ pub async fn reservation_failed_with(
             })
         }
     };
+    // Whatever the caller passed, the stored text fits the column (`loadlog::cap`).
+    let message = crate::db::loadlog::cap(message);
     let first = exit_tx(
         db,
         ids,
+        token,
         "failed",
         &laststate,
         computer_state,
-        Some(message),
+        Some(&message),
         None,
     )
     .await;
     match first {
         // VCL's latin1 tables refuse some characters; the failure must be recorded anyway.
         Err(e) if e.mysql_number() == Some(1366) => {
-            let lossy = crate::db::loadlog::latin1_lossy(message);
+            let lossy = crate::db::loadlog::latin1_lossy(&message);
             exit_tx(
                 db,
                 ids,
+                token,
                 "failed",
                 &laststate,
                 computer_state,
@@ -225,9 +256,11 @@ pub async fn reservation_failed_with(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn exit_tx(
     db: &Db,
     ids: Ids,
+    token: Option<&str>,
     request_state: &str,
     laststate: &str,
     computer_state: Option<&str>,
@@ -245,7 +278,13 @@ async fn exit_tx(
     let comp = computer_state.map(state_id).transpose()?;
     let now = db.now_sql();
     let update = format!(
-        "UPDATE `request` SET `stateid` = ?, `laststateid` = ?, `datemodified` = {now} WHERE `id` = ? AND `stateid` = ?"
+        "UPDATE `request` SET `stateid` = ?, `laststateid` = ?, `datemodified` = {now} WHERE `id` = ? AND `stateid` = ?{}{}",
+        if token.is_some() {
+            " AND EXISTS (SELECT 1 FROM `provhost_claim` ct WHERE ct.`requestid` = ? AND ct.`token` = ?)"
+        } else {
+            ""
+        },
+        if token.is_some() { db.lease_guard_sql() } else { "" },
     );
     let log = format!(
         "INSERT INTO `computerloadlog` (`reservationid`, `computerid`, `loadstateid`, `timestamp`, `additionalinfo`) \
@@ -260,7 +299,14 @@ async fn exit_tx(
         .retry(&what, || async {
             with_pool!(db, p => {
                 let mut tx = p.begin().await.during(what.as_str())?;
-                let n = sqlx::query(&update).bind(to).bind(last).bind(ids.request).bind(PENDING).execute(&mut *tx).await.during(what.as_str())?.rows_affected();
+                let mut q = sqlx::query(&update).bind(to).bind(last).bind(ids.request).bind(PENDING);
+                if let Some(t) = token {
+                    q = q.bind(ids.request).bind(t);
+                    if let Some(h) = db.lease_holder() {
+                        q = q.bind(h);
+                    }
+                }
+                let n = q.execute(&mut *tx).await.during(what.as_str())?.rows_affected();
                 if n != 1 {
                     let row = sqlx::query("SELECT `stateid`, `laststateid` FROM `request` WHERE `id` = ?").bind(ids.request).fetch_optional(&mut *tx).await.during(what.as_str())?;
                     return match row {
@@ -295,6 +341,9 @@ async fn exit_tx(
         None => Ok(()),
         // An earlier attempt committed and only its answer was lost: done already.
         Some((s, l)) if s == request_state && l == laststate => Ok(()),
+        Some(_) if token.is_some() => Err(DbError::ClaimLost {
+            request: ids.request,
+        }),
         Some((s, _)) => Err(DbError::StateConflict {
             request: ids.request,
             expected: "pending".into(),

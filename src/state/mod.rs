@@ -412,27 +412,31 @@ pub async fn run(
     let span = tracing::info_span!("reservation", id = work.reservation_id, request = work.request_id, state = %work.state, computer = tracing::field::Empty);
     async move {
         let ids_fallback = Ids { request: work.request_id, reservation: work.reservation_id, computer: 0 };
+        let who = Who { request: work.request_id, computer: String::new(), module: String::new() };
         let data = match crate::db::reservation::load_reservation(&svc.db, work.reservation_id).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!("cannot load the reservation: {e}");
-                fail(&svc, ids_fallback, &work.state, &format!("cannot load reservation: {e}")).await;
+                fail(&svc, ids_fallback, &token, &who, &work.state, &format!("cannot load reservation: {e}")).await;
                 return;
             }
         };
         tracing::Span::current().record("computer", data.computer_node_name.as_str());
         let ids = Ids::from(&data);
-        let flow = match prepare(&svc, data, &work, token, cancel) {
+        let who = Who {
+            request: work.request_id,
+            computer: data.computer_node_name.clone(),
+            module: data.computer_provisioning_module.clone(),
+        };
+        let flow = match prepare(&svc, data, &work, token.clone(), cancel) {
             Ok(f) => f,
             Err(FlowError::Held(why)) => {
                 tracing::warn!("{why}; handing the request back");
-                if let Err(e) = crate::db::claim::release(&svc.db, work.request_id).await {
-                    tracing::error!("could not hand the request back; recovery will: {e}");
-                }
+                hand_back(&svc, work.request_id, &token).await;
                 return;
             }
             Err(e) => {
-                fail(&svc, ids, &work.state, &e.to_string()).await;
+                fail(&svc, ids, &token, &who, &work.state, &e.to_string()).await;
                 return;
             }
         };
@@ -452,38 +456,68 @@ pub async fn run(
         match result {
             Ok(exit) => {
                 tracing::info!(to = exit.request, computer_state = ?exit.computer, "flow finished");
-                if let Err(e) = crate::db::state::state_exit_passing(&svc.db, ids, exit.request, &exit.laststate, exit.computer, exit.next_holder).await {
-                    tracing::error!("state exit failed; the request stays pending for recovery: {e}");
+                match crate::db::state::state_exit_passing(&svc.db, ids, &token, exit.request, &exit.laststate, exit.computer, exit.next_holder).await {
+                    Ok(()) => {}
+                    Err(e @ DbError::ClaimLost { .. }) => tracing::error!("state exit not written: {e}"),
+                    Err(e) => tracing::error!("state exit failed; the request stays pending until this daemon's sweep or recovery hands it back: {e}"),
                 }
             }
             Err(FlowError::Cancelled) => {
                 tracing::warn!("shutting down: handing the request back");
                 let _ = flow.log("info", "daemon shutting down: request handed back to be processed again").await;
-                if let Err(e) = crate::db::claim::release(&svc.db, work.request_id).await {
-                    tracing::error!("could not hand the request back; recovery will: {e}");
-                }
+                hand_back(&svc, work.request_id, &token).await;
             }
             // The database, not the reservation, failed: never fail the reservation for
             // it. Hand the request back (processed again once the database answers); if
             // that fails too, it stays pending for recovery.
             Err(FlowError::Db(e @ (DbError::Stopped { .. } | DbError::Unavailable { .. }))) => {
                 tracing::error!("{e}; handing the request back to be processed again");
-                if let Err(e) = crate::db::claim::release(&svc.db, work.request_id).await {
-                    tracing::error!("could not hand the request back; recovery will: {e}");
-                }
+                hand_back(&svc, work.request_id, &token).await;
             }
             Err(FlowError::ComputerBusy(why)) => {
                 tracing::error!("flow failed: {why}");
-                fail_leaving_computer(&svc, ids, &why).await;
+                fail_leaving_computer(&svc, ids, &token, &who, &why).await;
             }
             Err(e) => {
                 tracing::error!("flow failed: {e}");
-                fail(&svc, ids, &work.state, &e.to_string()).await;
+                fail(&svc, ids, &token, &who, &work.state, &e.to_string()).await;
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// Hand a request back under this flow's claim (nothing changes once the claim is lost).
+async fn hand_back(svc: &Services, request: i64, token: &str) {
+    match crate::db::claim::release_claimed(&svc.db, request, token).await {
+        Ok(true) => {}
+        Ok(false) => tracing::error!(
+            request,
+            "hand-back wrote nothing: the request is no longer pending under this daemon's claim (another daemon took the node over)"
+        ),
+        Err(e) => tracing::error!("could not hand the request back; this daemon's sweep or recovery will: {e}"),
+    }
+}
+
+/// What a failed reservation is logged with (item: request, computer, module).
+struct Who {
+    request: i64,
+    computer: String,
+    module: String,
+}
+
+/// The daemon's own record of a failed reservation, at warn level (the load-log has it
+/// too, but an operator watching the daemon should not need the database to see it).
+fn warn_failed(who: &Who, reason: &str) {
+    let reason = crate::db::loadlog::cap(reason);
+    tracing::warn!(
+        request = who.request,
+        computer = %who.computer,
+        module = %who.module,
+        reason = %reason,
+        "reservation failed"
+    );
 }
 
 /// The flow for the request's state.
@@ -539,31 +573,47 @@ fn prepare(
 }
 
 /// VCL's `reservation_failed`: load-log `failed` with `message`, request failed, computer
-/// to the flow's failure state.
-async fn fail(svc: &Services, ids: Ids, state: &str, message: &str) {
+/// to the flow's failure state, under this flow's claim `token`.
+async fn fail(svc: &Services, ids: Ids, token: &str, who: &Who, state: &str, message: &str) {
     let message = crate::prim::secret::redact(message);
     let comp = failure_computer_state(state);
-    if ids.computer == 0 {
+    let written = if ids.computer == 0 {
         // No computer to log against (a broken reservation row): still end the request.
-        if let Err(e) =
-            crate::db::flow::fail_request(&svc.db, ids.request, ids.reservation, &message).await
-        {
-            tracing::error!(
-                "could not mark the request failed; it stays pending for recovery: {e}"
-            );
-        }
-        return;
-    }
-    if let Err(e) = crate::db::state::reservation_failed(&svc.db, ids, &message, comp).await {
-        tracing::error!("could not mark the request failed; it stays pending for recovery: {e}");
-    }
+        crate::db::flow::fail_request(&svc.db, ids.request, token, ids.reservation, &message)
+            .await
+            .and_then(|done| {
+                if done {
+                    Ok(())
+                } else {
+                    Err(DbError::ClaimLost {
+                        request: ids.request,
+                    })
+                }
+            })
+    } else {
+        crate::db::state::reservation_failed_claimed(&svc.db, ids, token, &message, Some(comp))
+            .await
+    };
+    report_failed(who, &message, written);
 }
 
 /// `reservation_failed` for a flow that never got its computer: request failed, the
 /// computer left to the reservation that holds it.
-async fn fail_leaving_computer(svc: &Services, ids: Ids, message: &str) {
+async fn fail_leaving_computer(svc: &Services, ids: Ids, token: &str, who: &Who, message: &str) {
     let message = crate::prim::secret::redact(message);
-    if let Err(e) = crate::db::state::reservation_failed_with(&svc.db, ids, &message, None).await {
-        tracing::error!("could not mark the request failed; it stays pending for recovery: {e}");
+    let written =
+        crate::db::state::reservation_failed_claimed(&svc.db, ids, token, &message, None).await;
+    report_failed(who, &message, written);
+}
+
+fn report_failed(who: &Who, message: &str, written: Result<(), DbError>) {
+    match written {
+        Ok(()) => warn_failed(who, message),
+        Err(e @ DbError::ClaimLost { .. }) => {
+            tracing::error!("failure not written: {e}")
+        }
+        Err(e) => tracing::error!(
+            "could not mark the request failed; it stays pending until this daemon's sweep or recovery hands it back: {e}"
+        ),
     }
 }

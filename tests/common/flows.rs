@@ -142,6 +142,10 @@ impl Rig {
             poll_interval_secs: 1,
             shutdown_grace_secs: 10,
             timings: fast_timings(),
+            // Short, so a test's daemon that did not give its lease up (a dropped run)
+            // holds the node up for 3 s at most.
+            lease_secs: 3,
+            heartbeat_secs: 1,
             ..DaemonConfig::default()
         }
     }

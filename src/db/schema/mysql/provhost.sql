@@ -42,3 +42,17 @@ CREATE TABLE IF NOT EXISTS `provhost_computerlock` (
   PRIMARY KEY (`computerid`),
   KEY `requestid` (`requestid`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- Which daemon owns a management node (docs/daemon.md, "One live owner per node"): one
+-- row per node; `holder` is the owning process's unique id, `expires` is renewed by its
+-- heartbeat. Another daemon may take the node only once `expires` has passed.
+CREATE TABLE IF NOT EXISTS `provhost_nodelease` (
+  `managementnodeid` smallint(5) unsigned NOT NULL,
+  `holder` varchar(128) NOT NULL,
+  `host` varchar(255) NOT NULL,
+  `pid` int(10) unsigned NOT NULL,
+  `acquired` datetime NOT NULL,
+  `heartbeat` datetime NOT NULL,
+  `expires` datetime NOT NULL,
+  PRIMARY KEY (`managementnodeid`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -37,3 +37,16 @@ CREATE TABLE IF NOT EXISTS `provhost_computerlock` (
   `token` TEXT NOT NULL,
   `locked` TEXT NOT NULL
 );
+
+-- Which daemon owns a management node (docs/daemon.md, "One live owner per node"): one
+-- row per node; `holder` is the owning process's unique id, `expires` is renewed by its
+-- heartbeat. Another daemon may take the node only once `expires` has passed.
+CREATE TABLE IF NOT EXISTS `provhost_nodelease` (
+  `managementnodeid` INTEGER PRIMARY KEY,
+  `holder` TEXT NOT NULL,
+  `host` TEXT NOT NULL,
+  `pid` INTEGER NOT NULL,
+  `acquired` TEXT NOT NULL,
+  `heartbeat` TEXT NOT NULL,
+  `expires` TEXT NOT NULL
+);
