@@ -255,25 +255,8 @@ async fn life_cycle(s: &Setup) {
     }
 
     // Real SSH into the VM, as the management node, at the computer's own address.
-    let target = Target {
-        host: ip.clone(),
-        port: 22,
-        user: "root".into(),
-        identity: img.key.clone(),
-        host_key: HostKeyPolicy::AcceptNew,
-    };
-    let pool = provhost::prim::ssh::Pool::new(ssh.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        pool.exec(
-            &target,
-            "cat /root/currentimage.txt; hostname",
-            &ExecOptions::default(),
-        )
-    })
-    .await
-    .expect("join")
-    .expect("ssh into the VM");
-    assert!(out.stdout.starts_with(&img.imagename), "{out:?}");
+    let out = marker_with(ssh, &img.key, &ip).await;
+    assert!(out.starts_with(&img.imagename), "{out:?}");
 
     provhost::db::flow::acknowledge(db, c.reservation_id, "10.80.0.2")
         .await
@@ -438,14 +421,19 @@ fn sums_ok(library: &std::path::Path, imagename: &str) -> bool {
 
 /// The image marker (`/root/currentimage.txt`) of the VM at `ip`, over real SSH.
 async fn marker(s: &Setup, ip: &str) -> String {
+    marker_with(&s.ssh, &s.img.key, ip).await
+}
+
+/// The image marker of the VM at `ip`, as root with `key` through a pool made from `ssh`.
+async fn marker_with(ssh: &SshConfig, key: &std::path::Path, ip: &str) -> String {
     let target = Target {
         host: ip.to_string(),
         port: 22,
         user: "root".into(),
-        identity: s.img.key.clone(),
+        identity: key.to_path_buf(),
         host_key: HostKeyPolicy::AcceptNew,
     };
-    let pool = provhost::prim::ssh::Pool::new(s.ssh.clone());
+    let pool = provhost::prim::ssh::Pool::new(ssh.clone());
     tokio::task::spawn_blocking(move || {
         pool.exec(
             &target,
@@ -894,25 +882,8 @@ async fn retrieve_image_between_two_management_nodes_on_one_mariadb() {
         "not backed by B's copy: {info}"
     );
     // The guest answers and names the image; the computer is held by mn2's flow.
-    let target = Target {
-        host: ip.clone(),
-        port: 22,
-        user: "root".into(),
-        identity: img.key.clone(),
-        host_key: HostKeyPolicy::AcceptNew,
-    };
-    let pool = provhost::prim::ssh::Pool::new(ssh.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        pool.exec(
-            &target,
-            "cat /root/currentimage.txt",
-            &ExecOptions::default(),
-        )
-    })
-    .await
-    .expect("join")
-    .expect("ssh into the VM");
-    assert!(out.stdout.starts_with(&img.imagename), "{out:?}");
+    let out = marker_with(&ssh, &img.key, &ip).await;
+    assert!(out.starts_with(&img.imagename), "{out:?}");
     assert_eq!(
         rig.t
             .scalar(&format!(
