@@ -126,41 +126,16 @@ async fn setup(module: &str) -> Option<Setup> {
     assert!(errors.is_empty(), "{errors:?}");
 
     let db = &rig.t.db;
-    let mut vmhost = NewComputer::lab("local", "127.0.0.1");
-    vmhost.computer_type = "blade".into();
-    let vmhost = inventory::add_computer(db, &vmhost)
-        .await
-        .expect("vm host computer");
-    let vh = inventory::add_vmhost(
-        db,
-        vmhost,
-        "qemu-test",
-        "",
-        &img.library.display().to_string(),
-        &vm_root.display().to_string(),
-    )
-    .await
-    .expect("vmhost");
-    rig.t
-        .exec("UPDATE `vmprofile` SET `vmdisk` = 'shared' WHERE `profilename` = 'qemu-test'")
-        .await;
     let ip = net.vm_ip(0);
-    let computer = inventory::add_computer(
+    let computer = vm_computer(
         db,
-        &NewComputer {
-            hostname: "qvm1".into(),
-            ip: ip.clone(),
-            private_ip: ip.clone(),
-            provisioning: module.into(),
-            computer_type: "virtualmachine".into(),
-            state: "available".into(),
-            vmhost_id: Some(vh),
-            ssh_port: 22,
-            management_node_id: None,
-        },
+        &img.library.display().to_string(),
+        &vm_root,
+        &ip,
+        module,
+        None,
     )
-    .await
-    .expect("vm computer");
+    .await;
     inventory::add_image_as(
         db,
         "testimg",
@@ -184,6 +159,47 @@ async fn setup(module: &str) -> Option<Setup> {
         _libvirtd: libvirtd,
         net,
     })
+}
+
+/// This machine as VM host "local" (vmprofile `qemu-test`: images from `repository`, or
+/// `[images] library` when empty; VMs under `vm_root`; linked clones) and one VM computer
+/// `qvm1` at `ip` of provisioning `module`, pinned to management node `node` when given.
+async fn vm_computer(
+    db: &provhost::db::Db,
+    repository: &str,
+    vm_root: &std::path::Path,
+    ip: &str,
+    module: &str,
+    node: Option<i64>,
+) -> i64 {
+    let mut vmhost = NewComputer::lab("local", "127.0.0.1");
+    vmhost.computer_type = "blade".into();
+    let vmhost = inventory::add_computer(db, &vmhost)
+        .await
+        .expect("vm host computer");
+    let root = vm_root.display().to_string();
+    let vh = inventory::add_vmhost(db, vmhost, "qemu-test", "", repository, &root)
+        .await
+        .expect("vmhost");
+    inventory::set_vmprofile_vmdisk(db, "qemu-test", "shared")
+        .await
+        .expect("vmdisk");
+    inventory::add_computer(
+        db,
+        &NewComputer {
+            hostname: "qvm1".into(),
+            ip: ip.to_string(),
+            private_ip: ip.to_string(),
+            provisioning: module.into(),
+            computer_type: "virtualmachine".into(),
+            state: "available".into(),
+            vmhost_id: Some(vh),
+            ssh_port: 22,
+            management_node_id: node,
+        },
+    )
+    .await
+    .expect("vm computer")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -750,42 +766,9 @@ async fn retrieve_image_between_two_management_nodes_on_one_mariadb() {
     let mn2 = inventory::add_management_node(db, "mn2.test", "127.0.0.2")
         .await
         .expect("mn2");
-    let mut vmhost = NewComputer::lab("local", "127.0.0.1");
-    vmhost.computer_type = "blade".into();
-    let vmhost = inventory::add_computer(db, &vmhost)
-        .await
-        .expect("vm host computer");
     // No repositorypath: each node's VMs come from its own `[images] library`.
-    let vh = inventory::add_vmhost(
-        db,
-        vmhost,
-        "qemu-test",
-        "",
-        "",
-        &vm_root.display().to_string(),
-    )
-    .await
-    .expect("vmhost");
-    rig.t
-        .exec("UPDATE `vmprofile` SET `vmdisk` = 'shared' WHERE `profilename` = 'qemu-test'")
-        .await;
     let ip = net.vm_ip(0);
-    let computer = inventory::add_computer(
-        db,
-        &NewComputer {
-            hostname: "qvm1".into(),
-            ip: ip.clone(),
-            private_ip: ip.clone(),
-            provisioning: "qemu".into(),
-            computer_type: "virtualmachine".into(),
-            state: "available".into(),
-            vmhost_id: Some(vh),
-            ssh_port: 22,
-            management_node_id: Some(mn2),
-        },
-    )
-    .await
-    .expect("vm computer");
+    let computer = vm_computer(db, "", &vm_root, &ip, "qemu", Some(mn2)).await;
     inventory::add_image_as(
         db,
         "testimg",
