@@ -280,7 +280,8 @@ fn demo_falls_back_to_the_simulator_and_says_why() {
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(
         stdout.contains("cannot run a real VM here (")
-            && stdout.contains("falling back to the simulator (provhost demo --sim)"),
+            && stdout.contains("falling back to the simulator (")
+            && stdout.contains(" demo --sim)"),
         "{stdout}"
     );
     assert!(stdout.contains("sim1.demo is available again"), "{stdout}");

@@ -356,6 +356,21 @@ pub struct RequestRow {
     pub end: String,
 }
 
+/// The id the next reservation row will get on SQLite (`AUTOINCREMENT`: one past the
+/// highest ever used, deleted rows included), for the demo's printed next steps. On MySQL
+/// the server's auto-increment counter decides; this is then a best guess (highest + 1).
+pub async fn next_reservation_id(db: &Db) -> Result<i64, DbError> {
+    let what = "reading the next reservation id";
+    db.retry(what, || async {
+        with_pool!(db, p => {
+            let row = sqlx::query("SELECT COALESCE(MAX(`id`), 0) + 1 AS `next` FROM `reservation`")
+                .fetch_one(p).await.during(what)?;
+            row.int("next")
+        })
+    })
+    .await
+}
+
 /// Requests with their reservations, newest first; without `all`, only those not
 /// `complete` or `failed`. At most `limit` rows.
 pub async fn list_requests(db: &Db, all: bool, limit: i64) -> Result<Vec<RequestRow>, DbError> {
