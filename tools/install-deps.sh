@@ -17,6 +17,7 @@ packages=(
   libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients  # libvirt.rhai's real libvirtd (no systemd)
   debootstrap e2fsprogs busybox-static cpio zstd  # building the test image (mke2fs -d)
   nftables iproute2 socat            # firewall checks, lab hosts in netns, QMP by hand
+  sudo                               # os/linux's sudo entries checked on lab hosts (visudo, sudo -l)
   libssl-dev zlib1g-dev pkg-config gcc  # ssh2's libssh2/openssl build
   util-linux                         # unshare/mount for the disk-full copy test
   mariadb-server mariadb-client      # the VCL-compatible database backend
