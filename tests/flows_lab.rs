@@ -1,8 +1,9 @@
 //! State flows against a real machine: a lab host (a network namespace with its own
 //! sshd) is the computer, and the shipped `os/linux.rhai` does the remote steps over SSH:
 //! the reservation user is really created and removed, and the user's address really
-//! enters and leaves the nftables set of the host's namespace. (A namespace shares this
-//! machine's files, so the user is visible here with `id`; its network is its own.)
+//! enters and leaves the nftables set of the host's namespace. The lab hosts are isolated
+//! (their own /etc, /home, host name: `LabHost::start_isolated`), so root's password and
+//! accounts change there, never on this machine.
 
 mod common;
 
@@ -17,30 +18,19 @@ use provhost::prim::remote::RemotePrims;
 
 const T: Duration = Duration::from_secs(90);
 
-/// Lab hosts share /etc/passwd and /var/lib/provhost with this machine: one test at a time.
+/// One test at a time (they share the test user names).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn user_exists(login: &str) -> bool {
-    Command::new("id")
-        .arg("-u")
-        .arg(login)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+fn user_exists(lab: &LabHost, login: &str) -> bool {
+    lab.sh(&format!("id -u {login}")).status.success()
 }
 
 fn connect_set(lab: &LabHost) -> String {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", &lab.ns, "nft", "list", "set", "inet", "provhost", "connect",
-        ])
-        .output()
-        .expect("nft");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&lab.sh("nft list set inet provhost connect").stdout).into_owned()
 }
 
-/// A rig whose one computer is `lab` (type lab: its root password is the site's, not
-/// ours), reached over SSH, with the shipped os/linux.rhai.
+/// A rig whose one computer is `lab` (type lab), reached over SSH, with the shipped
+/// os/linux.rhai.
 async fn lab_rig(backend: Backend, lab: &LabHost) -> Option<Rig> {
     let ssh = RemotePrims::new(lab.sshd().config());
     let linux = std::fs::read_to_string(concat!(
@@ -71,7 +61,7 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().await;
-    let lab = LabHost::start();
+    let lab = LabHost::start_isolated(22);
     let Some(rig) = lab_rig(backend, &lab).await else {
         return;
     };
@@ -80,10 +70,12 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
         std::process::id() % 100_000,
         if backend == Backend::Sqlite { "s" } else { "m" }
     );
-    provhost::db::inventory::add_user(&rig.t.db, &login, None)
+    // A uid no account of this machine has: users' processes are killed by uid, and lab
+    // hosts share this machine's process table.
+    let uid = 62_000 + i64::from(std::process::id() % 1000) * 2 + i64::from(backend == Backend::Sqlite);
+    provhost::db::inventory::add_user(&rig.t.db, &login, Some(uid))
         .await
         .expect("user");
-    let _ = Command::new("userdel").args(["-r", &login]).output();
 
     let (daemon, stop) = rig.spawn(rig.config()).await;
     let c = rig.request_for("lab1.test", "debian12", &login).await;
@@ -96,7 +88,7 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
     rig.wait_log(c.reservation_id, "acknowledgetimeout", T)
         .await;
     assert!(
-        !user_exists(&login),
+        !user_exists(&lab, &login),
         "no user before the acknowledgement (Linux adds users at Connect)"
     );
     assert!(
@@ -108,7 +100,7 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
         .await
         .expect("ack");
     rig.wait_log(c.reservation_id, "connected", T).await;
-    assert!(user_exists(&login), "user {login} created on the lab host");
+    assert!(user_exists(&lab, &login), "user {login} created on the lab host");
     assert!(
         connect_set(&lab).contains("192.0.2.55"),
         "firewall opened for the user: {}",
@@ -120,7 +112,7 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
         .expect("end");
     rig.wait_state(c.request_id, "complete", T).await;
     assert!(
-        !user_exists(&login),
+        !user_exists(&lab, &login),
         "user {login} removed from the lab host"
     );
     assert!(
@@ -132,7 +124,6 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
     assert!(log.iter().all(|(n, _)| n != "failed"), "{log:?}");
     let _ = stop.send(());
     daemon.await.expect("daemon");
-    let _ = Command::new("userdel").args(["-r", &login]).output();
 }
 
 async fn shell_metacharacters_in_a_user_name_fail_the_reservation_safely(backend: Backend) {
@@ -141,7 +132,7 @@ async fn shell_metacharacters_in_a_user_name_fail_the_reservation_safely(backend
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().await;
-    let lab = LabHost::start();
+    let lab = LabHost::start_isolated(22);
     let Some(rig) = lab_rig(backend, &lab).await else {
         return;
     };
@@ -185,7 +176,7 @@ async fn a_remote_ip_that_is_not_an_address_never_reaches_nft(backend: Backend) 
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().await;
-    let lab = LabHost::start();
+    let lab = LabHost::start_isolated(22);
     let Some(rig) = lab_rig(backend, &lab).await else {
         return;
     };
