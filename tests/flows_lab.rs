@@ -72,7 +72,8 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
     );
     // A uid no account of this machine has: users' processes are killed by uid, and lab
     // hosts share this machine's process table.
-    let uid = 62_000 + i64::from(std::process::id() % 1000) * 2 + i64::from(backend == Backend::Sqlite);
+    let uid =
+        62_000 + i64::from(std::process::id() % 1000) * 2 + i64::from(backend == Backend::Sqlite);
     provhost::db::inventory::add_user(&rig.t.db, &login, Some(uid))
         .await
         .expect("user");
@@ -100,7 +101,10 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
         .await
         .expect("ack");
     rig.wait_log(c.reservation_id, "connected", T).await;
-    assert!(user_exists(&lab, &login), "user {login} created on the lab host");
+    assert!(
+        user_exists(&lab, &login),
+        "user {login} created on the lab host"
+    );
     assert!(
         connect_set(&lab).contains("192.0.2.55"),
         "firewall opened for the user: {}",
@@ -217,7 +221,13 @@ on_both_backends!(
 );
 
 /// `provhost serve` (the binary) for the rig, logging at debug in `format` to `log`.
-fn serve(rig: &Rig, lab: &LabHost, dir: &std::path::Path, format: &str, log: &std::path::Path) -> common::procs::KillOnDrop {
+fn serve(
+    rig: &Rig,
+    lab: &LabHost,
+    dir: &std::path::Path,
+    format: &str,
+    log: &std::path::Path,
+) -> common::procs::KillOnDrop {
     let ssh = lab.sshd().config();
     let cfg = dir.join(format!("provhost-{format}.toml"));
     std::fs::write(
@@ -248,7 +258,9 @@ fn serve(rig: &Rig, lab: &LabHost, dir: &std::path::Path, format: &str, log: &st
 
 /// Every command line on this machine (the lab host shares its process table), sampled
 /// until `stop` is set.
-fn sample_cmdlines(stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
+fn sample_cmdlines(
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
     std::thread::spawn(move || {
         let mut seen = std::collections::BTreeSet::new();
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -302,23 +314,34 @@ async fn a_full_reservation_never_shows_the_users_password() {
         let daemon = serve(&rig, &lab, dir.path(), format, &log);
         let c = rig.request_for("lab1.test", "debian12", &login).await;
         rig.t
-            .exec(&format!("UPDATE `request` SET `checkuser` = 0 WHERE `id` = {}", c.request_id))
+            .exec(&format!(
+                "UPDATE `request` SET `checkuser` = 0 WHERE `id` = {}",
+                c.request_id
+            ))
             .await;
-        rig.wait_log(c.reservation_id, "acknowledgetimeout", T).await;
+        rig.wait_log(c.reservation_id, "acknowledgetimeout", T)
+            .await;
         provhost::db::flow::acknowledge(&rig.t.db, c.reservation_id, "192.0.2.57")
             .await
             .expect("ack");
         rig.wait_log(c.reservation_id, "connected", T).await;
         assert!(user_exists(&lab, &login), "user {login} created");
         assert!(
-            lab.sh_ok("nft list table inet provhost").contains("tcp dport 2222 drop"),
+            lab.sh_ok("nft list table inet provhost")
+                .contains("tcp dport 2222 drop"),
             "the firewall guards the computer's SSH port"
         );
         let pw = provhost::db::flow::reservation_password(&rig.t.db, c.reservation_id)
             .await
             .expect("pw");
-        assert!(pw.len() >= 8, "a password was generated: {} chars", pw.len());
-        provhost::db::flow::end_now(&rig.t.db, c.request_id).await.expect("end");
+        assert!(
+            pw.len() >= 8,
+            "a password was generated: {} chars",
+            pw.len()
+        );
+        provhost::db::flow::end_now(&rig.t.db, c.request_id)
+            .await
+            .expect("end");
         rig.wait_state(c.request_id, "complete", T).await;
         assert!(!user_exists(&lab, &login), "user removed at the end");
         // The reclaim's reload of the computer finishes before the next reservation.
@@ -335,7 +358,10 @@ async fn a_full_reservation_never_shows_the_users_password() {
     let cmdlines = sampler.join().expect("sampler");
 
     for (format, text) in &logs {
-        assert!(text.lines().count() > 20, "{format} log too short to mean anything:\n{text}");
+        assert!(
+            text.lines().count() > 20,
+            "{format} log too short to mean anything:\n{text}"
+        );
         for pw in &passwords {
             // Second assertion, marked: JSON logs hold the password only escaped if it has
             // `"` or `\` — generated ones do not, so a plain search is complete here.
@@ -345,12 +371,18 @@ async fn a_full_reservation_never_shows_the_users_password() {
     for r in &reservations {
         for (name, info) in rig.log(*r).await {
             for pw in &passwords {
-                assert!(!info.contains(pw.as_str()), "password in load-log row {name}: {info}");
+                assert!(
+                    !info.contains(pw.as_str()),
+                    "password in load-log row {name}: {info}"
+                );
             }
         }
     }
     for pw in &passwords {
-        let hits: Vec<&String> = cmdlines.iter().filter(|c| c.contains(pw.as_str())).collect();
+        let hits: Vec<&String> = cmdlines
+            .iter()
+            .filter(|c| c.contains(pw.as_str()))
+            .collect();
         assert!(hits.is_empty(), "password on a command line: {hits:?}");
     }
     assert!(

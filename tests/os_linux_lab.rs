@@ -28,9 +28,11 @@ const SSH_PORT: u16 = 2222;
 
 fn can_run(test: &str) -> bool {
     common::root_or_skip(test, "network and mount namespaces, useradd")
-        && ["ip", "nft", "useradd", "runuser", "nsenter", "unshare", "visudo"]
-            .iter()
-            .all(|t| common::tool_or_skip(test, t))
+        && [
+            "ip", "nft", "useradd", "runuser", "nsenter", "unshare", "visudo",
+        ]
+        .iter()
+        .all(|t| common::tool_or_skip(test, t))
 }
 
 /// An isolated lab host, a script host with the shipped os/linux and provisioning/lab, and
@@ -49,11 +51,9 @@ impl Lab {
         lab.sshd().trust();
         let scripts = ScriptDir::new();
         for rel in ["os/linux.rhai", "provisioning/lab.rhai"] {
-            let src = std::fs::read_to_string(format!(
-                "{}/scripts/{rel}",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .expect("shipped script");
+            let src =
+                std::fs::read_to_string(format!("{}/scripts/{rel}", env!("CARGO_MANIFEST_DIR")))
+                    .expect("shipped script");
             scripts.write(rel, src);
         }
         let host = ScriptHost::new(
@@ -102,7 +102,13 @@ impl Lab {
         Ctx::new(d, self.backend.clone())
     }
 
-    fn call(&self, module: &str, ctx: &Ctx, routine: &str, args: Vec<rhai::Dynamic>) -> Result<String, String> {
+    fn call(
+        &self,
+        module: &str,
+        ctx: &Ctx,
+        routine: &str,
+        args: Vec<rhai::Dynamic>,
+    ) -> Result<String, String> {
         let key = self.host.find_module(module).expect("module");
         self.host
             .call(&key, routine, Some(ctx), args, &CallOptions::default())
@@ -159,14 +165,27 @@ fn ssh_as(lab: &LabHost, login: &str, key: &std::path::Path, cmd: &str) -> (bool
         .args(["-p", &SSH_PORT.to_string(), "-i"])
         .arg(key)
         .args([
-            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=5",
+            "-o",
+            "LogLevel=ERROR",
         ])
         .arg(format!("{login}@{}", lab.addr))
         .arg(cmd)
         .output()
         .expect("ssh");
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
 }
 
 /// Samples every process's command line on this machine (the lab host shares its process
@@ -185,7 +204,9 @@ impl CmdlineSampler {
         let thread = std::thread::spawn(move || {
             // Bounded by the stop flag, which the owner sets (also on drop).
             while !s.load(Ordering::Relaxed) {
-                let Ok(dir) = std::fs::read_dir("/proc") else { return };
+                let Ok(dir) = std::fs::read_dir("/proc") else {
+                    return;
+                };
                 for e in dir.flatten() {
                     if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
                         if !c.is_empty() {
@@ -240,9 +261,21 @@ fn lab_post_load_users_firewall_and_is_user_connected() {
         .sh_ok("cat /etc/ssh/sshd_config.d/01-provhost.conf /etc/ssh/sshd_config 2>/dev/null | head -n 50")
         .contains("PermitRootLogin prohibit-password"));
     let rules = lab.sh_ok("nft list table inet provhost");
-    assert!(rules.contains(&format!("tcp dport {SSH_PORT} drop")), "{rules}");
-    assert!(!rules.contains("dport 22 "), "the firewall must use the computer's port: {rules}");
-    assert!(rules.contains(&format!("ip saddr {} tcp dport {SSH_PORT} accept", lab.gateway)), "{rules}");
+    assert!(
+        rules.contains(&format!("tcp dport {SSH_PORT} drop")),
+        "{rules}"
+    );
+    assert!(
+        !rules.contains("dport 22 "),
+        "the firewall must use the computer's port: {rules}"
+    );
+    assert!(
+        rules.contains(&format!(
+            "ip saddr {} tcp dport {SSH_PORT} accept",
+            lab.gateway
+        )),
+        "{rules}"
+    );
     assert_eq!(
         lab.sh_ok("cat /var/lib/provhost/post_load").trim(),
         "imagerevision=17 computer=4"
@@ -254,17 +287,32 @@ fn lab_post_load_users_firewall_and_is_user_connected() {
     assert_eq!(shadow_root(), after, "policy keep changed root's password");
     l.set_policy("sometimes");
     let err = l.os(&ctx, "post_load", vec![]).expect_err("bad policy");
-    assert!(err.contains("os_linux.root_password") && err.contains("\"keep\""), "{err}");
+    assert!(
+        err.contains("os_linux.root_password") && err.contains("\"keep\""),
+        "{err}"
+    );
     l.set_policy("keep");
     assert_eq!(l.os(&ctx, "post_load", vec![]).expect("post_load"), "true");
 
     // node_status: ready with the marker; post_load without it, or for another revision.
-    assert_eq!(l.call("provisioning/lab", &ctx, "node_status", vec![]).unwrap(), "ready");
+    assert_eq!(
+        l.call("provisioning/lab", &ctx, "node_status", vec![])
+            .unwrap(),
+        "ready"
+    );
     lab.sh_ok("rm /var/lib/provhost/post_load");
-    assert_eq!(l.call("provisioning/lab", &ctx, "node_status", vec![]).unwrap(), "post_load");
+    assert_eq!(
+        l.call("provisioning/lab", &ctx, "node_status", vec![])
+            .unwrap(),
+        "post_load"
+    );
     assert_eq!(l.os(&ctx, "post_load", vec![]).expect("post_load"), "true");
     let other_rev = l.ctx_with(|d| d.imagerevision_id = 18);
-    assert_eq!(l.call("provisioning/lab", &other_rev, "node_status", vec![]).unwrap(), "post_load");
+    assert_eq!(
+        l.call("provisioning/lab", &other_rev, "node_status", vec![])
+            .unwrap(),
+        "post_load"
+    );
 
     // A user with a uid, a key, root access.
     let dir = tempfile::tempdir().expect("tmp");
@@ -274,28 +322,57 @@ fn lab_post_load_users_firewall_and_is_user_connected() {
     let pw = "Pw-for-the-user-0123456789";
     // The user comes from the management node's own address (NAT, a lab).
     let ctx = l.ctx_with(|d| d.remote_ip = lab.gateway.clone());
-    assert_eq!(l.os(&ctx, "add_user", vec![user(&login, uid, pw, &format!("{public}\n"), true)]).expect("add_user"), "true");
+    assert_eq!(
+        l.os(
+            &ctx,
+            "add_user",
+            vec![user(&login, uid, pw, &format!("{public}\n"), true)]
+        )
+        .expect("add_user"),
+        "true"
+    );
     assert_eq!(lab.sh_ok(&format!("id -u {login}")).trim(), uid.to_string());
     let keys = lab.sh_ok(&format!("cat /home/{login}/.ssh/authorized_keys"));
     assert_eq!(keys.trim(), public);
-    assert_eq!(lab.sh_ok(&format!("stat -c %U:%a /home/{login}/.ssh /home/{login}/.ssh/authorized_keys")), format!("{login}:700\n{login}:600\n"));
-    assert!(lab.sh_ok(&format!("cat /etc/sudoers.d/provhost-{login}")).contains("NOPASSWD: ALL"));
-    assert!(lab.sh_ok(&format!("sudo -l -U {login}")).contains("NOPASSWD: ALL"));
+    assert_eq!(
+        lab.sh_ok(&format!(
+            "stat -c %U:%a /home/{login}/.ssh /home/{login}/.ssh/authorized_keys"
+        )),
+        format!("{login}:700\n{login}:600\n")
+    );
+    assert!(lab
+        .sh_ok(&format!("cat /etc/sudoers.d/provhost-{login}"))
+        .contains("NOPASSWD: ALL"));
+    assert!(lab
+        .sh_ok(&format!("sudo -l -U {login}"))
+        .contains("NOPASSWD: ALL"));
 
     // grant_access after the ruleset is gone (a reboot): the table comes back.
     lab.sh_ok("nft flush ruleset");
     assert_eq!(l.os(&ctx, "grant_access", vec![]).expect("grant"), "true");
     let set = lab.sh_ok("nft list set inet provhost connect");
     assert!(set.contains(&lab.gateway), "{set}");
-    assert!(lab.sh_ok("nft list table inet provhost").contains(&format!("tcp dport {SSH_PORT} drop")));
+    assert!(lab
+        .sh_ok("nft list table inet provhost")
+        .contains(&format!("tcp dport {SSH_PORT} drop")));
 
     // provhost's pooled sessions come from the user's address: not the user.
     assert_eq!(l.os(&ctx, "is_user_connected", vec![]).unwrap(), "false");
     let mut session = Command::new("ssh")
         .args(["-p", &SSH_PORT.to_string(), "-i"])
         .arg(&key)
-        .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-               "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+        ])
         .arg(format!("{login}@{}", lab.addr))
         .arg("sleep 60")
         .spawn()
@@ -318,30 +395,57 @@ fn lab_post_load_users_firewall_and_is_user_connected() {
     let sampler = CmdlineSampler::start();
     let secret = "Sampled-secret-9f8e7d6c5b4a";
     for _ in 0..20 {
-        l.os(&ctx, "set_password", vec![login.clone().into(), secret.into()]).expect("set_password");
+        l.os(
+            &ctx,
+            "set_password",
+            vec![login.clone().into(), secret.into()],
+        )
+        .expect("set_password");
     }
     // The same sampler sees a secret that is passed the old way (its teeth).
     lab.sh_ok("sh -c 'sleep 0.3; true Teeth-check-4711'");
     let seen = sampler.finish();
-    assert!(seen.iter().any(|c| c.contains("chpasswd")), "the sampler never saw chpasswd run");
-    assert!(seen.iter().any(|c| c.contains("Teeth-check-4711")), "the sampler misses command lines");
+    assert!(
+        seen.iter().any(|c| c.contains("chpasswd")),
+        "the sampler never saw chpasswd run"
+    );
+    assert!(
+        seen.iter().any(|c| c.contains("Teeth-check-4711")),
+        "the sampler misses command lines"
+    );
     let leaked: Vec<&String> = seen.iter().filter(|c| c.contains(secret)).collect();
     assert!(leaked.is_empty(), "password on a command line: {leaked:?}");
 
     // delete_user: processes, account, home and sudo entry gone.
-    lab.sh_ok(&format!("setsid runuser -u {login} -- sleep 300 >/dev/null 2>&1 < /dev/null &"));
+    lab.sh_ok(&format!(
+        "setsid runuser -u {login} -- sleep 300 >/dev/null 2>&1 < /dev/null &"
+    ));
     std::thread::sleep(Duration::from_millis(200));
     let procs_of_user = || {
         lab.sh_ok(&format!("for d in /proc/[0-9]*; do [ \"$(stat -c %u $d 2>/dev/null)\" = {uid} ] && echo $d; done; true"))
     };
-    assert!(!procs_of_user().trim().is_empty(), "the user's process did not start");
+    assert!(
+        !procs_of_user().trim().is_empty(),
+        "the user's process did not start"
+    );
     assert_eq!(l.os(&ctx, "sanitize", vec![]).expect("sanitize"), "true");
-    assert!(!lab.sh(&format!("id -u {login}")).status.success(), "user still there");
-    assert!(!lab.sh(&format!("test -e /home/{login}")).status.success(), "home still there");
-    assert!(!lab.sh(&format!("test -e /etc/sudoers.d/provhost-{login}")).status.success());
+    assert!(
+        !lab.sh(&format!("id -u {login}")).status.success(),
+        "user still there"
+    );
+    assert!(
+        !lab.sh(&format!("test -e /home/{login}")).status.success(),
+        "home still there"
+    );
+    assert!(!lab
+        .sh(&format!("test -e /etc/sudoers.d/provhost-{login}"))
+        .status
+        .success());
     let procs = procs_of_user();
     assert!(procs.trim().is_empty(), "processes left: {procs}");
-    assert!(!lab.sh_ok("nft list set inet provhost connect").contains(&lab.gateway));
+    assert!(!lab
+        .sh_ok("nft list set inet provhost connect")
+        .contains(&lab.gateway));
     assert!(lab.sh_ok("cat /var/lib/provhost/users").trim().is_empty());
 }
 
@@ -356,7 +460,12 @@ fn lab_authorized_keys_through_a_symlinked_ssh_dir_are_not_written_as_root() {
     let ctx = l.ctx();
     let login = login_name("k");
     let uid = test_uid(1);
-    l.os(&ctx, "add_user", vec![user(&login, uid, "pw-12345678-abcdefgh", "", false)]).expect("add_user");
+    l.os(
+        &ctx,
+        "add_user",
+        vec![user(&login, uid, "pw-12345678-abcdefgh", "", false)],
+    )
+    .expect("add_user");
     // The user swaps ~/.ssh for a link to a root-owned directory (as /etc/cron.d would be).
     lab.sh_ok(&format!(
         "mkdir -p /etc/provhost-victim && rm -rf /home/{login}/.ssh && ln -s /etc/provhost-victim /home/{login}/.ssh && chown -h {login}: /home/{login}/.ssh"
@@ -364,10 +473,21 @@ fn lab_authorized_keys_through_a_symlinked_ssh_dir_are_not_written_as_root() {
     let dir = tempfile::tempdir().expect("tmp");
     let (_key, public) = keypair(dir.path());
     let err = l
-        .os(&ctx, "add_user", vec![user(&login, uid, "pw-12345678-abcdefgh", &public, false)])
+        .os(
+            &ctx,
+            "add_user",
+            vec![user(&login, uid, "pw-12345678-abcdefgh", &public, false)],
+        )
         .expect_err("writing through the link must fail");
-    assert!(err.contains("installing") && err.contains("SSH keys"), "{err}");
-    assert_eq!(lab.sh_ok("ls -A /etc/provhost-victim"), "", "root wrote into the link's target");
+    assert!(
+        err.contains("installing") && err.contains("SSH keys"),
+        "{err}"
+    );
+    assert_eq!(
+        lab.sh_ok("ls -A /etc/provhost-victim"),
+        "",
+        "root wrote into the link's target"
+    );
     l.os(&ctx, "sanitize", vec![]).expect("sanitize");
 }
 
@@ -395,7 +515,9 @@ fn lab_hostile_database_values_are_refused_and_never_run() {
     let ctx = l.ctx();
     for p in &payloads {
         // As a login: refused.
-        let err = l.os(&ctx, "add_user", vec![user(p, 0, "pw-12345678", "", false)]).expect_err(p);
+        let err = l
+            .os(&ctx, "add_user", vec![user(p, 0, "pw-12345678", "", false)])
+            .expect_err(p);
         assert!(err.contains("refusing user name"), "{p:?}: {err}");
         // As the user's address: refused.
         let c = l.ctx_with(|d| d.remote_ip = p.clone());
@@ -411,8 +533,23 @@ fn lab_hostile_database_values_are_refused_and_never_run() {
             continue;
         }
         let login = login_name("h");
-        let err = l.os(&ctx, "add_user", vec![user(&login, test_uid(2), "pw-12345678", &format!("ssh-ed25519 {p}"), false)]).expect_err(p);
-        assert!(err.contains("refusing") && err.contains("SSH key"), "{p:?}: {err}");
+        let err = l
+            .os(
+                &ctx,
+                "add_user",
+                vec![user(
+                    &login,
+                    test_uid(2),
+                    "pw-12345678",
+                    &format!("ssh-ed25519 {p}"),
+                    false,
+                )],
+            )
+            .expect_err(p);
+        assert!(
+            err.contains("refusing") && err.contains("SSH key"),
+            "{p:?}: {err}"
+        );
     }
     // A key with options (command="…", from=…) is refused; so is a uid of a system account.
     let login = login_name("h");
@@ -423,20 +560,47 @@ fn lab_hostile_database_values_are_refused_and_never_run() {
         format!("from=\"*\",no-pty {public}"),
         format!("{public}\nenvironment=\"X=1\" {public}"),
     ] {
-        let err = l.os(&ctx, "add_user", vec![user(&login, test_uid(2), "pw-12345678", &keys, false)]).expect_err(&keys);
+        let err = l
+            .os(
+                &ctx,
+                "add_user",
+                vec![user(&login, test_uid(2), "pw-12345678", &keys, false)],
+            )
+            .expect_err(&keys);
         assert!(err.contains("key options"), "{err}");
     }
-    let err = l.os(&ctx, "add_user", vec![user(&login, 0 + 5, "pw-12345678", "", false)]).expect_err("uid 5");
+    let err = l
+        .os(
+            &ctx,
+            "add_user",
+            vec![user(&login, 5, "pw-12345678", "", false)],
+        )
+        .expect_err("uid 5");
     assert!(err.contains("refusing uid 5"), "{err}");
     // Passwords are data on stdin: shell characters are harmless and kept exactly.
-    l.os(&ctx, "add_user", vec![user(&login, test_uid(2), "pw-12345678", "", false)]).expect("add_user");
+    l.os(
+        &ctx,
+        "add_user",
+        vec![user(&login, test_uid(2), "pw-12345678", "", false)],
+    )
+    .expect("add_user");
     for p in &payloads[..4] {
         let pw = format!("{p}-Long-enough");
-        l.os(&ctx, "set_password", vec![login.clone().into(), pw.clone().into()]).expect("hostile password");
+        l.os(
+            &ctx,
+            "set_password",
+            vec![login.clone().into(), pw.clone().into()],
+        )
+        .expect("hostile password");
         // The stored hash is the hash of exactly that password.
         let salt_hash = lab.sh_ok(&format!("getent shadow {login} | cut -d: -f2"));
         let check = Command::new("python3")
-            .args(["-c", "import crypt,sys; h=sys.argv[2].strip(); print(crypt.crypt(sys.argv[1], h) == h)", &pw, &salt_hash])
+            .args([
+                "-c",
+                "import crypt,sys; h=sys.argv[2].strip(); print(crypt.crypt(sys.argv[1], h) == h)",
+                &pw,
+                &salt_hash,
+            ])
             .output();
         if let Ok(o) = check {
             let out = String::from_utf8_lossy(&o.stdout);
@@ -445,9 +609,21 @@ fn lab_hostile_database_values_are_refused_and_never_run() {
             }
         }
     }
-    let err = l.os(&ctx, "set_password", vec![login.clone().into(), "two\nlines".into()]).expect_err("newline");
+    let err = l
+        .os(
+            &ctx,
+            "set_password",
+            vec![login.clone().into(), "two\nlines".into()],
+        )
+        .expect_err("newline");
     assert!(err.contains("line break"), "{err}");
     l.os(&ctx, "sanitize", vec![]).expect("sanitize");
-    assert!(!std::path::Path::new(&marker).exists(), "a database value was executed");
-    assert!(!lab.sh(&format!("test -e {marker}")).status.success(), "a database value was executed on the computer");
+    assert!(
+        !std::path::Path::new(&marker).exists(),
+        "a database value was executed"
+    );
+    assert!(
+        !lab.sh(&format!("test -e {marker}")).status.success(),
+        "a database value was executed on the computer"
+    );
 }

@@ -97,7 +97,9 @@ fn run(h: &Host, cmd: &str, opts: Option<&Map>) -> Res<Map> {
             } else if v.is_blob() {
                 v.clone().cast::<rhai::Blob>()
             } else {
-                return Err(format!("stdin must be a string or a blob, got {}", v.type_name()).into());
+                return Err(
+                    format!("stdin must be a string or a blob, got {}", v.type_name()).into(),
+                );
             };
             if bytes.len() > crate::prim::ssh::exec::MAX_STDIN {
                 return Err(format!(

@@ -60,8 +60,13 @@ pub async fn ensure_imagemeta(
     }
     if !has("image", "imagemetaid") {
         steps.push(match db.backend() {
-            Backend::Sqlite => "ALTER TABLE `image` ADD COLUMN `imagemetaid` INTEGER DEFAULT NULL".to_string(),
-            Backend::MySql => "ALTER TABLE `image` ADD COLUMN `imagemetaid` smallint(5) unsigned DEFAULT NULL".to_string(),
+            Backend::Sqlite => {
+                "ALTER TABLE `image` ADD COLUMN `imagemetaid` INTEGER DEFAULT NULL".to_string()
+            }
+            Backend::MySql => {
+                "ALTER TABLE `image` ADD COLUMN `imagemetaid` smallint(5) unsigned DEFAULT NULL"
+                    .to_string()
+            }
         });
     }
     for step in &steps {
