@@ -17,6 +17,7 @@ packages=(
   libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients  # libvirt.rhai's real libvirtd (no systemd)
   debootstrap e2fsprogs              # building the test image (debootstrap, mke2fs -d)
   nftables iproute2                  # the VM firewall, lab hosts and VM networks in namespaces
+  sudo                               # os/linux's sudo entries checked on lab hosts (visudo, sudo -l)
   libssl-dev zlib1g-dev pkg-config gcc  # ssh2's libssh2/openssl build
   util-linux                         # unshare/mount for the disk-full copy test
   mariadb-server mariadb-client      # the VCL-compatible database backend

@@ -1,6 +1,6 @@
 //! Commands on the management node itself, with the same result shape, output bounds and
-//! time-out as remote ones: `sh -c CMD` in its own process group, stdin from /dev/null,
-//! killed as a group (TERM, then KILL after 2 s) when its time is up.
+//! time-out as remote ones: `sh -c CMD` in its own process group, stdin the given input
+//! (then EOF) or /dev/null, killed as a group (TERM, then KILL after 2 s) when its time is up.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -61,17 +61,40 @@ fn reader(mut r: impl Read + Send + 'static, cap: usize) -> mpsc::Receiver<Captu
 
 /// Run `cmd` with `sh -c` under `timeout` (also cut by the routine's deadline).
 pub fn exec(cmd: &str, timeout: Duration, max_output: usize) -> Result<Output, LocalError> {
+    exec_input(cmd, None, timeout, max_output)
+}
+
+/// [`exec`] with `input` written to the command's stdin by a helper thread, then EOF
+/// (`None`: stdin is /dev/null). The thread ends when the input is written or the command
+/// closed its stdin (it exited or was killed).
+pub fn exec_input(
+    cmd: &str,
+    input: Option<&[u8]>,
+    timeout: Duration,
+    max_output: usize,
+) -> Result<Output, LocalError> {
     let d = Deadline::new(timeout);
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(cmd)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
         .map_err(LocalError::Spawn)?;
     let pgid = child.id() as libc::pid_t;
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            // A command that does not read its input gets EPIPE here; that is its business.
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+    }
     let out_rx = child.stdout.take().map(|s| reader(s, max_output));
     let err_rx = child.stderr.take().map(|s| reader(s, max_output));
     let mut pause = Duration::from_micros(200);
