@@ -18,7 +18,6 @@
 //! the connection drops ([`Db::retry`]); see `docs/database.md`.
 
 pub mod claim;
-pub mod cli;
 pub mod ctx_backend;
 pub mod error;
 pub mod flow;
