@@ -14,8 +14,8 @@ async fn main() -> ExitCode {
     match cli::run(args).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            eprintln!("error: {}", cli::exit::message(&e));
+            ExitCode::from(cli::exit::code(&e))
         }
     }
 }

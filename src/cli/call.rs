@@ -8,12 +8,17 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use provhost::host::{CallOptions, Ctx, MemoryBackend, ReservationData, ScriptHost};
+use provhost::host::{
+    CallOptions, Ctx, HostError, MemoryBackend, ModuleKey, ReservationData, ScriptHost,
+};
 use provhost::Config;
+
+use super::exit::Refused;
 
 #[derive(Args)]
 pub struct CallArgs {
-    /// `kind/name` (e.g. `os/linux`) or a name that only one kind has.
+    /// `kind/name` (e.g. `os/linux`), or a name: the module of that name, or of the kinds
+    /// using it the one that defines ROUTINE.
     module: String,
     /// The routine, e.g. `node_status`.
     routine: String,
@@ -24,14 +29,45 @@ pub struct CallArgs {
     #[arg(long)]
     timeout: Option<u64>,
     /// Further arguments after `ctx`: JSON values (`42`, `true`, `{"login":"ann"}`) or
-    /// plain strings.
+    /// plain strings; text starting with `{`, `[` or `"` must be valid JSON.
     args: Vec<String>,
 }
 
-fn parse_arg(s: &str) -> rhai::Dynamic {
+/// One command-line argument as a Rhai value: JSON when it is JSON, else the plain string.
+/// Text that looks like JSON (it starts with `{`, `[` or `"`) but does not parse is an
+/// error, not silently a string.
+fn parse_arg(n: usize, s: &str) -> Result<rhai::Dynamic, Refused> {
     match serde_json::from_str::<serde_json::Value>(s) {
-        Ok(v) => rhai::serde::to_dynamic(v).unwrap_or_else(|_| s.into()),
-        Err(_) => s.into(),
+        Ok(v) => rhai::serde::to_dynamic(v).map_err(|e| {
+            Refused(format!("argument {n} ({s}): cannot pass this JSON to a routine: {e}"))
+        }),
+        Err(e) if s.trim_start().starts_with(['{', '[', '"']) => Err(Refused(format!(
+            "argument {n} ({s}) looks like JSON but does not parse: {e}. Fix it (keys and strings in double quotes: '{{\"login\":\"ann\"}}'), or pass plain text that does not start with {{, [ or \""
+        ))),
+        Err(_) => Ok(s.into()),
+    }
+}
+
+/// The module `spec` names. A bare name that more than one kind uses (`sim`: provisioning
+/// and os) is the one of them that defines `routine`, when only one does.
+fn resolve(host: &ScriptHost, spec: &str, routine: &str) -> Result<ModuleKey, HostError> {
+    match host.find_module(spec) {
+        Err(HostError::AmbiguousModule { .. }) if !spec.contains('/') => {
+            let defining: Vec<ModuleKey> = host
+                .modules()
+                .into_iter()
+                .filter(|(_, n)| n == spec)
+                .filter(|k| {
+                    host.module(k)
+                        .is_some_and(|m| m.ast.iter_functions().any(|f| f.name == routine))
+                })
+                .collect();
+            match defining.as_slice() {
+                [one] => Ok(one.clone()),
+                _ => host.find_module(spec),
+            }
+        }
+        other => other,
     }
 }
 
@@ -48,14 +84,18 @@ pub async fn run(config: &Config, a: CallArgs) -> anyhow::Result<ExitCode> {
         // Other modules' errors do not stop a call to a good one; say them anyway.
         eprintln!("warning: {e}");
     }
-    let key = host.find_module(&module)?;
+    let key = resolve(&host, &module, &routine)?;
     let data = match &ctx_file {
         Some(f) => Ctx::data_from_file(f)?,
         None => ReservationData::default(),
     };
     let backend = Arc::new(MemoryBackend::default());
     let ctx = Ctx::new(data, backend.clone());
-    let args: Vec<rhai::Dynamic> = args.iter().map(|a| parse_arg(a)).collect();
+    let args = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| parse_arg(i + 1, a))
+        .collect::<Result<Vec<rhai::Dynamic>, Refused>>()?;
     // Pass ctx when the routine's first parameter is `ctx` (every contract routine's is).
     let takes_ctx = host
         .module(&key)
@@ -77,16 +117,9 @@ pub async fn run(config: &Config, a: CallArgs) -> anyhow::Result<ExitCode> {
     })
     .await
     .context("routine thread")?;
-    match result {
-        Ok(value) => {
-            let json: serde_json::Value = rhai::serde::from_dynamic(&value)
-                .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
-            println!("{}", serde_json::to_string_pretty(&json)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(1))
-        }
-    }
+    let value = result?;
+    let json: serde_json::Value = rhai::serde::from_dynamic(&value)
+        .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(ExitCode::SUCCESS)
 }

@@ -122,6 +122,6 @@ pub fn run(config: &Config, paths: Vec<PathBuf>) -> ExitCode {
                     .join(", ")
             );
         }
-        ExitCode::from(1)
+        ExitCode::from(super::exit::CHECK_ERRORS)
     }
 }

@@ -2,10 +2,10 @@
 //! database, then add provhost's own tables.
 
 use clap::Subcommand;
-use provhost::db::{schema, Db};
+use provhost::db::{schema, OpenMode};
 use provhost::Config;
 
-use super::UrlArg;
+use super::{open_db, UrlArg};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum DbCommand {
@@ -27,7 +27,7 @@ pub async fn run(config: &Config, cmd: DbCommand) -> anyhow::Result<()> {
             url,
             management_node,
         } => {
-            let db = Db::connect(&url.resolve(config)).await?;
+            let db = open_db(&url.resolve(config), OpenMode::Create).await?;
             let host = management_node.unwrap_or_else(schema::local_hostname);
             let report = schema::init(&db, &host).await?;
             if report.created_vcl_tables {

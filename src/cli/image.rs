@@ -1,18 +1,28 @@
-//! `provhost image build-test`: build (or find) the test image in the image library and
-//! record it in the database as the production revision of image `provhost-test`.
+//! `provhost image list|build-test`: the images in the database; building (or finding) the
+//! test image in the image library and recording it as the production revision of image
+//! `provhost-test`.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Subcommand;
+use provhost::db::OpenMode;
 use provhost::image::build::{self, BuildError, BuildOptions, Built};
 use provhost::Config;
 
+use super::list::{self, opt, Format};
 use super::UrlArg;
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum ImageCommand {
+    /// List the images (not deleted): OS, production revision, size, reload time.
+    List {
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        url: UrlArg,
+    },
     /// Build provhost's test image (Debian bookworm minbase + sshd, booting in seconds under
     /// TCG) into the image library, unless its recipe is unchanged; record it in the database.
     BuildTest {
@@ -44,6 +54,37 @@ pub enum ImageCommand {
 /// Run `provhost image …`.
 pub async fn run(config: &Config, cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
+        ImageCommand::List { format, url } => {
+            let db = super::open_db(&url.resolve(config), OpenMode::Existing).await?;
+            let rows = provhost::db::listing::images(&db).await?;
+            db.close().await;
+            list::print(
+                &format,
+                &rows,
+                &[
+                    "ID",
+                    "NAME",
+                    "OS",
+                    "REVISION",
+                    "IMAGENAME",
+                    "SIZE MB",
+                    "RELOAD MIN",
+                    "PRETTY NAME",
+                ],
+                |i| {
+                    vec![
+                        i.id.to_string(),
+                        i.name.clone(),
+                        i.os.clone(),
+                        opt(&i.revision),
+                        opt(&i.imagename),
+                        i.size_mb.to_string(),
+                        i.reload_minutes.to_string(),
+                        i.prettyname.clone(),
+                    ]
+                },
+            )
+        }
         ImageCommand::BuildTest {
             out,
             key,
@@ -114,7 +155,7 @@ async fn register(config: &Config, url: &UrlArg, built: &Built) -> anyhow::Resul
     let context = || {
         format!("recording the test image in the database {shown}; run `provhost db init` first, or pass --no-register")
     };
-    let db = provhost::db::Db::connect(&url)
+    let db = super::open_db(&url, OpenMode::Existing)
         .await
         .with_context(context)?;
     let r = provhost::db::image::register_library_image(

@@ -1,29 +1,38 @@
 //! The `provhost` command line: the clap types of every command and the dispatch to one
-//! file per command family (`add`, `db`, `request`, `log`, `image`, `check`, `call`,
-//! `serve`, `docs`). Binary side: command bodies use `anyhow` and print; what they read
-//! and write goes through the library (`provhost::db`, `provhost::host`, …).
+//! file per command family (`add`, `db`, `request`, `log`, `computer`, `image`, `user`,
+//! `node`, `check`, `call`, `serve`, `docs`); `exit` turns outcomes into exit codes and
+//! messages, `list` prints listings. Binary side: command bodies use `anyhow` and print;
+//! what they read and write goes through the library (`provhost::db`, `provhost::host`, …).
 
 mod add;
 mod call;
 mod check;
+mod computer;
 mod db;
 mod docs;
+pub mod exit;
 mod image;
+mod list;
 mod log;
+mod node;
 mod request;
 mod serve;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use provhost::db::{Db, DbError, DbOptions, OpenMode, RetryPolicy};
 use provhost::Config;
 
 #[derive(Parser)]
 #[command(
     name = "provhost",
     version,
-    about = "Provision computers for reservations; hypervisor and OS specifics live in Rhai scripts"
+    about = "Provision computers for reservations; hypervisor and OS specifics live in Rhai scripts",
+    after_help = exit::HELP
 )]
 pub struct Cli {
     /// Configuration file (default: ./provhost.toml if present, else built-in defaults).
@@ -44,8 +53,8 @@ pub enum LogFormat {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Compile every module script and check it against the routine contract; exit 1 and
-    /// list every error if any fails.
+    /// Compile every module script and check it against the routine contract; list every
+    /// error and exit 3 if any fails.
     Check {
         /// Files or folders (default: the configured scripts folder).
         paths: Vec<PathBuf>,
@@ -62,12 +71,27 @@ pub enum Command {
         #[command(subcommand)]
         command: add::AddCommand,
     },
-    /// The image library: `image build-test`.
+    /// Images: `image list`, `image build-test` (the image library's test image).
     Image {
         #[command(subcommand)]
         command: image::ImageCommand,
     },
-    /// Reservation requests: `request new`, `request list`.
+    /// Computers: `computer list`, `computer set-state NAME available|maintenance`.
+    Computer {
+        #[command(subcommand)]
+        command: computer::ComputerCommand,
+    },
+    /// Users: `user list`.
+    User {
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
+    /// Management nodes: `node list` (with the daemon holding each).
+    Node {
+        #[command(subcommand)]
+        command: node::NodeCommand,
+    },
+    /// Reservation requests: `request new|connect|end|cancel|list`.
     Request {
         #[command(subcommand)]
         command: request::RequestCommand,
@@ -135,6 +159,43 @@ impl UrlArg {
     }
 }
 
+/// The longest a one-shot command waits for the database to answer at all (a host that
+/// drops packets instead of refusing).
+const CONNECT_BUDGET: Duration = Duration::from_secs(10);
+
+/// Open the database for a one-shot command: one connection try (an unreachable server
+/// fails at once, in one line; the daemon keeps its retry policy), a short wait for a
+/// pooled connection, a few quick retries of each statement after that. With
+/// [`OpenMode::Existing`] nothing is created: a missing SQLite file is named, with the
+/// `db init` that makes it.
+pub async fn open_db(url: &str, mode: OpenMode) -> anyhow::Result<Db> {
+    let opts = DbOptions {
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(5),
+        sqlite_busy_timeout: Duration::from_secs(10),
+        retry: RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        },
+    };
+    let shown = provhost::db::pool::redact_url(url);
+    let db = match tokio::time::timeout(CONNECT_BUDGET, Db::open(url, opts, mode)).await {
+        Ok(Ok(db)) => db,
+        // One try: the last error alone says it ("cannot connect to …: Connection refused").
+        Ok(Err(DbError::Unavailable { last, .. })) => return Err((*last).into()),
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => anyhow::bail!(
+            "cannot connect to {shown}: no answer within {} s (is the server up and reachable from here?)",
+            CONNECT_BUDGET.as_secs()
+        ),
+    };
+    Ok(db.with_retry(RetryPolicy {
+        attempts: 3,
+        first_delay: Duration::from_millis(200),
+        max_delay: Duration::from_secs(1),
+    }))
+}
+
 /// Log lines to stderr, secrets redacted; `PROVHOST_LOG` overrides `default_level`.
 pub fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROVHOST_LOG")
@@ -162,6 +223,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Image { command } => {
             image::run(&config, command).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Computer { command } => {
+            computer::run(&config, command).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User { command } => {
+            user::run(&config, command).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Node { command } => {
+            node::run(&config, command).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Request { command } => {

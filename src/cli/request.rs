@@ -3,10 +3,11 @@
 
 use clap::Subcommand;
 use provhost::db::requests::{self, ComputerChoice, NewRequest};
-use provhost::db::{Db, DbError};
+use provhost::db::{Db, DbError, OpenMode};
 use provhost::Config;
 
-use super::UrlArg;
+use super::add::check_ipv4;
+use super::{open_db, UrlArg};
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum RequestCommand {
@@ -79,7 +80,7 @@ pub async fn run(config: &Config, cmd: RequestCommand) -> anyhow::Result<()> {
             end,
             url,
         } => {
-            let db = Db::connect(&url.resolve(config)).await?;
+            let db = open_db(&url.resolve(config), OpenMode::Existing).await?;
             let choice = match (computer, any) {
                 (Some(c), false) => ComputerChoice::Named(c),
                 (None, true) => ComputerChoice::Any,
@@ -118,27 +119,28 @@ pub async fn run(config: &Config, cmd: RequestCommand) -> anyhow::Result<()> {
             ip,
             url,
         } => {
-            let db = Db::connect(&url.resolve(config)).await?;
+            let ip = check_ipv4(&ip)?;
+            let db = open_db(&url.resolve(config), OpenMode::Existing).await?;
             provhost::db::flow::acknowledge(&db, reservation, &ip).await?;
             println!("reservation {reservation}: acknowledged from {ip}");
             db.close().await;
             Ok(())
         }
         RequestCommand::End { request, url } => {
-            let db = Db::connect(&url.resolve(config)).await?;
+            let db = open_db(&url.resolve(config), OpenMode::Existing).await?;
             provhost::db::flow::end_now(&db, request).await?;
             println!("request {request}: ends now");
             db.close().await;
             Ok(())
         }
         RequestCommand::Cancel { request, url } => {
-            let db = Db::connect(&url.resolve(config)).await?;
+            let db = open_db(&url.resolve(config), OpenMode::Existing).await?;
             let result = cancel(&db, request).await;
             db.close().await;
             Ok(result?)
         }
         RequestCommand::List { all, limit, url } => {
-            let db = Db::connect(&url.resolve(config)).await?;
+            let db = open_db(&url.resolve(config), OpenMode::Existing).await?;
             let rows = requests::list_requests(&db, all, limit).await?;
             print!("{}", requests::format_requests(&rows));
             db.close().await;

@@ -38,6 +38,26 @@ pub async fn run(config: &Config, once: bool, url: UrlArg) -> anyhow::Result<Exi
         provhost::host::good::dir_in(&config.paths.data_dir),
     ));
     let _watch = provhost::daemon::start_host(&host)?;
+    let modules: Vec<String> = host
+        .modules()
+        .iter()
+        .map(|k| {
+            let version = host
+                .module(k)
+                .map(|m| m.info.version.clone())
+                .unwrap_or_default();
+            format!("{}/{} v{version}", k.0, k.1)
+        })
+        .collect();
+    tracing::info!(
+        database = %db.url(),
+        scripts = %config.paths.scripts.display(),
+        stdlib = %config.paths.stdlib.display(),
+        data = %config.paths.data_dir.display(),
+        "serving {} module(s): {}",
+        modules.len(),
+        if modules.is_empty() { "none".to_string() } else { modules.join(", ") }
+    );
     let daemon = tokio::select! {
         d = provhost::daemon::Daemon::new(
             db.clone(),

@@ -203,3 +203,49 @@ pub async fn held_by(db: &Db, request: i64) -> Result<Option<i64>, DbError> {
     })
     .await
 }
+
+/// SQL condition (with two `?`, both the computer id) that is true when no live request
+/// holds the computer: no lock row of an unfinished request, and no reservation of it
+/// holding it by its state (requests from before the lock table). What an operator's
+/// state change ([`crate::db::state::operator_set_computer_state`]) is conditional on.
+pub(crate) const NOT_HELD: &str = "NOT EXISTS (SELECT 1 FROM `provhost_computerlock` l JOIN `request` rq ON rq.`id` = l.`requestid` \
+     WHERE l.`computerid` = ? AND rq.`stateid` NOT IN (5, 12)) \
+     AND NOT EXISTS (SELECT 1 FROM `reservation` r JOIN `request` rq ON rq.`id` = r.`requestid` WHERE r.`computerid` = ? AND (HOLDING_SQL))";
+
+/// The live request holding `computer`, if any: its lock row's request when unfinished,
+/// else a reservation of the computer holding it by its request's state.
+pub async fn live_holder(db: &Db, computer: i64) -> Result<Option<Holder>, DbError> {
+    if let Some(h) = holder(db, computer).await? {
+        if !matches!(h.state.as_str(), "complete" | "failed" | "gone") {
+            return Ok(Some(h));
+        }
+    }
+    let sql = format!(
+        "SELECT rq.`id`, r.`id` AS `reservationid`, r.`managementnodeid`, rq.`stateid`, rq.`laststateid`, \
+         CAST(rq.`start` AS CHAR) AS `start`, CAST(rq.`end` AS CHAR) AS `end` \
+         FROM `reservation` r JOIN `request` rq ON rq.`id` = r.`requestid` WHERE r.`computerid` = ? AND ({HOLDING}) \
+         ORDER BY rq.`id` LIMIT 1"
+    );
+    let what = format!("reading which reservation holds computer {computer}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let row = sqlx::query(&sql).bind(computer).fetch_optional(p).await.during(what.as_str())?;
+            row.map(|r| Ok(Holder {
+                request: r.int("id")?,
+                reservation: r.int("reservationid")?,
+                management_node: r.int("managementnodeid")?,
+                state: state_label(r.int("stateid")?),
+                laststate: state_label(r.int("laststateid")?),
+                start: r.text("start")?,
+                end: r.text("end")?,
+            }))
+            .transpose()
+        })
+    })
+    .await
+}
+
+/// [`NOT_HELD`] with [`HOLDING`] filled in.
+pub(crate) fn not_held_sql() -> String {
+    NOT_HELD.replace("HOLDING_SQL", HOLDING)
+}
