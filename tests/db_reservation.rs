@@ -252,7 +252,12 @@ async fn overlapping_requests_are_refused(backend: Backend) {
             "start: \"tomorrow\" is not a time: use now, +N",
         ),
         (
-            ask("debian12", ComputerChoice::Any, Some("2001-01-01 00:00"), None),
+            ask(
+                "debian12",
+                ComputerChoice::Any,
+                Some("2001-01-01 00:00"),
+                None,
+            ),
             "start 2001-01-01 00:00:00 is in the past",
         ),
     ] {
