@@ -15,7 +15,9 @@
 //! - it is released, or passed on to the reload request a reclaim or capture inserted, in
 //!   the same transaction as the holder's `state_exit` / `reservation_failed`
 //!   (`state.rs`), and only when the request ends (complete, failed);
-//! - every computer state change a flow makes is conditional on it (`state.rs`).
+//! - every computer state change a flow makes is conditional on it (`state.rs`);
+//! - an operator's `provhost computer set-state` is refused while a live request holds
+//!   the computer by its row or by its state ([`live_holder`], `not_held_sql`).
 
 use crate::db::claim::state_label;
 use crate::db::error::{DbError, During};
@@ -204,14 +206,6 @@ pub async fn held_by(db: &Db, request: i64) -> Result<Option<i64>, DbError> {
     .await
 }
 
-/// SQL condition (with two `?`, both the computer id) that is true when no live request
-/// holds the computer: no lock row of an unfinished request, and no reservation of it
-/// holding it by its state (requests from before the lock table). What an operator's
-/// state change ([`crate::db::state::operator_set_computer_state`]) is conditional on.
-pub(crate) const NOT_HELD: &str = "NOT EXISTS (SELECT 1 FROM `provhost_computerlock` l JOIN `request` rq ON rq.`id` = l.`requestid` \
-     WHERE l.`computerid` = ? AND rq.`stateid` NOT IN (5, 12)) \
-     AND NOT EXISTS (SELECT 1 FROM `reservation` r JOIN `request` rq ON rq.`id` = r.`requestid` WHERE r.`computerid` = ? AND (HOLDING_SQL))";
-
 /// The live request holding `computer`, if any: its lock row's request when unfinished,
 /// else a reservation of the computer holding it by its request's state.
 pub async fn live_holder(db: &Db, computer: i64) -> Result<Option<Holder>, DbError> {
@@ -245,7 +239,16 @@ pub async fn live_holder(db: &Db, computer: i64) -> Result<Option<Holder>, DbErr
     .await
 }
 
-/// [`NOT_HELD`] with [`HOLDING`] filled in.
+/// SQL condition (with two `?`, both the computer id) that is true when no live request
+/// holds the computer: no lock row of an unfinished request, and no reservation of it
+/// holding it by its request's state (requests from before the lock table). What an
+/// operator's state change ([`crate::db::state::operator_set_computer_state`]) is
+/// conditional on.
 pub(crate) fn not_held_sql() -> String {
-    NOT_HELD.replace("HOLDING_SQL", HOLDING)
+    format!(
+        "NOT EXISTS (SELECT 1 FROM `provhost_computerlock` l JOIN `request` rq ON rq.`id` = l.`requestid` \
+         WHERE l.`computerid` = ? AND rq.`stateid` NOT IN ({FINISHED})) \
+         AND NOT EXISTS (SELECT 1 FROM `reservation` r JOIN `request` rq ON rq.`id` = r.`requestid` \
+         WHERE r.`computerid` = ? AND ({HOLDING}))"
+    )
 }
