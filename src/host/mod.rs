@@ -438,6 +438,12 @@ impl ScriptHost {
             .unwrap_or(Duration::from_secs(self.opts.limits.call_timeout_secs));
         let result = {
             let _guard = engine::CallGuard::new(timeout, opts.cancel.clone());
+            // Secrets the routine makes or remembers belong to its reservation.
+            let _secrets = ctx.map(|c| {
+                crate::prim::secret::ScopeGuard::enter(crate::prim::secret::Scope::Reservation(
+                    c.data().reservation_id,
+                ))
+            });
             let mut scope = Scope::new();
             let options = CallFnOptions::new().eval_ast(true).rewind_scope(true);
             self.engine.call_fn_with_options::<Dynamic>(

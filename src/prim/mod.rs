@@ -15,6 +15,7 @@ pub mod local;
 pub mod log;
 pub mod remote;
 pub mod scp;
+pub mod redact_log;
 pub mod secret;
 pub mod ssh;
 pub mod vm;

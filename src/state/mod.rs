@@ -304,12 +304,14 @@ impl Flow {
     pub async fn user_map(&self) -> Result<rhai::Map, FlowError> {
         let mut pw =
             crate::db::flow::reservation_password(&self.svc.db, self.data.reservation_id).await?;
+        let scope = crate::prim::secret::Scope::Reservation(self.data.reservation_id);
         if pw.is_empty() {
-            pw = crate::prim::secret::password(12).map_err(|e| FlowError::Failed(e.to_string()))?;
+            pw = crate::prim::secret::password_in(scope, 16)
+                .map_err(|e| FlowError::Failed(e.to_string()))?;
             crate::db::flow::set_reservation_password(&self.svc.db, self.data.reservation_id, &pw)
                 .await?;
         } else {
-            crate::prim::secret::remember(&pw);
+            crate::prim::secret::remember_in(scope, &pw);
         }
         let mut m = rhai::Map::new();
         m.insert("login".into(), self.data.user_login_id.clone().into());
