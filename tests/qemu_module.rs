@@ -49,6 +49,7 @@ fn rig(ssh_port: u16) -> Rig {
         known_hosts: dir.path().join("known_hosts"),
         port: ssh_port,
         connect_timeout_secs: 3,
+        local_vmhost: "local".into(),
         ..SshConfig::default()
     };
     let vm = VmConfig {

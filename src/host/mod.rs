@@ -283,6 +283,18 @@ impl ScriptHost {
         path: &Path,
         folder_kind: Option<Kind>,
     ) -> Result<(ModuleInfo, Arc<str>, AST), Vec<HostError>> {
+        // Scripts are root-equivalent (docs/trust-model.md): a file, or a folder it is loaded
+        // from, that others may write is refused.
+        let mut guarded: Vec<PathBuf> = vec![path.to_path_buf()];
+        guarded.extend(path.parent().map(Path::to_path_buf));
+        guarded.push(self.opts.scripts_dir.clone());
+        guarded.push(self.opts.stdlib_dir.clone());
+        if let Ok(entries) = std::fs::read_dir(&self.opts.stdlib_dir) {
+            guarded.extend(entries.flatten().map(|e| e.path()));
+        }
+        for p in &guarded {
+            check_not_writable_by_others(p).map_err(|e| vec![e])?;
+        }
         let bytes = std::fs::read(path).map_err(|e| {
             vec![HostError::Io {
                 path: path.to_path_buf(),
@@ -475,6 +487,26 @@ impl ScriptHost {
             None => Ok(value),
         }
     }
+}
+
+/// Refuse `path` (a script file or a folder scripts are loaded from) when group or others
+/// may write it. A path that does not exist is not refused here (reading it says so).
+pub fn check_not_writable_by_others(path: &Path) -> Result<(), HostError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (_, true) => "everyone",
+        (true, false) => "its group",
+        (false, false) => return Ok(()),
+    };
+    Err(HostError::Insecure {
+        path: path.to_path_buf(),
+        mode,
+        who,
+    })
 }
 
 /// A compile error with file:line; when the brackets of `source` do not match, the likely
