@@ -52,6 +52,16 @@ fn config_for(dir: &ScriptDir) -> PathBuf {
 }
 
 #[test]
+fn the_example_site_hooks_pass_check() {
+    let out = provhost(&root(), &["check", "examples/site"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for hook in ["site/login_banner", "site/install_package", "site/image_timezone"] {
+        assert!(stdout.contains(hook), "{stdout}");
+    }
+}
+
+#[test]
 fn check_passes_on_the_shipped_scripts() {
     let out = provhost(&root(), &["check", "scripts", "stdlib"]);
     assert!(
@@ -564,4 +574,111 @@ fn a_scripts_folder_writable_by_others_is_refused_with_the_fix() {
         &["--config", cfg.to_str().expect("utf8"), "check"],
     );
     assert!(out.status.success(), "{}", text(&out.stdout));
+}
+
+/// docs/customizing-post-load.md, followed while `provhost serve` runs: a hook copied into
+/// `scripts/site/` runs after the OS module's post_load; an edit goes live without a
+/// restart and the next load (the reload after the reservation) uses it; a hook with
+/// `on_failure: "warn"` that throws leaves a warning and the load goes on.
+#[test]
+fn a_site_hook_edited_while_serve_runs_is_used_by_the_next_reservation() {
+    let dir = tempfile::tempdir().expect("tmp");
+    copy_project_scripts(dir.path());
+    std::fs::write(
+        dir.path().join("provhost.toml"),
+        "[daemon]\npoll_interval_secs = 30\n[daemon.timings]\nacknowledgetimeout = 60\nacknowledge_poll_ms = 100\ninitialconnecttimeout = 10\nconnect_poll = 1\n",
+    )
+    .expect("config");
+    let hook = dir.path().join("scripts/site/banner.rhai");
+    std::fs::create_dir_all(hook.parent().expect("site")).expect("site dir");
+    let hook_v1 = r#"const MODULE = #{ kind: "site", name: "banner", version: "1" };
+fn post_load(ctx) { ctx.loadlog("info", `banner v1 on ${ctx.computer_node_name} (${ctx.image_name})`); true }
+"#;
+    std::fs::write(&hook, hook_v1).expect("hook v1");
+    let run = |args: &[&str]| {
+        let out = provhost(dir.path(), args);
+        assert!(
+            out.status.success(),
+            "provhost {args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    run(&["db", "init"]);
+    run(&["add", "user", "ann"]);
+    run(&["add", "image", "deb", "--os", "sim"]);
+    run(&["add", "computer", "sim1", "--ip", "192.0.2.5", "--provisioning", "sim"]);
+    let serve_log = dir.path().join("serve.log");
+    let log_file = std::fs::File::create(&serve_log).expect("log");
+    let _serve = common::procs::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_provhost"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_remove("PROVHOST_CONFIG")
+            .env("PROVHOST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("serve"),
+    );
+    let wait = |what: &str, check: &dyn Fn() -> Option<String>| {
+        let t = std::time::Instant::now();
+        loop {
+            if let Some(found) = check() {
+                return found;
+            }
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(60),
+                "waited 60 s for {what}; daemon log:\n{}",
+                std::fs::read_to_string(&serve_log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let log_has = |reservation: &'static str, word: &'static str| {
+        let run = &run;
+        move || {
+            let log = run(&["log", reservation]);
+            log.contains(word).then_some(log)
+        }
+    };
+    wait("the wake socket", &|| {
+        dir.path().join("data/provhost.wake").exists().then_some(String::new())
+    });
+    run(&["request", "new", "--image", "deb", "--computer", "sim1", "--user", "ann"]);
+    let log1 = wait("reservation 1 ready", &log_has("1", "acknowledgetimeout"));
+    assert!(log1.contains("banner v1 on sim1"), "{log1}");
+
+    // The site edits its hook while the daemon runs: a new message, and a failure that
+    // should only warn.
+    std::fs::write(
+        &hook,
+        r#"const MODULE = #{ kind: "site", name: "banner", version: "2", on_failure: "warn" };
+fn post_load(ctx) {
+    ctx.loadlog("info", `banner v2 on ${ctx.computer_node_name}`);
+    throw "the banner server is down";
+}
+"#,
+    )
+    .expect("hook v2");
+    wait("the reload of the hook", &|| {
+        let log = std::fs::read_to_string(&serve_log).unwrap_or_default();
+        log.lines()
+            .find(|l| l.contains("module reloaded") && l.contains("site/banner") && l.contains("version=\"2\""))
+            .map(str::to_string)
+    });
+    run(&["request", "connect", "1", "--ip", "192.0.2.9"]);
+    wait("reservation 1 in use", &log_has("1", "connected"));
+    run(&["request", "end", "1"]);
+    // The next load of the computer (the reload VCL inserts after a reservation) runs v2.
+    let log2 = wait("the reload's nodeready", &log_has("2", "nodeready"));
+    assert!(log2.contains("banner v2 on sim1"), "{log2}");
+    assert!(
+        log2.contains("site hook site/banner post_load failed (on_failure: warn)")
+            && log2.contains("the banner server is down"),
+        "{log2}"
+    );
+    assert!(!log2.contains("banner v1"), "{log2}");
 }

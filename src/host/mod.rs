@@ -27,7 +27,7 @@ use std::time::Duration;
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope, AST};
 use tokio::sync::broadcast;
 
-pub use contract::{AddUserAt, Kind, ModuleInfo};
+pub use contract::{AddUserAt, Kind, ModuleInfo, OnFailure};
 pub use ctx::{Ctx, CtxBackend, MemoryBackend, ReservationData};
 pub use engine::{Limits, Primitives};
 pub use error::{CallSite, HostError, SourcePos};
@@ -220,7 +220,12 @@ impl ScriptHost {
                 });
         match result {
             Ok((key, version, generation)) => {
-                tracing::debug!(path = %path.display(), module = %format!("{}/{}", key.0, key.1), version, generation, "module loaded");
+                if generation > 1 {
+                    // An edit went live: the operator who saved the file wants to see it.
+                    tracing::info!(path = %path.display(), module = %format!("{}/{}", key.0, key.1), version, generation, "module reloaded");
+                } else {
+                    tracing::debug!(path = %path.display(), module = %format!("{}/{}", key.0, key.1), version, generation, "module loaded");
+                }
                 let _ = self.events.send(ReloadEvent::Loaded {
                     path: path.to_path_buf(),
                     key: key.clone(),
