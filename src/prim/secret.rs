@@ -272,12 +272,28 @@ pub fn password(len: i64) -> Result<String, SecretError> {
     password_in(current_scope(), len)
 }
 
-/// [`password`], remembered in `scope`.
+/// [`password`], remembered in `scope`. It holds an upper-case letter, a lower-case letter
+/// and a digit (Windows' default complexity rule wants three character classes).
 pub fn password_in(scope: Scope, len: i64) -> Result<String, SecretError> {
     if !(MIN_PASSWORD..=128).contains(&len) {
         return Err(SecretError::BadLength(len));
     }
-    let mut out = String::with_capacity(len as usize);
+    // A draw lacks a class with probability < 0.1; 64 draws all lacking one: < 1e-64.
+    for _ in 0..64 {
+        let pw = draw(len as usize)?;
+        let has = |f: fn(&u8) -> bool| pw.as_bytes().iter().any(f);
+        if has(u8::is_ascii_uppercase) && has(u8::is_ascii_lowercase) && has(u8::is_ascii_digit) {
+            remember_in(scope, &pw);
+            return Ok(pw);
+        }
+    }
+    Err(SecretError::Random(
+        "64 draws without upper case, lower case and digit".into(),
+    ))
+}
+
+fn draw(len: usize) -> Result<String, SecretError> {
+    let mut out = String::with_capacity(len);
     let limit = 256 - (256 % ALPHABET.len());
     let mut buf = [0u8; 64];
     // Each byte is accepted with probability > 0.8, so this ends after a few rounds; the
@@ -287,8 +303,7 @@ pub fn password_in(scope: Scope, len: i64) -> Result<String, SecretError> {
         for b in buf {
             if (b as usize) < limit {
                 out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
-                if out.len() == len as usize {
-                    remember_in(scope, &out);
+                if out.len() == len {
                     return Ok(out);
                 }
             }
@@ -369,6 +384,15 @@ mod tests {
         assert_eq!(a.len(), 16);
         assert_ne!(a, b);
         assert!(a.bytes().all(|c| ALPHABET.contains(&c)));
+        for _ in 0..200 {
+            let p = password(16).expect("pw");
+            assert!(
+                p.bytes().any(|c| c.is_ascii_uppercase())
+                    && p.bytes().any(|c| c.is_ascii_lowercase())
+                    && p.bytes().any(|c| c.is_ascii_digit()),
+                "three classes: {p}"
+            );
+        }
         assert_eq!(
             redact(&format!("echo root:{a} | chpasswd")),
             "echo root:******** | chpasswd"

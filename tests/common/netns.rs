@@ -95,6 +95,7 @@ impl LabHost {
                         port: Some(22),
                         netns: Some(ns),
                         tmpfs: None,
+                        extra_config: None,
                     }));
                     return lab;
                 }

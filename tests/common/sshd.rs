@@ -32,6 +32,8 @@ pub struct SshdOptions {
     pub netns: Option<String>,
     /// Mount a tmpfs of this size (e.g. "1m") at `dir/small` in sshd's own mount namespace.
     pub tmpfs: Option<String>,
+    /// Lines appended to sshd_config (e.g. a `ForceCommand` for a named fake).
+    pub extra_config: Option<String>,
 }
 
 pub struct Sshd {
@@ -133,6 +135,10 @@ impl Sshd {
             port = self.port,
             addr = self.addr,
         );
+        let cfg = match &self.opts.extra_config {
+            Some(extra) => format!("{cfg}{extra}\n"),
+            None => cfg,
+        };
         let path = self.dir.path().join("sshd_config");
         std::fs::write(&path, cfg).expect("write sshd_config");
         path
