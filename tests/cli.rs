@@ -54,9 +54,18 @@ fn config_for(dir: &ScriptDir) -> PathBuf {
 #[test]
 fn the_example_site_hooks_pass_check() {
     let out = provhost(&root(), &["check", "examples/site"]);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let stdout = text(&out.stdout);
-    for hook in ["site/login_banner", "site/install_package", "site/image_timezone"] {
+    for hook in [
+        "site/login_banner",
+        "site/install_package",
+        "site/image_timezone",
+    ] {
         assert!(stdout.contains(hook), "{stdout}");
     }
 }
@@ -468,29 +477,61 @@ fn secrets_with_quotes_and_backslashes_stay_out_of_text_and_json_logs_and_call_o
     let cfg = cfg.to_str().expect("utf8");
     let cwd = dir.scripts.parent().expect("p");
     for format in ["text", "json"] {
-        let out = provhost(cwd, &["--log-format", format, "--config", cfg, "call", "p", "leak"]);
+        let out = provhost(
+            cwd,
+            &["--log-format", format, "--config", cfg, "call", "p", "leak"],
+        );
         assert!(out.status.success(), "{}", text(&out.stderr));
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
         for form in leak_forms() {
-            assert!(!stderr.contains(&form), "{format}: {form:?} leaked into the log: {stderr}");
-            assert!(!stdout.contains(&form), "{format}: {form:?} leaked into call output: {stdout}");
+            assert!(
+                !stderr.contains(&form),
+                "{format}: {form:?} leaked into the log: {stderr}"
+            );
+            assert!(
+                !stdout.contains(&form),
+                "{format}: {form:?} leaked into call output: {stdout}"
+            );
         }
         assert!(stdout.contains("********"), "{stdout}");
-        for want in ["raw ********", "echo '********' | chpasswd", "short pin ******** here", "load-log ********"] {
-            assert!(stderr.contains(want), "{format}: {want:?} missing: {stderr}");
+        for want in [
+            "raw ********",
+            "echo '********' | chpasswd",
+            "short pin ******** here",
+            "load-log ********",
+        ] {
+            assert!(
+                stderr.contains(want),
+                "{format}: {want:?} missing: {stderr}"
+            );
         }
         if format == "json" {
             for line in stderr.lines().filter(|l| l.starts_with('{')) {
-                let v: serde_json::Value = serde_json::from_str(line).expect("each log line is JSON");
+                let v: serde_json::Value =
+                    serde_json::from_str(line).expect("each log line is JSON");
                 assert!(v["fields"].is_object() && v["level"].is_string(), "{line}");
             }
         }
-        let out = provhost(cwd, &["--log-format", format, "--config", cfg, "call", "p", "leak_throw"]);
+        let out = provhost(
+            cwd,
+            &[
+                "--log-format",
+                format,
+                "--config",
+                cfg,
+                "call",
+                "p",
+                "leak_throw",
+            ],
+        );
         assert_eq!(out.status.code(), Some(1));
         let stderr = text(&out.stderr);
         assert!(stderr.contains("failed with ********"), "{stderr}");
         for form in leak_forms() {
-            assert!(!stderr.contains(&form), "{format}: {form:?} leaked into the error: {stderr}");
+            assert!(
+                !stderr.contains(&form),
+                "{format}: {form:?} leaked into the error: {stderr}"
+            );
         }
     }
 }
@@ -513,8 +554,16 @@ fn big_output(ctx) { local_host().run("true", #{ max_output: 1024 * 1024 * 1024 
         ),
     );
     let cfg = config_for(&dir);
+    // Reaped by wait4 below (which also gives its peak RSS).
+    #[allow(clippy::zombie_processes)]
     let child = Command::new(env!("CARGO_BIN_EXE_provhost"))
-        .args(["--config", cfg.to_str().expect("utf8"), "call", "p", "hoard"])
+        .args([
+            "--config",
+            cfg.to_str().expect("utf8"),
+            "call",
+            "p",
+            "hoard",
+        ])
         .current_dir(dir.scripts.parent().expect("p"))
         .env_remove("PROVHOST_CONFIG")
         .stdout(std::process::Stdio::piped())
@@ -529,18 +578,30 @@ fn big_output(ctx) { local_host().run("true", #{ max_output: 1024 * 1024 * 1024 
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     assert_eq!(rc, pid);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1, "status {status}: {stderr}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1,
+        "status {status}: {stderr}"
+    );
     assert!(
         stderr.contains("notes would hold") && stderr.contains("max_string_size"),
         "{stderr}"
     );
     let max_rss_mb = usage.ru_maxrss / 1024;
     eprintln!("provhost call hoard: max RSS {max_rss_mb} MB");
-    assert!(max_rss_mb < 200, "RSS {max_rss_mb} MB: notes are not bounded");
+    assert!(
+        max_rss_mb < 200,
+        "RSS {max_rss_mb} MB: notes are not bounded"
+    );
 
     let out = provhost(
         dir.scripts.parent().expect("p"),
-        &["--config", cfg.to_str().expect("utf8"), "call", "p", "big_output"],
+        &[
+            "--config",
+            cfg.to_str().expect("utf8"),
+            "call",
+            "p",
+            "big_output",
+        ],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -565,7 +626,8 @@ fn a_scripts_folder_writable_by_others_is_refused_with_the_fix() {
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout) + text(&out.stderr).as_str();
     assert!(
-        stdout.contains("writable by everyone") && stdout.contains(&format!("chmod go-w {}", os_dir.display())),
+        stdout.contains("writable by everyone")
+            && stdout.contains(&format!("chmod go-w {}", os_dir.display())),
         "{stdout}"
     );
     std::fs::set_permissions(&os_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -608,7 +670,15 @@ fn post_load(ctx) { ctx.loadlog("info", `banner v1 on ${ctx.computer_node_name} 
     run(&["db", "init"]);
     run(&["add", "user", "ann"]);
     run(&["add", "image", "deb", "--os", "sim"]);
-    run(&["add", "computer", "sim1", "--ip", "192.0.2.5", "--provisioning", "sim"]);
+    run(&[
+        "add",
+        "computer",
+        "sim1",
+        "--ip",
+        "192.0.2.5",
+        "--provisioning",
+        "sim",
+    ]);
     let serve_log = dir.path().join("serve.log");
     let log_file = std::fs::File::create(&serve_log).expect("log");
     let _serve = common::procs::KillOnDrop(
@@ -645,9 +715,21 @@ fn post_load(ctx) { ctx.loadlog("info", `banner v1 on ${ctx.computer_node_name} 
         }
     };
     wait("the wake socket", &|| {
-        dir.path().join("data/provhost.wake").exists().then_some(String::new())
+        dir.path()
+            .join("data/provhost.wake")
+            .exists()
+            .then_some(String::new())
     });
-    run(&["request", "new", "--image", "deb", "--computer", "sim1", "--user", "ann"]);
+    run(&[
+        "request",
+        "new",
+        "--image",
+        "deb",
+        "--computer",
+        "sim1",
+        "--user",
+        "ann",
+    ]);
     let log1 = wait("reservation 1 ready", &log_has("1", "acknowledgetimeout"));
     assert!(log1.contains("banner v1 on sim1"), "{log1}");
 
@@ -666,7 +748,11 @@ fn post_load(ctx) {
     wait("the reload of the hook", &|| {
         let log = std::fs::read_to_string(&serve_log).unwrap_or_default();
         log.lines()
-            .find(|l| l.contains("module reloaded") && l.contains("site/banner") && l.contains("version=\"2\""))
+            .find(|l| {
+                l.contains("module reloaded")
+                    && l.contains("site/banner")
+                    && l.contains("version=\"2\"")
+            })
             .map(str::to_string)
     });
     run(&["request", "connect", "1", "--ip", "192.0.2.9"]);

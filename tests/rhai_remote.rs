@@ -251,7 +251,10 @@ fn where_(ctx) { let h = ctx.vmhost(); `${h.is_local}` }"#,
         "{err}"
     );
     // Configured in provhost.toml: the management node.
-    assert_eq!(call(&host_with("local")).expect("local").to_string(), "true");
+    assert_eq!(
+        call(&host_with("local")).expect("local").to_string(),
+        "true"
+    );
     // Another configured name: "local" in the database is still refused.
     assert!(call(&host_with("vmh-self")).is_err());
 }

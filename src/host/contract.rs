@@ -706,13 +706,21 @@ mod tests {
         let site = |extra: &str| {
             format!("const MODULE = #{{ kind: \"site\", name: \"x\", version: \"1\"{extra} }};\nfn post_load(ctx) {{ true }}\n")
         };
-        assert_eq!(check_src(&site("")).expect("ok").on_failure, OnFailure::Fail);
         assert_eq!(
-            check_src(&site(", on_failure: \"warn\"")).expect("ok").on_failure,
+            check_src(&site("")).expect("ok").on_failure,
+            OnFailure::Fail
+        );
+        assert_eq!(
+            check_src(&site(", on_failure: \"warn\""))
+                .expect("ok")
+                .on_failure,
             OnFailure::Warn
         );
         let errs = check_src(&site(", on_failure: \"ignore\"")).expect_err("bad value");
-        assert!(format!("{errs:?}").contains("must be \\\"fail\\\" or \\\"warn\\\""), "{errs:?}");
+        assert!(
+            format!("{errs:?}").contains("must be \\\"fail\\\" or \\\"warn\\\""),
+            "{errs:?}"
+        );
     }
 
     const OS_OK: &str = r#"const MODULE = #{ kind: "os", name: "x", version: "1", add_user_at: "ready" };

@@ -701,12 +701,7 @@ fn commit(sink: Sink<'_>, total: u64, sha: Option<&str>, d: &Deadline) -> Result
                         });
                     }
                 }
-                let out = helper(
-                    pool,
-                    target,
-                    &commit_command(&part, &dest),
-                    d,
-                )?;
+                let out = helper(pool, target, &commit_command(&part, &dest), d)?;
                 if out.code != 0 {
                     return Err(remote_fail(target, &dest, "renaming the copy to", &out));
                 }
@@ -758,7 +753,9 @@ mod tests {
         let a = part_name("/x/f");
         let b = part_name("/x/f");
         assert_ne!(a, b);
-        assert!(a.starts_with("/x/f.provhost-part-") && a.len() == "/x/f.provhost-part-".len() + 16);
+        assert!(
+            a.starts_with("/x/f.provhost-part-") && a.len() == "/x/f.provhost-part-".len() + 16
+        );
     }
 
     #[test]
@@ -802,7 +799,10 @@ mod tests {
         let dest = dir.path().join("dest");
         let st = std::process::Command::new("sh")
             .arg("-c")
-            .arg(commit_command(&part.display().to_string(), &dest.display().to_string()))
+            .arg(commit_command(
+                &part.display().to_string(),
+                &dest.display().to_string(),
+            ))
             .stderr(std::process::Stdio::null())
             .status()
             .expect("sh");
@@ -810,12 +810,21 @@ mod tests {
         assert!(!dest.exists());
         let st = std::process::Command::new("sh")
             .arg("-c")
-            .arg(commit_command(&fresh.display().to_string(), &dest.display().to_string()))
+            .arg(commit_command(
+                &fresh.display().to_string(),
+                &dest.display().to_string(),
+            ))
             .status()
             .expect("sh");
         assert!(st.success());
-        assert_eq!(std::fs::read_to_string(&dest).expect("dest"), "attacker-controlled");
-        assert_eq!(std::fs::metadata(&dest).expect("m").permissions().mode() & 0o777, 0o644);
+        assert_eq!(
+            std::fs::read_to_string(&dest).expect("dest"),
+            "attacker-controlled"
+        );
+        assert_eq!(
+            std::fs::metadata(&dest).expect("m").permissions().mode() & 0o777,
+            0o644
+        );
     }
 
     #[test]

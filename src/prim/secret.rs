@@ -409,7 +409,10 @@ mod tests {
         assert_eq!(redact(&json), "\"pw=********\"");
         assert_eq!(redact(&format!("{:?}", s)), "\"********\"");
         let quoted = format!("'{}'", s.replace('\'', "'\\''"));
-        assert_eq!(redact(&format!("printf %s {quoted}")), "printf %s '********'");
+        assert_eq!(
+            redact(&format!("printf %s {quoted}")),
+            "printf %s '********'"
+        );
         let quoted2 = format!("'{}'", s.replace('\'', "'\"'\"'"));
         assert_eq!(redact(&quoted2), "'********'");
         // The quoted form escaped once more (a command line inside a JSON log field).
@@ -435,7 +438,11 @@ mod tests {
         let (global, _) = tracked();
         assert!(global <= MAX_TRACKED, "{global}");
         assert_eq!(redact(&format!("pw {live}")), "pw ********");
-        assert_eq!(redact("filler-secret-00000"), "filler-secret-00000", "oldest evicted");
+        assert_eq!(
+            redact("filler-secret-00000"),
+            "filler-secret-00000",
+            "oldest evicted"
+        );
         assert_eq!(redact("filler-secret-10000"), "********");
         assert_eq!(forget_scope(-77), 1);
         assert_eq!(redact(&format!("pw {live}")), format!("pw {live}"));

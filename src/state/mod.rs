@@ -292,7 +292,10 @@ impl Flow {
                     if self.site_warns(&key)
                         && !matches!(e, FlowError::Routine(HostError::Cancelled { .. })) =>
                 {
-                    let text = format!("site hook {}/{} {routine} failed (on_failure: warn): {e}", key.0, key.1);
+                    let text = format!(
+                        "site hook {}/{} {routine} failed (on_failure: warn): {e}",
+                        key.0, key.1
+                    );
                     tracing::warn!("{}", crate::prim::secret::redact(&text));
                     self.log("info", &text).await?;
                 }

@@ -32,7 +32,10 @@ struct FileLock(#[allow(dead_code)] std::fs::File);
 
 fn lock(path: &Path) -> Result<FileLock, SshError> {
     ensure_dir(path)?;
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".lock");
     let lock_path = path.with_file_name(name);
     let file = std::fs::OpenOptions::new()
@@ -100,12 +103,24 @@ fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -155,9 +170,11 @@ pub fn verify(
     if !pins.is_empty() && !matches!(result, CheckResult::Match) {
         return Err(SshError::PinnedKeyMismatch {
             target: target.to_string(),
-            known_hosts: path.to_path_buf(),
-            offered: offered.to_string(),
-            pinned: pins.join(", "),
+            detail: format!(
+                "in {} (it offered {offered}, pinned: {})",
+                path.display(),
+                pins.join(", ")
+            ),
         });
     }
     match result {
@@ -301,7 +318,10 @@ pub fn pin(path: &Path, host: &str, port: u16, public_key: &str) -> Result<(), S
     {
         return Err(kh_err(
             path,
-            format!("public key to pin: {kind:?} with a base64 key expected (one of {})", known.join(", ")),
+            format!(
+                "public key to pin: {kind:?} with a base64 key expected (one of {})",
+                known.join(", ")
+            ),
         ));
     }
     let _lock = lock(path)?;

@@ -194,13 +194,9 @@ pub enum SshError {
         target: String,
         known_hosts: PathBuf,
     },
-    #[error("{target}: host key does not match the key pinned for it in {} (it offered {offered}, pinned: {pinned}); refusing to connect. If the host really changed, pin its new key (h.trust_host_key(PUBKEY))", known_hosts.display())]
-    PinnedKeyMismatch {
-        target: String,
-        known_hosts: PathBuf,
-        offered: String,
-        pinned: String,
-    },
+    /// `detail`: the known_hosts file, the offered and the pinned key types.
+    #[error("{target}: host key does not match the key pinned for it {detail}; refusing to connect. If the host really changed, pin its new key (h.trust_host_key(PUBKEY))")]
+    PinnedKeyMismatch { target: String, detail: String },
     #[error("known_hosts file {}: {detail}", path.display())]
     KnownHosts { path: PathBuf, detail: String },
     #[error("{target}: authentication with key {} refused: {detail}", identity.display())]

@@ -380,7 +380,10 @@ fn connect(cfg: &SshConfig, target: &Target, d: &Deadline) -> Result<Conn, SshEr
             detail: if pins.is_empty() {
                 detail
             } else {
-                format!("{detail} (its pinned host key is {}: does it have no key of that type?)", pins.join(", "))
+                format!(
+                    "{detail} (its pinned host key is {}: does it have no key of that type?)",
+                    pins.join(", ")
+                )
             },
         },
         other => other,
