@@ -171,6 +171,13 @@ fn load_boots_a_linked_clone_then_status_capture_and_reload_from_the_capture() {
         info.contains(&format!("{}/disk.qcow2", img.imagename)),
         "{info}"
     );
+    // The image build's host key was pinned: the only key known for the guest.
+    let kh = std::fs::read_to_string(r._dir.path().join("known_hosts")).expect("known_hosts");
+    let guest: Vec<&str> = kh.lines().filter(|l| l.contains(&img.host_key())).collect();
+    assert!(
+        guest.len() == 1 && guest[0].ends_with(provhost::prim::ssh::known_hosts::PINNED),
+        "{kh}"
+    );
 
     assert_eq!(
         r.call(&ctx, "node_status", vec![]).unwrap(),
