@@ -433,9 +433,9 @@ async fn add_validates_and_explains(backend: Backend) {
         &["image deb already exists"],
     );
     fails(
-        &add(&["image", "w10", "--os", "windows"]),
+        &add(&["image", "sol", "--os", "sun4x_58"]),
         2,
-        &["no script", "os/windows.rhai"],
+        &["no script", "os/unix_lab.rhai"],
     );
     fails(
         &add(&["image", "x", "--os", "beos"]),

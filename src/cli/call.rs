@@ -120,6 +120,7 @@ pub async fn run(config: &Config, a: CallArgs) -> anyhow::Result<ExitCode> {
     let value = result?;
     let json: serde_json::Value = rhai::serde::from_dynamic(&value)
         .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
-    println!("{}", serde_json::to_string_pretty(&json)?);
+    let text = serde_json::to_string_pretty(&json)?;
+    println!("{}", provhost::prim::secret::redact(&text));
     Ok(ExitCode::SUCCESS)
 }

@@ -74,7 +74,8 @@ fn db_code(e: &DbError) -> u8 {
 }
 
 /// The message for an error: each cause once (a cause whose text the message already
-/// holds is left out), and what to do when the database has no provhost schema.
+/// holds is left out), and what to do when the database has no provhost schema; secrets
+/// redacted.
 pub fn message(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
@@ -97,7 +98,8 @@ pub fn message(e: &anyhow::Error) -> String {
             " (the database has no provhost schema: run `provhost db init` with the same --url first)",
         );
     }
-    out
+    // A routine's error may quote a secret it was handed (`provhost call` prints it).
+    provhost::prim::secret::redact(&out).into_owned()
 }
 
 #[cfg(test)]

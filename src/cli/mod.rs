@@ -201,14 +201,12 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROVHOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // Colour codes only for a person at a terminal: a log file or journal gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
-        .with_writer(provhost::prim::secret::RedactingWriter);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let format = match format {
+        LogFormat::Text => provhost::prim::redact_log::Format::Text,
+        LogFormat::Json => provhost::prim::redact_log::Format::Json,
+    };
+    provhost::prim::redact_log::init(format, filter, ansi);
 }
 
 /// Run one parsed command line.

@@ -370,7 +370,13 @@ async fn steps(
 
     // 4. The daemon, with the shipped qemu and linux modules.
     let families: Vec<Arc<dyn crate::host::Primitives>> = vec![
-        Arc::new(crate::prim::remote::RemotePrims::new(config.ssh.clone())),
+        // The demo's VM host (`local` in its database) is this machine, by configuration.
+        Arc::new(crate::prim::remote::RemotePrims::new(
+            crate::prim::ssh::SshConfig {
+                local_vmhost: "local".into(),
+                ..config.ssh.clone()
+            },
+        )),
         Arc::clone(vm_prims) as Arc<dyn crate::host::Primitives>,
         Arc::new(VmnetPrims::new(demo_net())),
     ];

@@ -367,6 +367,19 @@ pub struct ModuleInfo {
     pub version: String,
     /// Only meaningful for `os` modules; defaults to `Acknowledge`.
     pub add_user_at: AddUserAt,
+    /// Only meaningful for `site` modules: what a failing hook does; defaults to `Fail`.
+    pub on_failure: OnFailure,
+}
+
+/// What a failing site hook (a throw, `false`, a timeout) does to the reservation:
+/// `MODULE.on_failure`, `"fail"` (the default) or `"warn"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// The reservation fails, as when the OS module fails.
+    #[default]
+    Fail,
+    /// A warning in the daemon's log and the reservation's load-log; the flow goes on.
+    Warn,
 }
 
 /// 1-based line of the first match of `re` in `source`, or 0.
@@ -493,12 +506,29 @@ pub fn check(
             AddUserAt::Acknowledge
         }
     };
+    let on_failure = match field("on_failure").as_deref() {
+        None | Some("fail") => OnFailure::Fail,
+        Some("warn") => OnFailure::Warn,
+        Some(other) => {
+            errors.push(err(
+                mline,
+                format!("MODULE.on_failure {other:?} must be \"fail\" or \"warn\""),
+            ));
+            OnFailure::Fail
+        }
+    };
+    if on_failure == OnFailure::Warn && kind.is_some_and(|k| k != Kind::Site) {
+        errors.push(err(
+            mline,
+            "MODULE.on_failure is for site modules only (provisioning and OS routines always fail the reservation)".into(),
+        ));
+    }
     for key in map.keys() {
-        if !["kind", "name", "version", "add_user_at"].contains(&key.as_str()) {
+        if !["kind", "name", "version", "add_user_at", "on_failure"].contains(&key.as_str()) {
             errors.push(err(
                 mline,
                 format!(
-                    "MODULE has an unknown key {key:?} (known: kind, name, version, add_user_at)"
+                    "MODULE has an unknown key {key:?} (known: kind, name, version, add_user_at, on_failure)"
                 ),
             ));
         }
@@ -564,6 +594,7 @@ pub fn check(
                 name,
                 version,
                 add_user_at,
+                on_failure,
             });
         }
     }
@@ -663,6 +694,33 @@ mod tests {
         let ast = rhai::Engine::new().compile(src).expect("compiles");
         check(Path::new("scripts/os/x.rhai"), src, &ast, folder)
             .map_err(|e| e.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn on_failure_is_fail_by_default_warn_when_asked_and_only_for_site_modules() {
+        let check_src = |src: &str| {
+            let engine = rhai::Engine::new();
+            let ast = engine.compile(src).expect("compile");
+            check(std::path::Path::new("scripts/site/x.rhai"), src, &ast, None)
+        };
+        let site = |extra: &str| {
+            format!("const MODULE = #{{ kind: \"site\", name: \"x\", version: \"1\"{extra} }};\nfn post_load(ctx) {{ true }}\n")
+        };
+        assert_eq!(
+            check_src(&site("")).expect("ok").on_failure,
+            OnFailure::Fail
+        );
+        assert_eq!(
+            check_src(&site(", on_failure: \"warn\""))
+                .expect("ok")
+                .on_failure,
+            OnFailure::Warn
+        );
+        let errs = check_src(&site(", on_failure: \"ignore\"")).expect_err("bad value");
+        assert!(
+            format!("{errs:?}").contains("must be \\\"fail\\\" or \\\"warn\\\""),
+            "{errs:?}"
+        );
     }
 
     const OS_OK: &str = r#"const MODULE = #{ kind: "os", name: "x", version: "1", add_user_at: "ready" };

@@ -103,7 +103,8 @@ pub fn generate(host: &ScriptHost) -> Result<String, String> {
         w,
         "- `version`: a string (or integer) shown in logs and `provhost status`."
     );
-    let _ = writeln!(w, "- `add_user_at` (os modules): `\"ready\"` (Windows-like: add the user when the node is ready) or `\"acknowledge\"` (default; Linux-like: when the user clicks Connect).\n");
+    let _ = writeln!(w, "- `add_user_at` (os modules): `\"ready\"` (Windows-like: add the user when the node is ready) or `\"acknowledge\"` (default; Linux-like: when the user clicks Connect).");
+    let _ = writeln!(w, "- `on_failure` (site modules): `\"fail\"` (default: a failing hook fails the reservation) or `\"warn\"` (log a warning and a load-log line, go on); see docs/customizing-post-load.md.\n");
     let _ = writeln!(w, "Top-level code should only hold `const` and `import` statements: it runs before every routine call.\n");
 
     let _ = writeln!(w, "## Routine contract\n");

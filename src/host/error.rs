@@ -46,6 +46,12 @@ pub enum HostError {
     },
     #[error("{}: not valid UTF-8 (byte {offset}); scripts must be UTF-8 text", path.display())]
     NotUtf8 { path: PathBuf, offset: usize },
+    #[error("{}: writable by {who} (mode {mode:o}); anyone who can write scripts runs commands as root on this management node and every computer, so provhost refuses it. Fix: chmod go-w {}", path.display(), path.display())]
+    Insecure {
+        path: PathBuf,
+        mode: u32,
+        who: &'static str,
+    },
     #[error("{}: empty file; a module needs at least `const MODULE = #{{kind, name, version}};` and its routines", path.display())]
     Empty { path: PathBuf },
     #[error("{at}: syntax error: {message}")]

@@ -27,7 +27,7 @@ use std::time::Duration;
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope, AST};
 use tokio::sync::broadcast;
 
-pub use contract::{AddUserAt, Kind, ModuleInfo};
+pub use contract::{AddUserAt, Kind, ModuleInfo, OnFailure};
 pub use ctx::{Ctx, CtxBackend, MemoryBackend, ReservationData};
 pub use engine::{Limits, Primitives};
 pub use error::{CallSite, HostError, SourcePos};
@@ -220,7 +220,12 @@ impl ScriptHost {
                 });
         match result {
             Ok((key, version, generation)) => {
-                tracing::debug!(path = %path.display(), module = %format!("{}/{}", key.0, key.1), version, generation, "module loaded");
+                if generation > 1 {
+                    // An edit went live: the operator who saved the file wants to see it.
+                    tracing::info!(path = %path.display(), module = %format!("{}/{}", key.0, key.1), version, generation, "module reloaded");
+                } else {
+                    tracing::debug!(path = %path.display(), module = %format!("{}/{}", key.0, key.1), version, generation, "module loaded");
+                }
                 let _ = self.events.send(ReloadEvent::Loaded {
                     path: path.to_path_buf(),
                     key: key.clone(),
@@ -283,6 +288,18 @@ impl ScriptHost {
         path: &Path,
         folder_kind: Option<Kind>,
     ) -> Result<(ModuleInfo, Arc<str>, AST), Vec<HostError>> {
+        // Scripts are root-equivalent (docs/trust-model.md): a file, or a folder it is loaded
+        // from, that others may write is refused.
+        let mut guarded: Vec<PathBuf> = vec![path.to_path_buf()];
+        guarded.extend(path.parent().map(Path::to_path_buf));
+        guarded.push(self.opts.scripts_dir.clone());
+        guarded.push(self.opts.stdlib_dir.clone());
+        if let Ok(entries) = std::fs::read_dir(&self.opts.stdlib_dir) {
+            guarded.extend(entries.flatten().map(|e| e.path()));
+        }
+        for p in &guarded {
+            check_not_writable_by_others(p).map_err(|e| vec![e])?;
+        }
         let bytes = std::fs::read(path).map_err(|e| {
             vec![HostError::Io {
                 path: path.to_path_buf(),
@@ -436,6 +453,12 @@ impl ScriptHost {
         let started = std::time::Instant::now();
         let result = {
             let _guard = engine::CallGuard::new(timeout, opts.cancel.clone());
+            // Secrets the routine makes or remembers belong to its reservation.
+            let _secrets = ctx.map(|c| {
+                crate::prim::secret::ScopeGuard::enter(crate::prim::secret::Scope::Reservation(
+                    c.data().reservation_id,
+                ))
+            });
             let mut scope = Scope::new();
             let options = CallFnOptions::new().eval_ast(true).rewind_scope(true);
             self.engine.call_fn_with_options::<Dynamic>(
@@ -479,6 +502,26 @@ impl ScriptHost {
             None => Ok(value),
         }
     }
+}
+
+/// Refuse `path` (a script file or a folder scripts are loaded from) when group or others
+/// may write it. A path that does not exist is not refused here (reading it says so).
+pub fn check_not_writable_by_others(path: &Path) -> Result<(), HostError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (_, true) => "everyone",
+        (true, false) => "its group",
+        (false, false) => return Ok(()),
+    };
+    Err(HostError::Insecure {
+        path: path.to_path_buf(),
+        mode,
+        who,
+    })
 }
 
 /// A compile error with file:line; when the brackets of `source` do not match, the likely

@@ -195,6 +195,26 @@ impl Host {
     }
 }
 
+impl Host {
+    /// Pin `public_key` as this host's only acceptable host key (see
+    /// [`known_hosts::pin`]); idle sessions, verified against whatever key was there, close.
+    pub fn trust_host_key(&self, public_key: &str) -> Result<(), SshError> {
+        match self {
+            Host::Local(_) => Ok(()),
+            Host::Remote { pool, target } => {
+                known_hosts::pin(
+                    &pool.config().known_hosts,
+                    &target.host,
+                    target.port,
+                    public_key,
+                )?;
+                pool.close_idle();
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Copy `path_a` on `a` to `path_b` on `b` (through this node; for the image library
 /// between management nodes).
 pub fn scp_between(

@@ -13,6 +13,7 @@ pub mod args;
 pub mod host;
 pub mod local;
 pub mod log;
+pub mod redact_log;
 pub mod remote;
 pub mod scp;
 pub mod secret;

@@ -79,6 +79,17 @@ fn report_map(r: CopyReport) -> Map {
     m
 }
 
+/// `max_output` may not exceed the string size limit (the output becomes a script string).
+fn check_max_output(opts: &Map, limit: usize) -> Res<()> {
+    match opts.get("max_output").and_then(|v| v.as_int().ok()) {
+        Some(n) if limit > 0 && usize::try_from(n).is_ok_and(|n| n > limit) => Err(format!(
+            "run: max_output {n} is over the string size limit of {limit} bytes ([scripts] max_string_size)"
+        )
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 fn run(h: &Host, cmd: &str, opts: Option<&Map>) -> Res<Map> {
     let mut o = ExecOptions::default();
     let mut input: Option<Vec<u8>> = None;
@@ -207,7 +218,12 @@ impl RemotePrims {
     fn vmhost(&self, c: &Ctx) -> Res<Host> {
         match c.data().vmhost_hostname.as_str() {
             "" => Err("ctx.vmhost(): the reservation's computer has no VM host (vmhost_hostname is empty)".into()),
-            "local" => Ok(Host::local(Arc::clone(&self.cfg))),
+            // Only provhost.toml makes a VM host the management node itself: a name in the
+            // database (which the web front end's admins write) never does.
+            name if !self.cfg.local_vmhost.is_empty() && name == self.cfg.local_vmhost => {
+                Ok(Host::local(Arc::clone(&self.cfg)))
+            }
+            "local" => Err("ctx.vmhost(): the VM host's hostname is \"local\", but no VM host is configured as this management node; set `[ssh] local_vmhost = \"local\"` in provhost.toml if it really is (a database name alone never runs commands on the management node)".into()),
             name => Ok(Host::remote(Arc::clone(&self.pool), self.target(name, self.cfg.port, HostKeyPolicy::Strict))),
         }
     }
@@ -289,8 +305,9 @@ impl Primitives for RemotePrims {
         FuncRegistration::new("vmhost")
             .with_comments([
                 "/// The computer's VM host as a `Host`: `vmhost_hostname` over SSH on `[ssh] port`, strict",
-                "/// host key policy (its key must be in provhost's known_hosts). `vmhost_hostname = \"local\"`",
-                "/// gives the management node itself (commands run as local processes).",
+                "/// host key policy (its key must be in provhost's known_hosts). The VM host named by",
+                "/// `[ssh] local_vmhost` in provhost.toml (e.g. `\"local\"`) is the management node itself",
+                "/// (commands run as local processes); no name in the database alone is.",
             ])
             .with_params_info(["ctx: Ctx", "Host"])
             .register_into_engine(engine, move |c: &mut Ctx| p.vmhost(c));
@@ -339,7 +356,10 @@ impl Primitives for RemotePrims {
                 "/// ```",
             ])
             .with_params_info(["host: Host", "cmd: &str", "opts: Map", "Map"])
-            .register_into_engine(engine, |h: &mut Host, cmd: &str, opts: Map| run(h, cmd, Some(&opts)));
+            .register_into_engine(engine, |nc: NativeCallContext, h: &mut Host, cmd: &str, opts: Map| {
+                check_max_output(&opts, nc.engine().max_string_size())?;
+                run(h, cmd, Some(&opts))
+            });
 
         let copy_doc = [
             "/// Options: `timeout` (seconds; default `[ssh] copy_timeout_secs`), `sha256: true` (compare",
@@ -475,6 +495,17 @@ impl Primitives for RemotePrims {
             .with_params_info(["host: Host", "int"])
             .register_into_engine(engine, |h: &mut Host| -> Res<i64> {
                 h.forget_host_key().map(|n| n as i64).map_err(fail)
+            });
+        FuncRegistration::new("trust_host_key")
+            .with_comments([
+                "/// Pin `public_key` (`\"ssh-ed25519 AAAA…\"`, a `.pub` line the module knows, e.g. the",
+                "/// one its image build made) as the host's only acceptable key: other recorded keys",
+                "/// are removed and from now on any other key is refused, whatever the policy. Pin",
+                "/// right after `forget_host_key()` when reinstalling, so no one else's key is trusted.",
+            ])
+            .with_params_info(["host: Host", "public_key: &str", "()"])
+            .register_into_engine(engine, |h: &mut Host, public_key: &str| -> Res<()> {
+                h.trust_host_key(public_key).map_err(fail)
             });
     }
 }

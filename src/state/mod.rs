@@ -275,7 +275,9 @@ impl Flow {
         Ok(())
     }
 
-    /// Run `routine(ctx)` of every site module that defines it, in name order.
+    /// Run `routine(ctx)` of every site module that defines it, in name order. A failing
+    /// hook fails the flow, unless its module says `on_failure: "warn"`: then the failure
+    /// is logged (daemon log and load-log) and the next hook runs.
     pub async fn site_hooks(&self, routine: &str) -> Result<(), FlowError> {
         let sites: Vec<ModuleKey> = self
             .svc
@@ -285,9 +287,29 @@ impl Flow {
             .filter(|(k, _)| *k == Kind::Site)
             .collect();
         for key in sites {
-            self.call_optional(&key, routine).await?;
+            match self.call_optional(&key, routine).await {
+                Err(e @ (FlowError::Routine(_) | FlowError::False { .. }))
+                    if self.site_warns(&key)
+                        && !matches!(e, FlowError::Routine(HostError::Cancelled { .. })) =>
+                {
+                    let text = format!(
+                        "site hook {}/{} {routine} failed (on_failure: warn): {e}",
+                        key.0, key.1
+                    );
+                    tracing::warn!("{}", crate::prim::secret::redact(&text));
+                    self.log("info", &text).await?;
+                }
+                other => other?,
+            }
         }
         Ok(())
+    }
+
+    fn site_warns(&self, key: &ModuleKey) -> bool {
+        self.svc
+            .host
+            .module(key)
+            .is_some_and(|m| m.info.on_failure == crate::host::OnFailure::Warn)
     }
 
     /// When the OS module adds the reservation user.
@@ -305,12 +327,14 @@ impl Flow {
     pub async fn user_map(&self) -> Result<rhai::Map, FlowError> {
         let mut pw =
             crate::db::flow::reservation_password(&self.svc.db, self.data.reservation_id).await?;
+        let scope = crate::prim::secret::Scope::Reservation(self.data.reservation_id);
         if pw.is_empty() {
-            pw = crate::prim::secret::password(12).map_err(|e| FlowError::Failed(e.to_string()))?;
+            pw = crate::prim::secret::password_in(scope, 16)
+                .map_err(|e| FlowError::Failed(e.to_string()))?;
             crate::db::flow::set_reservation_password(&self.svc.db, self.data.reservation_id, &pw)
                 .await?;
         } else {
-            crate::prim::secret::remember(&pw);
+            crate::prim::secret::remember_in(scope, &pw);
         }
         let mut m = rhai::Map::new();
         m.insert("login".into(), self.data.user_login_id.clone().into());

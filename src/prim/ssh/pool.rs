@@ -383,6 +383,15 @@ fn connect(cfg: &SshConfig, target: &Target, d: &Deadline) -> Result<Conn, SshEr
                 })?;
         }
     }
+    // A pinned host offers only the pinned key types, so the server shows the pinned one.
+    let pins = known_hosts::pinned(&cfg.known_hosts, &target.host, target.port);
+    if !pins.is_empty() {
+        sess.method_pref(MethodType::HostKey, &pins.join(","))
+            .map_err(|e| SshError::Handshake {
+                target: label.clone(),
+                detail: format!("pinned host key types {pins:?}: {e}"),
+            })?;
+    }
     let handshake = {
         let wire = Wire {
             sess: &sess.clone(),
@@ -400,7 +409,14 @@ fn connect(cfg: &SshConfig, target: &Target, d: &Deadline) -> Result<Conn, SshEr
         },
         SshError::SessionLost { detail, .. } => SshError::Handshake {
             target: label.clone(),
-            detail,
+            detail: if pins.is_empty() {
+                detail
+            } else {
+                format!(
+                    "{detail} (its pinned host key is {}: does it have no key of that type?)",
+                    pins.join(", ")
+                )
+            },
         },
         other => other,
     })?;
