@@ -379,7 +379,11 @@ async fn the_users_password_goes_when_the_request_ends(backend: Backend) {
         .await
         .expect("failed");
     assert_eq!(pw_of(c.reservation_id).await, "", "failed: cleared");
-    assert_eq!(pw_of(keep.reservation_id).await, pw, "another reservation's");
+    assert_eq!(
+        pw_of(keep.reservation_id).await,
+        pw,
+        "another reservation's"
+    );
 }
 
 crate::on_both_backends!(
