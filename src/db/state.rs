@@ -121,7 +121,8 @@ pub async fn transition(db: &Db, request: i64, from: &str, to: &str) -> Result<b
 
 /// VCL's `state_exit`: in one transaction, move the request out of `pending` into
 /// `request_state` with `laststate`, set the computer's state (when given), and log
-/// `exited`. Fails with [`DbError::StateConflict`] when the request is not `pending` (this
+/// `exited`; when the request ends (`complete` or `failed`), its reservations' `pw` (the
+/// user's password in clear) is cleared in the same transaction. Fails with [`DbError::StateConflict`] when the request is not `pending` (this
 /// node does not hold it); succeeds without writing when an earlier attempt already did it.
 pub async fn state_exit(
     db: &Db,
@@ -319,6 +320,10 @@ async fn exit_tx(
                     sqlx::query(&computer_update).bind(c).bind(ids.computer).bind(ids.computer).bind(ids.request).execute(&mut *tx).await.during(what.as_str())?;
                 }
                 if ends {
+                    // The user's password (VCL's web shows it while the reservation is live)
+                    // goes with the reservation: no clear copy outlives it.
+                    sqlx::query("UPDATE `reservation` SET `pw` = NULL WHERE `requestid` = ? AND `pw` IS NOT NULL")
+                        .bind(ids.request).execute(&mut *tx).await.during(what.as_str())?;
                     match pass_to {
                         Some(next) => sqlx::query("UPDATE `provhost_computerlock` SET `requestid` = ?, `reservationid` = \
                                 (SELECT MIN(r.`id`) FROM `reservation` r WHERE r.`requestid` = ?), `token` = '' WHERE `requestid` = ?")

@@ -98,9 +98,10 @@ impl Host {
         }
     }
 
-    /// The local TCP ports of the SSH sessions provhost holds open to this host (idle and
-    /// in use): how the host tells provhost's own connections from a user's that comes
-    /// from the same address. Empty for the local host.
+    /// The local TCP ports of every SSH session this process's pool holds to this host's
+    /// address and port (idle, in use, or being connected; any user or host key policy):
+    /// how the host tells provhost's own connections from a user's that comes from the same
+    /// address. Empty for the local host. Other processes' sessions are not known here.
     pub fn session_ports(&self) -> Vec<u16> {
         match self {
             Host::Local(_) => Vec::new(),

@@ -476,9 +476,11 @@ impl Primitives for RemotePrims {
             });
         FuncRegistration::new("session_ports")
             .with_comments([
-                "/// The local TCP ports of the SSH sessions provhost holds open to this host (idle and in",
-                "/// use; empty for the local host). The host sees them as the source ports of provhost's",
-                "/// connections, which tells them from a user's connection from the same address (NAT).",
+                "/// The local TCP ports of every SSH session this provhost process holds to this host's",
+                "/// address and port: idle, in use, or being connected, under any user or host key policy",
+                "/// (empty for the local host). Unless a NAT between rewrites source ports, the host sees",
+                "/// them as the source ports of provhost's connections, which tells them from a user's",
+                "/// connection from the same address. Sessions of other processes are not included.",
             ])
             .with_params_info(["host: Host", "Array"])
             .register_into_engine(engine, |h: &mut Host| -> rhai::Array {

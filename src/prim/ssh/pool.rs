@@ -90,7 +90,8 @@ struct Slot {
     idle: Vec<Conn>,
     /// Sessions that exist for this target: idle plus leased plus being connected.
     total: usize,
-    /// Local ports of the leased sessions.
+    /// Local ports of the leased sessions and of those being connected (from the moment
+    /// their TCP connection exists: the peer already sees it).
     leased: Vec<u16>,
 }
 
@@ -203,18 +204,26 @@ impl Pool {
         }
     }
 
-    /// The local TCP ports of the sessions open to `target` now, idle and leased.
+    /// The local TCP ports of every session this pool holds to `target`'s host and port now:
+    /// idle, leased, and being connected (TCP up, handshake or authentication under way),
+    /// under any user, identity or host key policy — each is a connection the host sees
+    /// coming from this process.
     pub fn session_ports(&self, target: &Target) -> Vec<u16> {
         let slots = self.lock();
-        slots
-            .get(target)
-            .map(|s| {
-                let mut ports: Vec<u16> = s.idle.iter().map(|c| c.local_port).collect();
-                ports.extend(&s.leased);
-                ports.retain(|p| *p != 0);
-                ports
+        let mut ports: Vec<u16> = slots
+            .iter()
+            .filter(|(t, _)| t.host == target.host && t.port == target.port)
+            .flat_map(|(_, s)| {
+                s.idle
+                    .iter()
+                    .map(|c| c.local_port)
+                    .chain(s.leased.iter().copied())
             })
-            .unwrap_or_default()
+            .filter(|p| *p != 0)
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
     }
 
     /// Close every idle session (leased ones close when returned broken or at drop).
@@ -265,20 +274,31 @@ impl Pool {
                 slot.total += 1;
                 drop(slots);
                 drop(dropped);
-                return match connect(&self.cfg, target, d) {
+                // The port is listed from the moment the TCP connection exists (the host
+                // sees it from then on), not only once the session is authenticated.
+                let registered = std::cell::Cell::new(None::<u16>);
+                let on_tcp = |port: u16| {
+                    self.lock()
+                        .entry(target.clone())
+                        .or_default()
+                        .leased
+                        .push(port);
+                    registered.set(Some(port));
+                };
+                return match connect(&self.cfg, target, d, &on_tcp) {
                     Ok(conn) => {
                         self.connects.fetch_add(1, Ordering::Relaxed);
-                        self.lock()
-                            .entry(target.clone())
-                            .or_default()
-                            .leased
-                            .push(conn.local_port);
                         Ok(self.wrap(target, conn, false))
                     }
                     Err(e) => {
                         let mut slots = self.lock();
                         if let Some(s) = slots.get_mut(target) {
                             s.total = s.total.saturating_sub(1);
+                            if let Some(p) = registered.get() {
+                                if let Some(i) = s.leased.iter().position(|x| *x == p) {
+                                    s.leased.swap_remove(i);
+                                }
+                            }
                         }
                         drop(slots);
                         self.freed.notify_one();
@@ -315,8 +335,14 @@ impl Pool {
 }
 
 /// TCP connect, SSH handshake, host key check and public key authentication, all within
-/// the connect timeout (and `d`).
-fn connect(cfg: &SshConfig, target: &Target, d: &Deadline) -> Result<Conn, SshError> {
+/// the connect timeout (and `d`). `on_tcp` gets this end's TCP port as soon as the TCP
+/// connection exists.
+fn connect(
+    cfg: &SshConfig,
+    target: &Target,
+    d: &Deadline,
+    on_tcp: &dyn Fn(u16),
+) -> Result<Conn, SshError> {
     let label = target.label();
     let d = d.within(cfg.connect_timeout());
     // Read the key file first: a missing key is a local problem, say so plainly.
@@ -367,6 +393,7 @@ fn connect(cfg: &SshConfig, target: &Target, d: &Deadline) -> Result<Conn, SshEr
     };
     let _ = tcp.set_nodelay(true);
     let local_port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
+    on_tcp(local_port);
     let fd = tcp.as_raw_fd();
     let mut sess = Session::new().map_err(|e| SshError::Handshake {
         target: label.clone(),
