@@ -24,6 +24,7 @@
 //! The arrows go one way: state flows call routines, routines call primitives; primitives
 //! never call scripts.
 
+pub mod budget;
 pub mod config;
 pub mod daemon;
 pub mod db;

@@ -176,7 +176,7 @@ impl Flow {
 
     /// Write a load-log entry (VCL's insertloadlog).
     pub async fn log(&self, name: &str, text: &str) -> Result<(), FlowError> {
-        let text = crate::prim::secret::redact(text);
+        let text = crate::host::secrets::redact(text);
         crate::db::loadlog::loadlog(
             &self.svc.db,
             self.data.reservation_id,
@@ -302,14 +302,13 @@ impl Flow {
     /// The reservation user as routines receive it: `#{login, uid, password, ssh_keys, root}`.
     /// The password is `reservation.pw`, generated (and stored) when empty.
     pub async fn user_map(&self) -> Result<rhai::Map, FlowError> {
-        let mut pw =
+        let stored =
             crate::db::flow::reservation_password(&self.svc.db, self.data.reservation_id).await?;
-        if pw.is_empty() {
-            pw = crate::prim::secret::password(12).map_err(|e| FlowError::Failed(e.to_string()))?;
+        let (pw, new) = crate::host::secrets::reservation_password(stored)
+            .map_err(|e| FlowError::Failed(e.to_string()))?;
+        if new {
             crate::db::flow::set_reservation_password(&self.svc.db, self.data.reservation_id, &pw)
                 .await?;
-        } else {
-            crate::prim::secret::remember(&pw);
         }
         let mut m = rhai::Map::new();
         m.insert("login".into(), self.data.user_login_id.clone().into());
@@ -575,7 +574,7 @@ fn prepare(
 /// VCL's `reservation_failed`: load-log `failed` with `message`, request failed, computer
 /// to the flow's failure state, under this flow's claim `token`.
 async fn fail(svc: &Services, ids: Ids, token: &str, who: &Who, state: &str, message: &str) {
-    let message = crate::prim::secret::redact(message);
+    let message = crate::host::secrets::redact(message);
     let comp = failure_computer_state(state);
     let written = if ids.computer == 0 {
         // No computer to log against (a broken reservation row): still end the request.
@@ -600,7 +599,7 @@ async fn fail(svc: &Services, ids: Ids, token: &str, who: &Who, state: &str, mes
 /// `reservation_failed` for a flow that never got its computer: request failed, the
 /// computer left to the reservation that holds it.
 async fn fail_leaving_computer(svc: &Services, ids: Ids, token: &str, who: &Who, message: &str) {
-    let message = crate::prim::secret::redact(message);
+    let message = crate::host::secrets::redact(message);
     let written =
         crate::db::state::reservation_failed_claimed(&svc.db, ids, token, &message, None).await;
     report_failed(who, &message, written);
