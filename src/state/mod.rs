@@ -18,6 +18,7 @@
 pub mod exclusive;
 pub mod image;
 pub mod inuse;
+pub mod lanes;
 pub mod new;
 pub mod reclaim;
 pub mod reserved;
@@ -84,12 +85,14 @@ impl Default for Timings {
     }
 }
 
-/// What every flow needs: the database, the scripting host, the timings.
+/// What every flow needs: the database, the scripting host, the timings, and the lanes its
+/// routine calls run in.
 pub struct Services {
     pub db: Db,
     pub host: Arc<ScriptHost>,
     pub timings: Timings,
     pub node_id: i64,
+    pub lanes: lanes::Lanes,
 }
 
 /// How a flow ends: VCL's `state_exit(request_state, computer_state)`.
@@ -155,6 +158,8 @@ pub struct Flow {
     /// The token of the claim this flow runs under (`db::claim`).
     pub token: String,
     pub cancel: Arc<AtomicBool>,
+    /// The capacity its routine calls run in.
+    pub lane: lanes::Lane,
 }
 
 impl Flow {
@@ -188,8 +193,9 @@ impl Flow {
         Ok(())
     }
 
-    /// Call a routine (ctx first, then `args`) on a blocking thread; the module's current
-    /// version is used, under the configured deadline, cancelled at shutdown.
+    /// Call a routine (ctx first, then `args`) on a thread of the flow's lane
+    /// ([`lanes::Lanes`]); the module's current version is used, under the configured
+    /// deadline, cancelled at shutdown.
     pub async fn call(
         &self,
         key: &ModuleKey,
@@ -205,21 +211,28 @@ impl Flow {
             routine.to_string(),
         );
         let span = tracing::Span::current();
-        let result = tokio::task::spawn_blocking(move || {
-            let _enter = span.enter();
-            host.call(
-                &key,
-                &routine,
-                Some(&ctx),
-                args,
-                &CallOptions {
-                    timeout: None,
-                    cancel: Some(cancel),
-                },
-            )
-        })
-        .await
-        .map_err(|e| FlowError::Failed(format!("routine thread ended abnormally: {e}")))?;
+        let thread = match self.lane {
+            lanes::Lane::Work => "provhost-call",
+            lanes::Lane::End => "provhost-end",
+        };
+        let result = self
+            .svc
+            .lanes
+            .run(self.lane, thread, move || {
+                let _enter = span.enter();
+                host.call(
+                    &key,
+                    &routine,
+                    Some(&ctx),
+                    args,
+                    &CallOptions {
+                        timeout: None,
+                        cancel: Some(cancel),
+                    },
+                )
+            })
+            .await
+            .map_err(|e| FlowError::Failed(e.to_string()))?;
         Ok(result?)
     }
 
@@ -407,6 +420,7 @@ pub async fn run(
     token: String,
     cancel: Arc<AtomicBool>,
     recovered: bool,
+    lane: lanes::Lane,
 ) {
     let span = tracing::info_span!("reservation", id = work.reservation_id, request = work.request_id, state = %work.state, computer = tracing::field::Empty);
     async move {
@@ -427,7 +441,7 @@ pub async fn run(
             computer: data.computer_node_name.clone(),
             module: data.computer_provisioning_module.clone(),
         };
-        let flow = match prepare(&svc, data, &work, token.clone(), cancel) {
+        let flow = match prepare(&svc, data, &work, token.clone(), cancel, lane) {
             Ok(f) => f,
             Err(FlowError::Held(why)) => {
                 tracing::warn!("{why}; handing the request back");
@@ -539,6 +553,7 @@ fn prepare(
     work: &Work,
     token: String,
     cancel: Arc<AtomicBool>,
+    lane: lanes::Lane,
 ) -> Result<Flow, FlowError> {
     let what = format!("computer {}", data.computer_node_name);
     let prov = resolve(
@@ -568,6 +583,7 @@ fn prepare(
         prior_laststate: work.laststate.clone(),
         token,
         cancel,
+        lane,
     })
 }
 
