@@ -451,6 +451,7 @@ impl Daemon {
             timings: cfg.timings.clone(),
             node_id,
             lanes: Lanes::new(cfg.max_flows, cfg.reclaim_flows),
+            fresh: Some(Arc::new(crate::db::lease::Freshness::default())),
         });
         Ok(Daemon {
             svc,
@@ -517,6 +518,7 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(self.cfg.lease_wait_secs);
         let mut said = false;
         loop {
+            let sent = Instant::now();
             let got = match stop
                 .race(
                     db,
@@ -542,6 +544,9 @@ impl Daemon {
                 return Ok(false);
             }
             let Some(h) = got else {
+                if let Some(f) = &self.svc.fresh {
+                    f.renewed(sent, self.cfg.lease_secs);
+                }
                 tracing::info!(holder = %self.lease.holder, lease_secs = self.cfg.lease_secs, "holding the lease on management node {:?}", self.node);
                 return Ok(true);
             };
@@ -633,7 +638,7 @@ impl Daemon {
         // The heartbeat: renews the lease; says when another daemon has taken the node.
         let (lost_tx, mut lost_rx) = tokio::sync::watch::channel(false);
         let heartbeat = {
-            let (db, lease) = (db.clone(), self.lease.clone());
+            let (db, lease, fresh) = (db.clone(), self.lease.clone(), self.svc.fresh.clone());
             let (every, secs) = (
                 Duration::from_secs(self.cfg.heartbeat_secs),
                 self.cfg.lease_secs,
@@ -641,8 +646,13 @@ impl Daemon {
             AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
+                    let sent = Instant::now();
                     match crate::db::lease::renew(&db, &lease, secs).await {
-                        Ok(true) => {}
+                        Ok(true) => {
+                            if let Some(f) = &fresh {
+                                f.renewed(sent, secs);
+                            }
+                        }
                         Ok(false) => {
                             lost_tx.send_replace(true);
                             return;

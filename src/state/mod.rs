@@ -93,6 +93,9 @@ pub struct Services {
     pub timings: Timings,
     pub node_id: i64,
     pub lanes: lanes::Lanes,
+    /// How long the daemon's node lease is surely its own (`None`: no lease, e.g. a
+    /// library user running flows itself). No routine call starts once it is not.
+    pub fresh: Option<Arc<crate::db::lease::Freshness>>,
 }
 
 /// How a flow ends: VCL's `state_exit(request_state, computer_state)`.
@@ -127,6 +130,12 @@ pub enum FlowError {
     /// The daemon is shutting down: hand the request back.
     #[error("cancelled: the daemon is shutting down")]
     Cancelled,
+    /// The daemon's node lease was not renewed within `lease_secs` (paused, or cut off
+    /// from the database): another daemon may own the node now, so nothing more is done
+    /// on the computer; the request is handed back (a write that changes nothing once the
+    /// node was taken over).
+    #[error("this daemon's lease on its management node was not renewed within lease_secs (paused or cut off from the database); no further routine is started")]
+    LeaseStale,
     /// A module the flow needs is not loaded because its file does not load (and no saved
     /// good copy could be served): hand the request back until the file is fixed, rather
     /// than fail a reservation for a broken edit or a restart.
@@ -203,6 +212,9 @@ impl Flow {
         args: Vec<Dynamic>,
     ) -> Result<Dynamic, FlowError> {
         self.check_cancel()?;
+        if self.svc.fresh.as_ref().is_some_and(|f| !f.is_fresh()) {
+            return Err(FlowError::LeaseStale);
+        }
         let (host, key, ctx, cancel, routine) = (
             Arc::clone(&self.svc.host),
             key.clone(),
@@ -474,6 +486,10 @@ pub async fn run(
                     Err(e @ DbError::ClaimLost { .. }) => tracing::error!("state exit not written: {e}"),
                     Err(e) => tracing::error!("state exit failed; the request stays pending until this daemon's sweep or recovery hands it back: {e}"),
                 }
+            }
+            Err(e @ FlowError::LeaseStale) => {
+                tracing::error!("{e}; handing the request back");
+                hand_back(&svc, work.request_id, &token).await;
             }
             Err(FlowError::Cancelled) => {
                 tracing::warn!("shutting down: handing the request back");
