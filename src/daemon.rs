@@ -940,3 +940,68 @@ pub fn start_host(host: &Arc<ScriptHost>) -> Result<crate::host::Watcher, crate:
     }
     host.watch()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::claim::Work;
+
+    fn work(id: i64, state: &str) -> Work {
+        Work {
+            request_id: id,
+            reservation_id: id,
+            state: state.into(),
+            laststate: String::new(),
+            start: String::new(),
+            end: String::new(),
+        }
+    }
+
+    #[test]
+    fn pruning_in_use_check_times_keeps_only_in_use_requests_and_is_linear() {
+        let mut checked: HashMap<i64, Instant> = [
+            (1, Instant::now()),
+            (2, Instant::now()),
+            (3, Instant::now()),
+        ]
+        .into();
+        prune_inuse_checked(&mut checked, &[work(1, "inuse"), work(2, "timeout")]);
+        assert_eq!(checked.keys().copied().collect::<Vec<_>>(), vec![1]);
+
+        // 20,000 in-use reservations, each checked before: the old retain compared every
+        // pair (4·10⁸ comparisons, seconds on the async worker); this is one pass each.
+        let n = 20_000;
+        let all: Vec<Work> = (0..n).map(|i| work(i, "inuse")).collect();
+        let mut checked: HashMap<i64, Instant> = (0..n).map(|i| (i, Instant::now())).collect();
+        let t = Instant::now();
+        prune_inuse_checked(&mut checked, &all);
+        let took = t.elapsed();
+        assert_eq!(checked.len(), n as usize);
+        assert!(took < Duration::from_millis(500), "{took:?}");
+    }
+
+    #[test]
+    fn an_ended_reservation_gets_an_end_slot_then_a_work_slot() {
+        let cfg = DaemonConfig {
+            max_flows: 1,
+            reclaim_flows: 1,
+            ..DaemonConfig::default()
+        };
+        let mut r = Running::default();
+        let flag = || Arc::new(AtomicBool::new(false));
+        assert_eq!(r.lane_for(false, &cfg), Some(Lane::Work));
+        r.insert(1, flag(), Lane::Work);
+        assert_eq!(r.lane_for(false, &cfg), None, "load capacity full");
+        assert_eq!(r.lane_for(true, &cfg), Some(Lane::End));
+        r.insert(2, flag(), Lane::End);
+        assert_eq!(r.lane_for(true, &cfg), None);
+        r.remove(1);
+        assert_eq!(
+            r.lane_for(true, &cfg),
+            Some(Lane::Work),
+            "a free load slot serves too"
+        );
+        r.remove(2);
+        assert_eq!((r.work, r.end, r.len()), (0, 0, 0));
+    }
+}
