@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` (the main job on the embedded default) and
 # `make test` (the whole test suite). Both install what they need first.
-.PHONY: deps demo test lint bench docs
+.PHONY: deps demo test install lint bench docs
 
 deps:
 	./tools/install-deps.sh
@@ -17,7 +17,12 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 
+# `provhost` on PATH: installs the binary into ~/.cargo/bin (cargo's usual bin folder).
+install:
+	cargo install --locked --path .
+
 bench:
+	./tools/install-deps.sh --bench
 	cargo run --release --example bench_host
 	cargo run --release --example bench_daemon
 

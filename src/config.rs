@@ -16,11 +16,12 @@ use crate::prim::ssh::SshConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: {source}", path.display())]
+    /// The file named by --config / PROVHOST_CONFIG (or ./provhost.toml) cannot be read.
+    /// The OS error is part of the message, not a separate cause, so it shows once.
+    #[error("cannot read the configuration file {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
@@ -154,9 +155,9 @@ impl Config {
         };
         let (mut config, base) = match &file {
             Some(f) => {
-                let text = std::fs::read_to_string(f).map_err(|e| ConfigError::Read {
+                let text = std::fs::read_to_string(f).map_err(|cause| ConfigError::Read {
                     path: f.clone(),
-                    source: e,
+                    cause,
                 })?;
                 let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
                     path: f.clone(),

@@ -1,8 +1,9 @@
 //! State flows against a real machine: a lab host (a network namespace with its own
 //! sshd) is the computer, and the shipped `os/linux.rhai` does the remote steps over SSH:
 //! the reservation user is really created and removed, and the user's address really
-//! enters and leaves the nftables set of the host's namespace. (A namespace shares this
-//! machine's files, so the user is visible here with `id`; its network is its own.)
+//! enters and leaves the nftables set of the host's namespace. The lab hosts are isolated
+//! (their own /etc, /home, host name: `LabHost::start_isolated`), so root's password and
+//! accounts change there, never on this machine.
 
 mod common;
 
@@ -17,30 +18,19 @@ use provhost::prim::remote::RemotePrims;
 
 const T: Duration = Duration::from_secs(90);
 
-/// Lab hosts share /etc/passwd and /var/lib/provhost with this machine: one test at a time.
+/// One test at a time (they share the test user names).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn user_exists(login: &str) -> bool {
-    Command::new("id")
-        .arg("-u")
-        .arg(login)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+fn user_exists(lab: &LabHost, login: &str) -> bool {
+    lab.sh(&format!("id -u {login}")).status.success()
 }
 
 fn connect_set(lab: &LabHost) -> String {
-    let out = Command::new("ip")
-        .args([
-            "netns", "exec", &lab.ns, "nft", "list", "set", "inet", "provhost", "connect",
-        ])
-        .output()
-        .expect("nft");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&lab.sh("nft list set inet provhost connect").stdout).into_owned()
 }
 
-/// A rig whose one computer is `lab` (type lab: its root password is the site's, not
-/// ours), reached over SSH, with the shipped os/linux.rhai.
+/// A rig whose one computer is `lab` (type lab), reached over SSH, with the shipped
+/// os/linux.rhai.
 async fn lab_rig(backend: Backend, lab: &LabHost) -> Option<Rig> {
     let ssh = RemotePrims::new(lab.sshd().config());
     let linux = std::fs::read_to_string(concat!(
@@ -71,7 +61,7 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().await;
-    let lab = LabHost::start();
+    let lab = LabHost::start_isolated(22);
     let Some(rig) = lab_rig(backend, &lab).await else {
         return;
     };
@@ -80,10 +70,13 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
         std::process::id() % 100_000,
         if backend == Backend::Sqlite { "s" } else { "m" }
     );
-    provhost::db::inventory::add_user(&rig.t.db, &login, None)
+    // A uid no account of this machine has: users' processes are killed by uid, and lab
+    // hosts share this machine's process table.
+    let uid =
+        62_000 + i64::from(std::process::id() % 1000) * 2 + i64::from(backend == Backend::Sqlite);
+    provhost::db::inventory::add_user(&rig.t.db, &login, Some(uid))
         .await
         .expect("user");
-    let _ = Command::new("userdel").args(["-r", &login]).output();
 
     let (daemon, stop) = rig.spawn(rig.config()).await;
     let c = rig.request_for("lab1.test", "debian12", &login).await;
@@ -96,7 +89,7 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
     rig.wait_log(c.reservation_id, "acknowledgetimeout", T)
         .await;
     assert!(
-        !user_exists(&login),
+        !user_exists(&lab, &login),
         "no user before the acknowledgement (Linux adds users at Connect)"
     );
     assert!(
@@ -108,7 +101,10 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
         .await
         .expect("ack");
     rig.wait_log(c.reservation_id, "connected", T).await;
-    assert!(user_exists(&login), "user {login} created on the lab host");
+    assert!(
+        user_exists(&lab, &login),
+        "user {login} created on the lab host"
+    );
     assert!(
         connect_set(&lab).contains("192.0.2.55"),
         "firewall opened for the user: {}",
@@ -120,7 +116,7 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
         .expect("end");
     rig.wait_state(c.request_id, "complete", T).await;
     assert!(
-        !user_exists(&login),
+        !user_exists(&lab, &login),
         "user {login} removed from the lab host"
     );
     assert!(
@@ -132,7 +128,6 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
     assert!(log.iter().all(|(n, _)| n != "failed"), "{log:?}");
     let _ = stop.send(());
     daemon.await.expect("daemon");
-    let _ = Command::new("userdel").args(["-r", &login]).output();
 }
 
 async fn shell_metacharacters_in_a_user_name_fail_the_reservation_safely(backend: Backend) {
@@ -141,7 +136,7 @@ async fn shell_metacharacters_in_a_user_name_fail_the_reservation_safely(backend
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().await;
-    let lab = LabHost::start();
+    let lab = LabHost::start_isolated(22);
     let Some(rig) = lab_rig(backend, &lab).await else {
         return;
     };
@@ -185,7 +180,7 @@ async fn a_remote_ip_that_is_not_an_address_never_reaches_nft(backend: Backend) 
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().await;
-    let lab = LabHost::start();
+    let lab = LabHost::start_isolated(22);
     let Some(rig) = lab_rig(backend, &lab).await else {
         return;
     };
@@ -224,3 +219,189 @@ on_both_backends!(
     lab_host_user_and_firewall_follow_the_reservation,
     shell_metacharacters_in_a_user_name_fail_the_reservation_safely,
 );
+
+/// `provhost serve` (the binary) for the rig, logging at debug in `format` to `log`.
+fn serve(
+    rig: &Rig,
+    lab: &LabHost,
+    dir: &std::path::Path,
+    format: &str,
+    log: &std::path::Path,
+) -> common::procs::KillOnDrop {
+    let ssh = lab.sshd().config();
+    let cfg = dir.join(format!("provhost-{format}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[paths]\nscripts = {:?}\nstdlib = {:?}\ndata_dir = {:?}\n\n[database]\nurl = {:?}\n\n\
+             [ssh]\nuser = {:?}\nidentity = {:?}\nknown_hosts = {:?}\nconnect_timeout_secs = 5\n\n\
+             [daemon]\nnode = \"mn1.test\"\npoll_interval_secs = 1\nlease_secs = 3\nheartbeat_secs = 1\nlease_wait_secs = 30\n\n\
+             [daemon.timings]\nacknowledgetimeout = 60\nacknowledge_poll_ms = 100\ninitialconnecttimeout = 5\nconnect_poll = 1\n",
+            rig.scripts.scripts, concat!(env!("CARGO_MANIFEST_DIR"), "/stdlib"), dir.join("data"), rig.t.url,
+            ssh.user, ssh.identity, ssh.known_hosts
+        ),
+    )
+    .expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_provhost"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--log-format", format, "serve"])
+        .env("PROVHOST_LOG", "debug")
+        .env_remove("PROVHOST_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("provhost serve");
+    common::procs::KillOnDrop(child)
+}
+
+/// Every command line on this machine (the lab host shares its process table), sampled
+/// until `stop` is set.
+fn sample_cmdlines(
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut seen = std::collections::BTreeSet::new();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(dir) = std::fs::read_dir("/proc") {
+                for e in dir.flatten() {
+                    if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+                        seen.insert(String::from_utf8_lossy(&c).replace('\0', " "));
+                    }
+                }
+            }
+        }
+        seen.into_iter().collect()
+    })
+}
+
+/// A whole reservation through `provhost serve` on an isolated lab host (SSH on port 2222),
+/// once with text logs and once with JSON logs: the user's password (reservation.pw) is in
+/// no log line, no load-log row, no other database value, and on no command line on the
+/// computer at any time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_reservation_never_shows_the_users_password() {
+    let test = "a_full_reservation_never_shows_the_users_password";
+    if !common::root_or_skip(test, "network namespaces, useradd")
+        || !common::tool_or_skip(test, "nft")
+        || !common::tool_or_skip(test, "nsenter")
+    {
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let lab = LabHost::start_isolated(2222);
+    lab.sshd().trust();
+    let Some(rig) = lab_rig(Backend::Sqlite, &lab).await else {
+        return;
+    };
+    rig.t
+        .exec("INSERT INTO `provhost_computer` (`computerid`, `sshport`) SELECT `id`, 2222 FROM `computer`")
+        .await;
+    let login = format!("phpw{}", std::process::id() % 100_000);
+    let uid = 63_000 + i64::from(std::process::id() % 1000);
+    provhost::db::inventory::add_user(&rig.t.db, &login, Some(uid))
+        .await
+        .expect("user");
+    let dir = tempfile::tempdir().expect("tmp");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_cmdlines(Arc::clone(&stop));
+    let mut passwords = Vec::new();
+    let mut logs = Vec::new();
+    let mut reservations = Vec::new();
+    for format in ["text", "json"] {
+        let log = dir.path().join(format!("serve-{format}.log"));
+        let daemon = serve(&rig, &lab, dir.path(), format, &log);
+        let c = rig.request_for("lab1.test", "debian12", &login).await;
+        rig.t
+            .exec(&format!(
+                "UPDATE `request` SET `checkuser` = 0 WHERE `id` = {}",
+                c.request_id
+            ))
+            .await;
+        rig.wait_log(c.reservation_id, "acknowledgetimeout", T)
+            .await;
+        provhost::db::flow::acknowledge(&rig.t.db, c.reservation_id, "192.0.2.57")
+            .await
+            .expect("ack");
+        rig.wait_log(c.reservation_id, "connected", T).await;
+        assert!(user_exists(&lab, &login), "user {login} created");
+        assert!(
+            lab.sh_ok("nft list table inet provhost")
+                .contains("tcp dport 2222 drop"),
+            "the firewall guards the computer's SSH port"
+        );
+        let pw = provhost::db::flow::reservation_password(&rig.t.db, c.reservation_id)
+            .await
+            .expect("pw");
+        assert!(
+            pw.len() >= 8,
+            "a password was generated: {} chars",
+            pw.len()
+        );
+        provhost::db::flow::end_now(&rig.t.db, c.request_id)
+            .await
+            .expect("end");
+        rig.wait_state(c.request_id, "complete", T).await;
+        assert!(!user_exists(&lab, &login), "user removed at the end");
+        // The reclaim's reload of the computer finishes before the next reservation.
+        let reload = rig.t.scalar("SELECT MAX(`id`) FROM `request`").await;
+        if reload != c.request_id {
+            rig.wait_state(reload, "complete", T).await;
+        }
+        drop(daemon);
+        passwords.push(pw);
+        logs.push((format, std::fs::read_to_string(&log).expect("log")));
+        reservations.push(c.reservation_id);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let cmdlines = sampler.join().expect("sampler");
+
+    for (format, text) in &logs {
+        assert!(
+            text.lines().count() > 20,
+            "{format} log too short to mean anything:\n{text}"
+        );
+        for pw in &passwords {
+            // Second assertion, marked: JSON logs hold the password only escaped if it has
+            // `"` or `\` — generated ones do not, so a plain search is complete here.
+            assert!(!text.contains(pw.as_str()), "password in the {format} log");
+        }
+    }
+    for r in &reservations {
+        for (name, info) in rig.log(*r).await {
+            for pw in &passwords {
+                assert!(
+                    !info.contains(pw.as_str()),
+                    "password in load-log row {name}: {info}"
+                );
+            }
+        }
+    }
+    for pw in &passwords {
+        let hits: Vec<&String> = cmdlines
+            .iter()
+            .filter(|c| c.contains(pw.as_str()))
+            .collect();
+        assert!(hits.is_empty(), "password on a command line: {hits:?}");
+    }
+    assert!(
+        cmdlines.iter().any(|c| c.contains("chpasswd")),
+        "the sampler never saw chpasswd run ({} command lines)",
+        cmdlines.len()
+    );
+    // The database: reservation.pw is VCL's column the web front end shows the user; the
+    // password must be nowhere else. Clear it, compact the file, and search the bytes.
+    rig.t.exec("UPDATE `reservation` SET `pw` = ''").await;
+    rig.t.exec("VACUUM").await;
+    rig.t.exec("PRAGMA wal_checkpoint(TRUNCATE)").await;
+    let path = rig.t.url.trim_start_matches("sqlite://").to_string();
+    let mut bytes = std::fs::read(&path).expect("db file");
+    bytes.extend(std::fs::read(format!("{path}-wal")).unwrap_or_default());
+    for pw in &passwords {
+        assert!(
+            !bytes.windows(pw.len()).any(|w| w == pw.as_bytes()),
+            "password stored elsewhere in the database"
+        );
+    }
+}

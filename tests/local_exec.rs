@@ -1,6 +1,6 @@
 //! Local commands whose background jobs keep stdout/stderr open: the call returns shortly
 //! after the command itself exits, the jobs holding the pipes are killed with the command's
-//! process group, and no thread is left behind (a call starts none). One test function, so
+//! process group, and no thread is left behind (a call starts none, also for input). One test function, so
 //! this binary's thread count is its own.
 
 mod common;
@@ -98,6 +98,29 @@ fn background_jobs_holding_the_pipes_neither_hold_the_call_nor_outlive_it() {
         )
         .expect("huge timeout");
     assert_eq!(o.stdout, "fine\n");
+
+    // Input goes in as the command reads it, without a writer thread: 4 MiB (far more
+    // than a pipe holds), input a command never reads, and input a background job holds.
+    let big = vec![b'x'; 4 << 20];
+    let o = h
+        .run_input("wc -c", Some(&big), &ExecOptions::default())
+        .expect("big input");
+    assert_eq!(o.stdout.trim(), (4u64 << 20).to_string());
+    let t = Instant::now();
+    let o = h
+        .run_input("true", Some(&big), &ExecOptions::default())
+        .expect("unread input");
+    assert_eq!(o.code, 0);
+    let o = h
+        .run_input("sleep 4326 & echo bg", Some(&big), &ExecOptions::default())
+        .expect("input held by a job");
+    assert_eq!(o.stdout, "bg\n");
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(gone("sleep 4326"), "the job holding stdin still runs");
 
     assert_eq!(threads(), before, "a local call left a thread behind");
 }

@@ -479,3 +479,50 @@ fn without_kill_on_timeout_the_command_runs_verbatim_and_the_session_is_replaced
         "the timed-out session was closed and replaced"
     );
 }
+
+/// `run_input`: the input reaches the command's stdin, then EOF (so `cat` ends), on a
+/// remote and on the local host; the local ports of the pooled sessions are known.
+#[test]
+fn input_goes_to_stdin_then_eof_and_session_ports_are_known() {
+    let s = Sshd::start();
+    let pool = s.pool();
+    let remote = Host::remote(Arc::clone(&pool), s.target(HostKeyPolicy::Strict));
+    let local = Host::local(Arc::new(s.config()));
+    let input = b"line one\nsecret: 'x' \"y\" $(z)\n".repeat(2000);
+    for h in [&remote, &local] {
+        let o = h
+            .run_input("wc -c; true", Some(&input), &opts(10_000))
+            .expect("run with input");
+        assert_eq!(o.code, 0, "{h}: {o:?}");
+        assert_eq!(o.stdout.trim(), input.len().to_string(), "{h}");
+        let o = h
+            .run_input("cat", Some(b"abc"), &opts(10_000))
+            .expect("cat");
+        assert_eq!(o.stdout, "abc", "{h}");
+    }
+    let ports = remote.session_ports();
+    assert_eq!(ports.len(), pool.stats().open, "{ports:?}");
+    assert!(ports.iter().all(|p| *p > 0), "{ports:?}");
+    let seen = remote
+        .run("printf '%s' \"$SSH_CLIENT\"", &opts(10_000))
+        .expect("SSH_CLIENT");
+    let port: u16 = seen
+        .stdout
+        .split(' ')
+        .nth(1)
+        .expect("port")
+        .parse()
+        .expect("int");
+    assert!(
+        remote.session_ports().contains(&port),
+        "{port} not in {:?}",
+        remote.session_ports()
+    );
+    assert!(local.session_ports().is_empty());
+    // Too much input is refused before anything runs.
+    let big = vec![b'x'; provhost::prim::ssh::exec::MAX_STDIN + 1];
+    let err = remote
+        .run_input("cat", Some(&big), &opts(10_000))
+        .expect_err("too big");
+    assert!(err.to_string().contains("over the limit"), "{err}");
+}

@@ -12,16 +12,20 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 
 packages=(
-  openssh-server openssh-client      # real sshd for tests, ssh/scp as benchmark anchors
-  qemu-system-x86 qemu-utils         # test VMs (TCG) and qcow2 images
+  openssh-server openssh-client      # real sshd for tests; ssh/scp in the demo's printed commands
+  qemu-system-x86 qemu-utils         # test VMs (TCG) and qcow2 images (always one version: see below)
   libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients  # libvirt.rhai's real libvirtd (no systemd)
-  debootstrap e2fsprogs busybox-static cpio zstd  # building the test image (mke2fs -d)
-  nftables iproute2 socat            # firewall checks, lab hosts in netns, QMP by hand
+  debootstrap e2fsprogs              # building the test image (debootstrap, mke2fs -d)
+  nftables iproute2                  # the VM firewall, lab hosts and VM networks in namespaces
+  sudo                               # os/linux's sudo entries checked on lab hosts (visudo, sudo -l)
   libssl-dev zlib1g-dev pkg-config gcc  # ssh2's libssh2/openssl build
   util-linux                         # unshare/mount for the disk-full copy test
   mariadb-server mariadb-client      # the VCL-compatible database backend
-  libdbd-mysql-perl hyperfine        # benchmark anchors (a vcld-like Perl process, timing)
 )
+# `install-deps.sh --bench`: also what `make bench` compares against (a vcld-like Perl process).
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(libdbd-mysql-perl)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -40,15 +44,34 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $SUDO chmod 755 /usr/sbin/policy-rc.d
     trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
   fi
-  if ! $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
-    # A newer (backported) qemu-utils blocks the distribution's qemu-system-x86; take the
-    # qemu-utils that matches qemu-system-x86's candidate version, in the same command.
+  # qemu-system-x86 needs the qemu-utils of its own version. A newer (backported) qemu-utils
+  # may already be installed, and apt would remove it to install qemu-system-x86 without
+  # putting one back; so whenever either is missing, name both, qemu-utils pinned to
+  # qemu-system-x86's candidate version, in the one command.
+  args=()
+  pin=""
+  for p in "${missing[@]}"; do
+    case "$p" in qemu-system-x86|qemu-utils) pin=1 ;; esac
+    [ "$p" = qemu-utils ] || args+=("$p")
+  done
+  if [ -n "$pin" ]; then
     v=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
-    others=()
-    for p in "${missing[@]}"; do [ "$p" = qemu-utils ] || others+=("$p"); done
-    $SUDO apt-get install -y -qq --no-install-recommends --allow-downgrades "${others[@]}" "qemu-utils=$v"
+    [ -n "$v" ] && [ "$v" != "(none)" ] || { echo "install-deps: apt knows no qemu-system-x86 candidate" >&2; exit 1; }
+    args+=("qemu-utils=$v")
   fi
+  $SUDO apt-get install -y -qq --no-install-recommends --allow-downgrades "${args[@]}"
 fi
+
+# One run must be enough: check that everything is there now, and say what is not.
+still=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || still+=("$p")
+done
+if [ "${#still[@]}" -gt 0 ]; then
+  echo "install-deps: still missing after apt-get install: ${still[*]}" >&2
+  exit 1
+fi
+qemu-img --version >/dev/null 2>&1 || { echo "install-deps: qemu-img does not run; reinstall qemu-utils of qemu-system-x86's version" >&2; exit 1; }
 
 command -v cargo >/dev/null || { echo "install-deps: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 

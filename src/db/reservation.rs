@@ -17,6 +17,7 @@ const LOAD: &str = "SELECT r.`id` AS `reservationid`, r.`requestid`, r.`computer
   p.`id` AS `p_id`, p.`name` AS `p_name`, \
   vh.`id` AS `vh_id`, vhc.`hostname` AS `vh_hostname`, vp.`profilename` AS `vp_name`, vp.`datastorepath` AS `vp_datastore`, \
   vp.`repositorypath` AS `vp_repository`, vp.`vmpath` AS `vp_vmpath`, vp.`vmdisk` AS `vp_vmdisk`, \
+  im.`rootaccess` AS `im_rootaccess`, \
   i.`id` AS `i_id`, i.`prettyname` AS `i_prettyname`, i.`size` AS `i_size`, i.`reloadtime` AS `i_reloadtime`, i.`OSid` AS `i_osid`, \
   ir.`id` AS `ir_id`, ir.`imagename` AS `ir_imagename`, ir.`revision` AS `ir_revision`, \
   o.`id` AS `o_id`, o.`name` AS `o_name`, o.`type` AS `o_type`, o.`moduleid` AS `o_moduleid`, om.`id` AS `om_id`, om.`name` AS `om_name`, \
@@ -32,6 +33,7 @@ FROM `reservation` r \
   LEFT JOIN `computer` vhc ON vhc.`id` = vh.`computerid` \
   LEFT JOIN `vmprofile` vp ON vp.`id` = vh.`vmprofileid` \
   LEFT JOIN `image` i ON i.`id` = r.`imageid` \
+  LEFT JOIN `imagemeta` im ON im.`id` = i.`imagemetaid` \
   LEFT JOIN `imagerevision` ir ON ir.`id` = r.`imagerevisionid` \
   LEFT JOIN `OS` o ON o.`id` = i.`OSid` \
   LEFT JOIN `module` om ON om.`id` = o.`moduleid` \
@@ -127,6 +129,8 @@ pub async fn load_reservation(db: &Db, id: i64) -> Result<ReservationData, DbErr
                 image_os_module: os_module_name(&os_module),
                 image_size: r.int("i_size")?,
                 image_reload_time: r.int("i_reloadtime")?,
+                // VCL: an image without imagemeta grants root access.
+                image_root_access: r.opt_int("im_rootaccess")?.map(|v| v != 0).unwrap_or(true),
                 user_id: r.int("u_id")?,
                 user_login_id: r.text("u_login")?,
                 user_uid: r.int("u_uid")?,

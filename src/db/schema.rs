@@ -75,8 +75,10 @@ pub const REQUIRED: &[(&str, &[&str])] = &[
             "deleted",
             "lastupdate",
             "size",
+            "imagemetaid",
         ],
     ),
+    ("imagemeta", &["id", "rootaccess"]),
     (
         "imagerevision",
         &[
@@ -210,6 +212,18 @@ pub async fn init(db: &Db, management_node: &str) -> Result<InitReport, DbError>
         management_node: None,
         provhost_tables: Vec::new(),
     };
+    if !present.is_empty() {
+        let sql = match db.backend() {
+            Backend::Sqlite => SQLITE_VCL,
+            Backend::MySql => MYSQL_VCL,
+        };
+        if let Some(create) = statements(sql)
+            .into_iter()
+            .find(|s| s.contains("CREATE TABLE `imagemeta`"))
+        {
+            upgrade::ensure_imagemeta(db, &create, &column_names(db).await?).await?;
+        }
+    }
     if present.is_empty() {
         let vcl_sql = match db.backend() {
             Backend::Sqlite => SQLITE_VCL,

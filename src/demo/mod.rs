@@ -15,6 +15,7 @@ mod sim;
 mod vm;
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,7 +50,45 @@ pub struct DemoOptions {
     pub sim: bool,
 }
 
-const NODE: &str = "demo-mn";
+/// The management node the demo's database records and its daemon runs as: the name
+/// `provhost serve` with the same configuration uses, so the commands the demo prints
+/// afterwards work against its database as printed.
+fn node_name(config: &Config) -> String {
+    if config.daemon.node.is_empty() {
+        crate::db::schema::local_hostname()
+    } else {
+        config.daemon.node.clone()
+    }
+}
+
+/// How to run this very binary from the current folder: `provhost` when that name on `PATH`
+/// is this binary, otherwise its path (relative to the current folder when it is below it,
+/// e.g. `./target/debug/provhost`). The demo prints its next steps with it.
+pub fn invocation() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|p| p.canonicalize()) else {
+        return "provhost".into();
+    };
+    let on_path = std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths).any(|dir| {
+                dir.join("provhost")
+                    .canonicalize()
+                    .is_ok_and(|found| found == exe)
+            })
+        })
+        .unwrap_or(false);
+    if on_path {
+        return "provhost".into();
+    }
+    match std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.canonicalize().ok())
+        .and_then(|cwd| exe.strip_prefix(cwd).ok().map(Path::to_path_buf))
+    {
+        Some(rel) => format!("./{}", rel.display()),
+        None => exe.display().to_string(),
+    }
+}
 
 /// Prints load-log entries as they appear, with seconds since the demo's request.
 pub(crate) struct Printer {
@@ -126,7 +165,7 @@ async fn fresh_db(config: &Config, name: &str, out: &mut impl Write) -> Result<D
     let url = format!("sqlite://{}", file.display());
     writeln!(out, "provhost demo: a fresh database at {}", file.display())?;
     let db = Db::connect(&url).await?;
-    crate::db::schema::init(&db, NODE).await?;
+    crate::db::schema::init(&db, &node_name(config)).await?;
     Ok(db)
 }
 
@@ -159,9 +198,14 @@ struct RunningDaemon {
 }
 
 impl RunningDaemon {
-    async fn start(db: &Db, host: Arc<ScriptHost>, timings: Timings) -> Result<Self, DemoError> {
+    async fn start(
+        config: &Config,
+        db: &Db,
+        host: Arc<ScriptHost>,
+        timings: Timings,
+    ) -> Result<Self, DemoError> {
         let cfg = DaemonConfig {
-            node: NODE.into(),
+            node: node_name(config),
             poll_interval_secs: 1,
             timings,
             ..DaemonConfig::default()
@@ -205,7 +249,8 @@ pub async fn run(
             Ok(()) => return vm::run(config, out).await,
             Err(why) => writeln!(
                 out,
-                "provhost demo: cannot run a real VM here ({why}); falling back to the simulator (provhost demo --sim)\n"
+                "provhost demo: cannot run a real VM here ({why}); falling back to the simulator ({} demo --sim)\n",
+                invocation()
             )?,
         }
     }

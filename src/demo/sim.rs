@@ -46,7 +46,7 @@ pub(super) async fn run(config: &Config, out: &mut impl Write) -> Result<(), Dem
         connect_poll: 1,
         ..Timings::default()
     };
-    let daemon = RunningDaemon::start(&db, host, timings).await?;
+    let daemon = RunningDaemon::start(config, &db, host, timings).await?;
     let plan = Plan {
         computer: "sim1.demo",
         computer_id,
@@ -65,6 +65,8 @@ pub(super) async fn run(config: &Config, out: &mut impl Write) -> Result<(), Dem
             "sqlite://{}",
             config.paths.data_dir.join("demo.db").display()
         );
+        let next = crate::db::requests::next_reservation_id(&db).await?;
+        let me = super::invocation();
         writeln!(
             out,
             "\nWhat the OS module was asked to do, in order: {calls}"
@@ -72,11 +74,14 @@ pub(super) async fn run(config: &Config, out: &mut impl Write) -> Result<(), Dem
         writeln!(
             out,
             "\nNext:\n  - change a step: edit scripts/provisioning/sim.rhai (e.g. load_seconds) or add a hook in scripts/site/; \
-             `provhost check` tells you what is wrong, a running daemon picks the edit up at once\n  \
-             - run it yourself: provhost serve --url {url}   (in another terminal)\n                     \
-             provhost request new --image demo-linux --computer sim1.demo --user demo --url {url}\n                     \
-             provhost log RESERVATION --url {url}\n  \
-             - on a real VM: provhost demo (as root, with QEMU installed: make demo)"
+             `{me} check` tells you what is wrong, a running daemon picks the edit up at once\n  \
+             - run it yourself: the daemon in another terminal (Ctrl-C stops it), then a request, the user's Connect \
+             (what the web front end records) and the reservation's load-log:\n      \
+             {me} serve --url {url}\n      \
+             {me} request new --image demo-linux --computer sim1.demo --user demo --url {url}\n      \
+             {me} request connect {next} --ip 192.0.2.10 --url {url}\n      \
+             {me} log {next} --url {url}\n  \
+             - on a real VM: {me} demo (as root, with QEMU installed: make demo)"
         )?;
     }
     db.close().await;

@@ -280,7 +280,7 @@ async fn steps(
     out: &mut impl Write,
 ) -> Result<(), DemoError> {
     // 1. The test image, built once and cached in the library.
-    let pubkey = crate::image::cli::node_public_key(&config.ssh.identity)
+    let pubkey = crate::image::key::node_public_key(&config.ssh.identity)
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     writeln!(
         out,
@@ -388,7 +388,7 @@ async fn steps(
         connect_poll: 2,
         ..Timings::default()
     };
-    let daemon = RunningDaemon::start(&db, host, timings).await?;
+    let daemon = RunningDaemon::start(config, &db, host, timings).await?;
     let plan = Plan {
         computer: VM_NAME,
         computer_id,

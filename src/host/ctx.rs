@@ -212,6 +212,10 @@ reservation_data! {
     image_size: int,
     /// `image.reloadtime` in minutes.
     image_reload_time: int,
+    /// `imagemeta.rootaccess`: the reservation's user gets administrator rights (sudo) on
+    /// the computer. True when the image has no imagemeta, as in VCL. (Fixtures default to
+    /// false: give it explicitly.)
+    image_root_access: bool,
     /// `user.id` of the reservation's owner.
     user_id: int,
     /// `user.unityid`: the login name.

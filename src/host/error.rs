@@ -56,6 +56,13 @@ pub enum HostError {
     Fixture { path: PathBuf, message: String },
     #[error("no module {wanted:?} is loaded (loaded: {known})")]
     UnknownModule { wanted: String, known: String },
+    /// A bare module name that more than one kind uses.
+    #[error("module name {wanted:?} is used by more than one kind ({candidates}); say which, e.g. {example}")]
+    AmbiguousModule {
+        wanted: String,
+        candidates: String,
+        example: String,
+    },
     #[error("module {module:?} ({}) has no routine {routine}() taking {arity} argument(s){hint}", path.display())]
     UnknownRoutine {
         module: String,
@@ -71,6 +78,14 @@ pub enum HostError {
     },
     #[error("{site}: did not finish within its deadline of {secs} s")]
     Timeout { site: Box<CallSite>, secs: u64 },
+    /// The routine failed after its deadline had passed: a wait in it was cut short by
+    /// the deadline and the routine then threw (its message may name its own, longer wait).
+    #[error("{site}: reached its deadline of {secs} s, and then failed: {message}")]
+    AfterDeadline {
+        site: Box<CallSite>,
+        secs: u64,
+        message: String,
+    },
     #[error("{site}: cancelled")]
     Cancelled { site: Box<CallSite> },
     #[error("{site} returned {got}, expected {expected}")]

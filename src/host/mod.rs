@@ -360,17 +360,14 @@ impl ScriptHost {
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(unknown()),
-            _ => Err(HostError::UnknownModule {
-                wanted: spec.to_string(),
-                known: format!(
-                    "ambiguous; say which: {}",
-                    matches
-                        .iter()
-                        .map(|(k, n)| format!("{k}/{n}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }),
+            many => {
+                let names: Vec<String> = many.iter().map(|(k, n)| format!("{k}/{n}")).collect();
+                Err(HostError::AmbiguousModule {
+                    wanted: spec.to_string(),
+                    example: names.first().cloned().unwrap_or_default(),
+                    candidates: names.join(", "),
+                })
+            }
         }
     }
 
@@ -437,6 +434,7 @@ impl ScriptHost {
         let timeout = opts
             .timeout
             .unwrap_or(Duration::from_secs(self.opts.limits.call_timeout_secs));
+        let started = std::time::Instant::now();
         let result = {
             let _guard = engine::CallGuard::new(timeout, opts.cancel.clone());
             let mut scope = Scope::new();
@@ -450,8 +448,20 @@ impl ScriptHost {
             )
         };
         let module_name = format!("{}/{}", key.0, key.1);
-        let value =
-            result.map_err(|e| runtime_error(&module, &module_name, routine, timeout, *e))?;
+        let value = result.map_err(|e| {
+            match runtime_error(&module, &module_name, routine, timeout, *e) {
+                // A wait the deadline cut short makes a routine throw its own time-out text
+                // ("within 600 s"): say that the call's deadline is what ended it.
+                HostError::Script { site, message } if started.elapsed() >= timeout => {
+                    HostError::AfterDeadline {
+                        site,
+                        secs: timeout.as_secs(),
+                        message,
+                    }
+                }
+                other => other,
+            }
+        })?;
         match contract::spec(key.0, routine, arity) {
             Some(spec) => contract::check_return(spec, &args, value.clone()).map_err(|expected| {
                 HostError::BadReturn {

@@ -74,13 +74,37 @@ impl Host {
 
     /// Run `cmd` (through `sh -c` locally, the login shell remotely).
     pub fn run(&self, cmd: &str, opts: &ExecOptions) -> Result<Output, RunError> {
+        self.run_input(cmd, None, opts)
+    }
+
+    /// Run `cmd` with `input` on its stdin, then EOF (`None`: no input). Secrets go this
+    /// way, never on the command line.
+    pub fn run_input(
+        &self,
+        cmd: &str,
+        input: Option<&[u8]>,
+        opts: &ExecOptions,
+    ) -> Result<Output, RunError> {
         match self {
-            Host::Local(cfg) => Ok(local::exec(
+            Host::Local(cfg) => Ok(local::exec_input(
                 cmd,
+                input,
                 opts.timeout.unwrap_or(cfg.command_timeout()),
                 opts.max_output.unwrap_or(cfg.max_output_bytes),
             )?),
-            Host::Remote { pool, target } => Ok(pool.exec(target, cmd, opts)?),
+            Host::Remote { pool, target } => {
+                Ok(pool.exec_input(target, cmd, input.unwrap_or_default(), opts)?)
+            }
+        }
+    }
+
+    /// The local TCP ports of the SSH sessions provhost holds open to this host (idle and
+    /// in use): how the host tells provhost's own connections from a user's that comes
+    /// from the same address. Empty for the local host.
+    pub fn session_ports(&self) -> Vec<u16> {
+        match self {
+            Host::Local(_) => Vec::new(),
+            Host::Remote { pool, target } => pool.session_ports(target),
         }
     }
 

@@ -1,8 +1,8 @@
 //! Commands on the management node itself, with the same result shape, output bounds and
-//! time-out as remote ones: `sh -c CMD` in its own process group, stdin from /dev/null,
-//! killed as a group (TERM, then KILL after 2 s) when its time is up, or when a background
-//! job it left keeps its output open past a short grace. Output is read on the calling
-//! thread: a call starts no threads.
+//! time-out as remote ones: `sh -c CMD` in its own process group, stdin the given input
+//! (then EOF) or /dev/null, killed as a group (TERM, then KILL after 2 s) when its time is
+//! up, or when a background job it left keeps its output open past a short grace. Input
+//! and output are handled on the calling thread: a call starts no threads.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -55,6 +55,8 @@ struct Pipes {
     err: Option<std::process::ChildStderr>,
     out_cap: Capture,
     err_cap: Capture,
+    /// The command's stdin (non-blocking) with the input and how much of it is written.
+    input: Option<(std::process::ChildStdin, Vec<u8>, usize)>,
 }
 
 impl Pipes {
@@ -68,7 +70,40 @@ impl Pipes {
             err,
             out_cap: Capture::new(cap),
             err_cap: Capture::new(cap),
+            input: None,
         }
+    }
+
+    /// Write `data` to the command's `stdin` as it reads it, then close it (EOF).
+    fn feed(&mut self, stdin: std::process::ChildStdin, data: Vec<u8>) {
+        let fd = stdin.as_raw_fd();
+        // SAFETY: fcntl on a pipe fd we own; O_NONBLOCK so a write never blocks this thread.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            }
+        }
+        self.input = (!data.is_empty()).then_some((stdin, data, 0));
+    }
+
+    /// Write what the pipe takes now; close it when all is written or on an error (the
+    /// command closed its stdin: EPIPE).
+    fn write_input(&mut self) {
+        let Some((stdin, data, done)) = self.input.as_mut() else {
+            return;
+        };
+        // Bounded: each pass writes at least one byte or stops.
+        while *done < data.len() {
+            match std::io::Write::write(stdin, &data[*done..]) {
+                Ok(0) => break,
+                Ok(n) => *done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return,
+                Err(_) => break,
+            }
+        }
+        self.input = None;
     }
 
     fn done(&self) -> bool {
@@ -78,6 +113,7 @@ impl Pipes {
     fn close(&mut self) {
         self.out = None;
         self.err = None;
+        self.input = None;
     }
 
     /// Wait up to `wait` for output and read what is there; a pipe at EOF is closed.
@@ -85,6 +121,14 @@ impl Pipes {
         let out_fd = self.out.as_ref().map(AsRawFd::as_raw_fd);
         let err_fd = self.err.as_ref().map(AsRawFd::as_raw_fd);
         let mut fds: Vec<libc::pollfd> = out_fd.into_iter().chain(err_fd).map(pollfd).collect();
+        let in_fd = self.input.as_ref().map(|(i, _, _)| i.as_raw_fd());
+        if let Some(fd) = in_fd {
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            });
+        }
         if fds.is_empty() {
             std::thread::sleep(wait);
             return;
@@ -97,8 +141,10 @@ impl Pipes {
         }
         let mut buf = [0u8; 64 * 1024];
         for f in fds.iter().filter(|f| f.revents != 0) {
-            // poll said readable (or hung up / failed): one read does not block.
-            if Some(f.fd) == out_fd {
+            // poll said ready (or hung up / failed): one read does not block.
+            if Some(f.fd) == in_fd {
+                self.write_input();
+            } else if Some(f.fd) == out_fd {
                 if let Some(n) = read_some(&mut self.out, &mut buf) {
                     self.out_cap.push(&buf[..n]);
                 }
@@ -138,18 +184,38 @@ fn pollfd(fd: std::os::fd::RawFd) -> libc::pollfd {
 /// nothing of it keeps running. A background job that let go of the pipes (redirected its
 /// output) is left alone.
 pub fn exec(cmd: &str, timeout: Duration, max_output: usize) -> Result<Output, LocalError> {
+    exec_input(cmd, None, timeout, max_output)
+}
+
+/// [`exec`] with `input` written to the command's stdin by a helper thread, then EOF
+/// (`None`: stdin is /dev/null). The thread ends when the input is written or the command
+/// closed its stdin (it exited or was killed).
+pub fn exec_input(
+    cmd: &str,
+    input: Option<&[u8]>,
+    timeout: Duration,
+    max_output: usize,
+) -> Result<Output, LocalError> {
     let d = Deadline::new(timeout);
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(cmd)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
         .map_err(LocalError::Spawn)?;
     let pgid = child.id() as libc::pid_t;
+    let stdin = child.stdin.take().zip(input.map(<[u8]>::to_vec));
     let mut pipes = Pipes::new(child.stdout.take(), child.stderr.take(), max_output);
+    if let Some((stdin, data)) = stdin {
+        pipes.feed(stdin, data);
+    }
     let mut pause = Duration::from_micros(200);
     let mut exited: Option<(std::process::ExitStatus, Instant)> = None;
     let status = loop {
@@ -157,6 +223,10 @@ pub fn exec(cmd: &str, timeout: Duration, max_output: usize) -> Result<Output, L
             if let Some(st) = child.try_wait().map_err(LocalError::Wait)? {
                 exited = Some((st, Instant::now()));
             }
+        }
+        if exited.is_some() {
+            // Nobody reads the rest of the input once the command is gone.
+            pipes.input = None;
         }
         match exited {
             Some((st, _)) if pipes.done() => break st,

@@ -1,5 +1,5 @@
 //! The Rhai binding of remote execution: the `Host` type (`h.run`, `h.upload`,
-//! `h.download`, `h.wait_for_ssh`, `h.forget_host_key`), its constructors (`ctx.computer()`,
+//! `h.download`, `h.wait_for_ssh`, `h.forget_host_key`, `h.session_ports`), its constructors (`ctx.computer()`,
 //! `ctx.vmhost()`, `local_host()`, `remote_host(#{..})`) and `scp_between`. Registered by
 //! [`RemotePrims`], the primitive family that owns the shared SSH [`Pool`].
 //!
@@ -81,8 +81,36 @@ fn report_map(r: CopyReport) -> Map {
 
 fn run(h: &Host, cmd: &str, opts: Option<&Map>) -> Res<Map> {
     let mut o = ExecOptions::default();
+    let mut input: Option<Vec<u8>> = None;
     if let Some(opts) = opts {
-        check_keys(opts, &["timeout", "max_output", "kill_on_timeout"], "run")?;
+        check_keys(
+            opts,
+            &["timeout", "max_output", "kill_on_timeout", "stdin"],
+            "run",
+        )?;
+        if let Some(v) = opts.get("stdin") {
+            let bytes = if v.is_string() {
+                v.clone()
+                    .into_immutable_string()
+                    .map(|s| s.as_bytes().to_vec())
+                    .unwrap_or_default()
+            } else if v.is_blob() {
+                v.clone().cast::<rhai::Blob>()
+            } else {
+                return Err(
+                    format!("stdin must be a string or a blob, got {}", v.type_name()).into(),
+                );
+            };
+            if bytes.len() > crate::prim::ssh::exec::MAX_STDIN {
+                return Err(format!(
+                    "stdin of {} bytes is over the limit of {} bytes (copy the data with upload instead)",
+                    bytes.len(),
+                    crate::prim::ssh::exec::MAX_STDIN
+                )
+                .into());
+            }
+            input = Some(bytes);
+        }
         if let Some(v) = opts.get("kill_on_timeout") {
             o.kill_on_timeout = v
                 .as_bool()
@@ -99,7 +127,9 @@ fn run(h: &Host, cmd: &str, opts: Option<&Map>) -> Res<Map> {
                 Some(usize::try_from(n).map_err(|_| format!("max_output must be >= 0, got {n}"))?);
         }
     }
-    h.run(cmd, &o).map(output_map).map_err(fail)
+    h.run_input(cmd, input.as_deref(), &o)
+        .map(output_map)
+        .map_err(fail)
 }
 
 /// Copy with options from a script map; `progress` (a function of `(done, total)`) is called
@@ -279,7 +309,14 @@ impl Primitives for RemotePrims {
                 "/// `max_output` (bytes kept of stdout and of stderr each; the rest is dropped, the text ends",
                 "/// with a `[provhost: output truncated …]` line and `truncated` is true), and",
                 "/// `kill_on_timeout: false` for hosts whose login shell is not POSIX (the command is sent",
-                "/// verbatim; on time-out the session is closed instead of the command's process group killed).",
+                "/// verbatim; on time-out the session is closed instead of the command's process group killed),",
+                "/// and `stdin` (a string or blob of at most 1 MiB, written to the command's stdin, then EOF).",
+                "/// Give secrets through `stdin`, never in `cmd`: a command line is readable by every local",
+                "/// user of the host (`/proc/PID/cmdline`, `ps`) and by execve auditing.",
+                "///",
+                "/// ```rhai",
+                "/// h.run(\"chpasswd\", #{ stdin: `${login}:${password}\\n`, timeout: 30 });",
+                "/// ```",
             ])
             .with_params_info(["host: Host", "cmd: &str", "opts: Map", "Map"])
             .register_into_engine(engine, |h: &mut Host, cmd: &str, opts: Map| run(h, cmd, Some(&opts)));
@@ -396,6 +433,19 @@ impl Primitives for RemotePrims {
                     None => Duration::from_secs(2),
                 };
                 h.wait_for_ssh(timeout, interval).map_err(fail)
+            });
+        FuncRegistration::new("session_ports")
+            .with_comments([
+                "/// The local TCP ports of the SSH sessions provhost holds open to this host (idle and in",
+                "/// use; empty for the local host). The host sees them as the source ports of provhost's",
+                "/// connections, which tells them from a user's connection from the same address (NAT).",
+            ])
+            .with_params_info(["host: Host", "Array"])
+            .register_into_engine(engine, |h: &mut Host| -> rhai::Array {
+                h.session_ports()
+                    .into_iter()
+                    .map(|p| Dynamic::from(i64::from(p)))
+                    .collect()
             });
         FuncRegistration::new("forget_host_key")
             .with_comments([

@@ -325,7 +325,8 @@ impl Flow {
     }
 
     /// The reservation user as routines receive it: `#{login, uid, password, ssh_keys, root}`.
-    /// The password is `reservation.pw`, generated (and stored) when empty.
+    /// The password is `reservation.pw`, generated (and stored) when empty; `root` is
+    /// `imagemeta.rootaccess` (administrator rights on the computer).
     pub async fn user_map(&self) -> Result<rhai::Map, FlowError> {
         let stored =
             crate::db::flow::reservation_password(&self.svc.db, self.data.reservation_id).await?;
@@ -343,7 +344,7 @@ impl Flow {
             "ssh_keys".into(),
             self.data.user_ssh_public_keys.clone().into(),
         );
-        m.insert("root".into(), false.into());
+        m.insert("root".into(), self.data.image_root_access.into());
         Ok(m)
     }
 

@@ -48,8 +48,18 @@ pub struct LabHost {
 }
 
 impl LabHost {
-    /// A namespace with a veth link and an sshd. Needs root and iproute2.
+    /// A namespace with a veth link and an sshd on port 22. Needs root and iproute2.
     pub fn start() -> LabHost {
+        LabHost::start_with(22, false)
+    }
+
+    /// A lab host that is a computer of its own for an OS module: private /etc, /home,
+    /// /var/lib/provhost and host name (see `SshdOptions::isolated`), sshd on `port`.
+    pub fn start_isolated(port: u16) -> LabHost {
+        LabHost::start_with(port, true)
+    }
+
+    fn start_with(port: u16, isolated: bool) -> LabHost {
         let pid = std::process::id();
         // Bounded search for a free /24 slot; the pid spreads parallel test processes.
         for _ in 0..250 {
@@ -92,9 +102,10 @@ impl LabHost {
                 Ok(()) => {
                     lab.sshd = Some(Sshd::start_with(SshdOptions {
                         addr: Some(addr),
-                        port: Some(22),
+                        port: Some(port),
                         netns: Some(ns),
                         tmpfs: None,
+                        isolated,
                     }));
                     return lab;
                 }
@@ -113,6 +124,28 @@ impl LabHost {
 
     pub fn sshd_mut(&mut self) -> &mut Sshd {
         self.sshd.as_mut().expect("lab host sshd")
+    }
+
+    /// Run `sh -c cmd` inside the lab host (its network, mount and UTS namespaces, as
+    /// root): what a local user of that computer would see.
+    pub fn sh(&self, cmd: &str) -> std::process::Output {
+        let pid = self.sshd().pid().expect("lab host sshd runs");
+        Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-n", "-m", "-u", "sh", "-c", cmd])
+            .output()
+            .expect("nsenter")
+    }
+
+    /// `sh`, asserting success, stdout as text.
+    pub fn sh_ok(&self, cmd: &str) -> String {
+        let o = self.sh(cmd);
+        assert!(
+            o.status.success(),
+            "{cmd}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     /// Take the lab host's link down: it stops answering (packets go nowhere).

@@ -7,6 +7,9 @@
 //! temp dir (sshd's `SetEnv`), so the user's shell rc files do not slow every command down.
 //! With `tmpfs`, sshd runs in its own mount namespace with a small tmpfs mounted at that
 //! folder (for disk-full tests); the mount goes away with the namespace when sshd exits.
+//! With `isolated` (lab hosts only), sshd runs in its own mount and UTS namespaces with
+//! private copies of /etc, /home and /var/lib/provhost and an empty /run, so what an OS module does to
+//! accounts, passwords, sudoers and the host name stays on that "computer".
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -32,6 +35,9 @@ pub struct SshdOptions {
     pub netns: Option<String>,
     /// Mount a tmpfs of this size (e.g. "1m") at `dir/small` in sshd's own mount namespace.
     pub tmpfs: Option<String>,
+    /// With `netns`: private /etc, /home, /var/lib/provhost and host name (see module docs);
+    /// users' own `~/.ssh/authorized_keys` are honoured too.
+    pub isolated: bool,
 }
 
 pub struct Sshd {
@@ -91,6 +97,19 @@ impl Sshd {
         .expect("authorized_keys");
         std::fs::create_dir_all(dir.path().join("home")).expect("home");
         std::fs::create_dir_all(dir.path().join("small")).expect("small");
+        if opts.isolated {
+            let root = dir.path().join("root");
+            for d in ["home", "varlib"] {
+                std::fs::create_dir_all(root.join(d)).expect("isolated dirs");
+            }
+            let st = Command::new("cp")
+                .args(["-a", "/etc"])
+                .arg(root.join("etc"))
+                .status()
+                .expect("cp /etc");
+            assert!(st.success(), "copying /etc for an isolated lab host");
+            std::fs::create_dir_all("/var/lib/provhost").expect("/var/lib/provhost mount point");
+        }
         let known_hosts = dir.path().join("known_hosts");
         let mut s = Sshd {
             addr: opts.addr.clone().unwrap_or_else(|| "127.0.0.1".into()),
@@ -125,8 +144,13 @@ impl Sshd {
 
     fn write_config(&self) -> PathBuf {
         let d = self.dir.path().display();
+        let own_keys = if self.opts.isolated {
+            " .ssh/authorized_keys"
+        } else {
+            ""
+        };
         let cfg = format!(
-            "Port {port}\nListenAddress {addr}\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+            "Port {port}\nListenAddress {addr}\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys{own_keys}\n\
              PidFile none\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              StrictModes no\nPermitRootLogin prohibit-password\nSetEnv HOME={d}/home\n\
              AllowStreamLocalForwarding yes\nSubsystem sftp /usr/lib/openssh/sftp-server\nMaxSessions 200\nMaxStartups 200:30:400\nLogLevel ERROR\n",
@@ -144,6 +168,19 @@ impl Sshd {
         let log = std::fs::File::create(self.dir.path().join("sshd.log")).expect("sshd.log");
         let sshd_args = format!("{SSHD} -D -e -f {}", cfg.display());
         let mut cmd = match (&self.opts.netns, &self.opts.tmpfs) {
+            (Some(ns), _) if self.opts.isolated => {
+                let root = self.dir.path().join("root");
+                let r = root.display();
+                let script = format!(
+                    "mount --bind {r}/etc /etc && mount --bind {r}/home /home && \
+                     mount --bind {r}/varlib /var/lib/provhost && mount -t tmpfs provhost-lab /run && \
+                     mkdir -p /run/sshd && hostname provhost-lab && exec {sshd_args}"
+                );
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "unshare", "--mount", "--uts"])
+                    .args(["--propagation", "private", "sh", "-c", &script]);
+                c
+            }
             (Some(ns), _) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns, SSHD, "-D", "-e", "-f"])
@@ -204,6 +241,11 @@ impl Sshd {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// sshd's pid (its namespaces are the lab host's), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Kill sshd and every connection (and command) it started, as a crash would.

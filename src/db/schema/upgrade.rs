@@ -1,6 +1,8 @@
 //! Bringing an existing database's `provhost_*` tables up to what the code needs, for the
 //! parts `CREATE TABLE IF NOT EXISTS` cannot change: today the unique key on
-//! `provhost_computervar (computerid, name)` that `flow::set_computer_var`'s upsert relies on.
+//! `provhost_computervar (computerid, name)` that `flow::set_computer_var`'s upsert relies on;
+//! and VCL's `imagemeta` table with `image.imagemetaid`, which databases made by provhost
+//! before the Linux module read `imagemeta.rootaccess` lack (every VCL database has them).
 
 use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Backend, Db, RowExt};
@@ -35,6 +37,49 @@ pub async fn computervar_has_key(db: &Db) -> Result<bool, DbError> {
         cols.sort();
         cols.as_slice() == KEY
     }))
+}
+
+/// Add `imagemeta` (as `create_sql` says) and `image.imagemetaid` (NULL: VCL's defaults) when
+/// the database lacks them. `columns` are the database's (table, column) pairs.
+pub async fn ensure_imagemeta(
+    db: &Db,
+    create_sql: &str,
+    columns: &[(String, String)],
+) -> Result<(), DbError> {
+    let has = |t: &str, c: &str| {
+        columns
+            .iter()
+            .any(|(tt, cc)| tt == t && cc.eq_ignore_ascii_case(c))
+    };
+    if !has("image", "id") {
+        return Ok(());
+    }
+    let mut steps = Vec::new();
+    if !has("imagemeta", "id") {
+        steps.push(create_sql.to_string());
+    }
+    if !has("image", "imagemetaid") {
+        steps.push(match db.backend() {
+            Backend::Sqlite => {
+                "ALTER TABLE `image` ADD COLUMN `imagemetaid` INTEGER DEFAULT NULL".to_string()
+            }
+            Backend::MySql => {
+                "ALTER TABLE `image` ADD COLUMN `imagemetaid` smallint(5) unsigned DEFAULT NULL"
+                    .to_string()
+            }
+        });
+    }
+    for step in &steps {
+        let what = format!(
+            "adding VCL's imagemeta: {}",
+            step.lines().next().unwrap_or("")
+        );
+        with_pool!(db, p => sqlx::query(step).execute(p).await.during(what).map(|_| ()))?;
+    }
+    if !steps.is_empty() {
+        tracing::warn!("the database lacked VCL's imagemeta table or image.imagemetaid; added them (images without imagemeta get VCL's defaults: root access granted)");
+    }
+    Ok(())
 }
 
 /// When `provhost_computervar` exists without its key (made by hand, or by a tool that

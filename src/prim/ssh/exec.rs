@@ -1,5 +1,5 @@
-//! One remote command: a new channel on a pooled session, stdin closed, stdout and stderr
-//! read together (so neither can stall the other) into bounded buffers, exit code or
+//! One remote command: a new channel on a pooled session, the given input written to its
+//! stdin and then closed (EOF), stdout and stderr read together (so neither can stall the other) into bounded buffers, exit code or
 //! signal collected, all under a deadline.
 //!
 //! On time-out the command is really stopped: the command line is prefixed with a line
@@ -22,6 +22,9 @@ use super::{SshError, Target};
 const PID_PREFIX: &[u8] = b"provhost-pid:";
 /// Time allowed to stop a timed-out command and close its channel.
 const CLEANUP: Duration = Duration::from_secs(3);
+/// Most bytes a command's stdin may be given: input is for secrets and small files, written
+/// before the output is read, so it must fit the channel's window.
+pub const MAX_STDIN: usize = 1024 * 1024;
 
 /// Per-command options; `None` takes the pool's configured default.
 #[derive(Debug, Clone)]
@@ -202,13 +205,35 @@ impl Pool {
         cmd: &str,
         opts: &ExecOptions,
     ) -> Result<Output, SshError> {
+        self.exec_input(target, cmd, &[], opts)
+    }
+
+    /// [`Pool::exec`] with `input` written to the command's stdin, then EOF: the way to
+    /// hand a command a secret without putting it on its command line (where every local
+    /// user of the host reads it in `/proc/PID/cmdline`). At most [`MAX_STDIN`] bytes.
+    pub fn exec_input(
+        self: &Arc<Self>,
+        target: &Target,
+        cmd: &str,
+        input: &[u8],
+        opts: &ExecOptions,
+    ) -> Result<Output, SshError> {
+        if input.len() > MAX_STDIN {
+            return Err(SshError::Channel {
+                target: target.label(),
+                detail: format!(
+                    "stdin input of {} bytes is over the limit of {MAX_STDIN} bytes (copy the data with upload instead)",
+                    input.len()
+                ),
+            });
+        }
         let timeout = opts.timeout.unwrap_or(self.config().command_timeout());
         let max = opts.max_output.unwrap_or(self.config().max_output_bytes);
         let d = Deadline::new(timeout);
         let started = std::time::Instant::now();
         let (mut lease, ch) =
             self.channel(target, &d, "opening a channel", |s| s.channel_session())?;
-        let result = run_channel(&mut lease, ch, cmd, opts.kill_on_timeout, max, &d);
+        let result = run_channel(&mut lease, ch, cmd, input, opts.kill_on_timeout, max, &d);
         match &result {
             Ok(o) => {
                 tracing::debug!(target = %target, code = o.code, ms = started.elapsed().as_millis() as u64, "remote command done")
@@ -253,11 +278,12 @@ fn run_channel(
     lease: &mut Lease,
     ch: Channel,
     cmd: &str,
+    input: &[u8],
     kill_on_timeout: bool,
     max: usize,
     d: &Deadline,
 ) -> Result<Output, SshError> {
-    match run_inner(lease, ch, cmd, kill_on_timeout, max, d) {
+    match run_inner(lease, ch, cmd, input, kill_on_timeout, max, d) {
         Ok(o) => Ok(o),
         Err(Failed::Stopped(e)) => Err(e),
         Err(Failed::Other(e)) => {
@@ -273,6 +299,7 @@ fn run_inner(
     lease: &mut Lease,
     mut ch: Channel,
     cmd: &str,
+    input: &[u8],
     kill_on_timeout: bool,
     max: usize,
     d: &Deadline,
@@ -285,6 +312,28 @@ fn run_inner(
         cmd.to_string()
     };
     w.call(d, "starting the command", || ch.exec(&line))?;
+    // Bounded: every pass writes something or waits one slice of the deadline.
+    let mut off = 0;
+    while off < input.len() {
+        match std::io::Write::write(&mut ch, &input[off..]) {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if d.expired() {
+                    let error = d.error(conn.label(), "writing the command's stdin");
+                    stop(lease, ch, None);
+                    return Err(Failed::Stopped(error));
+                }
+                w.wait(d, "writing the command's stdin")?
+            }
+            Err(e) => {
+                return Err(Failed::Other(SshError::SessionLost {
+                    target: conn.label().to_string(),
+                    what: "writing the command's stdin",
+                    detail: e.to_string(),
+                }))
+            }
+        }
+    }
     w.call(d, "closing the command's stdin", || ch.send_eof())?;
     let mut out = Capture::new(max);
     let mut err = Capture::new(max);

@@ -24,6 +24,8 @@ pub struct Conn {
     fd: RawFd,
     label: String,
     last_used: Instant,
+    /// This end's TCP port (0 if the socket would not say).
+    local_port: u16,
 }
 
 impl Conn {
@@ -40,6 +42,10 @@ impl Conn {
     }
     pub fn label(&self) -> &str {
         &self.label
+    }
+    /// The TCP port of this end of the session's connection.
+    pub fn local_port(&self) -> u16 {
+        self.local_port
     }
 
     /// Cheap liveness check without a round trip: an idle session's socket has nothing to
@@ -86,6 +92,8 @@ struct Slot {
     idle: Vec<Conn>,
     /// Sessions that exist for this target: idle plus leased plus being connected.
     total: usize,
+    /// Local ports of the leased sessions.
+    leased: Vec<u16>,
 }
 
 /// Counters for tests and benchmarks.
@@ -152,6 +160,9 @@ impl Drop for Lease {
         };
         let mut slots = self.pool.lock();
         let slot = slots.entry(self.target.clone()).or_default();
+        if let Some(i) = slot.leased.iter().position(|p| *p == conn.local_port) {
+            slot.leased.swap_remove(i);
+        }
         if self.broken {
             slot.total = slot.total.saturating_sub(1);
             drop(slots);
@@ -197,6 +208,20 @@ impl Pool {
         }
     }
 
+    /// The local TCP ports of the sessions open to `target` now, idle and leased.
+    pub fn session_ports(&self, target: &Target) -> Vec<u16> {
+        let slots = self.lock();
+        slots
+            .get(target)
+            .map(|s| {
+                let mut ports: Vec<u16> = s.idle.iter().map(|c| c.local_port).collect();
+                ports.extend(&s.leased);
+                ports.retain(|p| *p != 0);
+                ports
+            })
+            .unwrap_or_default()
+    }
+
     /// Close every idle session (leased ones close when returned broken or at drop).
     pub fn close_idle(&self) {
         let mut dropped = Vec::new();
@@ -223,6 +248,7 @@ impl Pool {
             let slot = slots.entry(target.clone()).or_default();
             while let Some(conn) = slot.idle.pop() {
                 if conn.looks_alive() {
+                    slot.leased.push(conn.local_port);
                     drop(slots);
                     drop(dropped);
                     return Ok(self.wrap(target, conn, true));
@@ -238,6 +264,11 @@ impl Pool {
                 return match connect(&self.cfg, target, d) {
                     Ok(conn) => {
                         self.connects.fetch_add(1, Ordering::Relaxed);
+                        self.lock()
+                            .entry(target.clone())
+                            .or_default()
+                            .leased
+                            .push(conn.local_port);
                         Ok(self.wrap(target, conn, false))
                     }
                     Err(e) => {
@@ -364,6 +395,7 @@ fn connect(cfg: &SshConfig, target: &Target, d: &Deadline) -> Result<Conn, SshEr
         }
     };
     let _ = tcp.set_nodelay(true);
+    let local_port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
     let fd = tcp.as_raw_fd();
     let mut sess = Session::new().map_err(|e| SshError::Handshake {
         target: label.clone(),
@@ -443,5 +475,6 @@ fn connect(cfg: &SshConfig, target: &Target, d: &Deadline) -> Result<Conn, SshEr
         fd,
         label,
         last_used: Instant::now(),
+        local_port,
     })
 }

@@ -107,9 +107,18 @@ CREATE TABLE `image` (
   `lastupdate` datetime DEFAULT NULL,
   `size` smallint(5) unsigned NOT NULL DEFAULT 0,
   `architecture` enum('x86','x86_64') NOT NULL DEFAULT 'x86_64',
+  `imagemetaid` smallint(5) unsigned DEFAULT NULL,
   PRIMARY KEY (`id`),
   UNIQUE KEY `name` (`name`),
   UNIQUE KEY `prettyname` (`prettyname`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE `imagemeta` (
+  `id` smallint(5) unsigned NOT NULL AUTO_INCREMENT,
+  `checkuser` tinyint(1) unsigned NOT NULL DEFAULT 1,
+  `rootaccess` tinyint(1) unsigned NOT NULL DEFAULT 1,
+  `sethostname` tinyint(1) unsigned DEFAULT NULL,
+  PRIMARY KEY (`id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 CREATE TABLE `imagerevision` (

@@ -87,7 +87,15 @@ CREATE TABLE `image` (
   `deleted` INTEGER NOT NULL DEFAULT 0,
   `lastupdate` TEXT DEFAULT NULL,
   `size` INTEGER NOT NULL DEFAULT 0 CHECK (`size` BETWEEN 0 AND 65535),
-  `architecture` TEXT NOT NULL DEFAULT 'x86_64' CHECK (`architecture` IN ('x86', 'x86_64'))
+  `architecture` TEXT NOT NULL DEFAULT 'x86_64' CHECK (`architecture` IN ('x86', 'x86_64')),
+  `imagemetaid` INTEGER DEFAULT NULL
+);
+
+CREATE TABLE `imagemeta` (
+  `id` INTEGER PRIMARY KEY AUTOINCREMENT,
+  `checkuser` INTEGER NOT NULL DEFAULT 1,
+  `rootaccess` INTEGER NOT NULL DEFAULT 1,
+  `sethostname` INTEGER DEFAULT NULL
 );
 
 CREATE TABLE `imagerevision` (
