@@ -360,6 +360,46 @@ fn parallel_commands_share_a_bounded_number_of_sessions() {
     assert!(st.connects <= 8 && st.open <= 8, "{st:?}");
 }
 
+/// Idle sessions are bounded across all targets (`max_idle_sessions`): the longest-idle
+/// one is closed when another would go over, so many targets cannot use up the file
+/// descriptors; a session that stays idle is reused.
+#[test]
+fn idle_sessions_are_bounded_across_targets_oldest_closed_first() {
+    let s = Sshd::start();
+    s.trust();
+    let pool = Pool::new(SshConfig {
+        max_idle_sessions: 3,
+        ..s.config()
+    });
+    // Two targets on one server (the host key policy is part of a target).
+    let a = s.target(HostKeyPolicy::Strict);
+    let b = s.target(HostKeyPolicy::AcceptNew);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (p, t) = (Arc::clone(&pool), a.clone());
+            std::thread::spawn(move || p.exec(&t, "sleep 0.5", &opts(30_000)).map(|o| o.code))
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().expect("thread").expect("run"), 0);
+    }
+    let st = pool.stats();
+    assert_eq!((st.connects, st.open, st.idle), (4, 3, 3), "{st:?}");
+    // A session to the other target pushes the oldest idle one of the first out.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        pool.exec(&b, "echo b", &opts(30_000)).expect("b").stdout,
+        "b\n"
+    );
+    let st = pool.stats();
+    assert_eq!((st.connects, st.open, st.idle), (5, 3, 3), "{st:?}");
+    // Still-idle sessions are reused: no new connect.
+    for t in [&a, &b] {
+        pool.exec(t, "true", &opts(30_000)).expect("reuse");
+    }
+    assert_eq!(pool.stats().connects, 5, "{:?}", pool.stats());
+}
+
 #[test]
 fn a_unix_socket_on_the_remote_host_is_reachable_over_ssh() {
     let s = Sshd::start();

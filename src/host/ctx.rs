@@ -314,6 +314,18 @@ impl Ctx {
         &self.data
     }
 
+    /// Where the reservation's computer is, for primitive families' `ctx` methods.
+    pub fn placement(&self) -> crate::prim::Placement {
+        let d = &self.data;
+        crate::prim::Placement {
+            private_ip: d.computer_private_ip.clone(),
+            ip: d.computer_ip.clone(),
+            hostname: d.computer_hostname.clone(),
+            ssh_port: d.computer_ssh_port,
+            vmhost: d.vmhost_hostname.clone(),
+        }
+    }
+
     /// The notes scripts have kept with `ctx.note(key, value)`.
     pub fn notes(&self) -> rhai::Map {
         self.notes.lock().map(|n| n.clone()).unwrap_or_default()
@@ -341,6 +353,18 @@ impl Ctx {
 
 fn script_err(msg: String) -> Box<EvalAltResult> {
     msg.into()
+}
+
+/// Register the methods primitive families add to `Ctx` (`ctx.computer()`, …): each sees
+/// the reservation's [`Ctx::placement`].
+pub fn register_family_methods(engine: &mut Engine, methods: Vec<crate::prim::CtxMethod>) {
+    for m in methods {
+        let call = m.call;
+        FuncRegistration::new(m.name)
+            .with_comments(m.comments)
+            .with_params_info(["ctx: Ctx", m.returns])
+            .register_into_engine(engine, move |c: &mut Ctx| call(&c.placement()));
+    }
 }
 
 /// Register the `Ctx` type, its properties and methods.

@@ -17,6 +17,7 @@ pub mod good;
 pub mod registry;
 pub mod reload;
 mod restore;
+pub mod secrets;
 pub mod syntax_hint;
 
 use std::path::{Path, PathBuf};

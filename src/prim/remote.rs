@@ -15,9 +15,9 @@ use rhai::{
     NativeCallContext,
 };
 
-use crate::host::engine::{check_deadline, Primitives};
-use crate::host::Ctx;
+use crate::budget::check_deadline;
 use crate::prim::args::check_keys;
+use crate::prim::family::{CtxMethod, Placement, Primitives};
 use crate::prim::host::{scp_between, Host};
 use crate::prim::scp::{CopyOptions, CopyReport, Progress};
 use crate::prim::ssh::{ExecOptions, HostKeyPolicy, Output, Pool, SshConfig, Target};
@@ -199,13 +199,12 @@ impl RemotePrims {
         }
     }
 
-    fn computer(&self, c: &Ctx) -> Res<Host> {
-        let d = c.data();
-        let addr = [&d.computer_private_ip, &d.computer_ip, &d.computer_hostname]
+    fn computer(&self, d: &Placement) -> Res<Host> {
+        let addr = [&d.private_ip, &d.ip, &d.hostname]
             .into_iter()
             .find(|a| !a.is_empty())
             .ok_or("ctx.computer(): the reservation has no computer address (computer_private_ip, computer_ip and computer_hostname are empty)")?;
-        let port = match u16::try_from(d.computer_ssh_port) {
+        let port = match u16::try_from(d.ssh_port) {
             Ok(p) if p > 0 => p,
             _ => self.cfg.port,
         };
@@ -215,8 +214,8 @@ impl RemotePrims {
         ))
     }
 
-    fn vmhost(&self, c: &Ctx) -> Res<Host> {
-        match c.data().vmhost_hostname.as_str() {
+    fn vmhost(&self, d: &Placement) -> Res<Host> {
+        match d.vmhost.as_str() {
             "" => Err("ctx.vmhost(): the reservation's computer has no VM host (vmhost_hostname is empty)".into()),
             // Only provhost.toml makes a VM host the management node itself: a name in the
             // database (which the web front end's admins write) never does.
@@ -291,26 +290,6 @@ impl Primitives for RemotePrims {
             pool: Arc::clone(&self.pool),
         });
 
-        let p = Arc::clone(&me);
-        FuncRegistration::new("computer")
-            .with_comments([
-                "/// The reservation's computer as a `Host`, reached over SSH at `computer_private_ip`",
-                "/// (else `computer_ip`, else `computer_hostname`) on `computer_ssh_port` (else `[ssh] port`),",
-                "/// as `[ssh] user` with `[ssh] identity`. Host key policy: accept-new (a reloaded computer's",
-                "/// first key is recorded; call `h.forget_host_key()` before reinstalling it).",
-            ])
-            .with_params_info(["ctx: Ctx", "Host"])
-            .register_into_engine(engine, move |c: &mut Ctx| p.computer(c));
-        let p = Arc::clone(&me);
-        FuncRegistration::new("vmhost")
-            .with_comments([
-                "/// The computer's VM host as a `Host`: `vmhost_hostname` over SSH on `[ssh] port`, strict",
-                "/// host key policy (its key must be in provhost's known_hosts). The VM host named by",
-                "/// `[ssh] local_vmhost` in provhost.toml (e.g. `\"local\"`) is the management node itself",
-                "/// (commands run as local processes); no name in the database alone is.",
-            ])
-            .with_params_info(["ctx: Ctx", "Host"])
-            .register_into_engine(engine, move |c: &mut Ctx| p.vmhost(c));
         let p = Arc::clone(&me);
         FuncRegistration::new("local_host")
             .with_comments(["/// The management node itself: `run` spawns `sh -c CMD` locally, with the same result shape and time-out."])
@@ -509,5 +488,37 @@ impl Primitives for RemotePrims {
             .register_into_engine(engine, |h: &mut Host, public_key: &str| -> Res<()> {
                 h.trust_host_key(public_key).map_err(fail)
             });
+    }
+
+    fn ctx_methods(&self) -> Vec<CtxMethod> {
+        let me = Arc::new(RemotePrims {
+            cfg: Arc::clone(&self.cfg),
+            pool: Arc::clone(&self.pool),
+        });
+        let (p, q) = (Arc::clone(&me), me);
+        vec![
+            CtxMethod {
+                name: "computer",
+                comments: &[
+                    "/// The reservation's computer as a `Host`, reached over SSH at `computer_private_ip`",
+                    "/// (else `computer_ip`, else `computer_hostname`) on `computer_ssh_port` (else `[ssh] port`),",
+                    "/// as `[ssh] user` with `[ssh] identity`. Host key policy: accept-new (a reloaded computer's",
+                    "/// first key is recorded; call `h.forget_host_key()` before reinstalling it).",
+                ],
+                returns: "Host",
+                call: Arc::new(move |d| p.computer(d).map(Dynamic::from)),
+            },
+            CtxMethod {
+                name: "vmhost",
+                comments: &[
+                    "/// The computer's VM host as a `Host`: `vmhost_hostname` over SSH on `[ssh] port`, strict",
+                    "/// host key policy (its key must be in provhost's known_hosts). The VM host named by",
+                    "/// `[ssh] local_vmhost` in provhost.toml (e.g. `\"local\"`) is the management node itself",
+                    "/// (commands run as local processes); no name in the database alone is.",
+                ],
+                returns: "Host",
+                call: Arc::new(move |d| q.vmhost(d).map(Dynamic::from)),
+            },
+        ]
     }
 }

@@ -76,6 +76,9 @@ pub struct SshConfig {
     pub max_sessions_per_host: usize,
     /// Idle sessions are closed after this many seconds.
     pub idle_secs: u64,
+    /// Idle sessions kept open across all targets (each holds a socket, a file
+    /// descriptor); beyond it the longest-idle one is closed.
+    pub max_idle_sessions: usize,
     /// Cipher preference list for libssh2 (names libssh2 does not know are skipped);
     /// empty = libssh2's default order. The default puts chacha20-poly1305 first: in
     /// libssh2 it is the fastest (the AES modes are encrypted 16 bytes per call), and it is
@@ -97,6 +100,7 @@ impl Default for SshConfig {
             local_vmhost: String::new(),
             max_sessions_per_host: 8,
             idle_secs: 300,
+            max_idle_sessions: 256,
             ciphers: DEFAULT_CIPHERS.into(),
         }
     }

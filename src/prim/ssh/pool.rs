@@ -3,6 +3,8 @@
 //! channel on a leased session. Idle sessions are checked before reuse (a peer that closed
 //! the socket is noticed without a round trip), closed after `idle_secs`, and a session that
 //! failed mid-operation is dropped instead of returned, so the next call connects afresh.
+//! At most `max_idle_sessions` stay idle across all targets (the longest-idle is closed
+//! first), so many targets cannot use up the process's file descriptors.
 
 use std::collections::HashMap;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -171,8 +173,11 @@ impl Drop for Lease {
         } else {
             conn.last_used = Instant::now();
             slot.idle.push(conn);
+            let mut dropped = Vec::new();
+            trim_idle(&mut slots, &self.pool.cfg, &mut dropped);
             drop(slots);
             self.pool.freed.notify_one();
+            drop(dropped);
         }
     }
 }
@@ -244,20 +249,11 @@ impl Pool {
     /// within `d`.
     pub fn lease(self: &Arc<Self>, target: &Target, d: &Deadline) -> Result<Lease, SshError> {
         let max = self.cfg.max_sessions_per_host.max(1);
-        let idle_limit = Duration::from_secs(self.cfg.idle_secs);
         let mut dropped: Vec<Conn> = Vec::new();
         let mut slots = self.lock();
         loop {
-            // Close sessions idle for too long, on every target.
-            for slot in slots.values_mut() {
-                let before = slot.idle.len();
-                let (old, fresh): (Vec<Conn>, Vec<Conn>) = std::mem::take(&mut slot.idle)
-                    .into_iter()
-                    .partition(|c| c.last_used.elapsed() > idle_limit);
-                slot.idle = fresh;
-                slot.total -= before - slot.idle.len();
-                dropped.extend(old);
-            }
+            // Close sessions idle for too long (or too many), on every target.
+            trim_idle(&mut slots, &self.cfg, &mut dropped);
             let slot = slots.entry(target.clone()).or_default();
             while let Some(conn) = slot.idle.pop() {
                 if conn.looks_alive() {
@@ -332,6 +328,39 @@ impl Pool {
             reused,
         }
     }
+}
+
+/// Move idle sessions that are past `idle_secs`, and then the longest-idle ones beyond
+/// `max_idle_sessions` in all, from `slots` into `dropped` (closed by the caller after it
+/// lets go of the lock); forget targets with no session left.
+fn trim_idle(slots: &mut HashMap<Target, Slot>, cfg: &SshConfig, dropped: &mut Vec<Conn>) {
+    let idle_limit = Duration::from_secs(cfg.idle_secs);
+    let mut idle = 0;
+    for slot in slots.values_mut() {
+        let before = slot.idle.len();
+        let (old, fresh): (Vec<Conn>, Vec<Conn>) = std::mem::take(&mut slot.idle)
+            .into_iter()
+            .partition(|c| c.last_used.elapsed() > idle_limit);
+        slot.idle = fresh;
+        slot.total -= before - slot.idle.len();
+        idle += slot.idle.len();
+        dropped.extend(old);
+    }
+    // Bounded: each pass closes one session.
+    while idle > cfg.max_idle_sessions {
+        let oldest = slots
+            .values_mut()
+            .filter_map(|s| {
+                let (i, c) = s.idle.iter().enumerate().min_by_key(|(_, c)| c.last_used)?;
+                Some((c.last_used, i, s))
+            })
+            .min_by_key(|(t, _, _)| *t);
+        let Some((_, i, slot)) = oldest else { break };
+        dropped.push(slot.idle.remove(i));
+        slot.total -= 1;
+        idle -= 1;
+    }
+    slots.retain(|_, s| s.total > 0);
 }
 
 /// TCP connect, SSH handshake, host key check and public key authentication, all within
