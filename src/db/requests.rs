@@ -470,6 +470,7 @@ mod tests {
             start: at(start),
             end: at(end),
             reload_minutes: reload,
+            future: false,
         }
     }
 
