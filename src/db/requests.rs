@@ -308,7 +308,7 @@ async fn try_computer(
         .join(", ");
     let lock = format!("UPDATE `computer` SET `stateid` = `stateid` WHERE `id` = ? AND `deleted` = 0 AND `stateid` NOT IN ({unusable})");
     let fixed_node = c.management_node.unwrap_or(0);
-    let log = crate::db::bookkeeping::log_sql(&now);
+    let log = crate::db::bookkeeping::log_sql(now);
     let nowfuture = if w.future { "future" } else { "now" };
     let what = format!("reserving computer {}", c.hostname);
     db.retry(&what, || async {
