@@ -63,7 +63,14 @@ pub struct DaemonConfig {
     /// How often the daemon hands back this node's `pending` requests that none of its
     /// running flows owns (an exit that could not be written).
     pub sweep_interval_secs: u64,
-    /// VCL's timing variables.
+    /// Remove complete and failed requests (with their reservations and load-log) as vcld's
+    /// `check_time` does. Checked on every poll. `false` keeps them for good.
+    pub remove_finished: bool,
+    /// How long after its end a finished request stays (so `provhost log` can show it)
+    /// before it is removed; 0: vcld's own timing (at once after a reload, deletion,
+    /// capture or maintenance, else 30 s after the end).
+    pub keep_finished_secs: u64,
+    /// VCL's timing variables (the `variable` table's values win; see docs/database.md).
     pub timings: Timings,
 }
 
@@ -79,6 +86,8 @@ impl Default for DaemonConfig {
             heartbeat_secs: 10,
             lease_wait_secs: 0,
             sweep_interval_secs: 60,
+            remove_finished: true,
+            keep_finished_secs: 86_400,
             timings: Timings::default(),
         }
     }
@@ -98,6 +107,7 @@ impl DaemonConfig {
             Bound::secs("heartbeat_secs", self.heartbeat_secs, 1, MAX_SECS),
             Bound::secs("lease_wait_secs", self.lease_wait_secs, 0, MAX_SECS),
             Bound::secs("sweep_interval_secs", self.sweep_interval_secs, 1, MAX_SECS),
+            Bound::secs("keep_finished_secs", self.keep_finished_secs, 0, MAX_SECS),
             Bound::count("max_flows", self.max_flows as u64, 1, flows as u64),
             Bound::count(
                 "reclaim_flows",
@@ -442,13 +452,14 @@ impl Daemon {
                 cfg.max_flows, cfg.reclaim_flows
             )));
         }
+        let timings = timings_at_start(&db, &cfg.timings).await;
         let lease = Lease::new(node_id);
         let svc = Arc::new(Services {
             // Its own stop flag: stopping this daemon ends only its retries. Its claims,
             // exits, fails and releases change rows only while it holds the node's lease.
             db: db.with_own_stop().with_lease(&lease.holder),
             host,
-            timings: cfg.timings.clone(),
+            timings,
             node_id,
             lanes: Lanes::new(cfg.max_flows, cfg.reclaim_flows),
             fresh: Some(Arc::new(crate::db::lease::Freshness::default())),
@@ -696,6 +707,14 @@ impl Daemon {
                             Err(e) => tracing::warn!("sweep of unowned pending requests failed (will retry): {e}"),
                         }
                     }
+                    // vcld's check_time "remove": finished requests leave the database.
+                    if self.cfg.remove_finished {
+                        match crate::db::bookkeeping::remove_finished(db, node, self.cfg.keep_finished_secs, SWEEP_LIMIT).await {
+                            Ok(gone) if !gone.is_empty() => tracing::info!(requests = ?gone, "removed finished requests (as vcld does)"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!("removing finished requests failed (will retry): {e}"),
+                        }
+                    }
                     self.claim_due(
                         &mut recovered,
                         &mut running,
@@ -929,6 +948,25 @@ impl Daemon {
             tasks.requests.insert(handle.id(), (request, token));
         }
         Ok(claimed)
+    }
+}
+
+/// `[daemon.timings]` with the `variable` table's values put in (VCL's web front end counts
+/// down with those), logged once with where each came from. Flows read the table again for
+/// their user's affiliation (`state::run`).
+async fn timings_at_start(db: &Db, configured: &Timings) -> Timings {
+    match crate::db::variable::timings(db, None).await {
+        Ok(vars) => {
+            let (timings, sources) = configured.with_variables(&vars);
+            tracing::info!("timings: {}", sources.join(", "));
+            timings
+        }
+        Err(e) => {
+            tracing::warn!(
+                "timings: the variable table could not be read ({e}); all from provhost.toml"
+            );
+            configured.clone()
+        }
     }
 }
 

@@ -106,6 +106,20 @@ pub const LOAD_STATES: &[(&str, &str)] = &[
 
 /// Is `name` one of VCL's `computerloadstate.loadstatename` values? (Exact, case-sensitive,
 /// as VCL's lookup is.)
+/// `log.ending` values (the column's enum): how a request ended, as vcld and the web
+/// front end record it.
+pub const LOG_ENDINGS: &[&str] = &[
+    "deleted",
+    "released",
+    "failed",
+    "failedtest",
+    "noack",
+    "nologin",
+    "timeout",
+    "EOR",
+    "none",
+];
+
 pub fn is_load_state(name: &str) -> bool {
     LOAD_STATES.iter().any(|(n, _)| *n == name)
 }

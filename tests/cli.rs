@@ -317,6 +317,8 @@ fn serve_request_and_log_show_the_life_cycle() {
     let dir = tempfile::tempdir().expect("tmp");
     copy_project_scripts(dir.path());
     // A long poll interval: the request commands wake the daemon through its socket.
+    // The default keeps finished requests a day (`keep_finished_secs`): the test reads the
+    // finished reload's load-log, as the README's example does.
     std::fs::write(
         dir.path().join("provhost.toml"),
         "[daemon]\npoll_interval_secs = 30\n[daemon.timings]\nacknowledgetimeout = 60\nacknowledge_poll_ms = 100\ninitialconnecttimeout = 10\nconnect_poll = 1\n",

@@ -36,8 +36,10 @@ pub enum AddCommand {
     Image {
         /// `image.name`, also the revision's on-disk name.
         name: String,
-        /// `OS.name`: `linux`, `windows`, `sim`, … (its module runs the OS routines, from
-        /// `scripts/os/MODULE.rhai`).
+        /// `OS.name` or `OS.prettyname`: `linux`, `sim`, … on provhost's own database;
+        /// VCL's rows (`centos7`, `ubuntuimage`, …) on a VCL database. Its module
+        /// (`OS.moduleid` → `module.name`) runs the OS routines, from
+        /// `scripts/os/MODULE.rhai`; the command says which.
         #[arg(long)]
         os: String,
         /// Do not look for the OS module's script here (it lives on another management
@@ -100,26 +102,30 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
             let pretty = pretty.unwrap_or_else(|| name.clone());
             check_text("--pretty", &pretty, 60)?;
             let db = open_db(&url.resolve(config), OpenMode::Existing).await?;
-            let oses = inventory::os_modules(&db).await?;
-            let module = oses.iter().find(|(n, _)| *n == os).map(|(_, m)| m.clone());
+            let oses = inventory::os_rows(&db).await?;
+            let found = inventory::find_os(&oses, &os).cloned();
             let mut problems = Vec::new();
-            match &module {
+            match &found {
                 None => problems.push(format!(
-                    "the database has no OS {os:?} (OS.name; it has: {}); VCL's web front end or SQL adds one",
-                    oses.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                    "the database has no OS {os:?} (OS.name or OS.prettyname; it has: {}); VCL's web front end or SQL adds one",
+                    oses.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
                 )),
-                Some(m) if m.is_empty() => problems.push(format!(
-                    "OS {os:?} has no module (OS.moduleid); point it at an os_NAME row of the module table"
+                Some(o) if o.module.is_empty() => problems.push(format!(
+                    "OS {} has no module (OS.moduleid); point it at an os_NAME row of the module table",
+                    o.name
                 )),
-                Some(m) if !no_script_check => {
-                    let script = provhost::db::reservation::os_module_name(m);
+                Some(o) if !no_script_check => {
+                    let script = provhost::db::reservation::os_module_name(&o.module);
                     problems.extend(script_problem(config, Kind::Os, &script));
                 }
                 Some(_) => {}
             }
             refuse_if(&format!("image {name}"), problems)?;
-            let (image, revision) = inventory::add_image(&db, &name, &pretty, &os).await?;
-            println!("image {image}: {name} (OS {os}), revision {revision}");
+            let o =
+                found.ok_or_else(|| Refused(format!("not adding image {name}: no OS {os:?}")))?;
+            let (image, revision) = inventory::add_image(&db, &name, &pretty, &o.name).await?;
+            println!("image {image}: {name} (OS {}), revision {revision}", o.name);
+            println!("{}", os_mapping(config, &o));
             db.close().await;
         }
         AddCommand::Computer {
@@ -178,6 +184,27 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Which module an OS row maps to, in one line: `OS centos7 ("CentOS 7") → module 5
+/// os_linux (VCL::Module::OS::Linux) → scripts/os/linux.rhai`.
+fn os_mapping(config: &Config, o: &inventory::OsRow) -> String {
+    let script = config.paths.scripts.join(Kind::Os.as_str()).join(format!(
+        "{}.rhai",
+        provhost::db::reservation::os_module_name(&o.module)
+    ));
+    let package = if o.perlpackage.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", o.perlpackage)
+    };
+    format!(
+        "OS {} ({:?}) → module {}{package} → {}",
+        o.name,
+        o.prettyname,
+        o.module,
+        script.display()
+    )
 }
 
 /// Nothing is added when anything is wrong: every problem in one message.

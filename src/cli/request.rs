@@ -166,6 +166,12 @@ async fn cancel(db: &Db, request: i64) -> Result<(), DbError> {
         ))),
         _ => {
             if provhost::db::state::transition(db, request, &state, "deleted").await? {
+                // As the web's deleteRequest: `released` once started, else `deleted`.
+                let started = provhost::db::flow::request_times(db, request)
+                    .await?
+                    .is_some_and(|t| t.start <= t.now);
+                let ending = if started { "released" } else { "deleted" };
+                provhost::db::bookkeeping::web_ending(db, request, ending).await?;
                 println!(
                     "request {request}: deleted (was {state}); the daemon reclaims its computer"
                 );

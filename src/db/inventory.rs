@@ -1,10 +1,17 @@
 //! Adding the things reservations are made of — users, images (with a production
 //! revision), computers, VM hosts, management nodes — the way VCL's web front end adds
-//! them. Used by `db init` (this machine's management node), by tests and by the demo.
+//! them (images and computers with their `resource` row, which the web's lists join).
+//! Used by `db init` (this machine's management node), by tests and by the demo.
 
 use crate::db::claim::state_id;
 use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Db, InsertedId, RowExt};
+
+/// VCL's `resourcetype` ids: the web lists an image or computer only with its `resource`
+/// row (`resource.resourcetypeid`, `resource.subid` = the image's or computer's id).
+pub const RESOURCE_COMPUTER: i64 = 12;
+pub const RESOURCE_IMAGE: i64 = 13;
+const RESOURCE: &str = "INSERT INTO `resource` (`resourcetypeid`, `subid`) VALUES (?, ?)";
 
 /// Add a user of affiliation 1 (`Local`); returns `user.id`. A login (or uid) that is
 /// taken is [`DbError::Duplicate`] naming it.
@@ -89,7 +96,9 @@ pub async fn add_image_as(
     imagename: &str,
 ) -> Result<(i64, i64), DbError> {
     let now = db.now_sql();
-    let image = "INSERT INTO `image` (`name`, `prettyname`, `ownerid`, `OSid`, `deleted`, `size`) SELECT ?, ?, 1, `id`, 0, 0 FROM `OS` WHERE `name` = ?";
+    // The OS by `OS.name`, else by `OS.prettyname` (VCL's web shows the pretty names).
+    let image = "INSERT INTO `image` (`name`, `prettyname`, `ownerid`, `OSid`, `deleted`, `size`) SELECT ?, ?, 1, `id`, 0, 0 FROM `OS` \
+                 WHERE `name` = ? OR `prettyname` = ? ORDER BY CASE WHEN `name` = ? THEN 0 ELSE 1 END, `id` LIMIT 1";
     let revision = format!(
         "INSERT INTO `imagerevision` (`imageid`, `revision`, `userid`, `datecreated`, `deleted`, `production`, `imagename`) VALUES (?, 0, 1, {now}, 0, 1, ?)"
     );
@@ -97,7 +106,7 @@ pub async fn add_image_as(
     let r = db.retry(&what, || async {
         with_pool!(db, p => {
             let mut tx = p.begin().await.during(what.as_str())?;
-            let r = sqlx::query(image).bind(name).bind(prettyname).bind(os).execute(&mut *tx).await.during(what.as_str())?;
+            let r = sqlx::query(image).bind(name).bind(prettyname).bind(os).bind(os).bind(os).execute(&mut *tx).await.during(what.as_str())?;
             if r.rows_affected() != 1 {
                 // Roll back now: a dropped transaction on MySQL keeps its locks until the
                 // connection is used again.
@@ -106,6 +115,7 @@ pub async fn add_image_as(
             }
             let image_id = r.inserted_id();
             let rev = sqlx::query(&revision).bind(image_id).bind(imagename).execute(&mut *tx).await.during(what.as_str())?.inserted_id();
+            sqlx::query(RESOURCE).bind(RESOURCE_IMAGE).bind(image_id).execute(&mut *tx).await.during(what.as_str())?;
             tx.commit().await.during(what.as_str())?;
             Ok((image_id, rev))
         })
@@ -189,6 +199,7 @@ pub async fn add_computer(db: &Db, c: &NewComputer) -> Result<i64, DbError> {
                 return Err(DbError::NotFound { what: "provisioning", key: c.provisioning.clone() });
             }
             let id = r.inserted_id();
+            sqlx::query(RESOURCE).bind(RESOURCE_COMPUTER).bind(id).execute(&mut *tx).await.during(what.as_str())?;
             if c.ssh_port != 22 || c.management_node_id.is_some() {
                 sqlx::query("INSERT INTO `provhost_computer` (`computerid`, `sshport`, `managementnodeid`) VALUES (?, ?, ?)")
                     .bind(id).bind(i64::from(c.ssh_port)).bind(c.management_node_id).execute(&mut *tx).await.during(what.as_str())?;
@@ -247,6 +258,45 @@ pub async fn provisioning_names(db: &Db) -> Result<Vec<String>, DbError> {
         })
     })
     .await
+}
+
+/// An `OS` row with the module it maps to (`OS.moduleid` → `module`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OsRow {
+    pub id: i64,
+    pub name: String,
+    pub prettyname: String,
+    /// `module.name` (empty when the OS has no module).
+    pub module: String,
+    /// `module.perlpackage` (VCL's Perl module; empty for provhost's own rows).
+    pub perlpackage: String,
+}
+
+/// Every `OS` row with its module, by name.
+pub async fn os_rows(db: &Db) -> Result<Vec<OsRow>, DbError> {
+    let what = "reading the OS table";
+    db.retry(what, || async {
+        with_pool!(db, p => {
+            let rows = sqlx::query("SELECT o.`id`, o.`name`, o.`prettyname`, m.`name` AS `module`, m.`perlpackage` FROM `OS` o \
+                                    LEFT JOIN `module` m ON m.`id` = o.`moduleid` ORDER BY o.`name`")
+                .fetch_all(p).await.during(what)?;
+            rows.iter().map(|r| Ok(OsRow {
+                id: r.int("id")?,
+                name: r.text("name")?,
+                prettyname: r.opt_text("prettyname")?.unwrap_or_default(),
+                module: r.opt_text("module")?.unwrap_or_default(),
+                perlpackage: r.opt_text("perlpackage")?.unwrap_or_default(),
+            })).collect::<Result<Vec<_>, DbError>>()
+        })
+    })
+    .await
+}
+
+/// The OS row `os` names: by `OS.name`, else by `OS.prettyname` (as [`add_image`] picks it).
+pub fn find_os<'a>(rows: &'a [OsRow], os: &str) -> Option<&'a OsRow> {
+    rows.iter()
+        .find(|r| r.name == os)
+        .or_else(|| rows.iter().find(|r| r.prettyname == os))
 }
 
 /// Every OS (`OS.name`) with the name of its module (`module.name`, empty when it has

@@ -13,11 +13,15 @@
 //! - [`state`] — `state_exit`, `reservation_failed`, `insert_reload_request`, computer state;
 //! - [`image`] — image size, new revisions, production revision;
 //! - [`requests`] — `provhost request new|list`; [`inventory`] — adding users, images,
-//!   computers; [`listing`] — reading them back for operators.
+//!   computers; [`listing`] — reading them back for operators;
+//! - [`bookkeeping`] — what VCL's web front end reads: `log`/`sublog`/`changelog`,
+//!   `log.loaded`/`log.ending`, `reservation.lastcheck`, removing finished requests;
+//!   [`variable`] — VCL's timing variables from the `variable` table.
 //!
 //! Every operation is one statement or one transaction, retried with bounded backoff when
 //! the connection drops ([`Db::retry`]); see `docs/database.md`.
 
+pub mod bookkeeping;
 pub mod claim;
 pub mod ctx_backend;
 pub mod error;
@@ -34,6 +38,7 @@ pub mod reservation;
 pub mod schema;
 pub mod state;
 pub mod time;
+pub mod variable;
 
 use std::path::Path;
 

@@ -1,7 +1,8 @@
 //! Requests as users make them: `provhost request new` inserts a request and its
 //! reservation the way VCL's web front end does (request in state `new`, laststate `new`,
-//! one reservation naming computer, image, production revision and management node), and
-//! `provhost request list` shows them.
+//! one reservation naming computer, image, production revision and management node, with
+//! the `log`, `sublog` and `changelog` rows the web writes beside them —
+//! `db::bookkeeping`), and `provhost request list` shows them.
 //!
 //! Picking a computer and writing the reservation happen in one transaction that first
 //! locks the computer row, so two users asking at once never get overlapping reservations
@@ -120,6 +121,7 @@ pub async fn new_request(db: &Db, req: &NewRequest) -> Result<Created, DbError> 
             start,
             end,
             reload_minutes,
+            future: start > now,
         };
         match try_computer(db, c, image_id, imagerevision_id, user_id, &window).await? {
             Ok(created) => return Ok(created),
@@ -223,6 +225,8 @@ struct Window {
     start: NaiveDateTime,
     end: NaiveDateTime,
     reload_minutes: i64,
+    /// Starts later than now (VCL's `log.nowfuture`).
+    future: bool,
 }
 
 /// A live reservation of the computer near the new window.
@@ -304,6 +308,8 @@ async fn try_computer(
         .join(", ");
     let lock = format!("UPDATE `computer` SET `stateid` = `stateid` WHERE `id` = ? AND `deleted` = 0 AND `stateid` NOT IN ({unusable})");
     let fixed_node = c.management_node.unwrap_or(0);
+    let log = crate::db::bookkeeping::log_sql(now);
+    let nowfuture = if w.future { "future" } else { "now" };
     let what = format!("reserving computer {}", c.hostname);
     db.retry(&what, || async {
         with_pool!(db, p => {
@@ -342,6 +348,13 @@ async fn try_computer(
             let request_id = sqlx::query(&insert_request).bind(user).bind(&start_s).bind(&end_s).execute(&mut *tx).await.during(what.as_str())?.inserted_id();
             let reservation_id = sqlx::query(insert_reservation).bind(request_id).bind(c.id).bind(image).bind(imagerevision).bind(mn_id)
                 .execute(&mut *tx).await.during(what.as_str())?.inserted_id();
+            // What the web's addRequest writes beside them: log, sublog, changelog.
+            let logid = sqlx::query(log.insert_log).bind(user).bind(nowfuture).bind(&start_s).bind(&end_s).bind(&end_s).bind(image)
+                .execute(&mut *tx).await.during(what.as_str())?.inserted_id();
+            sqlx::query(log.request_logid).bind(logid).bind(request_id).execute(&mut *tx).await.during(what.as_str())?;
+            sqlx::query(log.log_requestid).bind(request_id).bind(logid).execute(&mut *tx).await.during(what.as_str())?;
+            sqlx::query(log.insert_sublog).bind(logid).bind(reservation_id).execute(&mut *tx).await.during(what.as_str())?;
+            sqlx::query(&log.insert_changelog).bind(logid).bind(&start_s).bind(&end_s).execute(&mut *tx).await.during(what.as_str())?;
             tx.commit().await.during(what.as_str())?;
             Ok(Ok(Created {
                 request_id, reservation_id, computer_id: c.id, computer: c.hostname.clone(), image_id: image, imagerevision_id: imagerevision,
@@ -457,6 +470,7 @@ mod tests {
             start: at(start),
             end: at(end),
             reload_minutes: reload,
+            future: false,
         }
     }
 

@@ -133,6 +133,7 @@ pub const REQUIRED: &[(&str, &[&str])] = &[
             "type",
             "provisioningid",
             "deleted",
+            "predictivemoduleid",
         ],
     ),
     (
@@ -148,6 +149,7 @@ pub const REQUIRED: &[(&str, &[&str])] = &[
             "daterequested",
             "datemodified",
             "checkuser",
+            "logid",
         ],
     ),
     (
@@ -162,6 +164,42 @@ pub const REQUIRED: &[(&str, &[&str])] = &[
             "remoteIP",
             "lastcheck",
         ],
+    ),
+    ("resourcetype", &["id", "name"]),
+    ("resource", &["id", "resourcetypeid", "subid"]),
+    (
+        "log",
+        &[
+            "id",
+            "userid",
+            "nowfuture",
+            "start",
+            "loaded",
+            "initialend",
+            "finalend",
+            "wasavailable",
+            "ending",
+            "requestid",
+            "imageid",
+        ],
+    ),
+    (
+        "sublog",
+        &[
+            "id",
+            "logid",
+            "imageid",
+            "imagerevisionid",
+            "computerid",
+            "managementnodeid",
+            "predictivemoduleid",
+            "hostcomputerid",
+        ],
+    ),
+    ("changelog", &["id", "logid", "start", "end", "timestamp"]),
+    (
+        "variable",
+        &["id", "name", "serialization", "value", "timestamp"],
     ),
 ];
 
@@ -223,6 +261,7 @@ pub async fn init(db: &Db, management_node: &str) -> Result<InitReport, DbError>
         {
             upgrade::ensure_imagemeta(db, &create, &column_names(db).await?).await?;
         }
+        upgrade::ensure_web_tables(db, &statements(sql), &column_names(db).await?).await?;
     }
     if present.is_empty() {
         let vcl_sql = match db.backend() {
@@ -442,7 +481,7 @@ mod tests {
             }
             assert!(stmts.iter().all(|s| !s.ends_with(';')), "{name}");
         }
-        assert_eq!(statements(SEED).len(), 8);
+        assert_eq!(statements(SEED).len(), 10);
     }
 
     #[test]

@@ -208,6 +208,9 @@ impl RunningDaemon {
             node: node_name(config),
             poll_interval_secs: 1,
             timings,
+            // The demo shows each request's load-log to the end and prints `provhost log`
+            // for it: keep finished requests (a site's daemon removes them as vcld does).
+            remove_finished: false,
             ..DaemonConfig::default()
         };
         let daemon = Daemon::new(db.clone(), host, cfg, None).await?;

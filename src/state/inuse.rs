@@ -39,6 +39,7 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
         .await?;
     }
     if f.data.request_checkuser
+        && !crate::state::reserved::ignores_connections(f)
         && f.defines(&f.os, "is_user_connected")
         && !f.call_bool(&f.os.clone(), "is_user_connected").await?
     {

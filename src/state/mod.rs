@@ -56,6 +56,9 @@ pub struct Timings {
     pub general_end_notice_first: u64,
     /// Second notice (`inuseend5`).
     pub general_end_notice_second: u64,
+    /// Minutes: a reservation this long or longer is not checked for the user's
+    /// connection (vcld counts the user as connected), as VCL's `ignore_connections_gte`.
+    pub ignore_connections_gte: u64,
     /// Poll interval for the acknowledgement (`reservation.remoteIP`), milliseconds.
     pub acknowledge_poll_ms: u64,
     /// Poll interval for the user's connection, seconds.
@@ -77,11 +80,44 @@ impl Default for Timings {
             general_inuse_check: 300,
             general_end_notice_first: 600,
             general_end_notice_second: 300,
+            ignore_connections_gte: 1440,
             acknowledge_poll_ms: 1000,
             connect_poll: 15,
             computer_wait_secs: 120,
             computer_wait_poll_ms: 5000,
         }
+    }
+}
+
+impl Timings {
+    /// These timings with the `variable` table's values put in (`vars` from
+    /// `db::variable::timings`), and for each timing variable where its value came from.
+    pub fn with_variables(
+        &self,
+        vars: &[crate::db::variable::VarTiming],
+    ) -> (Timings, Vec<String>) {
+        let mut t = self.clone();
+        let mut sources = Vec::new();
+        for name in crate::db::variable::TIMING_NAMES {
+            let slot = match *name {
+                "acknowledgetimeout" => &mut t.acknowledgetimeout,
+                "initialconnecttimeout" => &mut t.initialconnecttimeout,
+                "reconnecttimeout" => &mut t.reconnecttimeout,
+                "general_inuse_check" => &mut t.general_inuse_check,
+                "general_end_notice_first" => &mut t.general_end_notice_first,
+                "general_end_notice_second" => &mut t.general_end_notice_second,
+                "ignore_connections_gte" => &mut t.ignore_connections_gte,
+                _ => continue,
+            };
+            match vars.iter().find(|v| v.name == *name) {
+                Some(v) => {
+                    *slot = v.value;
+                    sources.push(format!("{name}={} (variable {:?})", v.value, v.row));
+                }
+                None => sources.push(format!("{name}={} (provhost.toml)", *slot)),
+            }
+        }
+        (t, sources)
     }
 }
 
@@ -471,6 +507,9 @@ pub async fn run(
             }
         };
         tracing::Span::current().record("computer", data.computer_node_name.as_str());
+        let svc = with_user_timings(&svc, data.user_id).await;
+        // vcld: every state process starts by setting reservation.lastcheck.
+        note(crate::db::bookkeeping::touch_lastcheck(&svc.db, data.reservation_id).await);
         let ids = Ids::from(&data);
         let who = Who {
             request: work.request_id,
@@ -506,7 +545,7 @@ pub async fn run(
             Ok(exit) => {
                 tracing::info!(to = exit.request, computer_state = ?exit.computer, "flow finished");
                 match crate::db::state::state_exit_passing(&svc.db, ids, &token, exit.request, &exit.laststate, exit.computer, exit.next_holder).await {
-                    Ok(()) => {}
+                    Ok(()) => after_exit(&svc, &work.state, ids, &exit).await,
                     Err(e @ DbError::ClaimLost { .. }) => tracing::error!("state exit not written: {e}"),
                     Err(e) => tracing::error!("state exit failed; the request stays pending until this daemon's sweep or recovery hands it back: {e}"),
                 }
@@ -529,7 +568,7 @@ pub async fn run(
             }
             Err(FlowError::ComputerBusy(why)) => {
                 tracing::error!("flow failed: {why}");
-                fail_leaving_computer(&svc, ids, &token, &who, &why).await;
+                fail_leaving_computer(&svc, ids, &token, &who, &work.state, &why).await;
             }
             Err(e) => {
                 tracing::error!("flow failed: {e}");
@@ -539,6 +578,52 @@ pub async fn run(
     }
     .instrument(span)
     .await
+}
+
+/// The daemon's timings with the `variable` table's for the reservation's user (`NAME|affiliation`
+/// rows first, then `NAME`), read for each flow so a change on the web's side counts from
+/// the next flow on. Unreadable: the daemon's timings, with a warning.
+async fn with_user_timings(svc: &Arc<Services>, user: i64) -> Arc<Services> {
+    let affiliation = crate::db::variable::user_affiliation(&svc.db, user)
+        .await
+        .ok()
+        .flatten();
+    match crate::db::variable::timings(&svc.db, affiliation.as_deref()).await {
+        Ok(vars) if !vars.is_empty() => {
+            let (timings, _) = svc.timings.with_variables(&vars);
+            Arc::new(Services {
+                db: svc.db.clone(),
+                host: Arc::clone(&svc.host),
+                timings,
+                node_id: svc.node_id,
+                lanes: svc.lanes.clone(),
+                fresh: svc.fresh.clone(),
+            })
+        }
+        Ok(_) => Arc::clone(svc),
+        Err(e) => {
+            tracing::warn!("timings from the variable table not read; using the daemon's: {e}");
+            Arc::clone(svc)
+        }
+    }
+}
+
+/// VCL's bookkeeping failed: vcld logs it and goes on; so does provhost.
+fn note(r: Result<(), DbError>) {
+    if let Err(e) = r {
+        tracing::warn!("VCL bookkeeping not written (the web front end shows less): {e}");
+    }
+}
+
+/// After a state exit was written: `log.ending` as vcld's `state_exit` writes it, and
+/// `reservation.lastcheck` when the request stays reserved or in use.
+async fn after_exit(svc: &Services, from: &str, ids: Ids, exit: &Exit) {
+    if let Some(ending) = crate::db::bookkeeping::exit_ending(from, exit.request, exit.computer) {
+        note(crate::db::bookkeeping::set_ending(&svc.db, ids.request, ending).await);
+    }
+    if matches!(exit.request, "reserved" | "inuse") {
+        note(crate::db::bookkeeping::touch_lastcheck(&svc.db, ids.reservation).await);
+    }
 }
 
 /// Hand a request back under this flow's claim (nothing changes once the claim is lost).
@@ -649,15 +734,31 @@ async fn fail(svc: &Services, ids: Ids, token: &str, who: &Who, state: &str, mes
         crate::db::state::reservation_failed_claimed(&svc.db, ids, token, &message, Some(comp))
             .await
     };
+    failed_ending(svc, ids, state, &written).await;
     report_failed(who, &message, written);
+}
+
+/// `log.ending` = `failed` for a failure vcld records so (new, reserved).
+async fn failed_ending(svc: &Services, ids: Ids, state: &str, written: &Result<(), DbError>) {
+    if let (Ok(()), Some(ending)) = (written, crate::db::bookkeeping::failure_ending(state)) {
+        note(crate::db::bookkeeping::set_ending(&svc.db, ids.request, ending).await);
+    }
 }
 
 /// `reservation_failed` for a flow that never got its computer: request failed, the
 /// computer left to the reservation that holds it.
-async fn fail_leaving_computer(svc: &Services, ids: Ids, token: &str, who: &Who, message: &str) {
+async fn fail_leaving_computer(
+    svc: &Services,
+    ids: Ids,
+    token: &str,
+    who: &Who,
+    state: &str,
+    message: &str,
+) {
     let message = crate::host::secrets::redact(message);
     let written =
         crate::db::state::reservation_failed_claimed(&svc.db, ids, token, &message, None).await;
+    failed_ending(svc, ids, state, &written).await;
     report_failed(who, &message, written);
 }
 

@@ -11,6 +11,10 @@ use crate::state::{Exit, Flow, FlowError};
 
 pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     let t = &f.svc.timings;
+    // vcld's reserved.pm starts by recording when the request was loaded (log.loaded).
+    if let Err(e) = crate::db::bookkeeping::set_loaded(&f.svc.db, f.data.request_id).await {
+        tracing::warn!("log.loaded not written (the web front end shows less): {e}");
+    }
     crate::db::state::set_held_computer_state(
         &f.svc.db,
         f.data.computer_id,
@@ -116,9 +120,11 @@ async fn wait_for_ack(f: &Flow) -> Result<Option<String>, FlowError> {
 }
 
 /// Poll the OS module's `is_user_connected` every `connect_poll` s for at most `limit`.
-/// Without that routine, or with `request.checkuser` off, the user counts as connected.
+/// Without that routine, with `request.checkuser` off, or for a reservation of
+/// `ignore_connections_gte` or longer, the user counts as connected.
 pub async fn wait_for_connection(f: &Flow, limit: Duration) -> Result<bool, FlowError> {
-    if !f.data.request_checkuser || !f.defines(&f.os, "is_user_connected") {
+    if !f.data.request_checkuser || !f.defines(&f.os, "is_user_connected") || ignores_connections(f)
+    {
         return Ok(true);
     }
     let every = Duration::from_secs(f.svc.timings.connect_poll.max(1));
@@ -135,4 +141,17 @@ pub async fn wait_for_connection(f: &Flow, limit: Duration) -> Result<bool, Flow
             .await?;
     }
     Ok(false)
+}
+
+/// vcld's `ignore_connections_gte`: a reservation lasting at least that many minutes
+/// (compared in whole hours, as vcld does) is not checked for the user's connection.
+pub fn ignores_connections(f: &Flow) -> bool {
+    let parse = crate::db::time::parse_datetime;
+    match (parse(&f.data.request_start), parse(&f.data.request_end)) {
+        (Ok(start), Ok(end)) => {
+            let hours = (end - start).num_seconds().max(0) / 3600;
+            hours >= (f.svc.timings.ignore_connections_gte / 60) as i64
+        }
+        _ => false,
+    }
 }

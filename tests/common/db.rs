@@ -263,3 +263,61 @@ macro_rules! on_both_backends {
         )+
     };
 }
+
+/// Statements of a SQL file written with one statement per `;`-ended line group and `--`
+/// comments (tests/fixtures/*.sql).
+pub fn sql_statements(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("--") || line.trim().is_empty() {
+            continue;
+        }
+        cur.push_str(line);
+        cur.push('\n');
+        if line.trim_end().ends_with(';') {
+            out.push(cur.trim().trim_end_matches(';').to_string());
+            cur.clear();
+        }
+    }
+    out
+}
+
+impl TestDb {
+    /// A MariaDB database loaded from tests/fixtures/vcl-subset.mysql.sql (VCL's own
+    /// definitions and seed rows) and then `provhost db init`, as a VCL site runs it.
+    /// `None` only when MariaDB runs are skipped explicitly.
+    pub async fn vcl_site() -> Option<TestDb> {
+        let t = TestDb::empty(Backend::MySql).await?;
+        let fixture = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/vcl-subset.mysql.sql"
+        ))
+        .expect("fixture");
+        for stmt in sql_statements(&fixture) {
+            t.exec(&stmt).await;
+        }
+        schema::init(&t.db, "ignored.test")
+            .await
+            .expect("db init on the VCL fixture");
+        Some(t)
+    }
+
+    /// One text value from a query (tests' view of the tables); `None` for SQL NULL.
+    pub async fn text(&self, sql: &str) -> Option<String> {
+        let sql = format!("SELECT CAST(({sql}) AS CHAR) AS v");
+        match self.db.pool() {
+            provhost::db::pool::Pool::Sqlite(p) => {
+                sqlx::query_scalar::<_, Option<String>>(&sql)
+                    .fetch_one(p)
+                    .await
+            }
+            provhost::db::pool::Pool::MySql(p) => {
+                sqlx::query_scalar::<_, Option<String>>(&sql)
+                    .fetch_one(p)
+                    .await
+            }
+        }
+        .unwrap_or_else(|e| panic!("query failed: {sql}: {e}"))
+    }
+}

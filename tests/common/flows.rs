@@ -57,6 +57,7 @@ pub fn fast_timings() -> Timings {
         general_inuse_check: 1,
         general_end_notice_first: 600,
         general_end_notice_second: 300,
+        ignore_connections_gte: 1440,
         acknowledge_poll_ms: 100,
         connect_poll: 1,
         computer_wait_secs: 30,
@@ -146,6 +147,9 @@ impl Rig {
             // holds the node up for 3 s at most.
             lease_secs: 3,
             heartbeat_secs: 1,
+            // Flow tests read finished requests' load-logs; vcld's removal of finished
+            // requests is tested on its own (tests/db_vclweb.rs).
+            remove_finished: false,
             ..DaemonConfig::default()
         }
     }

@@ -54,3 +54,7 @@ INSERT INTO `image` (`id`, `name`, `prettyname`, `ownerid`, `OSid`, `reloadtime`
 
 INSERT INTO `imagerevision` (`id`, `imageid`, `revision`, `userid`, `datecreated`, `deleted`, `production`, `comments`, `imagename`) VALUES
   (1, 1, 0, 1, '1980-01-01 00:00:00', 0, 1, NULL, 'noimage');
+
+INSERT INTO `resourcetype` (`id`, `name`) VALUES (12, 'computer'), (13, 'image'), (15, 'schedule'), (16, 'managementnode');
+
+INSERT INTO `resource` (`id`, `resourcetypeid`, `subid`) VALUES (4, 13, 1);

@@ -2,7 +2,10 @@
 //! parts `CREATE TABLE IF NOT EXISTS` cannot change: today the unique key on
 //! `provhost_computervar (computerid, name)` that `flow::set_computer_var`'s upsert relies on;
 //! and VCL's `imagemeta` table with `image.imagemetaid`, which databases made by provhost
-//! before the Linux module read `imagemeta.rootaccess` lack (every VCL database has them).
+//! before the Linux module read `imagemeta.rootaccess` lack (every VCL database has them);
+//! and the tables VCL's web front end reads that provhost writes since issue 13
+//! (`resourcetype`, `resource`, `log`, `sublog`, `changelog`, `variable`), which databases
+//! made by earlier provhost versions lack (every VCL database has them).
 
 use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Backend, Db, RowExt};
@@ -109,4 +112,63 @@ pub async fn ensure_computervar_key(db: &Db, create_sql: &str) -> Result<bool, D
     }
     tracing::warn!("{TABLE} had no (computerid, name) key; rebuilt it with one (one value kept per computer and name)");
     Ok(true)
+}
+
+/// The tables [`ensure_web_tables`] adds when missing, with VCL's `resourcetype` rows.
+pub const WEB_TABLES: &[&str] = &[
+    "resourcetype",
+    "resource",
+    "log",
+    "sublog",
+    "changelog",
+    "variable",
+];
+
+/// Add each of [`WEB_TABLES`] the database lacks, as `vcl_statements` (the backend's
+/// schema file, split) creates it; a new `resourcetype` gets VCL's ids for computer (12),
+/// image (13), schedule (15) and managementnode (16), and a new `resource` gets a row for
+/// every image and computer already there, so VCL's web front end lists them.
+pub async fn ensure_web_tables(
+    db: &Db,
+    vcl_statements: &[String],
+    columns: &[(String, String)],
+) -> Result<(), DbError> {
+    let mut added = Vec::new();
+    for table in WEB_TABLES {
+        if columns.iter().any(|(t, _)| t == table) {
+            continue;
+        }
+        let head = format!("CREATE TABLE `{table}` (");
+        let mut steps: Vec<String> = vcl_statements
+            .iter()
+            .filter(|s| s.starts_with(&head) || s.contains(&format!(" ON `{table}` (")))
+            .cloned()
+            .collect();
+        match *table {
+            "resourcetype" => steps.push(
+                "INSERT INTO `resourcetype` (`id`, `name`) VALUES (12, 'computer'), (13, 'image'), (15, 'schedule'), (16, 'managementnode')"
+                    .to_string(),
+            ),
+            "resource" => {
+                steps.push("INSERT INTO `resource` (`resourcetypeid`, `subid`) SELECT 13, `id` FROM `image` ORDER BY `id`".to_string());
+                steps.push("INSERT INTO `resource` (`resourcetypeid`, `subid`) SELECT 12, `id` FROM `computer` ORDER BY `id`".to_string());
+            }
+            _ => {}
+        }
+        for step in &steps {
+            let what = format!(
+                "adding VCL's table {table}: {}",
+                step.lines().next().unwrap_or("")
+            );
+            with_pool!(db, p => sqlx::query(step).execute(p).await.during(what).map(|_| ()))?;
+        }
+        added.push(*table);
+    }
+    if !added.is_empty() {
+        tracing::warn!(
+            "the database lacked VCL's table(s) {}; added them as VCL declares them (images and computers got their resource rows)",
+            added.join(", ")
+        );
+    }
+    Ok(())
 }

@@ -240,3 +240,87 @@ CREATE TABLE `reservation` (
   KEY `computerid` (`computerid`),
   KEY `managementnodeid` (`managementnodeid`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- What VCL's web front end reads beside the tables above (docs/database.md, "Running beside
+-- VCL's web front end"): resources (the web inner-joins `resource` to list images and
+-- computers), the per-request `log` and per-reservation `sublog` rows with the `changelog`,
+-- and the `variable` table VCL keeps its timings in.
+
+CREATE TABLE `resourcetype` (
+  `id` tinyint(5) unsigned NOT NULL AUTO_INCREMENT,
+  `name` varchar(50) NOT NULL DEFAULT '',
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `name` (`name`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE `resource` (
+  `id` mediumint(8) unsigned NOT NULL AUTO_INCREMENT,
+  `resourcetypeid` tinyint(5) unsigned NOT NULL DEFAULT 0,
+  `subid` mediumint(8) unsigned NOT NULL DEFAULT 0,
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `resourcetypeid` (`resourcetypeid`, `subid`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE `log` (
+  `id` int(10) unsigned NOT NULL AUTO_INCREMENT,
+  `userid` mediumint(8) unsigned NOT NULL DEFAULT 0,
+  `nowfuture` enum('now','future') NOT NULL DEFAULT 'now',
+  `start` datetime NOT NULL,
+  `loaded` datetime DEFAULT NULL,
+  `initialend` datetime NOT NULL,
+  `finalend` datetime NOT NULL,
+  `wasavailable` tinyint(1) unsigned NOT NULL DEFAULT 0,
+  `ending` enum('deleted','released','failed','failedtest','noack','nologin','timeout','EOR','none') NOT NULL DEFAULT 'none',
+  `requestid` mediumint(8) unsigned DEFAULT NULL,
+  `computerid` smallint(5) unsigned DEFAULT NULL,
+  `remoteIP` varchar(15) DEFAULT NULL,
+  `imageid` smallint(5) unsigned NOT NULL DEFAULT 0,
+  `size` smallint(5) unsigned NOT NULL DEFAULT 1450,
+  PRIMARY KEY (`id`),
+  KEY `userid` (`userid`),
+  KEY `finalend` (`finalend`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE `sublog` (
+  `id` int(10) unsigned NOT NULL AUTO_INCREMENT,
+  `logid` int(10) unsigned NOT NULL DEFAULT 0,
+  `imageid` smallint(5) unsigned NOT NULL DEFAULT 0,
+  `imagerevisionid` mediumint(8) unsigned NOT NULL,
+  `computerid` smallint(5) unsigned NOT NULL DEFAULT 0,
+  `IPaddress` varchar(15) DEFAULT NULL,
+  `managementnodeid` smallint(5) unsigned NOT NULL DEFAULT 0,
+  `predictivemoduleid` smallint(5) unsigned NOT NULL DEFAULT 8,
+  `hostcomputerid` smallint(5) unsigned DEFAULT NULL,
+  `blockRequestid` mediumint(8) unsigned DEFAULT NULL,
+  `blockStart` datetime DEFAULT NULL,
+  `blockEnd` datetime DEFAULT NULL,
+  PRIMARY KEY (`id`),
+  KEY `logid` (`logid`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE `changelog` (
+  `id` int(10) unsigned NOT NULL AUTO_INCREMENT,
+  `logid` int(10) unsigned NOT NULL DEFAULT 0,
+  `userid` mediumint(8) unsigned DEFAULT NULL,
+  `reservationid` mediumint(8) unsigned DEFAULT NULL,
+  `start` datetime DEFAULT NULL,
+  `end` datetime DEFAULT NULL,
+  `computerid` smallint(5) unsigned DEFAULT NULL,
+  `remoteIP` varchar(15) DEFAULT NULL,
+  `wasavailable` tinyint(1) unsigned DEFAULT NULL,
+  `timestamp` datetime NOT NULL,
+  `other` varchar(255) DEFAULT NULL,
+  PRIMARY KEY (`id`),
+  KEY `logid` (`logid`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE `variable` (
+  `id` smallint(5) unsigned NOT NULL AUTO_INCREMENT,
+  `name` varchar(128) NOT NULL,
+  `serialization` enum('none','yaml','phpserialize') NOT NULL DEFAULT 'none',
+  `value` longtext NOT NULL,
+  `setby` varchar(128) DEFAULT NULL,
+  `timestamp` datetime NOT NULL,
+  PRIMARY KEY (`id`),
+  UNIQUE KEY `name` (`name`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

@@ -206,3 +206,77 @@ CREATE TABLE `reservation` (
 );
 CREATE INDEX `reservation_requestid` ON `reservation` (`requestid`);
 CREATE INDEX `reservation_computerid` ON `reservation` (`computerid`);
+
+-- What VCL's web front end reads beside the tables above (docs/database.md, "Running beside
+-- VCL's web front end"): resources, the per-request `log` and per-reservation `sublog` rows
+-- with the `changelog`, and the `variable` table VCL keeps its timings in.
+
+CREATE TABLE `resourcetype` (
+  `id` INTEGER PRIMARY KEY AUTOINCREMENT,
+  `name` TEXT NOT NULL DEFAULT '' UNIQUE
+);
+
+CREATE TABLE `resource` (
+  `id` INTEGER PRIMARY KEY AUTOINCREMENT,
+  `resourcetypeid` INTEGER NOT NULL DEFAULT 0,
+  `subid` INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (`resourcetypeid`, `subid`)
+);
+
+CREATE TABLE `log` (
+  `id` INTEGER PRIMARY KEY AUTOINCREMENT,
+  `userid` INTEGER NOT NULL DEFAULT 0,
+  `nowfuture` TEXT NOT NULL DEFAULT 'now' CHECK (`nowfuture` IN ('now', 'future')),
+  `start` TEXT NOT NULL,
+  `loaded` TEXT DEFAULT NULL,
+  `initialend` TEXT NOT NULL,
+  `finalend` TEXT NOT NULL,
+  `wasavailable` INTEGER NOT NULL DEFAULT 0,
+  `ending` TEXT NOT NULL DEFAULT 'none'
+    CHECK (`ending` IN ('deleted', 'released', 'failed', 'failedtest', 'noack', 'nologin', 'timeout', 'EOR', 'none')),
+  `requestid` INTEGER DEFAULT NULL,
+  `computerid` INTEGER DEFAULT NULL,
+  `remoteIP` TEXT DEFAULT NULL,
+  `imageid` INTEGER NOT NULL DEFAULT 0,
+  `size` INTEGER NOT NULL DEFAULT 1450
+);
+
+CREATE TABLE `sublog` (
+  `id` INTEGER PRIMARY KEY AUTOINCREMENT,
+  `logid` INTEGER NOT NULL DEFAULT 0,
+  `imageid` INTEGER NOT NULL DEFAULT 0,
+  `imagerevisionid` INTEGER NOT NULL,
+  `computerid` INTEGER NOT NULL DEFAULT 0,
+  `IPaddress` TEXT DEFAULT NULL,
+  `managementnodeid` INTEGER NOT NULL DEFAULT 0,
+  `predictivemoduleid` INTEGER NOT NULL DEFAULT 8,
+  `hostcomputerid` INTEGER DEFAULT NULL,
+  `blockRequestid` INTEGER DEFAULT NULL,
+  `blockStart` TEXT DEFAULT NULL,
+  `blockEnd` TEXT DEFAULT NULL
+);
+CREATE INDEX `sublog_logid` ON `sublog` (`logid`);
+
+CREATE TABLE `changelog` (
+  `id` INTEGER PRIMARY KEY AUTOINCREMENT,
+  `logid` INTEGER NOT NULL DEFAULT 0,
+  `userid` INTEGER DEFAULT NULL,
+  `reservationid` INTEGER DEFAULT NULL,
+  `start` TEXT DEFAULT NULL,
+  `end` TEXT DEFAULT NULL,
+  `computerid` INTEGER DEFAULT NULL,
+  `remoteIP` TEXT DEFAULT NULL,
+  `wasavailable` INTEGER DEFAULT NULL,
+  `timestamp` TEXT NOT NULL,
+  `other` TEXT DEFAULT NULL
+);
+CREATE INDEX `changelog_logid` ON `changelog` (`logid`);
+
+CREATE TABLE `variable` (
+  `id` INTEGER PRIMARY KEY AUTOINCREMENT,
+  `name` TEXT NOT NULL UNIQUE,
+  `serialization` TEXT NOT NULL DEFAULT 'none' CHECK (`serialization` IN ('none', 'yaml', 'phpserialize')),
+  `value` TEXT NOT NULL,
+  `setby` TEXT DEFAULT NULL,
+  `timestamp` TEXT NOT NULL
+);
