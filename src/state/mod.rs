@@ -248,17 +248,17 @@ impl Flow {
     }
 
     pub fn returned_false(&self, key: &ModuleKey, routine: &str) -> FlowError {
-        let (path, line) = match self.svc.host.module(key) {
-            Some(m) => (
-                m.path.clone(),
-                crate::host::contract::fn_line(&m.source, routine),
-            ),
-            None => (Default::default(), 0),
+        let at = match self.svc.host.module(key) {
+            Some(m) => m.defined_at(routine),
+            None => SourcePos {
+                path: Default::default(),
+                line: 0,
+            },
         };
         FlowError::False {
             module: Flow::module_name(key),
             routine: routine.to_string(),
-            at: SourcePos { path, line },
+            at,
         }
     }
 
