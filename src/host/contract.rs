@@ -537,7 +537,7 @@ pub fn read_module(
                     None
                 } else if let (Some(k), Some(own)) = (k, kind) {
                     if Kind::parse(k) != Some(own) {
-                        errors.push(err(mline, format!("MODULE.extends {s:?}: kind mismatch; a {own} module extends an {own} module (\"{n}\" or \"{own}/{n}\")")));
+                        errors.push(err(mline, format!("MODULE.extends {s:?}: kind mismatch: a {own} module extends a module of its own kind (\"{n}\" or \"{own}/{n}\")")));
                         None
                     } else {
                         Some(n.to_string())
@@ -572,7 +572,12 @@ pub fn read_module(
             } else {
                 v.read_lock::<rhai::Array>().and_then(|a| {
                     a.iter()
-                        .map(|x| x.clone().into_immutable_string().ok().map(|s| s.to_string()))
+                        .map(|x| {
+                            x.clone()
+                                .into_immutable_string()
+                                .ok()
+                                .map(|s| s.to_string())
+                        })
                         .collect()
                 })
             };

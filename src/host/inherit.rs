@@ -232,11 +232,14 @@ pub fn compile(engine: &Engine, text: &str) -> Result<Compiled, Box<EvalAltResul
 
 /// The line of the first `super::name(` in `source`, or 0.
 pub fn super_line(source: &str, name: &str) -> usize {
-    regex::Regex::new(&format!(r"super[ \t]*::[ \t]*{}[ \t]*\(", regex::escape(name)))
-        .ok()
-        .and_then(|re| re.find(source))
-        .map(|m| source[..m.start()].matches('\n').count() + 1)
-        .unwrap_or(0)
+    regex::Regex::new(&format!(
+        r"super[ \t]*::[ \t]*{}[ \t]*\(",
+        regex::escape(name)
+    ))
+    .ok()
+    .and_then(|re| re.find(source))
+    .map(|m| source[..m.start()].matches('\n').count() + 1)
+    .unwrap_or(0)
 }
 
 /// Where a function of an effective AST was written: the module and its file.
@@ -320,7 +323,10 @@ mod tests {
 
     #[test]
     fn names_encode_injectively_and_split_back() {
-        assert_eq!(hidden_name("linux", "post_load"), "__super_linux__post_load");
+        assert_eq!(
+            hidden_name("linux", "post_load"),
+            "__super_linux__post_load"
+        );
         assert_ne!(hidden_name("a-b", "f"), hidden_name("a_db", "f"));
         for parent in ["linux", "a-b", "a_b", "x_-_y", "7"] {
             let h = hidden_name(parent, "add_user");
@@ -354,8 +360,14 @@ mod tests {
         assert_eq!(
             child.super_calls,
             vec![
-                SuperCall { name: "who".into(), arity: 0 },
-                SuperCall { name: "twice".into(), arity: 1 }
+                SuperCall {
+                    name: "who".into(),
+                    arity: 0
+                },
+                SuperCall {
+                    name: "twice".into(),
+                    arity: 1
+                }
             ]
         );
         let base_origins = own_origins(&base.ast, origin("base"));
@@ -369,15 +381,21 @@ mod tests {
         );
         // hello() is inherited; its call to who() reaches the child's override, which
         // calls the parent's; the child's constant wins.
-        let hello: String = e.call_fn(&mut rhai::Scope::new(), &eff, "hello", ()).expect("hello");
+        let hello: String = e
+            .call_fn(&mut rhai::Scope::new(), &eff, "hello", ())
+            .expect("hello");
         assert_eq!(hello, "child:child<base>");
-        let twice: i64 = e.call_fn(&mut rhai::Scope::new(), &eff, "twice", (5_i64,)).expect("twice");
+        let twice: i64 = e
+            .call_fn(&mut rhai::Scope::new(), &eff, "twice", (5_i64,))
+            .expect("twice");
         assert_eq!(twice, 11);
         assert_eq!(origins["hello"].key.1, "base");
         assert_eq!(origins["who"].key.1, "child");
         assert_eq!(origins["__super_base__who"].key.1, "base");
         let visible = visible_functions(&eff);
-        assert!(visible.contains(&("hello".into(), 0)) && !visible.iter().any(|(n, _)| is_hidden(n)));
+        assert!(
+            visible.contains(&("hello".into(), 0)) && !visible.iter().any(|(n, _)| is_hidden(n))
+        );
     }
 
     #[test]

@@ -220,12 +220,8 @@ impl ScriptHost {
         pass.done.insert(path.to_path_buf());
         let mut wanted_parent: Option<ModuleKey> = None;
         let result = self.compile_own(path).and_then(|(source, compiled)| {
-            let info =
-                contract::read_module(path, &source, &compiled.ast, Kind::from_path(path))?;
-            wanted_parent = info
-                .extends
-                .as_ref()
-                .map(|p| (info.kind, p.clone()));
+            let info = contract::read_module(path, &source, &compiled.ast, Kind::from_path(path))?;
+            wanted_parent = info.extends.as_ref().map(|p| (info.kind, p.clone()));
             let (key, new) = self.compose_module(
                 path,
                 info,
@@ -567,7 +563,8 @@ impl ScriptHost {
         ))
     }
 
-    /// The loaded parent a module extends, loading its file (`<kind>/<name>.rhai`) first
+    /// The loaded parent a module extends, loading its file (`<name>.rhai` beside the
+    /// child's) first
     /// when it is not loaded yet; a clear error when it is missing, does not load, is of
     /// another kind or leads back to the child.
     fn parent_for(
@@ -588,10 +585,10 @@ impl ScriptHost {
             }]
         };
         let pkey: ModuleKey = (key.0, parent_name.to_string());
-        let file = self
-            .opts
-            .scripts_dir
-            .join(key.0.as_str())
+        // The parent's file sits beside the child's: the folder is the kind.
+        let file = path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
             .join(format!("{parent_name}.rhai"));
         let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
         if self.module(&pkey).is_none() {
@@ -630,11 +627,20 @@ impl ScriptHost {
         match self.module(&pkey) {
             Some(m) => Ok(m),
             None => {
-                let elsewhere: Vec<String> = self
-                    .modules()
+                // Loaded, or a file in another kind's folder beside this one.
+                let root = path.parent().and_then(Path::parent);
+                let elsewhere: Vec<String> = Kind::ALL
                     .into_iter()
-                    .filter(|(k, n)| n == parent_name && *k != key.0)
-                    .map(|(k, n)| format!("{k}/{n}"))
+                    .filter(|k| *k != key.0)
+                    .filter(|k| {
+                        self.module(&(*k, parent_name.to_string())).is_some()
+                            || root.is_some_and(|r| {
+                                r.join(k.as_str())
+                                    .join(format!("{parent_name}.rhai"))
+                                    .is_file()
+                            })
+                    })
+                    .map(|k| format!("{k}/{parent_name}"))
                     .collect();
                 if elsewhere.is_empty() {
                     Err(err(format!(
@@ -649,9 +655,10 @@ impl ScriptHost {
                     )))
                 } else {
                     Err(err(format!(
-                        "kind mismatch: {} is not a {} module; a module extends one of its own kind",
+                        "kind mismatch: {} is of another kind than {}/{}; a module extends one of its own kind",
                         elsewhere.join(", "),
-                        key.0
+                        key.0,
+                        key.1
                     )))
                 }
             }

@@ -95,9 +95,7 @@ pub fn default_mapping(kind: Kind, row: &ModuleRow) -> Option<Mapping> {
         let parts: Vec<&str> = segments[3..]
             .iter()
             .copied()
-            .filter(|p| {
-                !(p.starts_with("Version_") && p[8..].chars().all(|c| c.is_ascii_digit()))
-            })
+            .filter(|p| !(p.starts_with("Version_") && p[8..].chars().all(|c| c.is_ascii_digit())))
             .collect();
         if let Some(name) = package_name(&parts) {
             let vcl_parent = (parts.len() >= 2)
@@ -165,7 +163,10 @@ mod tests {
         use Rule::*;
         let os = |n, p| map(Kind::Os, n, p);
         let prov = |n, p| map(Kind::Provisioning, n, p);
-        assert_eq!(os("os_linux", "VCL::Module::OS::Linux"), ("linux".into(), PerlPackage, None));
+        assert_eq!(
+            os("os_linux", "VCL::Module::OS::Linux"),
+            ("linux".into(), PerlPackage, None)
+        );
         assert_eq!(
             os("os_linux_ubuntu", "VCL::Module::OS::Linux::Ubuntu"),
             ("ubuntu".into(), PerlPackage, Some("linux".into()))
@@ -174,30 +175,54 @@ mod tests {
             os("os_unix_lab", "VCL::Module::OS::Linux::UnixLab"),
             ("unixlab".into(), PerlPackage, Some("linux".into()))
         );
-        assert_eq!(os("os_win7", "VCL::Module::OS::Windows::Version_6::7").0, "windows7");
+        assert_eq!(
+            os("os_win7", "VCL::Module::OS::Windows::Version_6::7").0,
+            "windows7"
+        );
         assert_eq!(
             os("os_win2016", "VCL::Module::OS::Windows::Version_10::2016"),
             ("windows2016".into(), PerlPackage, Some("windows".into()))
         );
-        assert_eq!(os("os_winxp", "VCL::Module::OS::Windows::Version_5::XP").0, "xp");
+        assert_eq!(
+            os("os_winxp", "VCL::Module::OS::Windows::Version_5::XP").0,
+            "xp"
+        );
         assert_eq!(os("os_windows", "VCL::Module::OS::Windows").0, "windows");
         assert_eq!(os("os_esxi", "VCL::Module::OS::Linux::ESXi").0, "esxi");
         assert_eq!(os("os_osx", "VCL::Module::OS::OSX").0, "osx");
         // VCL::Module::OS itself is no OS module: the row's name decides.
-        assert_eq!(os("os_unix", "VCL::Module::OS"), ("unix".into(), ModuleName, None));
+        assert_eq!(
+            os("os_unix", "VCL::Module::OS"),
+            ("unix".into(), ModuleName, None)
+        );
         assert_eq!(
             prov("provisioning_libvirt", "VCL::Module::Provisioning::libvirt"),
             ("libvirt".into(), PerlPackage, None)
         );
         assert_eq!(
-            prov("provisioning_vmware", "VCL::Module::Provisioning::VMware::VMware"),
+            prov(
+                "provisioning_vmware",
+                "VCL::Module::Provisioning::VMware::VMware"
+            ),
             ("vmware".into(), PerlPackage, None)
         );
-        assert_eq!(prov("provisioning_lab", "VCL::Module::Provisioning::Lab").0, "lab");
-        assert_eq!(prov("provisioning_xcat", "VCL::Module::Provisioning::xCAT").0, "xcat");
-        assert_eq!(prov("provisioning_one", "VCL::Module::Provisioning::one").0, "one");
+        assert_eq!(
+            prov("provisioning_lab", "VCL::Module::Provisioning::Lab").0,
+            "lab"
+        );
+        assert_eq!(
+            prov("provisioning_xcat", "VCL::Module::Provisioning::xCAT").0,
+            "xcat"
+        );
+        assert_eq!(
+            prov("provisioning_one", "VCL::Module::Provisioning::one").0,
+            "one"
+        );
         // provhost's own rows have no package.
-        assert_eq!(prov("provisioning_qemu", ""), ("qemu".into(), ModuleName, None));
+        assert_eq!(
+            prov("provisioning_qemu", ""),
+            ("qemu".into(), ModuleName, None)
+        );
         assert_eq!(os("os_sim", ""), ("sim".into(), ModuleName, None));
         // An OS package given for a provisioning row is not used for it.
         assert_eq!(prov("provisioning_x", "VCL::Module::OS::Linux").0, "x");

@@ -75,8 +75,8 @@ impl crate::host::ScriptHost {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        let mut compiled = crate::host::inherit::compile(&engine, text)
-            .map_err(|e| unusable(e.to_string()))?;
+        let mut compiled =
+            crate::host::inherit::compile(&engine, text).map_err(|e| unusable(e.to_string()))?;
         compiled.ast.set_source(path.display().to_string());
         let info = contract::read_module(
             path,
