@@ -112,7 +112,8 @@ pub fn default_mapping(kind: Kind, row: &ModuleRow) -> Option<Mapping> {
     let prefix = format!("{}_", kind.as_str());
     let name = row.name.trim();
     let name = name.strip_prefix(&prefix).unwrap_or(name).to_string();
-    valid_name(&name).then(|| Mapping {
+    let ok = valid_name(&name);
+    ok.then_some(Mapping {
         key: (kind, name),
         rule: Rule::ModuleName,
         vcl_parent: None,
