@@ -127,6 +127,7 @@ async fn main() {
         known_hosts: tmp.path().join("known_hosts"),
         // 10 s, the default: with many TCG guests on few cores, sshd's key exchange is slow.
         connect_timeout_secs: 10,
+        local_vmhost: "local".into(),
         ..SshConfig::default()
     };
     let prims = Arc::new(VmPrims::new(

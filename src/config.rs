@@ -2,6 +2,10 @@
 //! database and SSH settings. Every setting has a default that makes the embedded setup
 //! work, so no file is needed to start. Relative paths are taken from the config file's
 //! folder (or the current folder when there is no file).
+//!
+//! Every duration and count is checked at load against its allowed range ([`Bound`];
+//! durations at most [`MAX_SECS`], a year): a value that would overflow a deadline or
+//! exceed what the daemon can run is refused with the key, the value and the range.
 
 use std::path::{Path, PathBuf};
 
@@ -12,14 +16,89 @@ use crate::prim::ssh::SshConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: {source}", path.display())]
+    /// The file named by --config / PROVHOST_CONFIG (or ./provhost.toml) cannot be read.
+    /// The OS error is part of the message, not a separate cause, so it shows once.
+    #[error("cannot read the configuration file {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{}: {message}", path.display())]
     Parse { path: PathBuf, message: String },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The longest duration any setting may have: one year, in seconds.
+pub const MAX_SECS: u64 = 365 * 24 * 3600;
+
+/// One numeric setting and the values it may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub key: &'static str,
+    pub value: u64,
+    pub min: u64,
+    pub max: u64,
+    pub unit: &'static str,
+}
+
+impl Bound {
+    pub fn secs(key: &'static str, value: u64, min: u64, max: u64) -> Self {
+        Bound {
+            key,
+            value,
+            min,
+            max,
+            unit: "seconds",
+        }
+    }
+    pub fn millis(key: &'static str, value: u64, min: u64, max: u64) -> Self {
+        Bound {
+            key,
+            value,
+            min,
+            max,
+            unit: "milliseconds",
+        }
+    }
+    pub fn count(key: &'static str, value: u64, min: u64, max: u64) -> Self {
+        Bound {
+            key,
+            value,
+            min,
+            max,
+            unit: "",
+        }
+    }
+
+    /// `Err("KEY = VALUE is out of range: allowed MIN to MAX UNIT")` when outside.
+    pub fn check(&self) -> Result<(), String> {
+        if (self.min..=self.max).contains(&self.value) {
+            return Ok(());
+        }
+        let unit = if self.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", self.unit)
+        };
+        let year = if self.unit == "seconds" && self.max == MAX_SECS {
+            " (one year)"
+        } else {
+            ""
+        };
+        Err(format!(
+            "{} = {} is out of range: allowed {} to {}{unit}{year}",
+            self.key, self.value, self.min, self.max
+        ))
+    }
+}
+
+/// Check `bounds`, the first failure prefixed with its `[section]`.
+fn check_section(section: &str, bounds: &[Bound]) -> Result<(), String> {
+    bounds
+        .iter()
+        .try_for_each(Bound::check)
+        .map_err(|e| format!("[{section}] {e}"))
 }
 
 /// Folders provhost uses.
@@ -74,11 +153,11 @@ impl Config {
             None if implicit.is_file() => Some(implicit),
             None => None,
         };
-        let (mut config, base) = match file {
+        let (mut config, base) = match &file {
             Some(f) => {
-                let text = std::fs::read_to_string(&f).map_err(|e| ConfigError::Read {
+                let text = std::fs::read_to_string(f).map_err(|cause| ConfigError::Read {
                     path: f.clone(),
-                    source: e,
+                    cause,
                 })?;
                 let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
                     path: f.clone(),
@@ -89,6 +168,10 @@ impl Config {
             }
             None => (Config::default(), PathBuf::new()),
         };
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: file.clone().unwrap_or_else(|| "(built-in defaults)".into()),
+            message,
+        })?;
         let images = &mut config.images;
         for p in [images.library.as_mut(), images.build_cache.as_mut()]
             .into_iter()
@@ -110,6 +193,61 @@ impl Config {
             }
         }
         Ok(config)
+    }
+
+    /// Every duration and count in its allowed range; the message names the section, key,
+    /// value and range of the first one that is not.
+    pub fn validate(&self) -> Result<(), String> {
+        let (ssh, vm) = (&self.ssh, &self.vm);
+        check_section(
+            "scripts",
+            &[Bound::secs(
+                "call_timeout_secs",
+                self.scripts.call_timeout_secs,
+                1,
+                MAX_SECS,
+            )],
+        )?;
+        self.daemon.check().map_err(|e| format!("[daemon] {e}"))?;
+        check_section(
+            "ssh",
+            &[
+                Bound::secs("connect_timeout_secs", ssh.connect_timeout_secs, 1, 3600),
+                Bound::secs(
+                    "command_timeout_secs",
+                    ssh.command_timeout_secs,
+                    1,
+                    MAX_SECS,
+                ),
+                Bound::secs("copy_timeout_secs", ssh.copy_timeout_secs, 1, MAX_SECS),
+                Bound::secs("idle_secs", ssh.idle_secs, 0, MAX_SECS),
+                Bound::count(
+                    "max_sessions_per_host",
+                    ssh.max_sessions_per_host as u64,
+                    1,
+                    1024,
+                ),
+                Bound::count("max_idle_sessions", ssh.max_idle_sessions as u64, 0, 65_536),
+            ],
+        )?;
+        check_section(
+            "vm",
+            &[
+                Bound::secs("qmp_timeout_secs", vm.qmp_timeout_secs, 1, 3600),
+                Bound::secs("start_timeout_secs", vm.start_timeout_secs, 1, MAX_SECS),
+                Bound::secs("kvm_probe_secs", vm.kvm_probe_secs, 1, MAX_SECS),
+                Bound::secs("boot_timeout_secs", vm.boot_timeout_secs, 1, MAX_SECS),
+            ],
+        )?;
+        check_section(
+            "vmnet",
+            &[Bound::secs(
+                "timeout_secs",
+                self.vmnet.timeout_secs,
+                1,
+                MAX_SECS,
+            )],
+        )
     }
 
     /// Options for the scripting host.
@@ -141,5 +279,47 @@ mod tests {
         std::fs::write(&f, "[scripts]\ncall_timeout = 5\n").expect("write");
         let err = Config::load(Some(&f)).expect_err("typo");
         assert!(err.to_string().contains("call_timeout"), "{err}");
+    }
+
+    #[test]
+    fn the_defaults_are_in_range() {
+        Config::default().validate().expect("defaults");
+    }
+
+    #[test]
+    fn a_huge_duration_is_refused_naming_the_key_value_and_range() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("provhost.toml");
+        for (text, want) in [
+            (
+                "[scripts]\ncall_timeout_secs = 9223372036854775807\n",
+                "[scripts] call_timeout_secs = 9223372036854775807 is out of range: allowed 1 to 31536000 seconds (one year)",
+            ),
+            (
+                "[daemon.timings]\nreconnecttimeout = 99999999999\n",
+                "[daemon] timings.reconnecttimeout = 99999999999 is out of range",
+            ),
+            (
+                "[daemon]\nmax_flows = 5000\n",
+                "[daemon] max_flows = 5000 is out of range: allowed 1 to 4096",
+            ),
+            (
+                "[daemon]\nmax_flows = 4000\nreclaim_flows = 200\n",
+                "max_flows (4000) + reclaim_flows (200) is more than the 4096 routine threads",
+            ),
+            (
+                "[ssh]\ncommand_timeout_secs = 0\n",
+                "[ssh] command_timeout_secs = 0 is out of range: allowed 1 to",
+            ),
+            (
+                "[vm]\nboot_timeout_secs = 18446744073709551615\n",
+                "boot_timeout_secs = 18446744073709551615",
+            ),
+        ] {
+            std::fs::write(&f, text).expect("write");
+            let err = Config::load(Some(&f)).expect_err(text).to_string();
+            assert!(err.contains(want), "{text}: {err}");
+            assert!(err.starts_with(&f.display().to_string()), "{err}");
+        }
     }
 }

@@ -32,6 +32,7 @@ use tokio::task::JoinSet;
 use crate::db::lease::Lease;
 use crate::db::{Db, DbError};
 use crate::host::ScriptHost;
+use crate::state::lanes::{Lane, Lanes};
 use crate::state::{Services, Timings};
 
 /// `[daemon]` in `provhost.toml`.
@@ -44,8 +45,13 @@ pub struct DaemonConfig {
     pub poll_interval_secs: u64,
     /// How long a stop waits for running flows to hand their requests back.
     pub shutdown_grace_secs: u64,
-    /// Most flows running at once; further due work waits for the next poll.
+    /// Most flows running at once for loads and everything else; further due work waits
+    /// for the next poll. Each running flow may hold one routine thread.
     pub max_flows: usize,
+    /// Flows for the end of reservations (timeout, deleted, an in-use reservation past its
+    /// end) on top of `max_flows`, with routine threads of their own: access is taken away
+    /// from ended reservations even while loads fill `max_flows`.
+    pub reclaim_flows: usize,
     /// How long this daemon's hold on its node (`provhost_nodelease`) lasts without a
     /// heartbeat; another daemon for the node may take over only after that.
     pub lease_secs: u64,
@@ -67,7 +73,8 @@ impl Default for DaemonConfig {
             node: String::new(),
             poll_interval_secs: 5,
             shutdown_grace_secs: 30,
-            max_flows: 5000,
+            max_flows: 1000,
+            reclaim_flows: 64,
             lease_secs: 60,
             heartbeat_secs: 10,
             lease_wait_secs: 0,
@@ -76,6 +83,111 @@ impl Default for DaemonConfig {
         }
     }
 }
+
+impl DaemonConfig {
+    /// Every setting in its allowed range (durations up to a year, flow counts within
+    /// what the daemon can run) and the heartbeat inside the lease.
+    pub fn check(&self) -> Result<(), String> {
+        use crate::config::{Bound, MAX_SECS};
+        let flows = crate::state::lanes::MAX_THREADS;
+        let t = &self.timings;
+        for b in [
+            Bound::secs("poll_interval_secs", self.poll_interval_secs, 1, 3600),
+            Bound::secs("shutdown_grace_secs", self.shutdown_grace_secs, 0, MAX_SECS),
+            Bound::secs("lease_secs", self.lease_secs, 1, MAX_SECS),
+            Bound::secs("heartbeat_secs", self.heartbeat_secs, 1, MAX_SECS),
+            Bound::secs("lease_wait_secs", self.lease_wait_secs, 0, MAX_SECS),
+            Bound::secs("sweep_interval_secs", self.sweep_interval_secs, 1, MAX_SECS),
+            Bound::count("max_flows", self.max_flows as u64, 1, flows as u64),
+            Bound::count(
+                "reclaim_flows",
+                self.reclaim_flows as u64,
+                1,
+                flows as u64 / 4,
+            ),
+            Bound::secs(
+                "timings.acknowledgetimeout",
+                t.acknowledgetimeout,
+                0,
+                MAX_SECS,
+            ),
+            Bound::secs(
+                "timings.initialconnecttimeout",
+                t.initialconnecttimeout,
+                0,
+                MAX_SECS,
+            ),
+            Bound::secs("timings.reconnecttimeout", t.reconnecttimeout, 0, MAX_SECS),
+            Bound::secs(
+                "timings.general_inuse_check",
+                t.general_inuse_check,
+                1,
+                MAX_SECS,
+            ),
+            Bound::secs(
+                "timings.general_end_notice_first",
+                t.general_end_notice_first,
+                0,
+                MAX_SECS,
+            ),
+            Bound::secs(
+                "timings.general_end_notice_second",
+                t.general_end_notice_second,
+                0,
+                MAX_SECS,
+            ),
+            Bound::millis(
+                "timings.acknowledge_poll_ms",
+                t.acknowledge_poll_ms,
+                1,
+                3_600_000,
+            ),
+            Bound::secs("timings.connect_poll", t.connect_poll, 1, 3600),
+            Bound::secs(
+                "timings.computer_wait_secs",
+                t.computer_wait_secs,
+                0,
+                MAX_SECS,
+            ),
+            Bound::millis(
+                "timings.computer_wait_poll_ms",
+                t.computer_wait_poll_ms,
+                1,
+                3_600_000,
+            ),
+        ] {
+            b.check()?;
+        }
+        if self.heartbeat_secs >= self.lease_secs {
+            return Err(format!(
+                "heartbeat_secs ({}) must be at least 1 and less than lease_secs ({}); e.g. lease_secs = 60, heartbeat_secs = 10",
+                self.heartbeat_secs, self.lease_secs
+            ));
+        }
+        if self.max_flows + self.reclaim_flows > flows {
+            return Err(format!(
+                "max_flows ({}) + reclaim_flows ({}) is more than the {flows} routine threads a daemon runs at once; lower max_flows",
+                self.max_flows, self.reclaim_flows
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Threads this user may still start, by `RLIMIT_NPROC` (`None`: no limit).
+fn thread_limit() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut r) };
+    (rc == 0 && r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur)
+}
+
+/// Threads a daemon needs beside its routine threads (runtime workers, the blocking pool's
+/// usual few, the database pool, watchers).
+const OTHER_THREADS: u64 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -128,6 +240,75 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// The running flows: each request's cancel flag and lane, and how many run per lane.
+#[derive(Default)]
+struct Running {
+    flows: HashMap<i64, (Arc<AtomicBool>, Lane)>,
+    work: usize,
+    end: usize,
+}
+
+impl Running {
+    fn contains(&self, request: i64) -> bool {
+        self.flows.contains_key(&request)
+    }
+    fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+    fn len(&self) -> usize {
+        self.flows.len()
+    }
+    fn requests(&self) -> HashSet<i64> {
+        self.flows.keys().copied().collect()
+    }
+    fn insert(&mut self, request: i64, cancel: Arc<AtomicBool>, lane: Lane) {
+        if self.flows.insert(request, (cancel, lane)).is_none() {
+            *self.count(lane) += 1;
+        }
+    }
+    fn remove(&mut self, request: i64) {
+        if let Some((_, lane)) = self.flows.remove(&request) {
+            let n = self.count(lane);
+            *n = n.saturating_sub(1);
+        }
+    }
+    fn count(&mut self, lane: Lane) -> &mut usize {
+        match lane {
+            Lane::Work => &mut self.work,
+            Lane::End => &mut self.end,
+        }
+    }
+    fn cancel_all(&self) {
+        for (flag, _) in self.flows.values() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+    /// The lane a due request runs in, if one has room: the end of a reservation takes
+    /// an end slot (else a work slot), everything else a work slot.
+    fn lane_for(&self, end_work: bool, cfg: &DaemonConfig) -> Option<Lane> {
+        if end_work && self.end < cfg.reclaim_flows {
+            Some(Lane::End)
+        } else if self.work < cfg.max_flows {
+            Some(Lane::Work)
+        } else {
+            None
+        }
+    }
+}
+
+/// Forget in-use check times of requests that are no longer in use: O(work + checked).
+fn prune_inuse_checked(checked: &mut HashMap<i64, Instant>, work: &[crate::db::claim::Work]) {
+    if checked.is_empty() {
+        return;
+    }
+    let inuse: HashSet<i64> = work
+        .iter()
+        .filter(|w| w.state == "inuse")
+        .map(|w| w.request_id)
+        .collect();
+    checked.retain(|id, _| inuse.contains(id));
 }
 
 /// The running flow tasks and which request each one serves.
@@ -253,10 +434,12 @@ impl Daemon {
                 node: node.clone(),
                 source,
             })?;
-        if cfg.lease_secs == 0 || cfg.heartbeat_secs == 0 || cfg.heartbeat_secs >= cfg.lease_secs {
+        cfg.check().map_err(DaemonError::Config)?;
+        let threads = (cfg.max_flows + cfg.reclaim_flows) as u64 + OTHER_THREADS;
+        if let Some(limit) = thread_limit().filter(|l| *l < threads) {
             return Err(DaemonError::Config(format!(
-                "heartbeat_secs ({}) must be at least 1 and less than lease_secs ({}); e.g. lease_secs = 60, heartbeat_secs = 10",
-                cfg.heartbeat_secs, cfg.lease_secs
+                "max_flows ({}) + reclaim_flows ({}) routine threads (+{OTHER_THREADS} others) exceed this user's process limit (ulimit -u = {limit}); lower max_flows or raise the limit",
+                cfg.max_flows, cfg.reclaim_flows
             )));
         }
         let lease = Lease::new(node_id);
@@ -267,6 +450,8 @@ impl Daemon {
             host,
             timings: cfg.timings.clone(),
             node_id,
+            lanes: Lanes::new(cfg.max_flows, cfg.reclaim_flows),
+            fresh: Some(Arc::new(crate::db::lease::Freshness::default())),
         });
         Ok(Daemon {
             svc,
@@ -333,6 +518,7 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(self.cfg.lease_wait_secs);
         let mut said = false;
         loop {
+            let sent = Instant::now();
             let got = match stop
                 .race(
                     db,
@@ -358,6 +544,9 @@ impl Daemon {
                 return Ok(false);
             }
             let Some(h) = got else {
+                if let Some(f) = &self.svc.fresh {
+                    f.renewed(sent, self.cfg.lease_secs);
+                }
                 tracing::info!(holder = %self.lease.holder, lease_secs = self.cfg.lease_secs, "holding the lease on management node {:?}", self.node);
                 return Ok(true);
             };
@@ -449,7 +638,7 @@ impl Daemon {
         // The heartbeat: renews the lease; says when another daemon has taken the node.
         let (lost_tx, mut lost_rx) = tokio::sync::watch::channel(false);
         let heartbeat = {
-            let (db, lease) = (db.clone(), self.lease.clone());
+            let (db, lease, fresh) = (db.clone(), self.lease.clone(), self.svc.fresh.clone());
             let (every, secs) = (
                 Duration::from_secs(self.cfg.heartbeat_secs),
                 self.cfg.lease_secs,
@@ -457,8 +646,13 @@ impl Daemon {
             AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
+                    let sent = Instant::now();
                     match crate::db::lease::renew(&db, &lease, secs).await {
-                        Ok(true) => {}
+                        Ok(true) => {
+                            if let Some(f) = &fresh {
+                                f.renewed(sent, secs);
+                            }
+                        }
                         Ok(false) => {
                             lost_tx.send_replace(true);
                             return;
@@ -473,7 +667,7 @@ impl Daemon {
         let mut last_sweep = Instant::now();
 
         let mut tasks = Tasks::default();
-        let mut running: HashMap<i64, Arc<AtomicBool>> = HashMap::new();
+        let mut running = Running::default();
         let mut inuse_checked: HashMap<i64, Instant> = HashMap::new();
         let mut warned: HashSet<String> = HashSet::new();
         let poll = Duration::from_secs(self.cfg.poll_interval_secs.max(1));
@@ -495,7 +689,7 @@ impl Daemon {
                     }
                     if last_sweep.elapsed() >= sweep_every {
                         last_sweep = Instant::now();
-                        let mine: HashSet<i64> = running.keys().copied().collect();
+                        let mine = running.requests();
                         match crate::db::claim::release_unowned(db, node, &mine, SWEEP_LIMIT).await {
                             Ok(back) if !back.is_empty() => tracing::warn!(requests = ?back, "handed back pending requests of this node that no running flow owns"),
                             Ok(_) => {}
@@ -567,9 +761,7 @@ impl Daemon {
                 running = running.len(),
                 "stopping: cancelling running flows"
             );
-            for flag in running.values() {
-                flag.store(true, Ordering::Relaxed);
-            }
+            running.cancel_all();
             if stop.stopped() || lease_lost {
                 db.stop_retrying();
             }
@@ -583,7 +775,7 @@ impl Daemon {
             })
             .await;
             if drained.is_err() {
-                tracing::error!(left = ?running.keys().collect::<Vec<_>>(), "flows still running after the grace period; their requests stay pending for recovery");
+                tracing::error!(left = ?running.requests(), "flows still running after the grace period; their requests stay pending for recovery");
                 tasks.set.abort_all();
             }
         }
@@ -611,20 +803,20 @@ impl Daemon {
         &self,
         done: Result<(tokio::task::Id, i64), tokio::task::JoinError>,
         tasks: &mut Tasks,
-        running: &mut HashMap<i64, Arc<AtomicBool>>,
+        running: &mut Running,
         summary: &mut Summary,
     ) {
         summary.processed += 1;
         match done {
             Ok((id, request)) => {
                 tasks.requests.remove(&id);
-                running.remove(&request);
+                running.remove(request);
             }
             Err(e) => {
                 let Some((request, token)) = tasks.requests.remove(&e.id()) else {
                     return;
                 };
-                running.remove(&request);
+                running.remove(request);
                 tracing::error!(
                     request,
                     "flow task ended abnormally ({e}); handing the request back"
@@ -649,7 +841,7 @@ impl Daemon {
     async fn claim_due(
         &self,
         recovered: &mut HashSet<i64>,
-        running: &mut HashMap<i64, Arc<AtomicBool>>,
+        running: &mut Running,
         inuse_checked: &mut HashMap<i64, Instant>,
         warned: &mut HashSet<String>,
         tasks: &mut Tasks,
@@ -663,15 +855,12 @@ impl Daemon {
         let now = crate::db::time::parse_datetime(&db.now().await?)?;
         let t = &self.svc.timings;
         let mut claimed = 0;
-        inuse_checked.retain(|id, _| {
-            work.iter()
-                .any(|w| w.request_id == *id && w.state == "inuse")
-        });
+        prune_inuse_checked(inuse_checked, &work);
         for w in work {
             if db.is_stopping() {
                 break;
             }
-            if running.contains_key(&w.request_id) || running.len() >= self.cfg.max_flows {
+            if running.contains(w.request_id) {
                 continue;
             }
             if !HANDLED.contains(&w.state.as_str()) {
@@ -682,10 +871,10 @@ impl Daemon {
             }
             let start = crate::db::time::parse_datetime(&w.start).unwrap_or(now);
             let end = crate::db::time::parse_datetime(&w.end).unwrap_or(now);
+            let left = (end - now).num_seconds();
             let due = match w.state.as_str() {
                 "new" | "reload" | "reinstall" => start <= now,
                 "inuse" => {
-                    let left = (end - now).num_seconds();
                     let near_end =
                         left <= (t.general_end_notice_first + self.cfg.poll_interval_secs) as i64;
                     let since = inuse_checked
@@ -705,6 +894,12 @@ impl Daemon {
             if !due {
                 continue;
             }
+            // Ending a reservation has capacity of its own (`reclaim_flows`).
+            let end_work = matches!(w.state.as_str(), "timeout" | "deleted")
+                || (w.state == "inuse" && left <= 0);
+            let Some(lane) = running.lane_for(end_work, &self.cfg) else {
+                continue;
+            };
             let token =
                 match crate::db::claim::claim(db, w.request_id, &w.state, self.svc.node_id).await {
                     Ok(Some(c)) => c.token,
@@ -719,7 +914,7 @@ impl Daemon {
             }
             claimed += 1;
             let cancel = Arc::new(AtomicBool::new(false));
-            running.insert(w.request_id, Arc::clone(&cancel));
+            running.insert(w.request_id, Arc::clone(&cancel), lane);
             let svc = Arc::clone(&self.svc);
             let request = w.request_id;
             // Only the first run after a restart says it was recovered.
@@ -727,7 +922,7 @@ impl Daemon {
             let handle = tasks.set.spawn({
                 let token = token.clone();
                 async move {
-                    crate::state::run(svc, w, token, cancel, was_recovered).await;
+                    crate::state::run(svc, w, token, cancel, was_recovered, lane).await;
                     request
                 }
             });
@@ -744,4 +939,69 @@ pub fn start_host(host: &Arc<ScriptHost>) -> Result<crate::host::Watcher, crate:
         tracing::error!("{e}");
     }
     host.watch()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::claim::Work;
+
+    fn work(id: i64, state: &str) -> Work {
+        Work {
+            request_id: id,
+            reservation_id: id,
+            state: state.into(),
+            laststate: String::new(),
+            start: String::new(),
+            end: String::new(),
+        }
+    }
+
+    #[test]
+    fn pruning_in_use_check_times_keeps_only_in_use_requests_and_is_linear() {
+        let mut checked: HashMap<i64, Instant> = [
+            (1, Instant::now()),
+            (2, Instant::now()),
+            (3, Instant::now()),
+        ]
+        .into();
+        prune_inuse_checked(&mut checked, &[work(1, "inuse"), work(2, "timeout")]);
+        assert_eq!(checked.keys().copied().collect::<Vec<_>>(), vec![1]);
+
+        // 20,000 in-use reservations, each checked before: the old retain compared every
+        // pair (4·10⁸ comparisons, seconds on the async worker); this is one pass each.
+        let n = 20_000;
+        let all: Vec<Work> = (0..n).map(|i| work(i, "inuse")).collect();
+        let mut checked: HashMap<i64, Instant> = (0..n).map(|i| (i, Instant::now())).collect();
+        let t = Instant::now();
+        prune_inuse_checked(&mut checked, &all);
+        let took = t.elapsed();
+        assert_eq!(checked.len(), n as usize);
+        assert!(took < Duration::from_millis(500), "{took:?}");
+    }
+
+    #[test]
+    fn an_ended_reservation_gets_an_end_slot_then_a_work_slot() {
+        let cfg = DaemonConfig {
+            max_flows: 1,
+            reclaim_flows: 1,
+            ..DaemonConfig::default()
+        };
+        let mut r = Running::default();
+        let flag = || Arc::new(AtomicBool::new(false));
+        assert_eq!(r.lane_for(false, &cfg), Some(Lane::Work));
+        r.insert(1, flag(), Lane::Work);
+        assert_eq!(r.lane_for(false, &cfg), None, "load capacity full");
+        assert_eq!(r.lane_for(true, &cfg), Some(Lane::End));
+        r.insert(2, flag(), Lane::End);
+        assert_eq!(r.lane_for(true, &cfg), None);
+        r.remove(1);
+        assert_eq!(
+            r.lane_for(true, &cfg),
+            Some(Lane::Work),
+            "a free load slot serves too"
+        );
+        r.remove(2);
+        assert_eq!((r.work, r.end, r.len()), (0, 0, 0));
+    }
 }

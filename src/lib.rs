@@ -12,6 +12,8 @@
 //! - [`host::ctx`]: [`Ctx`], the reservation object every routine receives.
 //! - [`prim`]: primitives scripts use to touch the world: commands and copies on hosts over
 //!   pooled SSH or locally, bounded waits, secrets, logging.
+//! - [`budget`]: the deadline and cancel flag of one routine call, set by the host and
+//!   read by primitives (below both, so `prim` never imports `host`).
 //! - [`db`]: VCL's tables on SQLite or MySQL/MariaDB: claiming requests, loading a
 //!   reservation into `Ctx`, load-log, state changes.
 //! - [`state`]: VCL's state flows (new, reserved, inuse, reclaim, image) for one claimed
@@ -24,6 +26,7 @@
 //! The arrows go one way: state flows call routines, routines call primitives; primitives
 //! never call scripts.
 
+pub mod budget;
 pub mod config;
 pub mod daemon;
 pub mod db;

@@ -104,6 +104,9 @@ async fn cli_init_request_list_log(backend: Backend) {
         "{list}"
     );
 
+    // A reservation without entries yet is not an error.
+    let empty = ok(&provhost(&["log", "1", "--url", url]));
+    assert!(empty.contains("no load-log entries"), "{empty}");
     loadlog::loadlog(&t.db, 1, 1, "begin", "")
         .await
         .expect("loadlog");
@@ -116,8 +119,12 @@ async fn cli_init_request_list_log(backend: Backend) {
             && log.contains("startload (starting load process)  creating the VM"),
         "{log}"
     );
-    let none = ok(&provhost(&["log", "77", "--url", url]));
-    assert!(none.contains("no load-log entries"), "{none}");
+    let none = provhost(&["log", "77", "--url", url]);
+    assert_eq!(none.status.code(), Some(2), "{none:?}");
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("no reservation 77"),
+        "{none:?}"
+    );
 }
 
 crate::on_both_backends!(cli_init_request_list_log);

@@ -249,7 +249,16 @@ async fn overlapping_requests_are_refused(backend: Backend) {
         ),
         (
             ask("debian12", ComputerChoice::Any, Some("tomorrow"), None),
-            "not a date",
+            "start: \"tomorrow\" is not a time: use now, +N",
+        ),
+        (
+            ask(
+                "debian12",
+                ComputerChoice::Any,
+                Some("2001-01-01 00:00"),
+                None,
+            ),
+            "start 2001-01-01 00:00:00 is in the past",
         ),
     ] {
         let err = requests::new_request(&t.db, &req).await.expect_err(want);

@@ -302,7 +302,92 @@ async fn recovery_returns_only_this_nodes_requests(backend: Backend) {
     );
 }
 
+/// `reservation.pw` (the user's password in clear, for VCL's web front end) lives as long as
+/// the reservation: an exit that keeps the request going keeps it; the exit that ends the
+/// request (`complete`) and a failure clear it in their transaction.
+async fn the_users_password_goes_when_the_request_ends(backend: Backend) {
+    let Some(t) = TestDb::initialized(backend).await else {
+        return;
+    };
+    world(&t.db, 3).await;
+    let mn = inventory::management_node_id(&t.db, "mn1.test")
+        .await
+        .expect("mn");
+    let pw_of = |r: i64| {
+        let db = t.db.clone();
+        async move {
+            provhost::db::flow::reservation_password(&db, r)
+                .await
+                .expect("pw")
+        }
+    };
+    let pw = "Clear-pw-for-the-web-0123456789";
+    let c = new_request(&t, "lab1.test").await;
+    provhost::db::flow::set_reservation_password(&t.db, c.reservation_id, pw)
+        .await
+        .expect("set pw");
+    claim::claim(&t.db, c.request_id, "new", mn)
+        .await
+        .expect("claim")
+        .expect("won");
+    let data = reservation::load_reservation(&t.db, c.reservation_id)
+        .await
+        .expect("load");
+    state::state_exit(&t.db, Ids::from(&data), "reserved", "new", Some("reserved"))
+        .await
+        .expect("exit to reserved");
+    assert_eq!(pw_of(c.reservation_id).await, pw, "live: the web shows it");
+    t.exec(&format!(
+        "UPDATE `request` SET `stateid` = (SELECT `id` FROM `state` WHERE `name` = 'deleted') WHERE `id` = {}",
+        c.request_id
+    ))
+    .await;
+    claim::claim(&t.db, c.request_id, "deleted", mn)
+        .await
+        .expect("claim")
+        .expect("won");
+    state::state_exit(&t.db, Ids::from(&data), "complete", "deleted", None)
+        .await
+        .expect("exit to complete");
+    assert_eq!(pw_of(c.reservation_id).await, "", "ended: cleared");
+    assert_eq!(
+        t.scalar(&format!(
+            "SELECT COUNT(*) FROM `reservation` WHERE `id` = {} AND `pw` IS NULL",
+            c.reservation_id
+        ))
+        .await,
+        1
+    );
+
+    // A failed request takes its password with it too; another reservation's stays.
+    let keep = new_request(&t, "lab3.test").await;
+    provhost::db::flow::set_reservation_password(&t.db, keep.reservation_id, pw)
+        .await
+        .expect("set pw");
+    let c = new_request(&t, "lab2.test").await;
+    provhost::db::flow::set_reservation_password(&t.db, c.reservation_id, pw)
+        .await
+        .expect("set pw");
+    claim::claim(&t.db, c.request_id, "new", mn)
+        .await
+        .expect("claim")
+        .expect("won");
+    let data = reservation::load_reservation(&t.db, c.reservation_id)
+        .await
+        .expect("load");
+    state::reservation_failed(&t.db, Ids::from(&data), "load failed", "failed")
+        .await
+        .expect("failed");
+    assert_eq!(pw_of(c.reservation_id).await, "", "failed: cleared");
+    assert_eq!(
+        pw_of(keep.reservation_id).await,
+        pw,
+        "another reservation's"
+    );
+}
+
 crate::on_both_backends!(
+    the_users_password_goes_when_the_request_ends,
     claim_then_exit,
     failure_and_reload,
     recovery_returns_only_this_nodes_requests

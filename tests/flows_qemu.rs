@@ -77,6 +77,7 @@ async fn setup(module: &str) -> Option<Setup> {
         identity: img.key.clone(),
         known_hosts: dir.path().join("known_hosts"),
         connect_timeout_secs: 3,
+        local_vmhost: "local".into(),
         ..SshConfig::default()
     };
     let prims = Arc::new(VmPrims::new(
@@ -328,7 +329,7 @@ fn serve(s: &Setup, log: &str) -> common::procs::KillOnDrop {
         "[paths]\nscripts = {:?}\nstdlib = {:?}\ndata_dir = {:?}\n\n[scripts]\ncall_timeout_secs = 300\n\n\
          [database]\nurl = {:?}\n\n[daemon]\nnode = \"mn1.test\"\npoll_interval_secs = 1\nlease_secs = 5\nheartbeat_secs = 1\nlease_wait_secs = 60\n\n\
          [daemon.timings]\nacknowledgetimeout = 600\nacknowledge_poll_ms = 100\ninitialconnecttimeout = 2\nconnect_poll = 1\n\n\
-         [ssh]\nidentity = {:?}\nknown_hosts = {:?}\nconnect_timeout_secs = 3\n\n\
+         [ssh]\nidentity = {:?}\nknown_hosts = {:?}\nconnect_timeout_secs = 3\nlocal_vmhost = \"local\"\n\n\
          [vm]\naccel = \"tcg\"\nvm_root = {:?}\nboot_timeout_secs = 150\n\n[images]\nlibrary = {:?}\n\n\
          [vmnet]\nnetns = {:?}\nbridge = {:?}\ngateway = {:?}\nuplink = {:?}\nuplink_dev = {:?}\n",
         s.rig.scripts.scripts,
@@ -694,6 +695,7 @@ async fn retrieve_image_between_two_management_nodes_on_one_mariadb() {
         identity: img.key.clone(),
         known_hosts: node_a.known_hosts.clone(),
         connect_timeout_secs: 3,
+        local_vmhost: "local".into(),
         ..SshConfig::default()
     };
     let vm = VmConfig {

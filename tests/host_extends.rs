@@ -2,7 +2,8 @@
 //! `provhost check` binary: a chain resolves whatever order its files load in, a child's
 //! override and its call of the parent's version work and inherited code dispatches to the
 //! child, an edit of the parent reaches its loaded children, and a cycle, a missing parent
-//! and a parent of another kind are refused with messages naming the files.
+//! and a parent of another kind are refused with messages naming the files; a site hook
+//! inherits `on_failure`, and a parent others may write is refused like any script.
 
 mod common;
 
@@ -13,7 +14,8 @@ use std::time::Duration;
 
 use common::scripts::{provisioning, test_limits, wait_event, ScriptDir};
 use provhost::host::{
-    AddUserAt, CallOptions, Ctx, Kind, MemoryBackend, ReloadEvent, ReservationData, ScriptHost,
+    AddUserAt, CallOptions, Ctx, Kind, MemoryBackend, OnFailure, ReloadEvent, ReservationData,
+    ScriptHost,
 };
 
 /// A complete OS module named `name`: each routine records `name:routine` in the load-log;
@@ -66,6 +68,8 @@ fn sanitize(ctx) {
 struct Calls {
     host: Arc<ScriptHost>,
     backend: Arc<MemoryBackend>,
+    /// Load-log entries already returned by `take`.
+    seen: std::cell::Cell<usize>,
 }
 
 impl Calls {
@@ -73,6 +77,7 @@ impl Calls {
         Calls {
             host,
             backend: Arc::new(MemoryBackend::default()),
+            seen: std::cell::Cell::new(0),
         }
     }
 
@@ -93,11 +98,9 @@ impl Calls {
 
     /// Load-log texts since the last call of `take`.
     fn take(&self) -> Vec<String> {
-        static SEEN: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
         let all = self.backend.entries();
-        let mut seen = SEEN.lock().expect("seen");
-        let from = (*seen).min(all.len());
-        *seen = all.len();
+        let from = self.seen.get().min(all.len());
+        self.seen.set(all.len());
         all[from..].iter().map(|(_, t)| t.clone()).collect()
     }
 }
@@ -314,7 +317,7 @@ fn check_fails_on_a_cycle() {
     let a = dir.write("os/a.rhai", child_of("a", "b"));
     let b = dir.write("os/b.rhai", child_of("b", "a"));
     let (code, out) = check(&dir);
-    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(code, Some(3), "check exits 3 when it finds errors: {out}");
     // a's check loads b first (its parent), whose parent a is the file being loaded.
     assert!(
         out.contains(&format!(
@@ -344,7 +347,7 @@ fn check_fails_on_a_missing_parent_and_a_parent_of_another_kind() {
     let wrong = dir.write("os/wrong.rhai", child_of("wrong", "sim"));
     let explicit = dir.write("os/explicit.rhai", child_of("explicit", "provisioning/sim"));
     let (code, out) = check(&dir);
-    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(code, Some(3), "check exits 3 when it finds errors: {out}");
     assert!(
         out.contains(&format!(
             "error  {}:1: MODULE.extends \"nosuch\": missing parent: no os module \"nosuch\" is loaded and {} does not exist",
@@ -368,4 +371,99 @@ fn check_fails_on_a_missing_parent_and_a_parent_of_another_kind() {
         "{out}"
     );
     assert!(out.contains("1 file(s) ok, 3 error(s)"), "{out}");
+}
+
+/// A site hook can extend another: the child takes its parent's `on_failure` unless it
+/// gives its own, and its own hook calls the parent's through `super::`.
+#[test]
+fn a_site_hook_extending_another_inherits_on_failure_unless_it_gives_one() {
+    let dir = ScriptDir::new();
+    dir.write(
+        "site/banner.rhai",
+        r#"const MODULE = #{ kind: "site", name: "banner", version: "1", on_failure: "warn" };
+fn post_load(ctx) { ctx.loadlog("info", "banner:post_load"); true }
+"#,
+    );
+    dir.write(
+        "site/banner_lab.rhai",
+        r#"const MODULE = #{ kind: "site", name: "banner_lab", version: "1", extends: "banner" };
+fn post_load(ctx) { ctx.loadlog("info", "lab:post_load"); super::post_load(ctx) }
+"#,
+    );
+    dir.write(
+        "site/banner_strict.rhai",
+        r#"const MODULE = #{ kind: "site", name: "banner_strict", version: "1", extends: "site/banner", on_failure: "fail" };
+"#,
+    );
+    let host = dir.host(test_limits());
+    let errors = host.load_all();
+    assert!(errors.is_empty(), "{errors:?}");
+    let info = |name: &str| {
+        host.module(&(Kind::Site, name.to_string()))
+            .unwrap_or_else(|| panic!("site/{name} loaded"))
+            .info
+            .clone()
+    };
+    assert_eq!(info("banner").on_failure, OnFailure::Warn);
+    assert_eq!(info("banner_lab").on_failure, OnFailure::Warn, "inherited");
+    assert_eq!(info("banner_strict").on_failure, OnFailure::Fail, "its own");
+    // The strict child defines no hook of its own: the inherited post_load meets the
+    // "at least one hook" rule.
+    assert!(host.has_routine(&(Kind::Site, "banner_strict".into()), "post_load", 1));
+    let c = Calls::new(Arc::clone(&host));
+    assert_eq!(
+        c.call("site/banner_lab", "post_load").expect("post_load"),
+        "true"
+    );
+    assert_eq!(c.take(), vec!["lab:post_load", "banner:post_load"]);
+
+    // on_failure stays a site-only key in a child too.
+    let os_child = dir.write(
+        "os/warner.rhai",
+        "const MODULE = #{ kind: \"os\", name: \"warner\", version: \"1\", extends: \"base\", on_failure: \"warn\" };\n",
+    );
+    dir.write("os/base.rhai", base_os("base", "1"));
+    let errs: Vec<String> = host
+        .load_file(&os_child)
+        .expect_err("on_failure in an os module")
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("MODULE.on_failure is for site modules only")),
+        "{errs:?}"
+    );
+}
+
+/// A parent loaded from beside its child passes the same trust check as any script: a
+/// parent file others may write is refused, and so is the child that needs it.
+#[test]
+fn a_parent_writable_by_others_is_refused_for_its_child() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = ScriptDir::new();
+    let base = dir.write("os/base.rhai", base_os("base", "1"));
+    let mid = dir.write("os/mid.rhai", MID);
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let host = dir.host(test_limits());
+    let errs: Vec<String> = host
+        .load_file(&mid)
+        .expect_err("the parent is writable by everyone")
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errs.iter().any(|e| e.contains(&format!(
+            "{}:1: MODULE.extends \"base\": the parent os/base does not load",
+            mid.display()
+        )) && e.contains("writable by everyone")),
+        "{errs:?}"
+    );
+    assert!(host.module_of_file(&mid).is_none());
+    assert!(host.module(&(Kind::Os, "base".into())).is_none());
+
+    // Fixed permissions: both load.
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    host.load_file(&mid).expect("mid loads with its parent");
+    assert!(host.module(&(Kind::Os, "base".into())).is_some());
 }

@@ -44,6 +44,7 @@ fn rig(net: &TestNet) -> Rig {
         identity: img.key.clone(),
         known_hosts: dir.path().join("known_hosts"),
         connect_timeout_secs: 3,
+        local_vmhost: "local".into(),
         ..SshConfig::default()
     };
     let vm = VmConfig {

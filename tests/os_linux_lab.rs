@@ -22,7 +22,9 @@ use common::scripts::ScriptDir;
 use provhost::host::{
     CallOptions, Ctx, CtxBackend, Limits, MemoryBackend, ReservationData, ScriptHost,
 };
+use provhost::prim::host::Host;
 use provhost::prim::remote::RemotePrims;
+use provhost::prim::ssh::{ExecOptions, HostKeyPolicy, Pool, Target};
 
 const SSH_PORT: u16 = 2222;
 
@@ -43,6 +45,8 @@ struct Lab {
     host: Arc<ScriptHost>,
     backend: Arc<MemoryBackend>,
     data: ReservationData,
+    /// The SSH pool the routines use (`ctx.computer()` sessions).
+    pool: Arc<Pool>,
 }
 
 impl Lab {
@@ -56,6 +60,8 @@ impl Lab {
                     .expect("shipped script");
             scripts.write(rel, src);
         }
+        let prims = Arc::new(RemotePrims::new(lab.sshd().config()));
+        let pool = Arc::clone(prims.pool());
         let host = ScriptHost::new(
             provhost::host::HostOptions {
                 scripts_dir: scripts.scripts.clone(),
@@ -65,7 +71,7 @@ impl Lab {
                     ..Limits::default()
                 },
             },
-            &[Arc::new(RemotePrims::new(lab.sshd().config()))],
+            &[prims],
         );
         let errors = host.load_all();
         assert!(errors.is_empty(), "{errors:?}");
@@ -89,6 +95,7 @@ impl Lab {
             host,
             backend: Arc::new(MemoryBackend::default()),
             data,
+            pool,
         }
     }
 
@@ -447,6 +454,118 @@ fn lab_post_load_users_firewall_and_is_user_connected() {
         .sh_ok("nft list set inet provhost connect")
         .contains(&lab.gateway));
     assert!(lab.sh_ok("cat /var/lib/provhost/users").trim().is_empty());
+}
+
+/// is_user_connected with the user's address = the management node's (NAT, a lab) while
+/// several of provhost's pooled sessions are open to the computer — one running a command
+/// for the same target as `ctx.computer()`, one for another target on the same address and
+/// port (a strict host key policy, as `remote_host` makes), plus the routine's own: none of
+/// them is the user. A connection of another process from that address is (the limit
+/// docs/os-linux.md describes), which also shows the check sees connections at all.
+#[test]
+fn lab_is_user_connected_ignores_every_pooled_session() {
+    let test = "lab_is_user_connected_ignores_every_pooled_session";
+    if !can_run(test) {
+        return;
+    }
+    let l = Lab::start();
+    let lab = &l.lab;
+    let ctx = l.ctx_with(|d| d.remote_ip = lab.gateway.clone());
+    let target = |policy| Target {
+        host: lab.addr.clone(),
+        port: SSH_PORT,
+        user: lab.sshd().config().user,
+        identity: lab.sshd().config().identity,
+        host_key: policy,
+    };
+    let from_us = || {
+        lab.sh_ok(&format!(
+            "ss -Htn state established '( sport = :{SSH_PORT} )' | grep -c ' {}:' || true",
+            lab.gateway
+        ))
+        .trim()
+        .parse::<u32>()
+        .unwrap_or(0)
+    };
+    assert_eq!(l.os(&ctx, "is_user_connected", vec![]).unwrap(), "false");
+    let busy: Vec<_> = [HostKeyPolicy::AcceptNew, HostKeyPolicy::Strict]
+        .into_iter()
+        .map(|policy| {
+            let h = Host::remote(Arc::clone(&l.pool), target(policy));
+            std::thread::spawn(move || {
+                let o = h
+                    .run(
+                        "sleep 6",
+                        &ExecOptions {
+                            timeout: Some(Duration::from_secs(20)),
+                            ..ExecOptions::default()
+                        },
+                    )
+                    .expect("pooled session");
+                assert_eq!(o.code, 0, "{o:?}");
+            })
+        })
+        .collect();
+    // Both sessions are up and busy (the idle one the first call left is leased again).
+    let t = std::time::Instant::now();
+    while (l.pool.stats().open < 2 || l.pool.stats().idle > 0 || from_us() < 2)
+        && t.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        l.pool.stats().open >= 2 && from_us() >= 2,
+        "two pooled sessions open: {:?}, {} connections from {}",
+        l.pool.stats(),
+        from_us(),
+        lab.gateway
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            l.os(&ctx, "is_user_connected", vec![]).unwrap(),
+            "false",
+            "provhost's own sessions counted as the user ({:?})",
+            l.pool.stats()
+        );
+    }
+    assert!(l.pool.stats().open >= 3, "{:?}", l.pool.stats());
+    for b in busy {
+        b.join().expect("busy session");
+    }
+
+    // Another process's connection from the same address is not one of ours.
+    let mut other = common::procs::KillOnDrop(
+        Command::new("ssh")
+            .args(["-p", &SSH_PORT.to_string(), "-i"])
+            .arg(lab.sshd().config().identity)
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .arg(format!("{}@{}", lab.sshd().config().user, lab.addr))
+            .arg("sleep 30")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh"),
+    );
+    let mut seen = false;
+    for _ in 0..50 {
+        if l.os(&ctx, "is_user_connected", vec![]).unwrap() == "true" {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = other.0.kill();
+    assert!(seen, "a connection of another process was not seen");
 }
 
 #[test]

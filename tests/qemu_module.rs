@@ -49,6 +49,7 @@ fn rig(ssh_port: u16) -> Rig {
         known_hosts: dir.path().join("known_hosts"),
         port: ssh_port,
         connect_timeout_secs: 3,
+        local_vmhost: "local".into(),
         ..SshConfig::default()
     };
     let vm = VmConfig {
@@ -169,6 +170,13 @@ fn load_boots_a_linked_clone_then_status_capture_and_reload_from_the_capture() {
     assert!(
         info.contains(&format!("{}/disk.qcow2", img.imagename)),
         "{info}"
+    );
+    // The image build's host key was pinned: the only key known for the guest.
+    let kh = std::fs::read_to_string(r._dir.path().join("known_hosts")).expect("known_hosts");
+    let guest: Vec<&str> = kh.lines().filter(|l| l.contains(&img.host_key())).collect();
+    assert!(
+        guest.len() == 1 && guest[0].ends_with(provhost::prim::ssh::known_hosts::PINNED),
+        "{kh}"
     );
 
     // The image is there, but no OS module's post_load ran: not ready yet.

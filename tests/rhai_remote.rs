@@ -207,3 +207,54 @@ fn provhost_call_runs_a_routine_against_a_real_host() {
     assert_eq!(v["out"], "hi\n");
     assert_eq!(v["code"], 2);
 }
+
+#[test]
+fn a_vm_host_named_local_in_the_database_is_the_management_node_only_by_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("scripts/site")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("scripts/site/vmh.rhai"),
+        r#"const MODULE = #{ kind: "site", name: "vmh", version: "1" };
+fn post_load(ctx) { true }
+fn where_(ctx) { let h = ctx.vmhost(); `${h.is_local}` }"#,
+    )
+    .expect("script");
+    let host_with = |local_vmhost: &str| {
+        let opts = HostOptions {
+            scripts_dir: dir.path().join("scripts"),
+            stdlib_dir: dir.path().join("stdlib"),
+            limits: Limits::default(),
+        };
+        let cfg = provhost::prim::ssh::SshConfig {
+            local_vmhost: local_vmhost.into(),
+            ..Default::default()
+        };
+        let host = ScriptHost::new(opts, &[Arc::new(RemotePrims::new(cfg))]);
+        assert!(host.load_all().is_empty());
+        host
+    };
+    let ctx = Ctx::new(
+        ReservationData {
+            vmhost_hostname: "local".into(),
+            ..ReservationData::default()
+        },
+        Arc::new(MemoryBackend::default()),
+    );
+    let call = |host: &ScriptHost| {
+        let key = host.find_module("site/vmh").expect("module");
+        host.call(&key, "where_", Some(&ctx), vec![], &CallOptions::default())
+    };
+    // Not configured: the database name alone is refused, saying what to configure.
+    let err = call(&host_with("")).expect_err("refused").to_string();
+    assert!(
+        err.contains("local_vmhost = \\\"local\\\"") || err.contains("local_vmhost = \"local\""),
+        "{err}"
+    );
+    // Configured in provhost.toml: the management node.
+    assert_eq!(
+        call(&host_with("local")).expect("local").to_string(),
+        "true"
+    );
+    // Another configured name: "local" in the database is still refused.
+    assert!(call(&host_with("vmh-self")).is_err());
+}

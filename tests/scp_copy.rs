@@ -289,3 +289,66 @@ fn a_file_is_copied_between_two_hosts_through_this_node() {
     .expect("local copy");
     assert!(std::fs::read(&src).expect("src") == std::fs::read(&dst2).expect("dst2"));
 }
+
+#[test]
+fn the_part_file_is_private_during_the_copy_and_planted_symlinks_are_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Sshd::start();
+    let h = remote(&s);
+    let dir = s.path("dropbox");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let victim = s.path("victim");
+    std::fs::write(&victim, "precious").expect("victim");
+    let dst = dir.join("up.bin");
+    // What the old naming (DEST.provhost-part-PID-N) let a local user plant in advance.
+    for n in 0..64 {
+        std::os::unix::fs::symlink(
+            &victim,
+            dir.join(format!("up.bin.provhost-part-{}-{n}", std::process::id())),
+        )
+        .expect("plant");
+    }
+    let src = s.path("src.bin");
+    random_file(&src, 8 << 20);
+    let modes: RefCell<Vec<u32>> = RefCell::new(Vec::new());
+    h.upload(
+        &src,
+        &dst.display().to_string(),
+        &CopyOptions::default(),
+        &mut |p| {
+            if p.done == 0 {
+                return;
+            }
+            // Mid-copy (or just before the rename): the part file exists and is 0600.
+            for _ in 0..100 {
+                let parts: Vec<String> = part_files(&dir)
+                    .into_iter()
+                    .filter(|n| !n.contains(&format!("-{}-", std::process::id())))
+                    .collect();
+                if let Some(name) = parts.first() {
+                    let meta = std::fs::symlink_metadata(dir.join(name)).expect("meta");
+                    assert!(meta.file_type().is_file(), "a regular file, not a link");
+                    modes.borrow_mut().push(meta.permissions().mode() & 0o777);
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        },
+    )
+    .expect("upload");
+    let modes = modes.into_inner();
+    assert!(!modes.is_empty(), "the part file was seen during the copy");
+    assert!(
+        modes.iter().all(|m| *m == 0o600),
+        "modes seen: {:?}",
+        modes.iter().map(|m| format!("{m:o}")).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious"
+    );
+    assert_eq!(std::fs::metadata(&dst).expect("dst").len(), 8 << 20);
+    let meta = std::fs::symlink_metadata(&dst).expect("dst");
+    assert!(meta.file_type().is_file());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o644);
+}

@@ -108,6 +108,50 @@ fn changed_host_key_is_refused_until_forgotten() {
 }
 
 #[test]
+fn pinned_host_key_mismatch_refuses_to_connect_with_a_clear_message() {
+    let mut s = Sshd::start();
+    let pool = s.pool();
+    let t = s.target(HostKeyPolicy::AcceptNew);
+    let host = Host::remote(Arc::clone(&pool), t.clone());
+    pool.exec(&t, "true", &ExecOptions::default())
+        .expect("first");
+    // The module knows the key the reinstalled host will have (the image build made it)…
+    let image_key_dir = tempfile::tempdir().expect("tempdir");
+    let image_key = image_key_dir.path().join("image_host_key");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "image", "-f"])
+        .arg(&image_key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success());
+    let image_pub = std::fs::read_to_string(image_key.with_extension("pub")).expect("pub");
+    // …but whoever answers for the address after the reinstall has another one.
+    s.new_host_key();
+    host.forget_host_key().expect("forget");
+    host.trust_host_key(image_pub.trim()).expect("pin");
+    let err = pool
+        .exec(&t, "true", &ExecOptions::default())
+        .expect_err("an impostor's key is refused, though the policy is accept-new");
+    assert!(matches!(err, SshError::PinnedKeyMismatch { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("does not match the key pinned") && msg.contains("trust_host_key"),
+        "{msg}"
+    );
+    // Nothing was recorded for the impostor; the pin stays the only key.
+    let kh = std::fs::read_to_string(&s.known_hosts).expect("known_hosts");
+    assert!(!kh.contains("accept-new"), "{kh}");
+    // Pinning the key the host really has lets it in.
+    host.trust_host_key(s.host_public_key().trim())
+        .expect("pin the real key");
+    pool.exec(&t, "true", &ExecOptions::default())
+        .expect("pinned key matches");
+    // A garbage key is refused at pin time, naming what is expected.
+    let err = host.trust_host_key("ssh-ed25519").expect_err("garbage");
+    assert!(err.to_string().contains("public key to pin"), "{err}");
+}
+
+#[test]
 fn wrong_key_is_an_authentication_error_naming_the_key() {
     let s = Sshd::start();
     let other = s.path("other_key");
@@ -314,6 +358,46 @@ fn parallel_commands_share_a_bounded_number_of_sessions() {
     }
     let st = pool.stats();
     assert!(st.connects <= 8 && st.open <= 8, "{st:?}");
+}
+
+/// Idle sessions are bounded across all targets (`max_idle_sessions`): the longest-idle
+/// one is closed when another would go over, so many targets cannot use up the file
+/// descriptors; a session that stays idle is reused.
+#[test]
+fn idle_sessions_are_bounded_across_targets_oldest_closed_first() {
+    let s = Sshd::start();
+    s.trust();
+    let pool = Pool::new(SshConfig {
+        max_idle_sessions: 3,
+        ..s.config()
+    });
+    // Two targets on one server (the host key policy is part of a target).
+    let a = s.target(HostKeyPolicy::Strict);
+    let b = s.target(HostKeyPolicy::AcceptNew);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (p, t) = (Arc::clone(&pool), a.clone());
+            std::thread::spawn(move || p.exec(&t, "sleep 0.5", &opts(30_000)).map(|o| o.code))
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().expect("thread").expect("run"), 0);
+    }
+    let st = pool.stats();
+    assert_eq!((st.connects, st.open, st.idle), (4, 3, 3), "{st:?}");
+    // A session to the other target pushes the oldest idle one of the first out.
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        pool.exec(&b, "echo b", &opts(30_000)).expect("b").stdout,
+        "b\n"
+    );
+    let st = pool.stats();
+    assert_eq!((st.connects, st.open, st.idle), (5, 3, 3), "{st:?}");
+    // Still-idle sessions are reused: no new connect.
+    for t in [&a, &b] {
+        pool.exec(t, "true", &opts(30_000)).expect("reuse");
+    }
+    assert_eq!(pool.stats().connects, 5, "{:?}", pool.stats());
 }
 
 #[test]

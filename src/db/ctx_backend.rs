@@ -1,8 +1,8 @@
 //! [`DbBackend`]: the [`CtxBackend`] that makes `ctx.loadlog(...)` and
 //! `ctx.set_image_size(...)` write real rows (`computerloadlog`, `image.size`).
 //!
-//! The trait is synchronous because routines are: they run on tokio's blocking pool
-//! (`spawn_blocking`), and these methods reach the async pool with
+//! The trait is synchronous because routines are: they run on threads of their own (the
+//! daemon's `state::lanes`, or `spawn_blocking`), and these methods reach the async pool with
 //! [`tokio::runtime::Handle::block_on`]. Calling them on a runtime worker thread (inside an
 //! `async fn`) makes `block_on` panic; that panic is caught and returned as an error; from async code, call [`crate::db::loadlog::loadlog`] directly.
 
@@ -33,7 +33,7 @@ impl DbBackend {
         // error the routine reports instead of a crashed reservation task.
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle.block_on(fut))) {
             Ok(r) => r.map_err(|e| e.to_string()),
-            Err(_) => Err("database backend called on an async worker thread; call routines with spawn_blocking".into()),
+            Err(_) => Err("database backend called on an async worker thread; call routines on a thread of their own (state::lanes or spawn_blocking)".into()),
         }
     }
 }

@@ -68,6 +68,20 @@ pub enum DbError {
     /// Input that cannot be stored (bad date, out-of-range size, no free computer, …).
     #[error("{0}")]
     Invalid(String),
+    /// A command that only opens an existing database found no SQLite file.
+    #[error("database file {path} does not exist (only `provhost db init` creates one); create it with `provhost db init --url {url}`, or pass the --url of an existing database")]
+    NoDatabaseFile { path: String, url: String },
+    /// The MySQL/MariaDB server has no such database.
+    #[error("database `{database}` does not exist on the server of {url}. Create it as a user allowed to (e.g. `mysql -u root`): CREATE DATABASE `{database}` CHARACTER SET utf8mb4; then run `provhost db init --url {url}`")]
+    NoSuchDatabase { url: String, database: String },
+    /// A row with this name (or address) exists already: a unique key refused the insert.
+    #[error("{what} {key} already exists{hint}")]
+    Duplicate {
+        what: &'static str,
+        key: String,
+        /// What to do instead (starts with "; "), or empty.
+        hint: String,
+    },
     /// A file next to the database (the SQLite file's folder) could not be made.
     #[error("{path}: {cause}")]
     Io { path: String, cause: std::io::Error },
@@ -129,6 +143,21 @@ impl DbError {
             _ => return cause,
         };
         format!("{reason} ({cause})")
+    }
+
+    /// Did a unique key or primary key refuse the statement? (SQLite 2067 / 1555,
+    /// MySQL/MariaDB 1062.)
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            DbError::Sql {
+                cause: sqlx::Error::Database(d),
+                ..
+            } => {
+                self.mysql_number() == Some(1062)
+                    || d.code().is_some_and(|c| c == "2067" || c == "1555")
+            }
+            _ => false,
+        }
     }
 
     /// The MySQL/MariaDB error number behind this error, if it is one.

@@ -5,15 +5,50 @@
 use crate::db::claim::state_id;
 use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Db, InsertedId, RowExt};
+use crate::host::modmap::ModuleRow;
 
-/// Add a user of affiliation 1 (`Local`); returns `user.id`.
+/// Add a user of affiliation 1 (`Local`); returns `user.id`. A login (or uid) that is
+/// taken is [`DbError::Duplicate`] naming it.
 pub async fn add_user(db: &Db, login: &str, uid: Option<i64>) -> Result<i64, DbError> {
     let what = format!("adding user {login}");
-    db.retry(&what, || async {
-        with_pool!(db, p => sqlx::query("INSERT INTO `user` (`uid`, `unityid`, `affiliationid`, `email`) VALUES (?, ?, 1, '')")
-            .bind(uid).bind(login).execute(p).await.during(what.as_str()).map(|r| r.inserted_id()))
+    let taken = "SELECT `unityid`, `uid` FROM `user` WHERE (`unityid` = ? AND `affiliationid` = 1) OR `uid` = ? ORDER BY `id` LIMIT 1";
+    let found = db
+        .retry(&what, || async {
+            with_pool!(db, p => {
+                let row = sqlx::query(taken).bind(login).bind(uid).fetch_optional(p).await.during(what.as_str())?;
+                row.map(|r| Ok((r.text("unityid")?, r.opt_int("uid")?))).transpose()
+            })
+        })
+        .await?;
+    let duplicate = |found: Option<(String, Option<i64>)>| match found {
+        Some((other, Some(u))) if other != login && Some(u) == uid => DbError::Duplicate {
+            what: "uid",
+            key: u.to_string(),
+            hint: format!(" (user {other} has it); choose another --uid or leave it out"),
+        },
+        _ => DbError::Duplicate {
+            what: "user",
+            key: login.to_string(),
+            hint: "; `provhost user list` shows the users".into(),
+        },
+    };
+    if found.is_some() {
+        return Err(duplicate(found));
+    }
+    let r = db
+        .retry(&what, || async {
+            with_pool!(db, p => sqlx::query("INSERT INTO `user` (`uid`, `unityid`, `affiliationid`, `email`) VALUES (?, ?, 1, '')")
+                .bind(uid).bind(login).execute(p).await.during(what.as_str()).map(|r| r.inserted_id()))
+        })
+        .await;
+    // Added by someone else between the look and the insert.
+    r.map_err(|e| {
+        if e.is_unique_violation() {
+            duplicate(None)
+        } else {
+            e
+        }
     })
-    .await
 }
 
 /// Give user `login` SSH public keys (VCL's `user.sshpublickeys`, one per line) and turn
@@ -60,7 +95,7 @@ pub async fn add_image_as(
         "INSERT INTO `imagerevision` (`imageid`, `revision`, `userid`, `datecreated`, `deleted`, `production`, `imagename`) VALUES (?, 0, 1, {now}, 0, 1, ?)"
     );
     let what = format!("adding image {name}");
-    db.retry(&what, || async {
+    let r = db.retry(&what, || async {
         with_pool!(db, p => {
             let mut tx = p.begin().await.during(what.as_str())?;
             let r = sqlx::query(image).bind(name).bind(prettyname).bind(os).execute(&mut *tx).await.during(what.as_str())?;
@@ -76,7 +111,22 @@ pub async fn add_image_as(
             Ok((image_id, rev))
         })
     })
-    .await
+    .await;
+    r.map_err(|e| {
+        if e.is_unique_violation() {
+            DbError::Duplicate {
+                what: "image",
+                key: if name == prettyname {
+                    name.to_string()
+                } else {
+                    format!("{name} (or its pretty name {prettyname:?})")
+                },
+                hint: "; `provhost image list` shows the images; choose another name".into(),
+            }
+        } else {
+            e
+        }
+    })
 }
 
 /// A computer to add.
@@ -122,7 +172,14 @@ pub async fn add_computer(db: &Db, c: &NewComputer) -> Result<i64, DbError> {
                   `currentimageid`, `nextimageid`, `imagerevisionid`, `deleted`) SELECT ?, ?, ?, ?, ?, `id`, ?, 1, 1, 1, 0 \
                   FROM `provisioning` WHERE `name` = ?";
     let what = format!("adding computer {}", c.hostname);
-    db.retry(&what, || async {
+    if let Some((id, ip)) = computer_named(db, &c.hostname).await? {
+        return Err(DbError::Duplicate {
+            what: "computer",
+            key: c.hostname.clone(),
+            hint: format!(" (computer {id}, {ip}); `provhost computer list` shows the computers"),
+        });
+    }
+    let r = db.retry(&what, || async {
         with_pool!(db, p => {
             let mut tx = p.begin().await.during(what.as_str())?;
             let r = sqlx::query(insert)
@@ -141,7 +198,81 @@ pub async fn add_computer(db: &Db, c: &NewComputer) -> Result<i64, DbError> {
             Ok(id)
         })
     })
+    .await;
+    r.map_err(|e| {
+        if e.is_unique_violation() {
+            DbError::Duplicate {
+                what: "computer",
+                key: c.hostname.clone(),
+                hint: "; `provhost computer list` shows the computers".into(),
+            }
+        } else {
+            e
+        }
+    })
+}
+
+/// The computer (not deleted) named `hostname`: (id, IPaddress).
+pub async fn computer_named(db: &Db, hostname: &str) -> Result<Option<(i64, String)>, DbError> {
+    let sql = "SELECT `id`, `IPaddress` FROM `computer` WHERE `deleted` = 0 AND `hostname` = ? ORDER BY `id` LIMIT 1";
+    let what = format!("looking for computer {hostname}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let row = sqlx::query(sql).bind(hostname).fetch_optional(p).await.during(what.as_str())?;
+            row.map(|r| Ok((r.int("id")?, r.text("IPaddress")?))).transpose()
+        })
+    })
     .await
+}
+
+/// The computers (not deleted) at address `ip`: (id, hostname), at most 20.
+pub async fn computers_at(db: &Db, ip: &str) -> Result<Vec<(i64, String)>, DbError> {
+    let sql = "SELECT `id`, `hostname` FROM `computer` WHERE `deleted` = 0 AND `IPaddress` = ? ORDER BY `id` LIMIT 20";
+    let what = format!("looking for computers at {ip}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let rows = sqlx::query(sql).bind(ip).fetch_all(p).await.during(what.as_str())?;
+            rows.iter().map(|r| Ok((r.int("id")?, r.text("hostname")?))).collect::<Result<Vec<_>, DbError>>()
+        })
+    })
+    .await
+}
+
+/// Every provisioning (`provisioning.name`) with its module row (`provisioning.moduleid`;
+/// id 0 and empty names when the row is missing), sorted by name.
+pub async fn provisioning_modules(db: &Db) -> Result<Vec<(String, ModuleRow)>, DbError> {
+    let what = "reading the provisioning table";
+    db.retry(what, || async {
+        with_pool!(db, p => {
+            let rows = sqlx::query("SELECT p.`name`, m.`id` AS `m_id`, m.`name` AS `module`, m.`perlpackage` AS `m_perlpackage` FROM `provisioning` p LEFT JOIN `module` m ON m.`id` = p.`moduleid` ORDER BY p.`name`")
+                .fetch_all(p).await.during(what)?;
+            rows.iter().map(|r| Ok((r.text("name")?, module_row(r)?))).collect::<Result<Vec<_>, DbError>>()
+        })
+    })
+    .await
+}
+
+/// Every OS (`OS.name`) with its module row (`OS.moduleid`; id 0 and empty names when it
+/// has none), sorted by OS name.
+pub async fn os_modules(db: &Db) -> Result<Vec<(String, ModuleRow)>, DbError> {
+    let what = "reading the OS table";
+    db.retry(what, || async {
+        with_pool!(db, p => {
+            let rows = sqlx::query("SELECT o.`name`, m.`id` AS `m_id`, m.`name` AS `module`, m.`perlpackage` AS `m_perlpackage` FROM `OS` o LEFT JOIN `module` m ON m.`id` = o.`moduleid` ORDER BY o.`name`")
+                .fetch_all(p).await.during(what)?;
+            rows.iter().map(|r| Ok((r.text("name")?, module_row(r)?))).collect::<Result<Vec<_>, DbError>>()
+        })
+    })
+    .await
+}
+
+/// The `module` columns of a listing row (`m_id`, `module`, `m_perlpackage`).
+fn module_row<R: RowExt>(r: &R) -> Result<ModuleRow, DbError> {
+    Ok(ModuleRow {
+        id: r.opt_int("m_id")?.unwrap_or(0),
+        name: r.text("module")?,
+        perl_package: r.text("m_perlpackage")?,
+    })
 }
 
 /// Make computer `computer` a VM host with a VM profile named `profile` (created when

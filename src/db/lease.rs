@@ -69,6 +69,51 @@ impl Lease {
     }
 }
 
+/// What this process knows of its lease without asking the database: nobody else can have
+/// taken it before `lease_secs` after the take or renewal statement was sent (the database
+/// sets the expiry from its own clock when it runs the statement, which is later). A flow
+/// starts a routine call only while this says fresh, so a daemon that was paused or cut
+/// off from the database past its lease starts nothing more on its computers.
+#[derive(Debug)]
+pub struct Freshness {
+    base: std::time::Instant,
+    /// Milliseconds after `base` (negative: before) until which the lease is surely this
+    /// process's.
+    until_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Freshness {
+            base: std::time::Instant::now(),
+            until_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+impl Freshness {
+    fn offset_ms(&self, t: std::time::Instant) -> i64 {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        if t >= self.base {
+            ms(t - self.base)
+        } else {
+            -ms(self.base - t)
+        }
+    }
+
+    /// A take or renewal sent at `sent` succeeded for `secs` seconds.
+    pub fn renewed(&self, sent: std::time::Instant, secs: u64) {
+        let lease = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let until = self.offset_ms(sent).saturating_add(lease);
+        self.until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Is the lease surely still this process's?
+    pub fn is_fresh(&self) -> bool {
+        self.offset_ms(std::time::Instant::now()) < self.until_ms.load(Ordering::Relaxed)
+    }
+}
+
 /// Take `lease` for `secs` seconds if nobody holds it or its holder's lease has expired.
 /// `Ok(None)`: taken. `Ok(Some(holder))`: someone else holds it (fresh).
 pub async fn acquire(db: &Db, lease: &Lease, secs: u64) -> Result<Option<Holder>, DbError> {
@@ -153,4 +198,34 @@ pub async fn holds(db: &Db) -> Result<bool, DbError> {
         with_pool!(db, p => sqlx::query("SELECT 1 AS `one` FROM `provhost_nodelease` WHERE `holder` = ?").bind(holder).fetch_optional(p).await.during(what).map(|r| r.is_some()))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn freshness_lasts_the_lease_from_when_the_statement_was_sent() {
+        let f = Freshness::default();
+        assert!(!f.is_fresh(), "fresh before any take");
+        let sent = Instant::now();
+        f.renewed(sent, 60);
+        assert!(f.is_fresh());
+        // An older renewal does not shorten it.
+        f.renewed(
+            sent.checked_sub(Duration::from_secs(120)).unwrap_or(sent),
+            60,
+        );
+        assert!(f.is_fresh());
+        let g = Freshness::default();
+        std::thread::sleep(Duration::from_millis(30));
+        g.renewed(Instant::now(), 0);
+        assert!(!g.is_fresh(), "a lease of 0 s is over at once");
+        let h = Freshness::default();
+        if let Some(long_ago) = Instant::now().checked_sub(Duration::from_millis(1100)) {
+            h.renewed(long_ago, 1);
+            assert!(!h.is_fresh(), "sent 1.1 s ago with a 1 s lease");
+        }
+    }
 }

@@ -15,7 +15,9 @@
 //! - it is released, or passed on to the reload request a reclaim or capture inserted, in
 //!   the same transaction as the holder's `state_exit` / `reservation_failed`
 //!   (`state.rs`), and only when the request ends (complete, failed);
-//! - every computer state change a flow makes is conditional on it (`state.rs`).
+//! - every computer state change a flow makes is conditional on it (`state.rs`);
+//! - an operator's `provhost computer set-state` is refused while a live request holds
+//!   the computer by its row or by its state ([`live_holder`], `not_held_sql`).
 
 use crate::db::claim::state_label;
 use crate::db::error::{DbError, During};
@@ -202,4 +204,51 @@ pub async fn held_by(db: &Db, request: i64) -> Result<Option<i64>, DbError> {
         })
     })
     .await
+}
+
+/// The live request holding `computer`, if any: its lock row's request when unfinished,
+/// else a reservation of the computer holding it by its request's state.
+pub async fn live_holder(db: &Db, computer: i64) -> Result<Option<Holder>, DbError> {
+    if let Some(h) = holder(db, computer).await? {
+        if !matches!(h.state.as_str(), "complete" | "failed" | "gone") {
+            return Ok(Some(h));
+        }
+    }
+    let sql = format!(
+        "SELECT rq.`id`, r.`id` AS `reservationid`, r.`managementnodeid`, rq.`stateid`, rq.`laststateid`, \
+         CAST(rq.`start` AS CHAR) AS `start`, CAST(rq.`end` AS CHAR) AS `end` \
+         FROM `reservation` r JOIN `request` rq ON rq.`id` = r.`requestid` WHERE r.`computerid` = ? AND ({HOLDING}) \
+         ORDER BY rq.`id` LIMIT 1"
+    );
+    let what = format!("reading which reservation holds computer {computer}");
+    db.retry(&what, || async {
+        with_pool!(db, p => {
+            let row = sqlx::query(&sql).bind(computer).fetch_optional(p).await.during(what.as_str())?;
+            row.map(|r| Ok(Holder {
+                request: r.int("id")?,
+                reservation: r.int("reservationid")?,
+                management_node: r.int("managementnodeid")?,
+                state: state_label(r.int("stateid")?),
+                laststate: state_label(r.int("laststateid")?),
+                start: r.text("start")?,
+                end: r.text("end")?,
+            }))
+            .transpose()
+        })
+    })
+    .await
+}
+
+/// SQL condition (with two `?`, both the computer id) that is true when no live request
+/// holds the computer: no lock row of an unfinished request, and no reservation of it
+/// holding it by its request's state (requests from before the lock table). What an
+/// operator's state change ([`crate::db::state::operator_set_computer_state`]) is
+/// conditional on.
+pub(crate) fn not_held_sql() -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM `provhost_computerlock` l JOIN `request` rq ON rq.`id` = l.`requestid` \
+         WHERE l.`computerid` = ? AND rq.`stateid` NOT IN ({FINISHED})) \
+         AND NOT EXISTS (SELECT 1 FROM `reservation` r JOIN `request` rq ON rq.`id` = r.`requestid` \
+         WHERE r.`computerid` = ? AND ({HOLDING}))"
+    )
 }

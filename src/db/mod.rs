@@ -12,19 +12,20 @@
 //! - [`lease`] — which daemon owns a management node (one live owner, heartbeat);
 //! - [`state`] — `state_exit`, `reservation_failed`, `insert_reload_request`, computer state;
 //! - [`image`] — image size, new revisions, production revision;
-//! - [`requests`] — `provhost request new|list`; [`inventory`] — users, images, computers.
+//! - [`requests`] — `provhost request new|list`; [`inventory`] — adding users, images,
+//!   computers; [`listing`] — reading them back for operators.
 //!
 //! Every operation is one statement or one transaction, retried with bounded backoff when
 //! the connection drops ([`Db::retry`]); see `docs/database.md`.
 
 pub mod claim;
-pub mod cli;
 pub mod ctx_backend;
 pub mod error;
 pub mod flow;
 pub mod image;
 pub mod inventory;
 pub mod lease;
+pub mod listing;
 pub mod loadlog;
 pub mod lock;
 pub mod pool;
@@ -40,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ctx_backend::DbBackend;
 pub use error::DbError;
-pub use pool::{Backend, Db, DbOptions, RetryPolicy};
+pub use pool::{Backend, Db, DbOptions, OpenMode, RetryPolicy};
 
 /// `[database]` in `provhost.toml`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

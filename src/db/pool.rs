@@ -102,6 +102,17 @@ impl Default for DbOptions {
     }
 }
 
+/// Whether opening a database may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// A missing SQLite file (and its folder) is created: `db init`, the daemon, the demo.
+    Create,
+    /// Only an existing database is opened (SQLite `mode=rw`): a missing SQLite file is
+    /// [`DbError::NoDatabaseFile`], and nothing is created. For commands that read or
+    /// change records.
+    Existing,
+}
+
 /// A handle to the database; cheap to clone (the pool is shared).
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -138,8 +149,15 @@ impl Db {
         Db::connect_with(url, DbOptions::default()).await
     }
 
-    /// Open `url` with explicit pool and retry options.
+    /// Open `url` with explicit pool and retry options, creating a missing SQLite file.
     pub async fn connect_with(url: &str, opts: DbOptions) -> Result<Db, DbError> {
+        Db::open(url, opts, OpenMode::Create).await
+    }
+
+    /// Open `url` with explicit options; whether a missing SQLite file is created is
+    /// `mode`'s choice. A MySQL/MariaDB database that does not exist is
+    /// [`DbError::NoSuchDatabase`] (which says how to create it) in either mode.
+    pub async fn open(url: &str, opts: DbOptions, mode: OpenMode) -> Result<Db, DbError> {
         let stop = Arc::new(watch::channel(false).0);
         let shown = redact_url(url);
         let bad = |message: String| DbError::BadUrl {
@@ -156,10 +174,18 @@ impl Db {
                 return Err(bad("no file name (expected sqlite://PATH)".into()));
             }
             let path = path.split('?').next().unwrap_or(path);
+            let create = mode == OpenMode::Create;
             if path != ":memory:" {
-                if let Some(dir) = std::path::Path::new(path)
+                let file = std::path::Path::new(path);
+                if !create && !file.is_file() {
+                    return Err(DbError::NoDatabaseFile {
+                        path: path.to_string(),
+                        url: shown.clone(),
+                    });
+                }
+                if let Some(dir) = file
                     .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
+                    .filter(|d| create && !d.as_os_str().is_empty())
                 {
                     std::fs::create_dir_all(dir).map_err(|cause| DbError::Io {
                         path: dir.display().to_string(),
@@ -169,7 +195,7 @@ impl Db {
             }
             let o = SqliteConnectOptions::from_str(url)
                 .map_err(|e| bad(e.to_string()))?
-                .create_if_missing(true)
+                .create_if_missing(create)
                 .journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(opts.sqlite_busy_timeout);
             // One direct connection first: it fails at once with the real reason (refused,
@@ -197,10 +223,22 @@ impl Db {
             // access denied), where a pool would keep trying until its acquire timeout.
             retry_with(&opts.retry, &stop, &shown, "connecting", || {
                 let o = o.clone();
+                let no_such_database = |e: sqlx::Error| match &e {
+                    sqlx::Error::Database(d)
+                        if d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                            .is_some_and(|m| m.number() == MYSQL_UNKNOWN_DATABASE) =>
+                    {
+                        DbError::NoSuchDatabase {
+                            url: shown.clone(),
+                            database: mysql_database_name(url),
+                        }
+                    }
+                    _ => connect_err(e),
+                };
                 async move {
                     let c = sqlx::MySqlConnection::connect_with(&o)
                         .await
-                        .map_err(connect_err)?;
+                        .map_err(no_such_database)?;
                     let _ = c.close().await;
                     Ok(())
                 }
@@ -230,6 +268,15 @@ impl Db {
     pub fn with_own_stop(&self) -> Db {
         Db {
             stop: Arc::new(watch::channel(false).0),
+            ..self.clone()
+        }
+    }
+
+    /// A handle on the same pool whose operations are retried by `retry` (a one-shot
+    /// command connects with one try and retries briefly; a daemon keeps the default).
+    pub fn with_retry(&self, retry: RetryPolicy) -> Db {
+        Db {
+            retry,
             ..self.clone()
         }
     }
@@ -397,6 +444,16 @@ where
     }
 }
 
+/// MySQL/MariaDB: "Unknown database".
+const MYSQL_UNKNOWN_DATABASE: u16 = 1049;
+
+/// The database part of a `mysql://…/DATABASE[?…]` URL.
+fn mysql_database_name(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.split_once('/').map_or("", |(_, p)| p);
+    path.split('?').next().unwrap_or("").to_string()
+}
+
 /// `url` with any password replaced by `***`, for logs and error messages.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
@@ -542,6 +599,45 @@ mod tests {
             "context once: {text}"
         );
         assert!(text.contains("not retried: stopping"), "{text}");
+    }
+
+    #[test]
+    fn the_database_name_of_a_mysql_url() {
+        assert_eq!(
+            mysql_database_name("mysql://root@127.0.0.1:3306/vcl"),
+            "vcl"
+        );
+        assert_eq!(
+            mysql_database_name("mysql://u:p@h/x_1?ssl-mode=disabled"),
+            "x_1"
+        );
+        assert_eq!(mysql_database_name("mysql://root@h"), "");
+    }
+
+    #[tokio::test]
+    async fn opening_an_existing_database_never_creates_one() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("no/such/dir/x.db");
+        let url = format!("sqlite://{}", file.display());
+        let err = Db::open(&url, DbOptions::default(), OpenMode::Existing)
+            .await
+            .expect_err("no file");
+        assert!(matches!(err, DbError::NoDatabaseFile { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&file.display().to_string()) && text.contains("provhost db init --url"),
+            "{text}"
+        );
+        assert!(!dir.path().join("no").exists(), "nothing created");
+        let db = Db::open(&url, DbOptions::default(), OpenMode::Create)
+            .await
+            .expect("create");
+        db.close().await;
+        assert!(file.is_file());
+        let db = Db::open(&url, DbOptions::default(), OpenMode::Existing)
+            .await
+            .expect("exists now");
+        db.close().await;
     }
 
     #[test]

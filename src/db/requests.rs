@@ -79,11 +79,22 @@ struct Candidate {
 /// Insert a request and its reservation (see the module doc).
 pub async fn new_request(db: &Db, req: &NewRequest) -> Result<Created, DbError> {
     let now = parse_datetime(&db.now().await?)?;
-    let mut start = parse_when(req.start.as_deref().unwrap_or("now"), now)?;
+    let given = |what: &str, e: DbError| DbError::Invalid(format!("{what}: {e}"));
+    let mut start =
+        parse_when(req.start.as_deref().unwrap_or("now"), now).map_err(|e| given("start", e))?;
+    // A start up to a minute ago (typed for the current minute) is now; earlier is refused.
+    if start < now - chrono::Duration::seconds(60) {
+        return Err(DbError::Invalid(format!(
+            "start {} is in the past (the database's clock says {}); give now, +30m or a later time",
+            format_datetime(start),
+            format_datetime(now)
+        )));
+    }
     if start < now {
         start = now;
     }
-    let end = parse_when(req.end.as_deref().unwrap_or("+1h"), start)?;
+    let end =
+        parse_when(req.end.as_deref().unwrap_or("+1h"), start).map_err(|e| given("end", e))?;
     if end <= start {
         return Err(DbError::Invalid(format!(
             "the end ({end}) must be after the start ({start})"

@@ -121,7 +121,8 @@ pub async fn transition(db: &Db, request: i64, from: &str, to: &str) -> Result<b
 
 /// VCL's `state_exit`: in one transaction, move the request out of `pending` into
 /// `request_state` with `laststate`, set the computer's state (when given), and log
-/// `exited`. Fails with [`DbError::StateConflict`] when the request is not `pending` (this
+/// `exited`; when the request ends (`complete` or `failed`), its reservations' `pw` (the
+/// user's password in clear) is cleared in the same transaction. Fails with [`DbError::StateConflict`] when the request is not `pending` (this
 /// node does not hold it); succeeds without writing when an earlier attempt already did it.
 pub async fn state_exit(
     db: &Db,
@@ -319,6 +320,10 @@ async fn exit_tx(
                     sqlx::query(&computer_update).bind(c).bind(ids.computer).bind(ids.computer).bind(ids.request).execute(&mut *tx).await.during(what.as_str())?;
                 }
                 if ends {
+                    // The user's password (VCL's web shows it while the reservation is live)
+                    // goes with the reservation: no clear copy outlives it.
+                    sqlx::query("UPDATE `reservation` SET `pw` = NULL WHERE `requestid` = ? AND `pw` IS NOT NULL")
+                        .bind(ids.request).execute(&mut *tx).await.during(what.as_str())?;
                     match pass_to {
                         Some(next) => sqlx::query("UPDATE `provhost_computerlock` SET `requestid` = ?, `reservationid` = \
                                 (SELECT MIN(r.`id`) FROM `reservation` r WHERE r.`requestid` = ?), `token` = '' WHERE `requestid` = ?")
@@ -447,4 +452,133 @@ pub async fn insert_reload_request(
 /// Is `name` a VCL state name? (For callers validating input before a transaction.)
 pub fn is_state(name: &str) -> bool {
     vcl::state_id(name).is_some()
+}
+
+/// What [`operator_set_computer_state`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorChange {
+    pub computer: i64,
+    pub hostname: String,
+    /// The state before (the same as the new one when nothing changed).
+    pub from: String,
+    pub to: String,
+}
+
+/// An operator brings a computer back (`available`) or takes it out (`maintenance`):
+/// computer `hostname` (not deleted) moves to `state` and the load-log gets an `info` row
+/// (reservation 0) with who-what-why; one transaction, conditional on the state read and
+/// on no live reservation holding the computer ([`crate::db::lock::live_holder`] names
+/// it in the refusal). VM hosts and other states are refused.
+pub async fn operator_set_computer_state(
+    db: &Db,
+    hostname: &str,
+    state: &str,
+    reason: &str,
+) -> Result<OperatorChange, DbError> {
+    if !matches!(state, "available" | "maintenance") {
+        return Err(DbError::Invalid(format!(
+            "computer state {state:?}: an operator sets available or maintenance"
+        )));
+    }
+    let Some((computer, hostname, current)) = computer_by_name(db, hostname).await? else {
+        return Err(DbError::NotFound {
+            what: "computer",
+            key: hostname.to_string(),
+        });
+    };
+    let hostname = hostname.as_str();
+    let change = OperatorChange {
+        computer,
+        hostname: hostname.to_string(),
+        from: current.clone(),
+        to: state.to_string(),
+    };
+    if matches!(current.as_str(), "vmhostinuse" | "tovmhostinuse") {
+        return Err(DbError::Invalid(format!(
+            "computer {hostname} is a VM host ({current}); its state is not a reservable computer's"
+        )));
+    }
+    if let Some(h) = crate::db::lock::live_holder(db, computer).await? {
+        return Err(DbError::Invalid(format!(
+            "computer {hostname} ({current}) is held by {}; end or cancel that request first (`provhost request end {}` / `provhost request cancel {}`)",
+            h.describe(),
+            h.request,
+            h.request
+        )));
+    }
+    if current == state {
+        return Ok(change);
+    }
+    let (from_id, to_id) = (state_id(&current)?, state_id(state)?);
+    let update = format!(
+        "UPDATE `computer` SET `stateid` = ? WHERE `id` = ? AND `stateid` = ? AND {}",
+        crate::db::lock::not_held_sql()
+    );
+    let log = format!(
+        "INSERT INTO `computerloadlog` (`reservationid`, `computerid`, `loadstateid`, `timestamp`, `additionalinfo`) \
+         SELECT 0, ?, `id`, {}, ? FROM `computerloadstate` WHERE `loadstatename` = 'info'",
+        db.now_sql()
+    );
+    let text = crate::db::loadlog::cap(&format!(
+        "operator: computer {hostname} {current} -> {state}{}",
+        if reason.trim().is_empty() {
+            String::new()
+        } else {
+            format!(": {}", reason.trim())
+        }
+    ))
+    .into_owned();
+    let what = format!("setting computer {hostname} to {state}");
+    let changed = db
+        .retry(&what, || async {
+            with_pool!(db, p => {
+                let mut tx = p.begin().await.during(what.as_str())?;
+                let n = sqlx::query(&update).bind(to_id).bind(computer).bind(from_id).bind(computer).bind(computer)
+                    .execute(&mut *tx).await.during(what.as_str())?.rows_affected();
+                if n == 1 {
+                    sqlx::query(&log).bind(computer).bind(text.as_str()).execute(&mut *tx).await.during(what.as_str())?;
+                    tx.commit().await.during(what.as_str())?;
+                } else {
+                    tx.rollback().await.during(what.as_str())?;
+                }
+                Ok(n == 1)
+            })
+        })
+        .await?;
+    if changed {
+        Ok(change)
+    } else {
+        Err(DbError::Invalid(format!(
+            "computer {hostname} changed while setting it to {state} (a reservation took it, or its state moved on); look again with `provhost computer list`"
+        )))
+    }
+}
+
+/// A computer (not deleted) by host name, or by short name when only one has it: (id,
+/// host name, state name).
+async fn computer_by_name(
+    db: &Db,
+    hostname: &str,
+) -> Result<Option<(i64, String, String)>, DbError> {
+    let sql = "SELECT `id`, `hostname`, `stateid` FROM `computer` WHERE `deleted` = 0 AND (`hostname` = ? OR `hostname` LIKE ?) \
+               ORDER BY CASE WHEN `hostname` = ? THEN 0 ELSE 1 END, `id` LIMIT 5";
+    let what = format!("looking up computer {hostname}");
+    let rows = db
+        .retry(&what, || async {
+            with_pool!(db, p => {
+                let rows = sqlx::query(sql).bind(hostname).bind(format!("{hostname}.%")).bind(hostname).fetch_all(p).await.during(what.as_str())?;
+                rows.iter().map(|r| Ok((r.int("id")?, r.text("hostname")?, state_label(r.int("stateid")?)))).collect::<Result<Vec<_>, DbError>>()
+            })
+        })
+        .await?;
+    match rows.as_slice() {
+        [] => Ok(None),
+        [(id, name, state), ..] if name == hostname || rows.len() == 1 => {
+            Ok(Some((*id, name.clone(), state.clone())))
+        }
+        many => Err(DbError::Invalid(format!(
+            "computer {hostname:?} is the short name of more than one computer ({}); give the full host name",
+            many.iter().map(|(_, h, _)| h.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
 }

@@ -37,11 +37,7 @@ pub fn parse_when(s: &str, now: NaiveDateTime) -> Result<NaiveDateTime, DbError>
         return Ok(now);
     }
     if let Some(rel) = s.strip_prefix('+') {
-        let bad = || {
-            DbError::Invalid(format!(
-                "{s:?}: expected +N followed by m, h or d (e.g. +90m, +2h)"
-            ))
-        };
+        let bad = || DbError::Invalid(format!("{s:?} is not a time: {WHEN_FORMS}"));
         let (num, unit) = rel.split_at(rel.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
         let n: i64 = num.parse().map_err(|_| bad())?;
         let minutes = match unit {
@@ -54,8 +50,12 @@ pub fn parse_when(s: &str, now: NaiveDateTime) -> Result<NaiveDateTime, DbError>
             .checked_add_signed(chrono::Duration::minutes(minutes))
             .ok_or_else(bad);
     }
-    parse_datetime(s)
+    parse_datetime(s).map_err(|_| DbError::Invalid(format!("{s:?} is not a time: {WHEN_FORMS}")))
 }
+
+/// The forms [`parse_when`] accepts, as error messages list them.
+pub const WHEN_FORMS: &str =
+    "use now, +N with m, h or d (+30m, +2h, +1d; from now for a start, from the start for an end), or YYYY-MM-DD HH:MM[:SS]";
 
 #[cfg(test)]
 mod tests {
@@ -76,7 +76,13 @@ mod tests {
             format_datetime(parse_when("2026-12-01 10:00", now).expect("abs")),
             "2026-12-01 10:00:00"
         );
-        assert!(parse_when("tomorrow", now).is_err());
+        let err = parse_when("tomorrow", now)
+            .expect_err("not a time")
+            .to_string();
+        assert!(
+            err.contains("now") && err.contains("+30m") && err.contains("YYYY-MM-DD"),
+            "{err}"
+        );
         assert!(parse_when("+5y", now).is_err());
     }
 }

@@ -280,7 +280,7 @@ async fn steps(
     out: &mut impl Write,
 ) -> Result<(), DemoError> {
     // 1. The test image, built once and cached in the library.
-    let pubkey = crate::image::cli::node_public_key(&config.ssh.identity)
+    let pubkey = crate::image::key::node_public_key(&config.ssh.identity)
         .map_err(|e| DemoError::Setup(e.to_string()))?;
     writeln!(
         out,
@@ -370,7 +370,13 @@ async fn steps(
 
     // 4. The daemon, with the shipped qemu and linux modules.
     let families: Vec<Arc<dyn crate::host::Primitives>> = vec![
-        Arc::new(crate::prim::remote::RemotePrims::new(config.ssh.clone())),
+        // The demo's VM host (`local` in its database) is this machine, by configuration.
+        Arc::new(crate::prim::remote::RemotePrims::new(
+            crate::prim::ssh::SshConfig {
+                local_vmhost: "local".into(),
+                ..config.ssh.clone()
+            },
+        )),
         Arc::clone(vm_prims) as Arc<dyn crate::host::Primitives>,
         Arc::new(VmnetPrims::new(demo_net())),
     ];

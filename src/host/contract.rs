@@ -374,6 +374,22 @@ pub struct ModuleInfo {
     /// `MODULE.serves`: VCL `module.name` or `module.perlpackage` values this module
     /// serves, ahead of the default mapping (docs/modules.md).
     pub serves: Vec<String>,
+    /// Only meaningful for `site` modules: what a failing hook does; defaults to `Fail`
+    /// (or the parent's).
+    pub on_failure: OnFailure,
+    /// `MODULE.on_failure` was given (else a child takes its parent's).
+    pub on_failure_declared: bool,
+}
+
+/// What a failing site hook (a throw, `false`, a timeout) does to the reservation:
+/// `MODULE.on_failure`, `"fail"` (the default) or `"warn"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// The reservation fails, as when the OS module fails.
+    #[default]
+    Fail,
+    /// A warning in the daemon's log and the reservation's load-log; the flow goes on.
+    Warn,
 }
 
 /// 1-based line of the first match of `re` in `source`, or 0.
@@ -428,7 +444,8 @@ pub fn check(
     }
 }
 
-/// Read and check `const MODULE` (kind, name, version, add_user_at, extends, serves).
+/// Read and check `const MODULE` (kind, name, version, add_user_at, on_failure, extends,
+/// serves).
 /// All problems are returned, not just the first.
 pub fn read_module(
     path: &Path,
@@ -590,7 +607,25 @@ pub fn read_module(
             }
         }
     };
-    const KNOWN: &str = "kind, name, version, add_user_at, extends, serves";
+    let on_failure_declared = map.contains_key("on_failure");
+    let on_failure = match field("on_failure").as_deref() {
+        None | Some("fail") => OnFailure::Fail,
+        Some("warn") => OnFailure::Warn,
+        Some(other) => {
+            errors.push(err(
+                mline,
+                format!("MODULE.on_failure {other:?} must be \"fail\" or \"warn\""),
+            ));
+            OnFailure::Fail
+        }
+    };
+    if on_failure == OnFailure::Warn && kind.is_some_and(|k| k != Kind::Site) {
+        errors.push(err(
+            mline,
+            "MODULE.on_failure is for site modules only (provisioning and OS routines always fail the reservation)".into(),
+        ));
+    }
+    const KNOWN: &str = "kind, name, version, add_user_at, on_failure, extends, serves";
     for key in map.keys() {
         if !KNOWN.split(", ").any(|k| k == key.as_str()) {
             errors.push(err(
@@ -607,6 +642,8 @@ pub fn read_module(
                 version,
                 add_user_at,
                 add_user_at_declared,
+                on_failure,
+                on_failure_declared,
                 extends,
                 serves,
             });
@@ -789,6 +826,33 @@ mod tests {
         let ast = rhai::Engine::new().compile(src).expect("compiles");
         check(Path::new("scripts/os/x.rhai"), src, &ast, folder)
             .map_err(|e| e.iter().map(|e| e.to_string()).collect())
+    }
+
+    #[test]
+    fn on_failure_is_fail_by_default_warn_when_asked_and_only_for_site_modules() {
+        let check_src = |src: &str| {
+            let engine = rhai::Engine::new();
+            let ast = engine.compile(src).expect("compile");
+            check(std::path::Path::new("scripts/site/x.rhai"), src, &ast, None)
+        };
+        let site = |extra: &str| {
+            format!("const MODULE = #{{ kind: \"site\", name: \"x\", version: \"1\"{extra} }};\nfn post_load(ctx) {{ true }}\n")
+        };
+        assert_eq!(
+            check_src(&site("")).expect("ok").on_failure,
+            OnFailure::Fail
+        );
+        assert_eq!(
+            check_src(&site(", on_failure: \"warn\""))
+                .expect("ok")
+                .on_failure,
+            OnFailure::Warn
+        );
+        let errs = check_src(&site(", on_failure: \"ignore\"")).expect_err("bad value");
+        assert!(
+            format!("{errs:?}").contains("must be \\\"fail\\\" or \\\"warn\\\""),
+            "{errs:?}"
+        );
     }
 
     const OS_OK: &str = r#"const MODULE = #{ kind: "os", name: "x", version: "1", add_user_at: "ready" };

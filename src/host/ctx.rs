@@ -329,6 +329,18 @@ impl Ctx {
         &self.data
     }
 
+    /// Where the reservation's computer is, for primitive families' `ctx` methods.
+    pub fn placement(&self) -> crate::prim::Placement {
+        let d = &self.data;
+        crate::prim::Placement {
+            private_ip: d.computer_private_ip.clone(),
+            ip: d.computer_ip.clone(),
+            hostname: d.computer_hostname.clone(),
+            ssh_port: d.computer_ssh_port,
+            vmhost: d.vmhost_hostname.clone(),
+        }
+    }
+
     /// The notes scripts have kept with `ctx.note(key, value)`.
     pub fn notes(&self) -> rhai::Map {
         self.notes.lock().map(|n| n.clone()).unwrap_or_default()
@@ -358,7 +370,46 @@ fn script_err(msg: String) -> Box<EvalAltResult> {
     msg.into()
 }
 
+/// Register the methods primitive families add to `Ctx` (`ctx.computer()`, …): each sees
+/// the reservation's [`Ctx::placement`].
+pub fn register_family_methods(engine: &mut Engine, methods: Vec<crate::prim::CtxMethod>) {
+    for m in methods {
+        let call = m.call;
+        FuncRegistration::new(m.name)
+            .with_comments(m.comments)
+            .with_params_info(["ctx: Ctx", m.returns])
+            .register_into_engine(engine, move |c: &mut Ctx| call(&c.placement()));
+    }
+}
+
 /// Register the `Ctx` type, its properties and methods.
+/// Bytes a note holds, roughly: strings and blobs by length, containers summed, anything
+/// else 16. Nesting deeper than 64 counts as over any limit.
+fn note_size(v: &Dynamic, depth: usize) -> usize {
+    if depth > 64 {
+        return usize::MAX / 2;
+    }
+    if let Some(s) = v.read_lock::<rhai::ImmutableString>() {
+        return s.len();
+    }
+    if let Some(b) = v.read_lock::<rhai::Blob>() {
+        return b.len();
+    }
+    if let Some(a) = v.read_lock::<rhai::Array>() {
+        return a
+            .iter()
+            .map(|x| note_size(x, depth + 1))
+            .fold(0usize, usize::saturating_add);
+    }
+    if let Some(m) = v.read_lock::<rhai::Map>() {
+        return m
+            .iter()
+            .map(|(k, x)| k.len().saturating_add(note_size(x, depth + 1)))
+            .fold(0usize, usize::saturating_add);
+    }
+    16
+}
+
 pub fn register(engine: &mut Engine) {
     engine.register_type_with_name::<Ctx>("Ctx");
     register_properties(engine);
@@ -379,13 +430,30 @@ pub fn register(engine: &mut Engine) {
             c.set_image_size(mb).map_err(script_err)
         });
     FuncRegistration::new("note")
-        .with_comments(["/// Keep a per-reservation note; later routines of the same reservation read it with `ctx.note(key)`."])
+        .with_comments(["/// Keep a per-reservation note; later routines of the same reservation read it with `ctx.note(key)`.", "/// All notes of a reservation together hold at most `[scripts] max_string_size` bytes."])
         .with_params_info(["ctx: Ctx", "key: &str", "value: Dynamic", "()"])
-        .register_into_engine(engine, |c: &mut Ctx, key: &str, value: Dynamic| {
-            let mut notes = c.notes.lock().map_err(|_| script_err("notes poisoned".into()))?;
-            notes.insert(key.into(), value);
-            Ok::<(), Box<EvalAltResult>>(())
-        });
+        .register_into_engine(
+            engine,
+            |nc: rhai::NativeCallContext, c: &mut Ctx, key: &str, value: Dynamic| {
+                let mut notes = c.notes.lock().map_err(|_| script_err("notes poisoned".into()))?;
+                let limit = nc.engine().max_string_size();
+                if limit > 0 {
+                    let others: usize = notes
+                        .iter()
+                        .filter(|(k, _)| k.as_str() != key)
+                        .map(|(k, v)| k.len() + note_size(v, 0))
+                        .sum();
+                    let total = others + key.len() + note_size(&value, 0);
+                    if total > limit {
+                        return Err(script_err(format!(
+                            "ctx.note({key:?}, …): the reservation's notes would hold {total} bytes, over the limit of {limit} ([scripts] max_string_size); keep large data on the computer, not in notes"
+                        )));
+                    }
+                }
+                notes.insert(key.into(), value);
+                Ok::<(), Box<EvalAltResult>>(())
+            },
+        );
     FuncRegistration::new("note")
         .with_comments([
             "/// Read a note kept with `ctx.note(key, value)`; `()` when there is none.",

@@ -2,18 +2,15 @@
 //! cancel flag (checked in `on_progress` and by blocking primitives), the `stdlib/` module
 //! resolver, and registration of `Ctx` and every primitive family.
 //!
-//! The deadline lives in a thread-local set by [`CallGuard`] for the duration of one routine
-//! call; a routine runs start to end on one (blocking-pool) thread, so primitives that wait
-//! can ask [`remaining`] how long they may block and [`check_deadline`] whether to stop.
+//! The deadline and cancel flag live in [`crate::budget`] (below both host and primitives;
+//! re-exported here): [`CallGuard`] installs them for one routine call, primitives that wait
+//! ask [`remaining`] how long they may block and [`check_deadline`] whether to stop.
 
-use std::cell::RefCell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use rhai::module_resolvers::FileModuleResolver;
-use rhai::{Dynamic, Engine, EvalAltResult, Position};
+use rhai::{Dynamic, Engine};
 use serde::{Deserialize, Serialize};
 
 /// Sandbox limits for every script call. Defaults suit production routines that wait in
@@ -48,78 +45,9 @@ impl Default for Limits {
     }
 }
 
-/// A family of primitives (ssh, vm, db, …) that registers itself into the engine.
-/// Each family is a Rust API first; this is its Rhai binding.
-pub trait Primitives: Send + Sync {
-    /// Register functions, types and static modules.
-    fn register(&self, engine: &mut Engine);
-}
-
-/// The termination token `on_progress` returns; the host maps it back to an error kind.
-pub(crate) const TIMEOUT_TOKEN: &str = "provhost:deadline";
-pub(crate) const CANCEL_TOKEN: &str = "provhost:cancelled";
-
-struct CallState {
-    deadline: Instant,
-    cancel: Option<Arc<AtomicBool>>,
-}
-
-thread_local! {
-    static CALL: RefCell<Option<CallState>> = const { RefCell::new(None) };
-}
-
-/// Installs a routine call's deadline and cancel flag on this thread; restores the previous
-/// one (nested calls from Rust) on drop.
-pub struct CallGuard {
-    previous: Option<CallState>,
-}
-
-impl CallGuard {
-    pub fn new(timeout: Duration, cancel: Option<Arc<AtomicBool>>) -> Self {
-        let deadline = Instant::now() + timeout;
-        let previous = CALL.with(|c| c.borrow_mut().replace(CallState { deadline, cancel }));
-        CallGuard { previous }
-    }
-}
-
-impl Drop for CallGuard {
-    fn drop(&mut self) {
-        let previous = self.previous.take();
-        CALL.with(|c| *c.borrow_mut() = previous);
-    }
-}
-
-/// Time left before the current routine call's deadline (`None` outside a routine call).
-pub fn remaining() -> Option<Duration> {
-    CALL.with(|c| {
-        c.borrow()
-            .as_ref()
-            .map(|s| s.deadline.saturating_duration_since(Instant::now()))
-    })
-}
-
-fn stop_token() -> Option<&'static str> {
-    CALL.with(|c| {
-        let c = c.borrow();
-        let s = c.as_ref()?;
-        if s.cancel.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
-            Some(CANCEL_TOKEN)
-        } else if Instant::now() >= s.deadline {
-            Some(TIMEOUT_TOKEN)
-        } else {
-            None
-        }
-    })
-}
-
-/// For blocking primitives: an error that ends the script when the call's deadline has
-/// passed or its reservation was cancelled; `Ok` otherwise.
-pub fn check_deadline() -> Result<(), Box<EvalAltResult>> {
-    match stop_token() {
-        Some(token) => Err(EvalAltResult::ErrorTerminated(token.into(), Position::NONE).into()),
-        None => Ok(()),
-    }
-}
+pub use crate::budget::{check_deadline, remaining, CallGuard};
+pub(crate) use crate::budget::{stop_token, CANCEL_TOKEN};
+pub use crate::prim::Primitives;
 
 /// Build the shared engine. `stdlib` is where `import "name"` looks (`name.rhai`); imports
 /// are resolved when a module is compiled (self-contained ASTs), so calls never touch disk.
@@ -158,6 +86,7 @@ pub fn build(limits: &Limits, stdlib: PathBuf, families: &[Arc<dyn Primitives>])
     crate::prim::secret::register(&mut engine);
     for family in families {
         family.register(&mut engine);
+        crate::host::ctx::register_family_methods(&mut engine, family.ctx_methods());
     }
     engine
 }

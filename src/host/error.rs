@@ -46,6 +46,12 @@ pub enum HostError {
     },
     #[error("{}: not valid UTF-8 (byte {offset}); scripts must be UTF-8 text", path.display())]
     NotUtf8 { path: PathBuf, offset: usize },
+    #[error("{}: writable by {who} (mode {mode:o}); anyone who can write scripts runs commands as root on this management node and every computer, so provhost refuses it. Fix: chmod go-w {}", path.display(), path.display())]
+    Insecure {
+        path: PathBuf,
+        mode: u32,
+        who: &'static str,
+    },
     #[error("{}: empty file; a module needs at least `const MODULE = #{{kind, name, version}};` and its routines", path.display())]
     Empty { path: PathBuf },
     #[error("{at}: syntax error: {message}")]
@@ -56,6 +62,13 @@ pub enum HostError {
     Fixture { path: PathBuf, message: String },
     #[error("no module {wanted:?} is loaded (loaded: {known})")]
     UnknownModule { wanted: String, known: String },
+    /// A bare module name that more than one kind uses.
+    #[error("module name {wanted:?} is used by more than one kind ({candidates}); say which, e.g. {example}")]
+    AmbiguousModule {
+        wanted: String,
+        candidates: String,
+        example: String,
+    },
     #[error("module {module:?} ({}) has no routine {routine}() taking {arity} argument(s){hint}", path.display())]
     UnknownRoutine {
         module: String,
@@ -71,6 +84,14 @@ pub enum HostError {
     },
     #[error("{site}: did not finish within its deadline of {secs} s")]
     Timeout { site: Box<CallSite>, secs: u64 },
+    /// The routine failed after its deadline had passed: a wait in it was cut short by
+    /// the deadline and the routine then threw (its message may name its own, longer wait).
+    #[error("{site}: reached its deadline of {secs} s, and then failed: {message}")]
+    AfterDeadline {
+        site: Box<CallSite>,
+        secs: u64,
+        message: String,
+    },
     #[error("{site}: cancelled")]
     Cancelled { site: Box<CallSite> },
     #[error("{site} returned {got}, expected {expected}")]

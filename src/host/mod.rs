@@ -19,6 +19,7 @@ pub mod modmap;
 pub mod registry;
 pub mod reload;
 mod restore;
+pub mod secrets;
 pub mod syntax_hint;
 
 use std::path::{Path, PathBuf};
@@ -29,7 +30,7 @@ use std::time::Duration;
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope, AST};
 use tokio::sync::broadcast;
 
-pub use contract::{AddUserAt, Kind, ModuleInfo};
+pub use contract::{AddUserAt, Kind, ModuleInfo, OnFailure};
 pub use ctx::{Ctx, CtxBackend, MemoryBackend, ReservationData};
 pub use engine::{Limits, Primitives};
 pub use error::{CallSite, HostError, SourcePos};
@@ -261,7 +262,12 @@ impl ScriptHost {
         pass.stack.pop();
         match result {
             Ok((key, version, generation)) => {
-                tracing::debug!(path = %path.display(), module = %format!("{}/{}", key.0, key.1), version, generation, "module loaded");
+                if generation > 1 {
+                    // An edit went live: the operator who saved the file wants to see it.
+                    tracing::info!(path = %path.display(), module = %format!("{}/{}", key.0, key.1), version, generation, "module reloaded");
+                } else {
+                    tracing::debug!(path = %path.display(), module = %format!("{}/{}", key.0, key.1), version, generation, "module loaded");
+                }
                 let _ = self.events.send(ReloadEvent::Loaded {
                     path: path.to_path_buf(),
                     key: key.clone(),
@@ -394,8 +400,22 @@ impl ScriptHost {
         });
     }
 
-    /// Read and compile one file on its own (imports resolved from `stdlib/`).
+    /// Read and compile one file on its own (imports resolved from `stdlib/`). Every file
+    /// goes through here, a parent loaded from beside its child too, so the trust check
+    /// below covers the whole inheritance chain.
     fn compile_own(&self, path: &Path) -> Result<(Arc<str>, inherit::Compiled), Vec<HostError>> {
+        // Scripts are root-equivalent (docs/trust-model.md): a file, or a folder it is loaded
+        // from, that others may write is refused.
+        let mut guarded: Vec<PathBuf> = vec![path.to_path_buf()];
+        guarded.extend(path.parent().map(Path::to_path_buf));
+        guarded.push(self.opts.scripts_dir.clone());
+        guarded.push(self.opts.stdlib_dir.clone());
+        if let Ok(entries) = std::fs::read_dir(&self.opts.stdlib_dir) {
+            guarded.extend(entries.flatten().map(|e| e.path()));
+        }
+        for p in &guarded {
+            check_not_writable_by_others(p).map_err(|e| vec![e])?;
+        }
         let bytes = std::fs::read(path).map_err(|e| {
             vec![HostError::Io {
                 path: path.to_path_buf(),
@@ -514,6 +534,9 @@ impl ScriptHost {
                 }
                 if !info.add_user_at_declared {
                     info.add_user_at = parent.info.add_user_at;
+                }
+                if !info.on_failure_declared {
+                    info.on_failure = parent.info.on_failure;
                 }
                 let parent_origin = Arc::new(inherit::Origin {
                     key: pkey.clone(),
@@ -714,17 +737,14 @@ impl ScriptHost {
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
             [] => Err(unknown()),
-            _ => Err(HostError::UnknownModule {
-                wanted: spec.to_string(),
-                known: format!(
-                    "ambiguous; say which: {}",
-                    matches
-                        .iter()
-                        .map(|(k, n)| format!("{k}/{n}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }),
+            many => {
+                let names: Vec<String> = many.iter().map(|(k, n)| format!("{k}/{n}")).collect();
+                Err(HostError::AmbiguousModule {
+                    wanted: spec.to_string(),
+                    example: names.first().cloned().unwrap_or_default(),
+                    candidates: names.join(", "),
+                })
+            }
         }
     }
 
@@ -791,8 +811,15 @@ impl ScriptHost {
         let timeout = opts
             .timeout
             .unwrap_or(Duration::from_secs(self.opts.limits.call_timeout_secs));
+        let started = std::time::Instant::now();
         let result = {
             let _guard = engine::CallGuard::new(timeout, opts.cancel.clone());
+            // Secrets the routine makes or remembers belong to its reservation.
+            let _secrets = ctx.map(|c| {
+                crate::prim::secret::ScopeGuard::enter(crate::prim::secret::Scope::Reservation(
+                    c.data().reservation_id,
+                ))
+            });
             let mut scope = Scope::new();
             let options = CallFnOptions::new().eval_ast(true).rewind_scope(true);
             self.engine.call_fn_with_options::<Dynamic>(
@@ -804,8 +831,20 @@ impl ScriptHost {
             )
         };
         let module_name = format!("{}/{}", key.0, key.1);
-        let value =
-            result.map_err(|e| runtime_error(&module, &module_name, routine, timeout, *e))?;
+        let value = result.map_err(|e| {
+            match runtime_error(&module, &module_name, routine, timeout, *e) {
+                // A wait the deadline cut short makes a routine throw its own time-out text
+                // ("within 600 s"): say that the call's deadline is what ended it.
+                HostError::Script { site, message } if started.elapsed() >= timeout => {
+                    HostError::AfterDeadline {
+                        site,
+                        secs: timeout.as_secs(),
+                        message,
+                    }
+                }
+                other => other,
+            }
+        })?;
         match contract::spec(key.0, routine, arity) {
             Some(spec) => contract::check_return(spec, &args, value.clone()).map_err(|expected| {
                 HostError::BadReturn {
@@ -821,6 +860,26 @@ impl ScriptHost {
             None => Ok(value),
         }
     }
+}
+
+/// Refuse `path` (a script file or a folder scripts are loaded from) when group or others
+/// may write it. A path that does not exist is not refused here (reading it says so).
+pub fn check_not_writable_by_others(path: &Path) -> Result<(), HostError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (_, true) => "everyone",
+        (true, false) => "its group",
+        (false, false) => return Ok(()),
+    };
+    Err(HostError::Insecure {
+        path: path.to_path_buf(),
+        mode,
+        who,
+    })
 }
 
 /// A compile error with file:line; when the brackets of `source` do not match, the likely

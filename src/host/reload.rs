@@ -145,8 +145,15 @@ fn apply(host: &ScriptHost, path: &Path) {
         return;
     }
     if path.exists() {
-        // Errors are logged and broadcast by load_file.
-        let _ = host.load_file(path);
+        // Errors are logged and broadcast by load_file; a good load is said at info, so a
+        // fixed file's earlier ERROR is not the last word.
+        if let Ok(key) = host.load_file(path) {
+            let version = host
+                .module(&key)
+                .map(|m| m.info.version.clone())
+                .unwrap_or_default();
+            tracing::info!(path = %path.display(), "reloaded {}/{} v{version}", key.0, key.1);
+        }
     } else {
         host.forget_file(path);
     }

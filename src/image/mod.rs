@@ -2,11 +2,12 @@
 //! `imagerevision.imagename`, holding `disk.qcow2`, `vmlinuz`, `initrd.img`, `cmdline`,
 //! `ssh_host_ed25519_key.pub` and `SHA256SUMS` (see docs/test-image.md). [`build`] makes
 //! provhost's own test image there, cached by its recipe; [`mirror`] finds the Debian
-//! mirror this machine uses; [`cli`] is `provhost image …`, which also records the image
-//! in the database (`image` + `imagerevision`).
+//! mirror this machine uses; [`key`] the management node's SSH key that the image gives
+//! root. `provhost image …` (the binary's `cli/image.rs`) also records the image in the
+//! database (`image` + `imagerevision`, through `db::image`).
 
 pub mod build;
-pub mod cli;
+pub mod key;
 pub mod mirror;
 
 use std::path::{Path, PathBuf};

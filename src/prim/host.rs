@@ -98,9 +98,10 @@ impl Host {
         }
     }
 
-    /// The local TCP ports of the SSH sessions provhost holds open to this host (idle and
-    /// in use): how the host tells provhost's own connections from a user's that comes
-    /// from the same address. Empty for the local host.
+    /// The local TCP ports of every SSH session this process's pool holds to this host's
+    /// address and port (idle, in use, or being connected; any user or host key policy):
+    /// how the host tells provhost's own connections from a user's that comes from the same
+    /// address. Empty for the local host. Other processes' sessions are not known here.
     pub fn session_ports(&self) -> Vec<u16> {
         match self {
             Host::Local(_) => Vec::new(),
@@ -190,6 +191,26 @@ impl Host {
                 let n = known_hosts::forget(&pool.config().known_hosts, &target.host, target.port)?;
                 pool.close_idle();
                 Ok(n)
+            }
+        }
+    }
+}
+
+impl Host {
+    /// Pin `public_key` as this host's only acceptable host key (see
+    /// [`known_hosts::pin`]); idle sessions, verified against whatever key was there, close.
+    pub fn trust_host_key(&self, public_key: &str) -> Result<(), SshError> {
+        match self {
+            Host::Local(_) => Ok(()),
+            Host::Remote { pool, target } => {
+                known_hosts::pin(
+                    &pool.config().known_hosts,
+                    &target.host,
+                    target.port,
+                    public_key,
+                )?;
+                pool.close_idle();
+                Ok(())
             }
         }
     }

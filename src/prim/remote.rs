@@ -15,9 +15,9 @@ use rhai::{
     NativeCallContext,
 };
 
-use crate::host::engine::{check_deadline, Primitives};
-use crate::host::Ctx;
+use crate::budget::check_deadline;
 use crate::prim::args::check_keys;
+use crate::prim::family::{CtxMethod, Placement, Primitives};
 use crate::prim::host::{scp_between, Host};
 use crate::prim::scp::{CopyOptions, CopyReport, Progress};
 use crate::prim::ssh::{ExecOptions, HostKeyPolicy, Output, Pool, SshConfig, Target};
@@ -77,6 +77,17 @@ fn report_map(r: CopyReport) -> Map {
     );
     m.insert("secs".into(), Dynamic::from(r.secs));
     m
+}
+
+/// `max_output` may not exceed the string size limit (the output becomes a script string).
+fn check_max_output(opts: &Map, limit: usize) -> Res<()> {
+    match opts.get("max_output").and_then(|v| v.as_int().ok()) {
+        Some(n) if limit > 0 && usize::try_from(n).is_ok_and(|n| n > limit) => Err(format!(
+            "run: max_output {n} is over the string size limit of {limit} bytes ([scripts] max_string_size)"
+        )
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 fn run(h: &Host, cmd: &str, opts: Option<&Map>) -> Res<Map> {
@@ -188,13 +199,12 @@ impl RemotePrims {
         }
     }
 
-    fn computer(&self, c: &Ctx) -> Res<Host> {
-        let d = c.data();
-        let addr = [&d.computer_private_ip, &d.computer_ip, &d.computer_hostname]
+    fn computer(&self, d: &Placement) -> Res<Host> {
+        let addr = [&d.private_ip, &d.ip, &d.hostname]
             .into_iter()
             .find(|a| !a.is_empty())
             .ok_or("ctx.computer(): the reservation has no computer address (computer_private_ip, computer_ip and computer_hostname are empty)")?;
-        let port = match u16::try_from(d.computer_ssh_port) {
+        let port = match u16::try_from(d.ssh_port) {
             Ok(p) if p > 0 => p,
             _ => self.cfg.port,
         };
@@ -204,10 +214,15 @@ impl RemotePrims {
         ))
     }
 
-    fn vmhost(&self, c: &Ctx) -> Res<Host> {
-        match c.data().vmhost_hostname.as_str() {
+    fn vmhost(&self, d: &Placement) -> Res<Host> {
+        match d.vmhost.as_str() {
             "" => Err("ctx.vmhost(): the reservation's computer has no VM host (vmhost_hostname is empty)".into()),
-            "local" => Ok(Host::local(Arc::clone(&self.cfg))),
+            // Only provhost.toml makes a VM host the management node itself: a name in the
+            // database (which the web front end's admins write) never does.
+            name if !self.cfg.local_vmhost.is_empty() && name == self.cfg.local_vmhost => {
+                Ok(Host::local(Arc::clone(&self.cfg)))
+            }
+            "local" => Err("ctx.vmhost(): the VM host's hostname is \"local\", but no VM host is configured as this management node; set `[ssh] local_vmhost = \"local\"` in provhost.toml if it really is (a database name alone never runs commands on the management node)".into()),
             name => Ok(Host::remote(Arc::clone(&self.pool), self.target(name, self.cfg.port, HostKeyPolicy::Strict))),
         }
     }
@@ -276,25 +291,6 @@ impl Primitives for RemotePrims {
         });
 
         let p = Arc::clone(&me);
-        FuncRegistration::new("computer")
-            .with_comments([
-                "/// The reservation's computer as a `Host`, reached over SSH at `computer_private_ip`",
-                "/// (else `computer_ip`, else `computer_hostname`) on `computer_ssh_port` (else `[ssh] port`),",
-                "/// as `[ssh] user` with `[ssh] identity`. Host key policy: accept-new (a reloaded computer's",
-                "/// first key is recorded; call `h.forget_host_key()` before reinstalling it).",
-            ])
-            .with_params_info(["ctx: Ctx", "Host"])
-            .register_into_engine(engine, move |c: &mut Ctx| p.computer(c));
-        let p = Arc::clone(&me);
-        FuncRegistration::new("vmhost")
-            .with_comments([
-                "/// The computer's VM host as a `Host`: `vmhost_hostname` over SSH on `[ssh] port`, strict",
-                "/// host key policy (its key must be in provhost's known_hosts). `vmhost_hostname = \"local\"`",
-                "/// gives the management node itself (commands run as local processes).",
-            ])
-            .with_params_info(["ctx: Ctx", "Host"])
-            .register_into_engine(engine, move |c: &mut Ctx| p.vmhost(c));
-        let p = Arc::clone(&me);
         FuncRegistration::new("local_host")
             .with_comments(["/// The management node itself: `run` spawns `sh -c CMD` locally, with the same result shape and time-out."])
             .with_params_info(["Host"])
@@ -339,7 +335,10 @@ impl Primitives for RemotePrims {
                 "/// ```",
             ])
             .with_params_info(["host: Host", "cmd: &str", "opts: Map", "Map"])
-            .register_into_engine(engine, |h: &mut Host, cmd: &str, opts: Map| run(h, cmd, Some(&opts)));
+            .register_into_engine(engine, |nc: NativeCallContext, h: &mut Host, cmd: &str, opts: Map| {
+                check_max_output(&opts, nc.engine().max_string_size())?;
+                run(h, cmd, Some(&opts))
+            });
 
         let copy_doc = [
             "/// Options: `timeout` (seconds; default `[ssh] copy_timeout_secs`), `sha256: true` (compare",
@@ -456,9 +455,11 @@ impl Primitives for RemotePrims {
             });
         FuncRegistration::new("session_ports")
             .with_comments([
-                "/// The local TCP ports of the SSH sessions provhost holds open to this host (idle and in",
-                "/// use; empty for the local host). The host sees them as the source ports of provhost's",
-                "/// connections, which tells them from a user's connection from the same address (NAT).",
+                "/// The local TCP ports of every SSH session this provhost process holds to this host's",
+                "/// address and port: idle, in use, or being connected, under any user or host key policy",
+                "/// (empty for the local host). Unless a NAT between rewrites source ports, the host sees",
+                "/// them as the source ports of provhost's connections, which tells them from a user's",
+                "/// connection from the same address. Sessions of other processes are not included.",
             ])
             .with_params_info(["host: Host", "Array"])
             .register_into_engine(engine, |h: &mut Host| -> rhai::Array {
@@ -476,5 +477,48 @@ impl Primitives for RemotePrims {
             .register_into_engine(engine, |h: &mut Host| -> Res<i64> {
                 h.forget_host_key().map(|n| n as i64).map_err(fail)
             });
+        FuncRegistration::new("trust_host_key")
+            .with_comments([
+                "/// Pin `public_key` (`\"ssh-ed25519 AAAA…\"`, a `.pub` line the module knows, e.g. the",
+                "/// one its image build made) as the host's only acceptable key: other recorded keys",
+                "/// are removed and from now on any other key is refused, whatever the policy. Pin",
+                "/// right after `forget_host_key()` when reinstalling, so no one else's key is trusted.",
+            ])
+            .with_params_info(["host: Host", "public_key: &str", "()"])
+            .register_into_engine(engine, |h: &mut Host, public_key: &str| -> Res<()> {
+                h.trust_host_key(public_key).map_err(fail)
+            });
+    }
+
+    fn ctx_methods(&self) -> Vec<CtxMethod> {
+        let me = Arc::new(RemotePrims {
+            cfg: Arc::clone(&self.cfg),
+            pool: Arc::clone(&self.pool),
+        });
+        let (p, q) = (Arc::clone(&me), me);
+        vec![
+            CtxMethod {
+                name: "computer",
+                comments: &[
+                    "/// The reservation's computer as a `Host`, reached over SSH at `computer_private_ip`",
+                    "/// (else `computer_ip`, else `computer_hostname`) on `computer_ssh_port` (else `[ssh] port`),",
+                    "/// as `[ssh] user` with `[ssh] identity`. Host key policy: accept-new (a reloaded computer's",
+                    "/// first key is recorded; call `h.forget_host_key()` before reinstalling it).",
+                ],
+                returns: "Host",
+                call: Arc::new(move |d| p.computer(d).map(Dynamic::from)),
+            },
+            CtxMethod {
+                name: "vmhost",
+                comments: &[
+                    "/// The computer's VM host as a `Host`: `vmhost_hostname` over SSH on `[ssh] port`, strict",
+                    "/// host key policy (its key must be in provhost's known_hosts). The VM host named by",
+                    "/// `[ssh] local_vmhost` in provhost.toml (e.g. `\"local\"`) is the management node itself",
+                    "/// (commands run as local processes); no name in the database alone is.",
+                ],
+                returns: "Host",
+                call: Arc::new(move |d| q.vmhost(d).map(Dynamic::from)),
+            },
+        ]
     }
 }

@@ -4,13 +4,17 @@
 //! check end to end.
 //!
 //! A copy never leaves a partial file under the destination name: data goes to
-//! `DEST.provhost-part-PID-N` beside it and is renamed over `DEST` only after the size (and
-//! checksum, when asked) matched. A failed copy removes its part file when the destination
+//! `DEST.provhost-part-RANDOM` beside it and is renamed over `DEST` only after the size (and
+//! checksum, when asked) matched. The part file's name is unpredictable, it is created
+//! exclusively (a file or symlink planted under the name fails the copy instead of
+//! redirecting it) and private (0600) while data arrives; it is made 0644 just before the
+//! rename, and only when it is still a regular file. A failed copy removes its part file when the destination
 //! host still answers. Remote ends use `cat`, `stat`, `sha256sum`, `mv` and `rm` through
 //! the login shell over pooled sessions; every path is shell-quoted.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -119,12 +123,43 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// The part file's name beside `dest`: `DEST.provhost-part-` and 16 random letters and
+/// digits, so no one can plant a file or symlink under it in advance.
 fn part_name(dest: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
+    const ALPHA: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut buf = [0u8; 16];
+    if getrandom::fill(&mut buf).is_err() {
+        // No random source: fall back on time and a counter (the file is still created
+        // exclusively, so a planted name fails the copy rather than redirect it).
+        static N: AtomicU64 = AtomicU64::new(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let x = t ^ (u64::from(std::process::id()) << 32) ^ N.fetch_add(1, Ordering::Relaxed);
+        buf[..8].copy_from_slice(&x.to_le_bytes());
+    }
+    let suffix: String = buf
+        .iter()
+        .map(|b| ALPHA[*b as usize % ALPHA.len()] as char)
+        .collect();
+    format!("{dest}.provhost-part-{suffix}")
+}
+
+/// The remote command that receives the data: the part file is created exclusively
+/// (`set -C`: an existing file or a symlink under the name fails the copy) and private
+/// (`umask 077`: 0600 while the data arrives).
+fn sink_command(part: &str) -> String {
+    format!("umask 077 && set -C && cat > {}", shell_quote(part))
+}
+
+/// The remote command that publishes the part file: only a regular file (not a symlink)
+/// is made readable (0644) and renamed over the destination.
+fn commit_command(part: &str, dest: &str) -> String {
+    let (p, d) = (shell_quote(part), shell_quote(dest));
     format!(
-        "{dest}.provhost-part-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
+        "if [ -L {p} ] || [ ! -f {p} ]; then echo 'part file is not a regular file' >&2; exit 1; fi; \
+         chmod 0644 -- {p} && mv -f -- {p} {d}"
     )
 }
 
@@ -442,7 +477,13 @@ pub fn copy(
         End::Local(p) => {
             let dest_str = p.to_string_lossy().into_owned();
             let part = PathBuf::from(part_name(&dest_str));
-            let file = File::create(&part).map_err(local_err(&part))?;
+            // Exclusive (never follows a planted symlink) and private until complete.
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&part)
+                .map_err(local_err(&part))?;
             Sink::Local {
                 file,
                 part,
@@ -451,7 +492,7 @@ pub fn copy(
         }
         End::Remote(pool, t, p) => {
             let part = part_name(p);
-            let cat = RemoteCat::open(pool, t, &format!("cat > {}", shell_quote(&part)), &d)?;
+            let cat = RemoteCat::open(pool, t, &sink_command(&part), &d)?;
             Sink::Remote {
                 cat: Box::new(cat),
                 pool,
@@ -616,6 +657,8 @@ fn commit(sink: Sink<'_>, total: u64, sha: Option<&str>, d: &Deadline) -> Result
                     });
                 }
                 drop(file);
+                std::fs::set_permissions(&part, std::fs::Permissions::from_mode(0o644))
+                    .map_err(local_err(&part))?;
                 std::fs::rename(&part, &dest).map_err(local_err(&dest))
             })();
             if res.is_err() {
@@ -658,12 +701,7 @@ fn commit(sink: Sink<'_>, total: u64, sha: Option<&str>, d: &Deadline) -> Result
                         });
                     }
                 }
-                let out = helper(
-                    pool,
-                    target,
-                    &format!("mv -f -- {} {}", shell_quote(&part), shell_quote(&dest)),
-                    d,
-                )?;
+                let out = helper(pool, target, &commit_command(&part, &dest), d)?;
                 if out.code != 0 {
                     return Err(remote_fail(target, &dest, "renaming the copy to", &out));
                 }
@@ -709,6 +747,85 @@ fn abort(sink: Sink<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn part_names_are_unpredictable() {
+        let a = part_name("/x/f");
+        let b = part_name("/x/f");
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with("/x/f.provhost-part-") && a.len() == "/x/f.provhost-part-".len() + 16
+        );
+    }
+
+    #[test]
+    fn the_sink_refuses_a_planted_symlink_and_creates_a_private_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").expect("victim");
+        let part = dir.path().join("dest.provhost-part-planted");
+        std::os::unix::fs::symlink(&victim, &part).expect("symlink");
+        let run = |cmd: String| {
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("sh");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"attacker-controlled")
+                .ok();
+            child.wait().expect("wait")
+        };
+        let st = run(sink_command(&part.display().to_string()));
+        assert!(!st.success(), "writing through a planted symlink must fail");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "precious");
+        // A dangling symlink (to a file that does not exist yet) is not followed either.
+        let target = dir.path().join("created-through-link");
+        let part2 = dir.path().join("dest.provhost-part-dangling");
+        std::os::unix::fs::symlink(&target, &part2).expect("symlink");
+        assert!(!run(sink_command(&part2.display().to_string())).success());
+        assert!(!target.exists());
+        // A fresh name is created 0600 and receives the data.
+        let fresh = dir.path().join("dest.provhost-part-fresh");
+        assert!(run(sink_command(&fresh.display().to_string())).success());
+        let meta = std::fs::metadata(&fresh).expect("meta");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        // Committing a symlink is refused; a regular file is published 0644.
+        let dest = dir.path().join("dest");
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(commit_command(
+                &part.display().to_string(),
+                &dest.display().to_string(),
+            ))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("sh");
+        assert!(!st.success());
+        assert!(!dest.exists());
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(commit_command(
+                &fresh.display().to_string(),
+                &dest.display().to_string(),
+            ))
+            .status()
+            .expect("sh");
+        assert!(st.success());
+        assert_eq!(
+            std::fs::read_to_string(&dest).expect("dest"),
+            "attacker-controlled"
+        );
+        assert_eq!(
+            std::fs::metadata(&dest).expect("m").permissions().mode() & 0o777,
+            0o644
+        );
+    }
 
     #[test]
     fn shell_quote_survives_a_real_shell() {

@@ -21,10 +21,11 @@ use std::time::Duration;
 use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, Map, Module};
 use serde::{Deserialize, Serialize};
 
-use crate::host::engine::{check_deadline, Primitives};
+use crate::budget::check_deadline;
 use crate::prim::args::check_keys;
 use crate::prim::host::{Host, RunError};
 use crate::prim::ssh::ExecOptions;
+use crate::prim::Primitives;
 
 /// `[vmnet]` in provhost.toml: the defaults a script's `net` map falls back to.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -11,7 +11,7 @@ use rhai::{
     Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, Map, Module, NativeCallContext,
 };
 
-use crate::host::engine::{check_deadline, remaining};
+use crate::budget::{check_deadline, remaining};
 
 /// Longest single sleep a script may ask for.
 pub const MAX_SLEEP: Duration = Duration::from_secs(3600);
@@ -95,7 +95,7 @@ pub fn register(engine: &mut Engine) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::engine::CallGuard;
+    use crate::budget::CallGuard;
 
     fn engine() -> Engine {
         let mut e = Engine::new();

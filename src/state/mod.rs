@@ -18,6 +18,7 @@
 pub mod exclusive;
 pub mod image;
 pub mod inuse;
+pub mod lanes;
 pub mod new;
 pub mod reclaim;
 pub mod reserved;
@@ -85,12 +86,17 @@ impl Default for Timings {
     }
 }
 
-/// What every flow needs: the database, the scripting host, the timings.
+/// What every flow needs: the database, the scripting host, the timings, and the lanes its
+/// routine calls run in.
 pub struct Services {
     pub db: Db,
     pub host: Arc<ScriptHost>,
     pub timings: Timings,
     pub node_id: i64,
+    pub lanes: lanes::Lanes,
+    /// How long the daemon's node lease is surely its own (`None`: no lease, e.g. a
+    /// library user running flows itself). No routine call starts once it is not.
+    pub fresh: Option<Arc<crate::db::lease::Freshness>>,
 }
 
 /// How a flow ends: VCL's `state_exit(request_state, computer_state)`.
@@ -125,6 +131,12 @@ pub enum FlowError {
     /// The daemon is shutting down: hand the request back.
     #[error("cancelled: the daemon is shutting down")]
     Cancelled,
+    /// The daemon's node lease was not renewed within `lease_secs` (paused, or cut off
+    /// from the database): another daemon may own the node now, so nothing more is done
+    /// on the computer; the request is handed back (a write that changes nothing once the
+    /// node was taken over).
+    #[error("this daemon's lease on its management node was not renewed within lease_secs (paused or cut off from the database); no further routine is started")]
+    LeaseStale,
     /// A module the flow needs is not loaded because its file does not load (and no saved
     /// good copy could be served): hand the request back until the file is fixed, rather
     /// than fail a reservation for a broken edit or a restart.
@@ -156,6 +168,8 @@ pub struct Flow {
     /// The token of the claim this flow runs under (`db::claim`).
     pub token: String,
     pub cancel: Arc<AtomicBool>,
+    /// The capacity its routine calls run in.
+    pub lane: lanes::Lane,
 }
 
 impl Flow {
@@ -177,7 +191,7 @@ impl Flow {
 
     /// Write a load-log entry (VCL's insertloadlog).
     pub async fn log(&self, name: &str, text: &str) -> Result<(), FlowError> {
-        let text = crate::prim::secret::redact(text);
+        let text = crate::host::secrets::redact(text);
         crate::db::loadlog::loadlog(
             &self.svc.db,
             self.data.reservation_id,
@@ -189,8 +203,9 @@ impl Flow {
         Ok(())
     }
 
-    /// Call a routine (ctx first, then `args`) on a blocking thread; the module's current
-    /// version is used, under the configured deadline, cancelled at shutdown.
+    /// Call a routine (ctx first, then `args`) on a thread of the flow's lane
+    /// ([`lanes::Lanes`]); the module's current version is used, under the configured
+    /// deadline, cancelled at shutdown.
     pub async fn call(
         &self,
         key: &ModuleKey,
@@ -198,6 +213,9 @@ impl Flow {
         args: Vec<Dynamic>,
     ) -> Result<Dynamic, FlowError> {
         self.check_cancel()?;
+        if self.svc.fresh.as_ref().is_some_and(|f| !f.is_fresh()) {
+            return Err(FlowError::LeaseStale);
+        }
         let (host, key, ctx, cancel, routine) = (
             Arc::clone(&self.svc.host),
             key.clone(),
@@ -206,21 +224,28 @@ impl Flow {
             routine.to_string(),
         );
         let span = tracing::Span::current();
-        let result = tokio::task::spawn_blocking(move || {
-            let _enter = span.enter();
-            host.call(
-                &key,
-                &routine,
-                Some(&ctx),
-                args,
-                &CallOptions {
-                    timeout: None,
-                    cancel: Some(cancel),
-                },
-            )
-        })
-        .await
-        .map_err(|e| FlowError::Failed(format!("routine thread ended abnormally: {e}")))?;
+        let thread = match self.lane {
+            lanes::Lane::Work => "provhost-call",
+            lanes::Lane::End => "provhost-end",
+        };
+        let result = self
+            .svc
+            .lanes
+            .run(self.lane, thread, move || {
+                let _enter = span.enter();
+                host.call(
+                    &key,
+                    &routine,
+                    Some(&ctx),
+                    args,
+                    &CallOptions {
+                        timeout: None,
+                        cancel: Some(cancel),
+                    },
+                )
+            })
+            .await
+            .map_err(|e| FlowError::Failed(e.to_string()))?;
         Ok(result?)
     }
 
@@ -276,7 +301,9 @@ impl Flow {
         Ok(())
     }
 
-    /// Run `routine(ctx)` of every site module that defines it, in name order.
+    /// Run `routine(ctx)` of every site module that defines it, in name order. A failing
+    /// hook fails the flow, unless its module says `on_failure: "warn"`: then the failure
+    /// is logged (daemon log and load-log) and the next hook runs.
     pub async fn site_hooks(&self, routine: &str) -> Result<(), FlowError> {
         let sites: Vec<ModuleKey> = self
             .svc
@@ -286,9 +313,29 @@ impl Flow {
             .filter(|(k, _)| *k == Kind::Site)
             .collect();
         for key in sites {
-            self.call_optional(&key, routine).await?;
+            match self.call_optional(&key, routine).await {
+                Err(e @ (FlowError::Routine(_) | FlowError::False { .. }))
+                    if self.site_warns(&key)
+                        && !matches!(e, FlowError::Routine(HostError::Cancelled { .. })) =>
+                {
+                    let text = format!(
+                        "site hook {}/{} {routine} failed (on_failure: warn): {e}",
+                        key.0, key.1
+                    );
+                    tracing::warn!("{}", crate::host::secrets::redact(&text));
+                    self.log("info", &text).await?;
+                }
+                other => other?,
+            }
         }
         Ok(())
+    }
+
+    fn site_warns(&self, key: &ModuleKey) -> bool {
+        self.svc
+            .host
+            .module(key)
+            .is_some_and(|m| m.info.on_failure == crate::host::OnFailure::Warn)
     }
 
     /// When the OS module adds the reservation user.
@@ -304,14 +351,14 @@ impl Flow {
     /// The password is `reservation.pw`, generated (and stored) when empty; `root` is
     /// `imagemeta.rootaccess` (administrator rights on the computer).
     pub async fn user_map(&self) -> Result<rhai::Map, FlowError> {
-        let mut pw =
+        let stored =
             crate::db::flow::reservation_password(&self.svc.db, self.data.reservation_id).await?;
-        if pw.is_empty() {
-            pw = crate::prim::secret::password(12).map_err(|e| FlowError::Failed(e.to_string()))?;
+        let (pw, new) =
+            crate::host::secrets::reservation_password(self.data.reservation_id, stored)
+                .map_err(|e| FlowError::Failed(e.to_string()))?;
+        if new {
             crate::db::flow::set_reservation_password(&self.svc.db, self.data.reservation_id, &pw)
                 .await?;
-        } else {
-            crate::prim::secret::remember(&pw);
         }
         let mut m = rhai::Map::new();
         m.insert("login".into(), self.data.user_login_id.clone().into());
@@ -427,6 +474,7 @@ pub async fn run(
     token: String,
     cancel: Arc<AtomicBool>,
     recovered: bool,
+    lane: lanes::Lane,
 ) {
     let span = tracing::info_span!("reservation", id = work.reservation_id, request = work.request_id, state = %work.state, computer = tracing::field::Empty);
     async move {
@@ -447,7 +495,7 @@ pub async fn run(
             computer: data.computer_node_name.clone(),
             module: data.computer_provisioning_module.clone(),
         };
-        let flow = match prepare(&svc, data, &work, token.clone(), cancel) {
+        let flow = match prepare(&svc, data, &work, token.clone(), cancel, lane) {
             Ok(f) => f,
             Err(FlowError::Held(why)) => {
                 tracing::warn!("{why}; handing the request back");
@@ -480,6 +528,10 @@ pub async fn run(
                     Err(e @ DbError::ClaimLost { .. }) => tracing::error!("state exit not written: {e}"),
                     Err(e) => tracing::error!("state exit failed; the request stays pending until this daemon's sweep or recovery hands it back: {e}"),
                 }
+            }
+            Err(e @ FlowError::LeaseStale) => {
+                tracing::error!("{e}; handing the request back");
+                hand_back(&svc, work.request_id, &token).await;
             }
             Err(FlowError::Cancelled) => {
                 tracing::warn!("shutting down: handing the request back");
@@ -559,6 +611,7 @@ fn prepare(
     work: &Work,
     token: String,
     cancel: Arc<AtomicBool>,
+    lane: lanes::Lane,
 ) -> Result<Flow, FlowError> {
     let mut data = data;
     let what = format!("computer {}", data.computer_node_name);
@@ -597,13 +650,14 @@ fn prepare(
         prior_laststate: work.laststate.clone(),
         token,
         cancel,
+        lane,
     })
 }
 
 /// VCL's `reservation_failed`: load-log `failed` with `message`, request failed, computer
 /// to the flow's failure state, under this flow's claim `token`.
 async fn fail(svc: &Services, ids: Ids, token: &str, who: &Who, state: &str, message: &str) {
-    let message = crate::prim::secret::redact(message);
+    let message = crate::host::secrets::redact(message);
     let comp = failure_computer_state(state);
     let written = if ids.computer == 0 {
         // No computer to log against (a broken reservation row): still end the request.
@@ -628,7 +682,7 @@ async fn fail(svc: &Services, ids: Ids, token: &str, who: &Who, state: &str, mes
 /// `reservation_failed` for a flow that never got its computer: request failed, the
 /// computer left to the reservation that holds it.
 async fn fail_leaving_computer(svc: &Services, ids: Ids, token: &str, who: &Who, message: &str) {
-    let message = crate::prim::secret::redact(message);
+    let message = crate::host::secrets::redact(message);
     let written =
         crate::db::state::reservation_failed_claimed(&svc.db, ids, token, &message, None).await;
     report_failed(who, &message, written);

@@ -1,5 +1,6 @@
 //! `timeout` and `deleted` (VCL's reclaim.pm): take access away, remove the user, clean
-//! the computer (OS module then site hooks), run the post_reservation hooks, then insert
+//! the computer (OS module then site hooks), run the post_reservation hooks, forget the
+//! reservation's secrets (`host::secrets::forget_reservation`), then insert
 //! a reload request for the computer as VCL does, and pass the computer to that reload
 //! request as the request ends (`db::lock`). A request deleted before its computer was
 //! ever handed over (laststate `new`) has nothing to undo.
@@ -17,6 +18,7 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     if f.prior_laststate == "new" {
         // The computer was never handed over (it may already serve another reservation):
         // leave its state alone, as VCL does.
+        crate::host::secrets::forget_reservation(f.data.reservation_id);
         return Ok(Exit {
             request: "complete",
             laststate: f.state.clone(),
@@ -35,6 +37,9 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     f.call_optional(&prov, "post_reservation").await?;
     f.call_optional(&os, "post_reservation").await?;
     f.site_hooks("post_reservation").await?;
+    // The user and its passwords are gone from the computer: stop tracking them (a live
+    // reservation's secrets are never evicted, so they go here).
+    crate::host::secrets::forget_reservation(f.data.reservation_id);
     let reload = match crate::db::state::insert_reload_request(&f.svc.db, &f.data).await? {
         Some((request, _)) => {
             tracing::info!(reload_request = request, "reload request inserted");

@@ -106,6 +106,7 @@ impl LabHost {
                         netns: Some(ns),
                         tmpfs: None,
                         isolated,
+                        extra_config: None,
                     }));
                     return lab;
                 }

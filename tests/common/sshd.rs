@@ -38,6 +38,8 @@ pub struct SshdOptions {
     /// With `netns`: private /etc, /home, /var/lib/provhost and host name (see module docs);
     /// users' own `~/.ssh/authorized_keys` are honoured too.
     pub isolated: bool,
+    /// Lines appended to sshd_config (e.g. a `ForceCommand` for a named fake).
+    pub extra_config: Option<String>,
 }
 
 pub struct Sshd {
@@ -157,6 +159,10 @@ impl Sshd {
             port = self.port,
             addr = self.addr,
         );
+        let cfg = match &self.opts.extra_config {
+            Some(extra) => format!("{cfg}{extra}\n"),
+            None => cfg,
+        };
         let path = self.dir.path().join("sshd_config");
         std::fs::write(&path, cfg).expect("write sshd_config");
         path

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use ssh2::{BlockDirections, ErrorCode, Session};
 
 use super::SshError;
-use crate::host::engine;
+use crate::budget;
 
 /// libssh2's "would block" code.
 const EAGAIN: i32 = -37;
@@ -18,7 +18,7 @@ const EAGAIN: i32 = -37;
 const SLICE: Duration = Duration::from_millis(50);
 
 /// When an operation must end: its own timeout, cut short by the calling routine's
-/// deadline (`engine::remaining`) when that comes first.
+/// deadline (`budget::remaining`) when that comes first.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline {
     at: Instant,
@@ -31,16 +31,15 @@ pub struct Deadline {
 impl Deadline {
     /// `timeout` from now, or the routine's deadline if that is sooner.
     pub fn new(timeout: Duration) -> Self {
-        let now = Instant::now();
-        match engine::remaining() {
+        match budget::remaining() {
             Some(left) if left < timeout => Deadline {
-                at: now + left,
+                at: budget::after(left),
                 limit: left,
                 routine: true,
                 cleanup: false,
             },
             _ => Deadline {
-                at: now + timeout,
+                at: budget::after(timeout),
                 limit: timeout,
                 routine: false,
                 cleanup: false,
@@ -52,7 +51,7 @@ impl Deadline {
     /// deadline and cancel flag (they are why we clean up).
     pub fn cleanup(d: Duration) -> Self {
         Deadline {
-            at: Instant::now() + d,
+            at: budget::after(d),
             limit: d,
             routine: false,
             cleanup: true,
@@ -67,10 +66,10 @@ impl Deadline {
     /// This deadline, or `d` from now if that is sooner (e.g. the connect timeout inside a
     /// command's timeout).
     pub fn within(&self, d: Duration) -> Deadline {
-        let now = Instant::now();
-        if now + d < self.at {
+        let at = budget::after(d);
+        if at < self.at {
             Deadline {
-                at: now + d,
+                at,
                 limit: d,
                 routine: false,
                 cleanup: self.cleanup,
@@ -95,7 +94,7 @@ impl Deadline {
 
     /// The error for having reached this deadline (or a stop request) during `what`.
     pub fn error(&self, target: &str, what: &'static str) -> SshError {
-        if !self.cleanup && (self.routine || engine::check_deadline().is_err()) {
+        if !self.cleanup && (self.routine || budget::check_deadline().is_err()) {
             SshError::Stopped {
                 target: target.to_string(),
                 what,
@@ -111,7 +110,7 @@ impl Deadline {
 
     /// `Err` when the deadline passed or the routine was cancelled / ran out of time.
     pub fn check(&self, target: &str, what: &'static str) -> Result<(), SshError> {
-        if self.expired() || (!self.cleanup && engine::check_deadline().is_err()) {
+        if self.expired() || (!self.cleanup && budget::check_deadline().is_err()) {
             Err(self.error(target, what))
         } else {
             Ok(())

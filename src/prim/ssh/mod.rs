@@ -19,6 +19,12 @@
 //!   with OpenSSH's `StrictHostKeyChecking=accept-new`. A reload that reinstalls the OS calls
 //!   `h.forget_host_key()` ([`known_hosts::forget`]) first, so the new key is accepted.
 //!
+//! - Pinned ([`known_hosts::pin`], `h.trust_host_key(pubkey)`): a module that knows the
+//!   key the host will have (the image build made it) pins it, typically right after
+//!   `forget_host_key()`; from then on only that key is accepted, whatever the policy, and
+//!   the connect offers only its type. This closes accept-new's window after a reinstall,
+//!   where whoever answers first for the address would be trusted.
+//!
 //! A changed key is always an error ([`SshError::HostKeyChanged`]); it is never overwritten
 //! silently.
 
@@ -62,10 +68,17 @@ pub struct SshConfig {
     /// Bytes of stdout (and, separately, stderr) kept per command; the rest is counted and
     /// dropped, and the result is marked truncated.
     pub max_output_bytes: usize,
+    /// The VM host (its `computer.hostname` in the database) that is this management node:
+    /// its commands run as local processes. Empty (the default): none is; a VM host named
+    /// `local` in the database is then refused rather than run here.
+    pub local_vmhost: String,
     /// Sessions kept open to one target; more parallel commands wait for a free one.
     pub max_sessions_per_host: usize,
     /// Idle sessions are closed after this many seconds.
     pub idle_secs: u64,
+    /// Idle sessions kept open across all targets (each holds a socket, a file
+    /// descriptor); beyond it the longest-idle one is closed.
+    pub max_idle_sessions: usize,
     /// Cipher preference list for libssh2 (names libssh2 does not know are skipped);
     /// empty = libssh2's default order. The default puts chacha20-poly1305 first: in
     /// libssh2 it is the fastest (the AES modes are encrypted 16 bytes per call), and it is
@@ -84,8 +97,10 @@ impl Default for SshConfig {
             command_timeout_secs: 30,
             copy_timeout_secs: 3600,
             max_output_bytes: 1024 * 1024,
+            local_vmhost: String::new(),
             max_sessions_per_host: 8,
             idle_secs: 300,
+            max_idle_sessions: 256,
             ciphers: DEFAULT_CIPHERS.into(),
         }
     }
@@ -183,6 +198,9 @@ pub enum SshError {
         target: String,
         known_hosts: PathBuf,
     },
+    /// `detail`: the known_hosts file, the offered and the pinned key types.
+    #[error("{target}: host key does not match the key pinned for it {detail}; refusing to connect. If the host really changed, pin its new key (h.trust_host_key(PUBKEY))")]
+    PinnedKeyMismatch { target: String, detail: String },
     #[error("known_hosts file {}: {detail}", path.display())]
     KnownHosts { path: PathBuf, detail: String },
     #[error("{target}: authentication with key {} refused: {detail}", identity.display())]

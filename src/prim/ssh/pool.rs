@@ -3,6 +3,8 @@
 //! channel on a leased session. Idle sessions are checked before reuse (a peer that closed
 //! the socket is noticed without a round trip), closed after `idle_secs`, and a session that
 //! failed mid-operation is dropped instead of returned, so the next call connects afresh.
+//! At most `max_idle_sessions` stay idle across all targets (the longest-idle is closed
+//! first), so many targets cannot use up the process's file descriptors.
 
 use std::collections::HashMap;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -90,7 +92,8 @@ struct Slot {
     idle: Vec<Conn>,
     /// Sessions that exist for this target: idle plus leased plus being connected.
     total: usize,
-    /// Local ports of the leased sessions.
+    /// Local ports of the leased sessions and of those being connected (from the moment
+    /// their TCP connection exists: the peer already sees it).
     leased: Vec<u16>,
 }
 
@@ -170,8 +173,11 @@ impl Drop for Lease {
         } else {
             conn.last_used = Instant::now();
             slot.idle.push(conn);
+            let mut dropped = Vec::new();
+            trim_idle(&mut slots, &self.pool.cfg, &mut dropped);
             drop(slots);
             self.pool.freed.notify_one();
+            drop(dropped);
         }
     }
 }
@@ -203,18 +209,26 @@ impl Pool {
         }
     }
 
-    /// The local TCP ports of the sessions open to `target` now, idle and leased.
+    /// The local TCP ports of every session this pool holds to `target`'s host and port now:
+    /// idle, leased, and being connected (TCP up, handshake or authentication under way),
+    /// under any user, identity or host key policy — each is a connection the host sees
+    /// coming from this process.
     pub fn session_ports(&self, target: &Target) -> Vec<u16> {
         let slots = self.lock();
-        slots
-            .get(target)
-            .map(|s| {
-                let mut ports: Vec<u16> = s.idle.iter().map(|c| c.local_port).collect();
-                ports.extend(&s.leased);
-                ports.retain(|p| *p != 0);
-                ports
+        let mut ports: Vec<u16> = slots
+            .iter()
+            .filter(|(t, _)| t.host == target.host && t.port == target.port)
+            .flat_map(|(_, s)| {
+                s.idle
+                    .iter()
+                    .map(|c| c.local_port)
+                    .chain(s.leased.iter().copied())
             })
-            .unwrap_or_default()
+            .filter(|p| *p != 0)
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
     }
 
     /// Close every idle session (leased ones close when returned broken or at drop).
@@ -235,20 +249,11 @@ impl Pool {
     /// within `d`.
     pub fn lease(self: &Arc<Self>, target: &Target, d: &Deadline) -> Result<Lease, SshError> {
         let max = self.cfg.max_sessions_per_host.max(1);
-        let idle_limit = Duration::from_secs(self.cfg.idle_secs);
         let mut dropped: Vec<Conn> = Vec::new();
         let mut slots = self.lock();
         loop {
-            // Close sessions idle for too long, on every target.
-            for slot in slots.values_mut() {
-                let before = slot.idle.len();
-                let (old, fresh): (Vec<Conn>, Vec<Conn>) = std::mem::take(&mut slot.idle)
-                    .into_iter()
-                    .partition(|c| c.last_used.elapsed() > idle_limit);
-                slot.idle = fresh;
-                slot.total -= before - slot.idle.len();
-                dropped.extend(old);
-            }
+            // Close sessions idle for too long (or too many), on every target.
+            trim_idle(&mut slots, &self.cfg, &mut dropped);
             let slot = slots.entry(target.clone()).or_default();
             while let Some(conn) = slot.idle.pop() {
                 if conn.looks_alive() {
@@ -265,20 +270,31 @@ impl Pool {
                 slot.total += 1;
                 drop(slots);
                 drop(dropped);
-                return match connect(&self.cfg, target, d) {
+                // The port is listed from the moment the TCP connection exists (the host
+                // sees it from then on), not only once the session is authenticated.
+                let registered = std::cell::Cell::new(None::<u16>);
+                let on_tcp = |port: u16| {
+                    self.lock()
+                        .entry(target.clone())
+                        .or_default()
+                        .leased
+                        .push(port);
+                    registered.set(Some(port));
+                };
+                return match connect(&self.cfg, target, d, &on_tcp) {
                     Ok(conn) => {
                         self.connects.fetch_add(1, Ordering::Relaxed);
-                        self.lock()
-                            .entry(target.clone())
-                            .or_default()
-                            .leased
-                            .push(conn.local_port);
                         Ok(self.wrap(target, conn, false))
                     }
                     Err(e) => {
                         let mut slots = self.lock();
                         if let Some(s) = slots.get_mut(target) {
                             s.total = s.total.saturating_sub(1);
+                            if let Some(p) = registered.get() {
+                                if let Some(i) = s.leased.iter().position(|x| *x == p) {
+                                    s.leased.swap_remove(i);
+                                }
+                            }
                         }
                         drop(slots);
                         self.freed.notify_one();
@@ -314,9 +330,48 @@ impl Pool {
     }
 }
 
+/// Move idle sessions that are past `idle_secs`, and then the longest-idle ones beyond
+/// `max_idle_sessions` in all, from `slots` into `dropped` (closed by the caller after it
+/// lets go of the lock); forget targets with no session left.
+fn trim_idle(slots: &mut HashMap<Target, Slot>, cfg: &SshConfig, dropped: &mut Vec<Conn>) {
+    let idle_limit = Duration::from_secs(cfg.idle_secs);
+    let mut idle = 0;
+    for slot in slots.values_mut() {
+        let before = slot.idle.len();
+        let (old, fresh): (Vec<Conn>, Vec<Conn>) = std::mem::take(&mut slot.idle)
+            .into_iter()
+            .partition(|c| c.last_used.elapsed() > idle_limit);
+        slot.idle = fresh;
+        slot.total -= before - slot.idle.len();
+        idle += slot.idle.len();
+        dropped.extend(old);
+    }
+    // Bounded: each pass closes one session.
+    while idle > cfg.max_idle_sessions {
+        let oldest = slots
+            .values_mut()
+            .filter_map(|s| {
+                let (i, c) = s.idle.iter().enumerate().min_by_key(|(_, c)| c.last_used)?;
+                Some((c.last_used, i, s))
+            })
+            .min_by_key(|(t, _, _)| *t);
+        let Some((_, i, slot)) = oldest else { break };
+        dropped.push(slot.idle.remove(i));
+        slot.total -= 1;
+        idle -= 1;
+    }
+    slots.retain(|_, s| s.total > 0);
+}
+
 /// TCP connect, SSH handshake, host key check and public key authentication, all within
-/// the connect timeout (and `d`).
-fn connect(cfg: &SshConfig, target: &Target, d: &Deadline) -> Result<Conn, SshError> {
+/// the connect timeout (and `d`). `on_tcp` gets this end's TCP port as soon as the TCP
+/// connection exists.
+fn connect(
+    cfg: &SshConfig,
+    target: &Target,
+    d: &Deadline,
+    on_tcp: &dyn Fn(u16),
+) -> Result<Conn, SshError> {
     let label = target.label();
     let d = d.within(cfg.connect_timeout());
     // Read the key file first: a missing key is a local problem, say so plainly.
@@ -367,6 +422,7 @@ fn connect(cfg: &SshConfig, target: &Target, d: &Deadline) -> Result<Conn, SshEr
     };
     let _ = tcp.set_nodelay(true);
     let local_port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
+    on_tcp(local_port);
     let fd = tcp.as_raw_fd();
     let mut sess = Session::new().map_err(|e| SshError::Handshake {
         target: label.clone(),
@@ -382,6 +438,15 @@ fn connect(cfg: &SshConfig, target: &Target, d: &Deadline) -> Result<Conn, SshEr
                     detail: format!("cipher list {:?}: {e}", cfg.ciphers),
                 })?;
         }
+    }
+    // A pinned host offers only the pinned key types, so the server shows the pinned one.
+    let pins = known_hosts::pinned(&cfg.known_hosts, &target.host, target.port);
+    if !pins.is_empty() {
+        sess.method_pref(MethodType::HostKey, &pins.join(","))
+            .map_err(|e| SshError::Handshake {
+                target: label.clone(),
+                detail: format!("pinned host key types {pins:?}: {e}"),
+            })?;
     }
     let handshake = {
         let wire = Wire {
@@ -400,7 +465,14 @@ fn connect(cfg: &SshConfig, target: &Target, d: &Deadline) -> Result<Conn, SshEr
         },
         SshError::SessionLost { detail, .. } => SshError::Handshake {
             target: label.clone(),
-            detail,
+            detail: if pins.is_empty() {
+                detail
+            } else {
+                format!(
+                    "{detail} (its pinned host key is {}: does it have no key of that type?)",
+                    pins.join(", ")
+                )
+            },
         },
         other => other,
     })?;

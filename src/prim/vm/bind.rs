@@ -9,9 +9,10 @@ use std::time::Duration;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, Map, Module};
 
 use super::{VmConfig, VmSpec, VmStatus, Vms};
-use crate::host::engine::{check_deadline, Primitives};
+use crate::budget::check_deadline;
 use crate::prim::args::{check_keys, seconds};
 use crate::prim::host::Host;
+use crate::prim::Primitives;
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 

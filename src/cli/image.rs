@@ -1,19 +1,28 @@
-//! `provhost image build-test`: build (or find) the test image in the image library and
-//! record it in the database as the production revision of image `provhost-test`.
+//! `provhost image list|build-test`: the images in the database; building (or finding) the
+//! test image in the image library and recording it as the production revision of image
+//! `provhost-test`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use clap::Subcommand;
+use provhost::db::OpenMode;
+use provhost::image::build::{self, BuildError, BuildOptions, Built};
+use provhost::Config;
 
-use crate::config::Config;
-use crate::db::cli::UrlArg;
-use crate::db::error::DbError;
-use crate::image::build::{self, BuildError, BuildOptions, Built};
+use super::list::{self, opt, Format};
+use super::UrlArg;
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum ImageCommand {
+    /// List the images (not deleted): OS, production revision, size, reload time.
+    List {
+        #[command(flatten)]
+        format: Format,
+        #[command(flatten)]
+        url: UrlArg,
+    },
     /// Build provhost's test image (Debian bookworm minbase + sshd, booting in seconds under
     /// TCG) into the image library, unless its recipe is unchanged; record it in the database.
     BuildTest {
@@ -42,71 +51,40 @@ pub enum ImageCommand {
     },
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ImageCliError {
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    #[error("making the management node's key {}: {why} (or give --key FILE.pub)", path.display())]
-    Keygen { path: PathBuf, why: String },
-    #[error("recording the test image in the database {url}: {source}; run `provhost db init` first, or pass --no-register")]
-    Db {
-        url: String,
-        #[source]
-        source: DbError,
-    },
-}
-
-/// `<identity>.pub`, derived from the private key when only that exists, or a new ed25519
-/// pair when neither does (the embedded setup's first run).
-pub fn node_public_key(identity: &Path) -> Result<PathBuf, ImageCliError> {
-    let public = PathBuf::from(format!("{}.pub", identity.display()));
-    if public.is_file() {
-        return Ok(public);
-    }
-    let err = |why: String| ImageCliError::Keygen {
-        path: identity.to_path_buf(),
-        why,
-    };
-    if identity.is_file() {
-        let out = Command::new("ssh-keygen")
-            .arg("-y")
-            .arg("-f")
-            .arg(identity)
-            .output()
-            .map_err(|e| err(format!("ssh-keygen: {e}")))?;
-        if !out.status.success() {
-            return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-        }
-        std::fs::write(&public, &out.stdout).map_err(|e| err(e.to_string()))?;
-        return Ok(public);
-    }
-    if let Some(dir) = identity.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
-    }
-    let out = Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "provhost-management-node",
-            "-f",
-        ])
-        .arg(identity)
-        .output()
-        .map_err(|e| err(format!("ssh-keygen: {e} (apt-get install openssh-client)")))?;
-    if !out.status.success() {
-        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-    }
-    eprintln!("made the management node's SSH key {}", identity.display());
-    Ok(public)
-}
-
 /// Run `provhost image …`.
-pub async fn run(config: &Config, cmd: ImageCommand) -> Result<(), ImageCliError> {
+pub async fn run(config: &Config, cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
+        ImageCommand::List { format, url } => {
+            let db = super::open_db(&url.resolve(config), OpenMode::Existing).await?;
+            let rows = provhost::db::listing::images(&db).await?;
+            db.close().await;
+            list::print(
+                &format,
+                &rows,
+                &[
+                    "ID",
+                    "NAME",
+                    "OS",
+                    "REVISION",
+                    "IMAGENAME",
+                    "SIZE MB",
+                    "RELOAD MIN",
+                    "PRETTY NAME",
+                ],
+                |i| {
+                    vec![
+                        i.id.to_string(),
+                        i.name.clone(),
+                        i.os.clone(),
+                        opt(&i.revision),
+                        opt(&i.imagename),
+                        i.size_mb.to_string(),
+                        i.reload_minutes.to_string(),
+                        i.prettyname.clone(),
+                    ]
+                },
+            )
+        }
         ImageCommand::BuildTest {
             out,
             key,
@@ -118,7 +96,7 @@ pub async fn run(config: &Config, cmd: ImageCommand) -> Result<(), ImageCliError
         } => {
             let pubkey = match key {
                 Some(k) => k,
-                None => node_public_key(&config.ssh.identity)?,
+                None => provhost::image::key::node_public_key(&config.ssh.identity)?,
             };
             let opts = BuildOptions {
                 library: out.unwrap_or_else(|| config.images.library(&config.paths.data_dir)),
@@ -171,18 +149,16 @@ async fn build_with_progress(opts: &BuildOptions) -> Result<Built, BuildError> {
     })
 }
 
-async fn register(config: &Config, url: &UrlArg, built: &Built) -> Result<(), ImageCliError> {
-    let url = url
-        .url
-        .clone()
-        .unwrap_or_else(|| config.database.url_or_default(&config.paths.data_dir));
-    let shown = crate::db::pool::redact_url(&url);
-    let db_err = |source| ImageCliError::Db {
-        url: shown.clone(),
-        source,
+async fn register(config: &Config, url: &UrlArg, built: &Built) -> anyhow::Result<()> {
+    let url = url.resolve(config);
+    let shown = provhost::db::pool::redact_url(&url);
+    let context = || {
+        format!("recording the test image in the database {shown}; run `provhost db init` first, or pass --no-register")
     };
-    let db = crate::db::Db::connect(&url).await.map_err(db_err)?;
-    let r = crate::db::image::register_library_image(
+    let db = super::open_db(&url, OpenMode::Existing)
+        .await
+        .with_context(context)?;
+    let r = provhost::db::image::register_library_image(
         &db,
         build::IMAGE_NAME,
         "provhost test image (Debian 12 minbase, sshd)",
@@ -192,7 +168,7 @@ async fn register(config: &Config, url: &UrlArg, built: &Built) -> Result<(), Im
         "built by provhost image build-test",
     )
     .await
-    .map_err(db_err);
+    .with_context(context);
     db.close().await;
     let r = r?;
     if r.created {

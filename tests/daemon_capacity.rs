@@ -1,0 +1,118 @@
+//! The end of a reservation has capacity of its own: with every load slot (`max_flows`)
+//! taken by loads waiting in a slow `post_load`, a reservation that ends is still moved to
+//! `timeout` and reclaimed (`revoke_access` …) within a few polls, on its own routine
+//! threads (`reclaim_flows`). The runtime gets only two blocking threads, so a routine call
+//! that still used tokio's shared blocking pool would queue behind the loads.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::flows::{Rig, RECORDING_OS};
+use provhost::db::Backend;
+
+const T: Duration = Duration::from_secs(60);
+
+/// A site hook that holds every load but lab4's in a bounded wait (90 s).
+const SLOW_SITE: &str = r#"const MODULE = #{ kind: "site", name: "slow", version: "1" };
+fn post_load(ctx) {
+    if ctx.computer_hostname == "lab4.test" { return true; }
+    ctx.loadlog("info", "slow post_load: waiting");
+    wait::poll(|| false, #{ timeout: 90, interval: 0.2 });
+    true
+}
+"#;
+
+async fn reclaim_runs_while_loads_fill_max_flows() {
+    let limits = provhost::host::Limits {
+        call_timeout_secs: 120,
+        ..common::scripts::test_limits()
+    };
+    let Some(rig) = Rig::with_limits(Backend::Sqlite, 4, RECORDING_OS, 0.1, &[], limits).await
+    else {
+        return;
+    };
+    rig.scripts.write("site/slow.rhai", SLOW_SITE);
+    let errors = rig.host.load_all();
+    assert!(errors.is_empty(), "{errors:?}");
+    let cfg = provhost::daemon::DaemonConfig {
+        max_flows: 3,
+        reclaim_flows: 2,
+        ..rig.config()
+    };
+    let (daemon, stop) = rig.spawn(cfg).await;
+
+    // The reservation that will end: lab4, in use.
+    let lab4 = rig.world.computers[3];
+    let r = rig.request("lab4.test", "debian12").await;
+    rig.wait_log(r.reservation_id, "acknowledgetimeout", T)
+        .await;
+    rig.t
+        .exec(&format!(
+            "UPDATE `reservation` SET `remoteIP` = '192.0.2.9' WHERE `id` = {}",
+            r.reservation_id
+        ))
+        .await;
+    rig.wait_log(r.reservation_id, "connected", T).await;
+    rig.wait_state(r.request_id, "inuse", T).await;
+
+    // Three loads take every load slot and wait in post_load.
+    let mut loads = Vec::new();
+    for c in ["lab1.test", "lab2.test", "lab3.test"] {
+        loads.push(rig.request(c, "debian12").await);
+    }
+    for l in &loads {
+        rig.wait_log(l.reservation_id, "info", T).await;
+    }
+
+    // The reservation ends.
+    rig.t
+        .exec(&format!(
+            "UPDATE `request` SET `end` = '2000-01-01 00:00:00' WHERE `id` = {}",
+            r.request_id
+        ))
+        .await;
+    let ended = Instant::now();
+    rig.wait_state(r.request_id, "complete", Duration::from_secs(20))
+        .await;
+    let took = ended.elapsed();
+    let calls = rig.computer_var(lab4, "os_calls").await.unwrap_or_default();
+    assert!(
+        calls.ends_with("revoke_access,delete_user:ann,sanitize"),
+        "{calls}"
+    );
+    // The loads are all still in their post_load: the reclaim did not wait for a slot.
+    for l in &loads {
+        assert_eq!(rig.request_state(l.request_id).await, "pending");
+        assert!(
+            !rig.names(l.reservation_id)
+                .await
+                .contains(&"nodeready".to_string()),
+            "a load finished early"
+        );
+    }
+    eprintln!("reclaim of the ended reservation finished {took:?} after its end, with 3 of 3 load slots busy");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+
+    // A stop cancels the waiting loads and hands them back.
+    let _ = stop.send(());
+    let summary = tokio::time::timeout(Duration::from_secs(30), daemon)
+        .await
+        .expect("the daemon stops within its grace period")
+        .expect("daemon");
+    assert!(summary.processed >= 4, "{summary:?}");
+    for l in &loads {
+        assert_eq!(rig.request_state(l.request_id).await, "new");
+    }
+}
+
+#[test]
+fn reclaim_runs_while_loads_fill_max_flows_sqlite() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(reclaim_runs_while_loads_fill_max_flows());
+}
