@@ -435,7 +435,7 @@ async fn add_validates_and_explains(backend: Backend) {
     fails(
         &add(&["image", "sol", "--os", "sun4x_58"]),
         2,
-        &["no script", "os/unix_lab.rhai"],
+        &["no script", "os/unixlab.rhai", "module 15 \"os_unix_lab\""],
     );
     fails(
         &add(&["image", "x", "--os", "beos"]),

@@ -269,7 +269,7 @@ async fn add_image_cli_says_which_os_module_on_a_vcl_site_mariadb() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("OS centos7 (\"CentOS 7 (KVM)\") → module os_linux (VCL::Module::OS::Linux) → scripts/os/linux.rhai"),
+        stdout.contains("OS centos7 (\"CentOS 7 (KVM)\") → module 5 \"os_linux\" (VCL::Module::OS::Linux) → scripts/os/linux.rhai"),
         "{stdout}"
     );
     let out = provhost_cli(&["add", "image", "x", "--os", "linux", "--url", &t.url]);

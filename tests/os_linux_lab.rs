@@ -54,7 +54,7 @@ impl Lab {
         let lab = LabHost::start_isolated(SSH_PORT);
         lab.sshd().trust();
         let scripts = ScriptDir::new();
-        for rel in ["os/linux.rhai", "provisioning/lab.rhai"] {
+        for rel in ["os/linux.rhai", "os/ubuntu.rhai", "provisioning/lab.rhai"] {
             let src =
                 std::fs::read_to_string(format!("{}/scripts/{rel}", env!("CARGO_MANIFEST_DIR")))
                     .expect("shipped script");
@@ -745,4 +745,69 @@ fn lab_hostile_database_values_are_refused_and_never_run() {
         !lab.sh(&format!("test -e {marker}")).status.success(),
         "a database value was executed on the computer"
     );
+}
+
+/// The shipped os/ubuntu (extends os/linux) on a lab host: post_load and add_user are
+/// os/linux's, inherited; its own pre_capture handles GRUB's recordfail flag (absent on a
+/// lab host without GRUB: it says so) and then runs os/linux's through `super::`, which
+/// removes the user and provhost's records.
+#[test]
+fn lab_ubuntu_inherits_linux_and_overrides_pre_capture() {
+    if !can_run("lab_ubuntu_inherits_linux_and_overrides_pre_capture") {
+        return;
+    }
+    let lab = Lab::start();
+    let ctx = lab.ctx_with(|d| d.image_os_module = "ubuntu".into());
+    assert_eq!(
+        lab.call("os/ubuntu", &ctx, "post_load", vec![]),
+        Ok("true".into())
+    );
+    lab.lab
+        .sh_ok("test -f /var/lib/provhost/post_load && nft list table inet provhost >/dev/null");
+    assert_eq!(lab.lab.sh_ok("hostname").trim(), "labpc1");
+
+    let login = login_name("ub");
+    assert_eq!(
+        lab.call(
+            "os/ubuntu",
+            &ctx,
+            "add_user",
+            vec![user(&login, test_uid(3), "Ubuntu-pw-0123456789", "", false)]
+        ),
+        Ok("true".into())
+    );
+    lab.lab.sh_ok(&format!("id -u {login}"));
+
+    let before = lab.backend.entries().len();
+    // On a lab host /var/lib/provhost is a bind mount, which os/linux's final `rm -rf` of
+    // that folder cannot remove (its contents go): the error names os/linux's file and the
+    // super:: call that reached it. On a real computer it is a plain folder.
+    match lab.call("os/ubuntu", &ctx, "pre_capture", vec![]) {
+        Ok(v) => assert_eq!(v, "true"),
+        Err(e) => assert!(
+            e.contains("/os/linux.rhai:")
+                && e.contains("os/ubuntu::pre_capture")
+                && e.contains("via super::pre_capture (linux)")
+                && e.contains("Device or resource busy"),
+            "{e}"
+        ),
+    }
+    let grub = lab
+        .lab
+        .sh("command -v grub-editenv && test -f /boot/grub/grubenv")
+        .status
+        .success();
+    let entries: Vec<String> = lab.backend.entries()[before..]
+        .iter()
+        .map(|(_, t)| t.clone())
+        .collect();
+    let want = if grub {
+        "GRUB recordfail cleared before capture"
+    } else {
+        "no GRUB environment block (grub-editenv or /boot/grub/grubenv absent); nothing to clear"
+    };
+    assert!(entries.iter().any(|e| e == want), "{entries:?}");
+    // os/linux's pre_capture ran (super::): the user and the records are gone.
+    assert!(!lab.lab.sh(&format!("id -u {login}")).status.success());
+    assert_eq!(lab.lab.sh_ok("ls -A /var/lib/provhost").trim(), "");
 }

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use clap::Subcommand;
 use provhost::db::inventory::{self, NewComputer};
 use provhost::db::OpenMode;
+use provhost::host::modmap::ModuleRow;
 use provhost::host::{Kind, ScriptHost};
 use provhost::Config;
 
@@ -115,8 +116,8 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
                     o.name
                 )),
                 Some(o) if !no_script_check => {
-                    let script = provhost::db::reservation::os_module_name(&o.module);
-                    problems.extend(script_problem(config, Kind::Os, &script));
+                    let row = o.module_row();
+                    problems.extend(script_problem(config, Kind::Os, ScriptFor::Row(&row)));
                 }
                 Some(_) => {}
             }
@@ -156,16 +157,25 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
                 .into());
             }
             let db = open_db(&url.resolve(config), OpenMode::Existing).await?;
-            let names = inventory::provisioning_names(&db).await?;
+            let rows = inventory::provisioning_modules(&db).await?;
+            let row = rows
+                .iter()
+                .find(|(n, _)| *n == provisioning)
+                .map(|(_, m)| m);
             let mut problems = Vec::new();
-            if !names.contains(&provisioning) {
+            if row.is_none() {
                 problems.push(format!(
                     "the database has no provisioning {provisioning:?} (provisioning.name; it has: {}); VCL's web front end or SQL adds one",
-                    names.join(", ")
+                    rows.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
                 ));
             }
             if !no_script_check {
-                problems.extend(script_problem(config, Kind::Provisioning, &provisioning));
+                let script = match row {
+                    Some(m) if !m.name.is_empty() => ScriptFor::Row(m),
+                    // No row (said above) or no module row: the script named like it.
+                    _ => ScriptFor::Name(&provisioning),
+                };
+                problems.extend(script_problem(config, Kind::Provisioning, script));
             }
             refuse_if(&format!("computer {hostname}"), problems)?;
             for (id, other) in inventory::computers_at(&db, &ip).await? {
@@ -189,22 +199,20 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
 /// Which module an OS row maps to, in one line: `OS centos7 ("CentOS 7") → module 5
 /// os_linux (VCL::Module::OS::Linux) → scripts/os/linux.rhai`.
 fn os_mapping(config: &Config, o: &inventory::OsRow) -> String {
-    let script = config.paths.scripts.join(Kind::Os.as_str()).join(format!(
-        "{}.rhai",
-        provhost::db::reservation::os_module_name(&o.module)
-    ));
-    let package = if o.perlpackage.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", o.perlpackage)
+    let row = o.module_row();
+    let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(config));
+    let _ = host.load_all();
+    let script = match host.map_module_row(Kind::Os, &row) {
+        Some(m) => config
+            .paths
+            .scripts
+            .join(m.key.0.as_str())
+            .join(format!("{}.rhai", m.key.1))
+            .display()
+            .to_string(),
+        None => "no script (docs/modules.md says how rows map to scripts)".into(),
     };
-    format!(
-        "OS {} ({:?}) → module {}{package} → {}",
-        o.name,
-        o.prettyname,
-        o.module,
-        script.display()
-    )
+    format!("OS {} ({:?}) → {row} → {script}", o.name, o.prettyname)
 }
 
 /// Nothing is added when anything is wrong: every problem in one message.
@@ -218,22 +226,49 @@ fn refuse_if(what: &str, problems: Vec<String>) -> Result<(), Refused> {
     )))
 }
 
-/// What is wrong with the script of module `name` of `kind` in the configured scripts
-/// folder, if anything: missing, not loading, or declaring another module.
-fn script_problem(config: &Config, kind: Kind, name: &str) -> Option<String> {
+/// Which script `add` checks: the one a module row maps to (docs/modules.md), or one by
+/// name when there is no row.
+enum ScriptFor<'a> {
+    Row(&'a ModuleRow),
+    Name(&'a str),
+}
+
+/// What is wrong with the script that serves `what` (a module row, mapped as the daemon
+/// maps it: a script's `MODULE.serves`, then the perl package, then the module name) in the
+/// configured scripts folder, if anything: none, missing, not loading, or declaring another
+/// module.
+fn script_problem(config: &Config, kind: Kind, what: ScriptFor<'_>) -> Option<String> {
+    let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(config));
+    let hint = "write it (`provhost check` tests it), or pass --no-script-check when the scripts live on another management node";
+    let (name, via) = match what {
+        ScriptFor::Name(name) => (name.to_string(), String::new()),
+        ScriptFor::Row(row) => {
+            // Whether a script's MODULE.serves claims the row needs the scripts loaded;
+            // files that do not load are reported below only when they are the one wanted.
+            let _ = host.load_all();
+            match host.map_module_row(kind, row) {
+                None => {
+                    return Some(format!(
+                        "{row} names no {kind} script (its perl package is not under VCL::Module::{} and its name is not a script name); list it in a script's MODULE.serves (docs/modules.md), or pass --no-script-check when the scripts live on another management node",
+                        if kind == Kind::Os { "OS" } else { "Provisioning" }
+                    ))
+                }
+                Some(m) if host.module(&m.key).is_some() => return None,
+                Some(m) => (m.key.1, format!(" (what {row} maps to, docs/modules.md)")),
+            }
+        }
+    };
     let path = config
         .paths
         .scripts
         .join(kind.as_str())
         .join(format!("{name}.rhai"));
-    let hint = "write it (`provhost check` tests it), or pass --no-script-check when the scripts live on another management node";
     if !path.is_file() {
         return Some(format!(
-            "there is no script {} for the {kind} module {name:?}; {hint}",
+            "there is no script {} for the {kind} module {name:?}{via}; {hint}",
             path.display()
         ));
     }
-    let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(config));
     match host.compile_file(&path, Some(kind)) {
         Ok((info, _, _)) if info.name == name => None,
         Ok((info, _, _)) => Some(format!(

@@ -6,6 +6,7 @@
 use crate::db::claim::state_id;
 use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Db, InsertedId, RowExt};
+use crate::host::modmap::ModuleRow;
 
 /// VCL's `resourcetype` ids: the web lists an image or computer only with its `resource`
 /// row (`resource.resourcetypeid`, `resource.subid` = the image's or computer's id).
@@ -248,13 +249,15 @@ pub async fn computers_at(db: &Db, ip: &str) -> Result<Vec<(i64, String)>, DbErr
     .await
 }
 
-/// The names in the `provisioning` table, sorted.
-pub async fn provisioning_names(db: &Db) -> Result<Vec<String>, DbError> {
+/// Every provisioning (`provisioning.name`) with its module row (`provisioning.moduleid`;
+/// id 0 and empty names when the row is missing), sorted by name.
+pub async fn provisioning_modules(db: &Db) -> Result<Vec<(String, ModuleRow)>, DbError> {
     let what = "reading the provisioning table";
     db.retry(what, || async {
         with_pool!(db, p => {
-            let rows = sqlx::query("SELECT `name` FROM `provisioning` ORDER BY `name`").fetch_all(p).await.during(what)?;
-            rows.iter().map(|r| r.text("name")).collect::<Result<Vec<_>, DbError>>()
+            let rows = sqlx::query("SELECT p.`name`, m.`id` AS `m_id`, m.`name` AS `module`, m.`perlpackage` AS `m_perlpackage` FROM `provisioning` p LEFT JOIN `module` m ON m.`id` = p.`moduleid` ORDER BY p.`name`")
+                .fetch_all(p).await.during(what)?;
+            rows.iter().map(|r| Ok((r.text("name")?, module_row(r)?))).collect::<Result<Vec<_>, DbError>>()
         })
     })
     .await
@@ -266,6 +269,8 @@ pub struct OsRow {
     pub id: i64,
     pub name: String,
     pub prettyname: String,
+    /// `OS.moduleid` (0 when the OS has no module row).
+    pub module_id: i64,
     /// `module.name` (empty when the OS has no module).
     pub module: String,
     /// `module.perlpackage` (VCL's Perl module; empty for provhost's own rows).
@@ -277,19 +282,31 @@ pub async fn os_rows(db: &Db) -> Result<Vec<OsRow>, DbError> {
     let what = "reading the OS table";
     db.retry(what, || async {
         with_pool!(db, p => {
-            let rows = sqlx::query("SELECT o.`id`, o.`name`, o.`prettyname`, m.`name` AS `module`, m.`perlpackage` FROM `OS` o \
+            let rows = sqlx::query("SELECT o.`id`, o.`name`, o.`prettyname`, m.`id` AS `module_id`, m.`name` AS `module`, m.`perlpackage` FROM `OS` o \
                                     LEFT JOIN `module` m ON m.`id` = o.`moduleid` ORDER BY o.`name`")
                 .fetch_all(p).await.during(what)?;
             rows.iter().map(|r| Ok(OsRow {
                 id: r.int("id")?,
                 name: r.text("name")?,
                 prettyname: r.opt_text("prettyname")?.unwrap_or_default(),
+                module_id: r.opt_int("module_id")?.unwrap_or(0),
                 module: r.opt_text("module")?.unwrap_or_default(),
                 perlpackage: r.opt_text("perlpackage")?.unwrap_or_default(),
             })).collect::<Result<Vec<_>, DbError>>()
         })
     })
     .await
+}
+
+impl OsRow {
+    /// Its module row, as the module mapping (docs/modules.md) takes it.
+    pub fn module_row(&self) -> ModuleRow {
+        ModuleRow {
+            id: self.module_id,
+            name: self.module.clone(),
+            perl_package: self.perlpackage.clone(),
+        }
+    }
 }
 
 /// The OS row `os` names: by `OS.name`, else by `OS.prettyname` (as [`add_image`] picks it).
@@ -299,18 +316,27 @@ pub fn find_os<'a>(rows: &'a [OsRow], os: &str) -> Option<&'a OsRow> {
         .or_else(|| rows.iter().find(|r| r.prettyname == os))
 }
 
-/// Every OS (`OS.name`) with the name of its module (`module.name`, empty when it has
-/// none), sorted by OS name.
-pub async fn os_modules(db: &Db) -> Result<Vec<(String, String)>, DbError> {
+/// Every OS (`OS.name`) with its module row (`OS.moduleid`; id 0 and empty names when it
+/// has none), sorted by OS name.
+pub async fn os_modules(db: &Db) -> Result<Vec<(String, ModuleRow)>, DbError> {
     let what = "reading the OS table";
     db.retry(what, || async {
         with_pool!(db, p => {
-            let rows = sqlx::query("SELECT o.`name`, m.`name` AS `module` FROM `OS` o LEFT JOIN `module` m ON m.`id` = o.`moduleid` ORDER BY o.`name`")
+            let rows = sqlx::query("SELECT o.`name`, m.`id` AS `m_id`, m.`name` AS `module`, m.`perlpackage` AS `m_perlpackage` FROM `OS` o LEFT JOIN `module` m ON m.`id` = o.`moduleid` ORDER BY o.`name`")
                 .fetch_all(p).await.during(what)?;
-            rows.iter().map(|r| Ok((r.text("name")?, r.text("module")?))).collect::<Result<Vec<_>, DbError>>()
+            rows.iter().map(|r| Ok((r.text("name")?, module_row(r)?))).collect::<Result<Vec<_>, DbError>>()
         })
     })
     .await
+}
+
+/// The `module` columns of a listing row (`m_id`, `module`, `m_perlpackage`).
+fn module_row<R: RowExt>(r: &R) -> Result<ModuleRow, DbError> {
+    Ok(ModuleRow {
+        id: r.opt_int("m_id")?.unwrap_or(0),
+        name: r.text("module")?,
+        perl_package: r.text("m_perlpackage")?,
+    })
 }
 
 /// Make computer `computer` a VM host with a VM profile named `profile` (created when

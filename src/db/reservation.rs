@@ -5,7 +5,8 @@
 use crate::db::claim::state_label;
 use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Db, RowExt};
-use crate::host::ReservationData;
+use crate::host::modmap::ModuleRow;
+use crate::host::{Kind, ReservationData};
 
 const LOAD: &str = "SELECT r.`id` AS `reservationid`, r.`requestid`, r.`computerid` AS `r_computerid`, r.`imageid` AS `r_imageid`, \
   r.`imagerevisionid` AS `r_imagerevisionid`, r.`managementnodeid` AS `r_mnid`, r.`remoteIP`, \
@@ -14,13 +15,13 @@ const LOAD: &str = "SELECT r.`id` AS `reservationid`, r.`requestid`, r.`computer
   c.`id` AS `c_id`, c.`hostname` AS `c_hostname`, c.`IPaddress` AS `c_ip`, c.`privateIPaddress` AS `c_private_ip`, \
   c.`eth0macaddress` AS `c_eth0`, c.`eth1macaddress` AS `c_eth1`, c.`type` AS `c_type`, c.`stateid` AS `c_stateid`, \
   c.`vmhostid` AS `c_vmhostid`, c.`provisioningid` AS `c_provisioningid`, pc.`sshport` AS `c_sshport`, \
-  p.`id` AS `p_id`, p.`name` AS `p_name`, \
+  p.`id` AS `p_id`, p.`name` AS `p_name`, p.`moduleid` AS `p_moduleid`, pm.`id` AS `pm_id`, pm.`name` AS `pm_name`, pm.`perlpackage` AS `pm_perlpackage`, \
   vh.`id` AS `vh_id`, vhc.`hostname` AS `vh_hostname`, vp.`profilename` AS `vp_name`, vp.`datastorepath` AS `vp_datastore`, \
   vp.`repositorypath` AS `vp_repository`, vp.`vmpath` AS `vp_vmpath`, vp.`vmdisk` AS `vp_vmdisk`, \
   im.`rootaccess` AS `im_rootaccess`, \
   i.`id` AS `i_id`, i.`prettyname` AS `i_prettyname`, i.`size` AS `i_size`, i.`reloadtime` AS `i_reloadtime`, i.`OSid` AS `i_osid`, \
   ir.`id` AS `ir_id`, ir.`imagename` AS `ir_imagename`, ir.`revision` AS `ir_revision`, \
-  o.`id` AS `o_id`, o.`name` AS `o_name`, o.`type` AS `o_type`, o.`moduleid` AS `o_moduleid`, om.`id` AS `om_id`, om.`name` AS `om_name`, \
+  o.`id` AS `o_id`, o.`name` AS `o_name`, o.`type` AS `o_type`, o.`moduleid` AS `o_moduleid`, om.`id` AS `om_id`, om.`name` AS `om_name`, om.`perlpackage` AS `om_perlpackage`, \
   u.`id` AS `u_id`, u.`unityid` AS `u_login`, u.`uid` AS `u_uid`, u.`email` AS `u_email`, u.`usepublickeys` AS `u_usekeys`, \
   u.`sshpublickeys` AS `u_keys`, \
   mn.`id` AS `mn_id`, mn.`hostname` AS `mn_hostname`, mn.`installpath` AS `mn_installpath` \
@@ -29,6 +30,7 @@ FROM `reservation` r \
   LEFT JOIN `computer` c ON c.`id` = r.`computerid` \
   LEFT JOIN `provhost_computer` pc ON pc.`computerid` = c.`id` \
   LEFT JOIN `provisioning` p ON p.`id` = c.`provisioningid` \
+  LEFT JOIN `module` pm ON pm.`id` = p.`moduleid` \
   LEFT JOIN `vmhost` vh ON vh.`id` = c.`vmhostid` \
   LEFT JOIN `computer` vhc ON vhc.`id` = vh.`computerid` \
   LEFT JOIN `vmprofile` vp ON vp.`id` = vh.`vmprofileid` \
@@ -66,6 +68,14 @@ pub async fn load_reservation(db: &Db, id: i64) -> Result<ReservationData, DbErr
                     r.text("c_hostname")?
                 )));
             }
+            if r.opt_int("pm_id")?.is_none() {
+                return Err(broken(format!(
+                    "provisioning {} of computer {} has no module (provisioning.moduleid): module {} does not exist",
+                    r.text("p_name")?,
+                    r.text("c_hostname")?,
+                    r.int("p_moduleid")?
+                )));
+            }
             let vmhost_id = r.int("c_vmhostid")?;
             if vmhost_id != 0 && r.opt_int("vh_id")?.is_none() {
                 return Err(broken(format!("vmhost {vmhost_id} of computer {} (computer.vmhostid) does not exist", r.text("c_hostname")?)));
@@ -90,7 +100,8 @@ pub async fn load_reservation(db: &Db, id: i64) -> Result<ReservationData, DbErr
                 return Err(broken(format!("management node {} (reservation.managementnodeid) does not exist", r.int("r_mnid")?)));
             }
             let hostname = r.text("c_hostname")?;
-            let os_module = r.text("om_name")?;
+            let prov_row = ModuleRow { id: r.int("pm_id")?, name: r.text("pm_name")?, perl_package: r.text("pm_perlpackage")? };
+            let os_row = ModuleRow { id: r.int("om_id")?, name: r.text("om_name")?, perl_package: r.text("om_perlpackage")? };
             let keys = if r.int("u_usekeys")? != 0 { r.text("u_keys")? } else { String::new() };
             Ok(ReservationData {
                 reservation_id: r.int("reservationid")?,
@@ -111,7 +122,10 @@ pub async fn load_reservation(db: &Db, id: i64) -> Result<ReservationData, DbErr
                 computer_ssh_port: r.opt_int("c_sshport")?.unwrap_or(22),
                 computer_type: r.text("c_type")?,
                 computer_state: state_label(r.int("c_stateid")?),
-                computer_provisioning_module: r.text("p_name")?,
+                computer_provisioning_module: script_name(Kind::Provisioning, &prov_row),
+                computer_provisioning_module_id: prov_row.id,
+                computer_provisioning_module_name: prov_row.name.clone(),
+                computer_provisioning_module_perl_package: prov_row.perl_package.clone(),
                 vmhost_id,
                 vmhost_hostname: r.text("vh_hostname")?,
                 vmprofile: r.text("vp_name")?,
@@ -126,7 +140,10 @@ pub async fn load_reservation(db: &Db, id: i64) -> Result<ReservationData, DbErr
                 imagerevision_revision: r.int("ir_revision")?,
                 image_os_name: r.text("o_name")?,
                 image_os_type: r.text("o_type")?,
-                image_os_module: os_module_name(&os_module),
+                image_os_module: script_name(Kind::Os, &os_row),
+                image_os_moduleid: os_row.id,
+                image_os_module_name: os_row.name.clone(),
+                image_os_module_perl_package: os_row.perl_package.clone(),
                 image_size: r.int("i_size")?,
                 image_reload_time: r.int("i_reloadtime")?,
                 // VCL: an image without imagemeta grants root access.
@@ -151,8 +168,11 @@ pub fn short_name(hostname: &str) -> String {
     hostname.split('.').next().unwrap_or(hostname).to_string()
 }
 
-/// The script name of a VCL OS module: `module.name` without its `os_` prefix
-/// (`os_linux` → `linux`, `os_win7` → `win7`), so `scripts/os/linux.rhai` implements `os_linux`.
-pub fn os_module_name(module: &str) -> String {
-    module.strip_prefix("os_").unwrap_or(module).to_string()
+/// The script a module row maps to by default (docs/modules.md; a script's
+/// `MODULE.serves` may claim the row instead when the flow resolves it), or "" when the
+/// row's names cannot name a script.
+pub fn script_name(kind: Kind, row: &ModuleRow) -> String {
+    crate::host::modmap::default_mapping(kind, row)
+        .map(|m| m.key.1)
+        .unwrap_or_default()
 }

@@ -365,10 +365,20 @@ pub struct ModuleInfo {
     pub kind: Kind,
     pub name: String,
     pub version: String,
-    /// Only meaningful for `os` modules; defaults to `Acknowledge`.
+    /// Only meaningful for `os` modules; defaults to `Acknowledge` (or the parent's).
     pub add_user_at: AddUserAt,
-    /// Only meaningful for `site` modules: what a failing hook does; defaults to `Fail`.
+    /// `MODULE.add_user_at` was given (else a child takes its parent's).
+    pub add_user_at_declared: bool,
+    /// `MODULE.extends`: the name of the module of the same kind this one inherits from.
+    pub extends: Option<String>,
+    /// `MODULE.serves`: VCL `module.name` or `module.perlpackage` values this module
+    /// serves, ahead of the default mapping (docs/modules.md).
+    pub serves: Vec<String>,
+    /// Only meaningful for `site` modules: what a failing hook does; defaults to `Fail`
+    /// (or the parent's).
     pub on_failure: OnFailure,
+    /// `MODULE.on_failure` was given (else a child takes its parent's).
+    pub on_failure_declared: bool,
 }
 
 /// What a failing site hook (a throw, `false`, a timeout) does to the reservation:
@@ -400,6 +410,11 @@ pub fn fn_line(source: &str, name: &str) -> usize {
     }
 }
 
+/// The line of `const MODULE` in `source`, or 0.
+pub fn module_line_of(source: &str) -> usize {
+    module_line(source)
+}
+
 fn module_line(source: &str) -> usize {
     match regex::Regex::new(r"(?m)^[ \t]*const[ \t]+MODULE\b") {
         Ok(re) => line_of(source, &re),
@@ -411,6 +426,28 @@ fn module_line(source: &str) -> usize {
 /// folder implies, if any; MODULE.kind must agree with it. All problems are returned, not
 /// just the first.
 pub fn check(
+    path: &Path,
+    source: &str,
+    ast: &AST,
+    folder_kind: Option<Kind>,
+) -> Result<ModuleInfo, Vec<HostError>> {
+    let info = read_module(path, source, ast, folder_kind)?;
+    let defined: Vec<(String, usize)> = ast
+        .iter_functions()
+        .map(|f| (f.name.to_string(), f.params.len()))
+        .collect();
+    let errors = check_routines(path, source, info.kind, &defined, None);
+    if errors.is_empty() {
+        Ok(info)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Read and check `const MODULE` (kind, name, version, add_user_at, on_failure, extends,
+/// serves).
+/// All problems are returned, not just the first.
+pub fn read_module(
     path: &Path,
     source: &str,
     ast: &AST,
@@ -479,10 +516,7 @@ pub fn check(
         }
     }
     let name = field("name").unwrap_or_default();
-    let name_ok = regex::Regex::new(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-        .map(|re| re.is_match(&name))
-        .unwrap_or(false);
-    if !name_ok {
+    if !name_re(&name) {
         errors.push(err(mline, format!("MODULE.name {name:?} must be 1-63 of a-z, 0-9, '_' or '-', starting with a letter or digit")));
     }
     let version = match map.get("version") {
@@ -495,6 +529,7 @@ pub fn check(
             String::new()
         }
     };
+    let add_user_at_declared = map.contains_key("add_user_at");
     let add_user_at = match field("add_user_at").as_deref() {
         None | Some("acknowledge") => AddUserAt::Acknowledge,
         Some("ready") => AddUserAt::Ready,
@@ -506,6 +541,73 @@ pub fn check(
             AddUserAt::Acknowledge
         }
     };
+    let extends = match map.get("extends") {
+        None => None,
+        Some(v) => match v.clone().into_immutable_string() {
+            Ok(s) => {
+                let (k, n) = match s.split_once('/') {
+                    Some((k, n)) => (Some(k), n),
+                    None => (None, s.as_str()),
+                };
+                if !name_re(n) {
+                    errors.push(err(mline, format!("MODULE.extends {s:?} must name a module: \"linux\" (same kind) or \"os/linux\"")));
+                    None
+                } else if let (Some(k), Some(own)) = (k, kind) {
+                    if Kind::parse(k) != Some(own) {
+                        errors.push(err(mline, format!("MODULE.extends {s:?}: kind mismatch: a {own} module extends a module of its own kind (\"{n}\" or \"{own}/{n}\")")));
+                        None
+                    } else {
+                        Some(n.to_string())
+                    }
+                } else {
+                    Some(n.to_string())
+                }
+            }
+            Err(_) => {
+                errors.push(err(
+                    mline,
+                    format!(
+                        "MODULE.extends must be a string naming the parent module, found {}",
+                        describe(v)
+                    ),
+                ));
+                None
+            }
+        },
+    };
+    if extends.is_some() && extends.as_deref() == Some(name.as_str()) {
+        errors.push(err(
+            mline,
+            format!("MODULE.extends {name:?}: inheritance cycle: a module cannot extend itself"),
+        ));
+    }
+    let serves = match map.get("serves") {
+        None => Vec::new(),
+        Some(v) => {
+            let items: Option<Vec<String>> = if v.is_string() {
+                Some(vec![v.to_string()])
+            } else {
+                v.read_lock::<rhai::Array>().and_then(|a| {
+                    a.iter()
+                        .map(|x| {
+                            x.clone()
+                                .into_immutable_string()
+                                .ok()
+                                .map(|s| s.to_string())
+                        })
+                        .collect()
+                })
+            };
+            match items {
+                Some(items) if items.iter().all(|s| !s.trim().is_empty()) => items,
+                _ => {
+                    errors.push(err(mline, format!("MODULE.serves must be a list of VCL module names or perl packages, e.g. [\"os_centos\", \"VCL::Module::OS::Linux::CentOS\"]; found {}", describe(v))));
+                    Vec::new()
+                }
+            }
+        }
+    };
+    let on_failure_declared = map.contains_key("on_failure");
     let on_failure = match field("on_failure").as_deref() {
         None | Some("fail") => OnFailure::Fail,
         Some("warn") => OnFailure::Warn,
@@ -523,22 +625,57 @@ pub fn check(
             "MODULE.on_failure is for site modules only (provisioning and OS routines always fail the reservation)".into(),
         ));
     }
+    const KNOWN: &str = "kind, name, version, add_user_at, on_failure, extends, serves";
     for key in map.keys() {
-        if !["kind", "name", "version", "add_user_at", "on_failure"].contains(&key.as_str()) {
+        if !KNOWN.split(", ").any(|k| k == key.as_str()) {
             errors.push(err(
                 mline,
-                format!(
-                    "MODULE has an unknown key {key:?} (known: kind, name, version, add_user_at, on_failure)"
-                ),
+                format!("MODULE has an unknown key {key:?} (known: {KNOWN})"),
             ));
         }
     }
-
     if let Some(kind) = kind {
-        let defined: Vec<(String, usize)> = ast
-            .iter_functions()
-            .map(|f| (f.name.to_string(), f.params.len()))
-            .collect();
+        if errors.is_empty() {
+            return Ok(ModuleInfo {
+                kind,
+                name,
+                version,
+                add_user_at,
+                add_user_at_declared,
+                on_failure,
+                on_failure_declared,
+                extends,
+                serves,
+            });
+        }
+    }
+    Err(errors)
+}
+
+/// Check the functions a module has (its own, plus inherited ones when `inherited_from`
+/// names its parent chain) against its kind's contract. All problems are returned.
+pub fn check_routines(
+    path: &Path,
+    source: &str,
+    kind: Kind,
+    defined: &[(String, usize)],
+    inherited_from: Option<&str>,
+) -> Vec<HostError> {
+    let at = |line: usize| SourcePos {
+        path: path.to_path_buf(),
+        line,
+    };
+    let err = |line: usize, message: String| HostError::Contract {
+        at: at(line),
+        message,
+    };
+    let mline = module_line(source);
+    let mut errors = Vec::new();
+    let via = inherited_from
+        .map(|chain| format!(" (neither this module nor {chain} defines it)"))
+        .unwrap_or_default();
+
+    {
         for spec in routines(kind) {
             let arities: Vec<usize> = defined
                 .iter()
@@ -562,7 +699,7 @@ pub fn check(
                 errors.push(err(
                     0,
                     format!(
-                        "missing routine {} required for kind {:?}",
+                        "missing routine {} required for kind {:?}{via}",
                         spec.signature(),
                         kind.as_str()
                     ),
@@ -587,18 +724,13 @@ pub fn check(
         }
     }
 
-    if errors.is_empty() {
-        if let Some(kind) = kind {
-            return Ok(ModuleInfo {
-                kind,
-                name,
-                version,
-                add_user_at,
-                on_failure,
-            });
-        }
-    }
-    Err(errors)
+    errors
+}
+
+fn name_re(name: &str) -> bool {
+    regex::Regex::new(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+        .map(|re| re.is_match(name))
+        .unwrap_or(false)
 }
 
 /// A short description of a value for error messages: `"abc" (string)`, `42 (int)`.

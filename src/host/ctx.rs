@@ -175,8 +175,16 @@ reservation_data! {
     computer_type: str,
     /// Name of the computer's state.
     computer_state: str,
-    /// The computer's provisioning module name (e.g. `qemu`, `lab`).
+    /// The script serving the computer's provisioning module (`provisioning/NAME.rhai`, e.g.
+    /// `qemu`, `lab`, `libvirt`), mapped from its VCL module row (docs/modules.md).
     computer_provisioning_module: str,
+    /// `module.id` of the computer's provisioning (`provisioning.moduleid`).
+    computer_provisioning_module_id: int,
+    /// `module.name` of the computer's provisioning (e.g. `provisioning_libvirt`).
+    computer_provisioning_module_name: str,
+    /// `module.perlpackage` of the computer's provisioning (e.g.
+    /// `VCL::Module::Provisioning::libvirt`; empty for provhost's own rows).
+    computer_provisioning_module_perl_package: str,
     /// `computer.vmhostid` (0 for a computer that is not a VM).
     vmhost_id: int,
     /// Host name of the VM host the computer runs on.
@@ -206,8 +214,15 @@ reservation_data! {
     image_os_name: str,
     /// `OS.type`: `linux`, `windows`, `unix` or `osx`.
     image_os_type: str,
-    /// The image's OS module name (e.g. `linux`).
+    /// The script serving the image's OS module (`os/NAME.rhai`, e.g. `linux`, `ubuntu`),
+    /// mapped from its VCL module row (docs/modules.md).
     image_os_module: str,
+    /// `OS.moduleid` of the image's OS.
+    image_os_moduleid: int,
+    /// `module.name` of the image's OS module (e.g. `os_linux_ubuntu`).
+    image_os_module_name: str,
+    /// `module.perlpackage` of the image's OS module (e.g. `VCL::Module::OS::Linux::Ubuntu`).
+    image_os_module_perl_package: str,
     /// `image.size` in MB.
     image_size: int,
     /// `image.reloadtime` in minutes.

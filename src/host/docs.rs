@@ -103,8 +103,10 @@ pub fn generate(host: &ScriptHost) -> Result<String, String> {
         w,
         "- `version`: a string (or integer) shown in logs and `provhost status`."
     );
-    let _ = writeln!(w, "- `add_user_at` (os modules): `\"ready\"` (Windows-like: add the user when the node is ready) or `\"acknowledge\"` (default; Linux-like: when the user clicks Connect).");
-    let _ = writeln!(w, "- `on_failure` (site modules): `\"fail\"` (default: a failing hook fails the reservation) or `\"warn\"` (log a warning and a load-log line, go on); see docs/customizing-post-load.md.\n");
+    let _ = writeln!(w, "- `add_user_at` (os modules): `\"ready\"` (Windows-like: add the user when the node is ready) or `\"acknowledge\"` (default; Linux-like: when the user clicks Connect); a child without it takes its parent's.");
+    let _ = writeln!(w, "- `on_failure` (site modules): `\"fail\"` (default: a failing hook fails the reservation) or `\"warn\"` (log a warning and a load-log line, go on); a child without it takes its parent's; see docs/customizing-post-load.md.");
+    let _ = writeln!(w, "- `extends` (optional): the module of the same kind this one inherits from (`\"linux\"` or `\"os/linux\"`), loaded from the file beside it. Every routine, helper and constant the child does not define is the parent's; calls dispatch to the most derived version, also from inherited code. `super::name(args)` calls the parent's version. See docs/modules.md.");
+    let _ = writeln!(w, "- `serves` (optional): VCL `module.name` or `module.perlpackage` values this script serves ahead of the default mapping (docs/modules.md).\n");
     let _ = writeln!(w, "Top-level code should only hold `const` and `import` statements: it runs before every routine call.\n");
 
     let _ = writeln!(w, "## Routine contract\n");

@@ -79,6 +79,7 @@ pub fn build(limits: &Limits, stdlib: PathBuf, families: &[Arc<dyn Primitives>])
         tracing::debug!(target: "provhost::script", "{}:{}: {s}", src.unwrap_or("?"), pos.line().unwrap_or(0))
     });
 
+    crate::host::inherit::register(&mut engine);
     crate::host::ctx::register(&mut engine);
     crate::prim::wait::register(&mut engine);
     crate::prim::log::register(&mut engine);

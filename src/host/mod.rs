@@ -14,6 +14,8 @@ pub mod docs;
 pub mod engine;
 pub mod error;
 pub mod good;
+pub mod inherit;
+pub mod modmap;
 pub mod registry;
 pub mod reload;
 mod restore;
@@ -32,7 +34,7 @@ pub use contract::{AddUserAt, Kind, ModuleInfo, OnFailure};
 pub use ctx::{Ctx, CtxBackend, MemoryBackend, ReservationData};
 pub use engine::{Limits, Primitives};
 pub use error::{CallSite, HostError, SourcePos};
-pub use registry::{FileState, LoadedModule, ModuleKey};
+pub use registry::{FileState, LoadedModule, ModuleKey, NewModule};
 pub use reload::Watcher;
 
 /// Where scripts live and how they are sandboxed.
@@ -72,8 +74,19 @@ pub enum ReloadEvent {
     },
 }
 
+/// One load pass: the files being loaded (to find inheritance cycles), those already
+/// loaded in this pass, and errors of parents loaded on demand.
+#[derive(Default)]
+pub(crate) struct Pass {
+    stack: Vec<PathBuf>,
+    done: std::collections::BTreeSet<PathBuf>,
+    parent_errors: Vec<HostError>,
+}
+
 pub struct ScriptHost {
     engine: Engine,
+    /// Files that did not load for want of their parent, by parent: tried again when it loads.
+    orphans: Mutex<std::collections::BTreeMap<ModuleKey, std::collections::BTreeSet<PathBuf>>>,
     opts: HostOptions,
     registry: registry::Registry,
     events: broadcast::Sender<ReloadEvent>,
@@ -102,6 +115,7 @@ impl ScriptHost {
             engine,
             opts,
             registry: registry::Registry::default(),
+            orphans: Mutex::new(std::collections::BTreeMap::new()),
             events,
             load_lock: Mutex::new(()),
             families: families.to_vec(),
@@ -163,7 +177,7 @@ impl ScriptHost {
     }
 
     /// Load every module under `scripts_dir`. Returns every error; good modules are loaded
-    /// whatever the others do.
+    /// whatever the others do. A parent is loaded before its children (on demand).
     pub fn load_all(&self) -> Vec<HostError> {
         if !self.opts.scripts_dir.is_dir() {
             return vec![HostError::Io {
@@ -178,47 +192,74 @@ impl ScriptHost {
             Ok(f) => f,
             Err(e) => return vec![e],
         };
-        files
-            .iter()
-            .filter_map(|p| self.load_file(p).err())
-            .flatten()
-            .collect()
+        let _serial = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pass = Pass::default();
+        let mut errors = Vec::new();
+        for p in &files {
+            if pass.done.contains(p) {
+                // Loaded on demand as a parent; its errors were collected then.
+                continue;
+            }
+            if let Err(e) = self.load_locked(p, &mut pass) {
+                errors.extend(e);
+            }
+        }
+        errors.extend(pass.parent_errors);
+        errors
     }
 
-    /// Compile, check and install one file. On failure the previous version (if any) stays.
+    /// Compile, check and install one file (and, when it extends a module not loaded yet,
+    /// that module's file first); then compose its loaded children again. On failure the
+    /// previous version (if any) stays.
     pub fn load_file(&self, path: &Path) -> Result<ModuleKey, Vec<HostError>> {
         let _serial = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let result =
-            self.compile_file(path, Kind::from_path(path))
-                .and_then(|(info, source, ast)| {
-                    let key = (info.kind, info.name.clone());
-                    let version = info.version.clone();
-                    let saved_source = Arc::clone(&source);
-                    let was_restored = self
-                        .module_of_file(path)
-                        .is_some_and(|m| m.restored_from.is_some());
-                    if was_restored {
-                        tracing::warn!(
-                            "{} loads again: v{version} replaces the saved last good copy",
-                            path.display()
-                        );
-                    }
-                    self.registry
-                        .install(path, info, source, ast, None)
-                        .map(|generation| {
-                            self.save_good(path, &key, &version, &saved_source);
-                            (key, version, generation)
-                        })
-                        .map_err(|message| {
-                            vec![HostError::Contract {
-                                at: SourcePos {
-                                    path: path.to_path_buf(),
-                                    line: 0,
-                                },
-                                message,
-                            }]
-                        })
-                });
+        self.load_locked(path, &mut Pass::default())
+    }
+
+    fn load_locked(&self, path: &Path, pass: &mut Pass) -> Result<ModuleKey, Vec<HostError>> {
+        pass.stack.push(path.to_path_buf());
+        pass.done.insert(path.to_path_buf());
+        let mut wanted_parent: Option<ModuleKey> = None;
+        let result = self.compile_own(path).and_then(|(source, compiled)| {
+            let info = contract::read_module(path, &source, &compiled.ast, Kind::from_path(path))?;
+            wanted_parent = info.extends.as_ref().map(|p| (info.kind, p.clone()));
+            let (key, new) = self.compose_module(
+                path,
+                info,
+                source,
+                Arc::new(compiled.ast),
+                compiled.super_calls,
+                None,
+                pass,
+            )?;
+            let version = new.info.version.clone();
+            let saved_source = Arc::clone(&new.source);
+            let was_restored = self
+                .module_of_file(path)
+                .is_some_and(|m| m.restored_from.is_some());
+            if was_restored {
+                tracing::warn!(
+                    "{} loads again: v{version} replaces the saved last good copy",
+                    path.display()
+                );
+            }
+            self.registry
+                .install(path, new)
+                .map(|generation| {
+                    self.save_good(path, &key, &version, &saved_source);
+                    (key, version, generation)
+                })
+                .map_err(|message| {
+                    vec![HostError::Contract {
+                        at: SourcePos {
+                            path: path.to_path_buf(),
+                            line: 0,
+                        },
+                        message,
+                    }]
+                })
+        });
+        pass.stack.pop();
         match result {
             Ok((key, version, generation)) => {
                 if generation > 1 {
@@ -233,13 +274,20 @@ impl ScriptHost {
                     version,
                     generation,
                 });
+                self.after_install(&key, pass);
                 Ok(key)
             }
             Err(mut errors) => {
+                if let Some(parent) = wanted_parent {
+                    // Tried again when the parent loads.
+                    if let Ok(mut o) = self.orphans.lock() {
+                        o.entry(parent).or_default().insert(path.to_path_buf());
+                    }
+                }
                 let mut texts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
                 let mut keeping = self.registry.record_failure(path, texts.clone());
                 if keeping.is_none() {
-                    match self.restore_good(path) {
+                    match self.restore_good(path, pass) {
                         Ok(Some(key)) => {
                             keeping = self.registry.record_failure(path, texts.clone());
                             debug_assert_eq!(keeping.as_ref(), Some(&key));
@@ -270,6 +318,76 @@ impl ScriptHost {
         }
     }
 
+    /// After `key` got a new version: compose its loaded children again (and theirs), and
+    /// try again the files that did not load for want of it.
+    fn after_install(&self, key: &ModuleKey, pass: &mut Pass) {
+        for child in self.registry.children_of(key) {
+            let ckey = (child.info.kind, child.info.name.clone());
+            let composed = self.compose_module(
+                &child.path,
+                child.info.clone(),
+                Arc::clone(&child.source),
+                Arc::clone(&child.own),
+                child.super_calls.clone(),
+                child.restored_from.clone(),
+                pass,
+            );
+            let installed = composed.and_then(|(_, new)| {
+                let version = new.info.version.clone();
+                self.registry
+                    .install(&child.path, new)
+                    .map(|g| (version, g))
+                    .map_err(|message| {
+                        vec![HostError::Contract {
+                            at: SourcePos {
+                                path: child.path.clone(),
+                                line: 0,
+                            },
+                            message,
+                        }]
+                    })
+            });
+            match installed {
+                Ok((version, generation)) => {
+                    tracing::info!(module = %format!("{}/{}", ckey.0, ckey.1), generation, "composed again with its new parent {}/{}", key.0, key.1);
+                    let _ = self.events.send(ReloadEvent::Loaded {
+                        path: child.path.clone(),
+                        key: ckey.clone(),
+                        version,
+                        generation,
+                    });
+                    self.after_install(&ckey, pass);
+                }
+                Err(errors) => {
+                    let texts: Vec<String> = errors
+                        .iter()
+                        .map(|e| format!("{e} (after its parent {}/{} changed)", key.0, key.1))
+                        .collect();
+                    let keeping = self.registry.record_failure(&child.path, texts.clone());
+                    for t in &texts {
+                        tracing::error!(module = %format!("{}/{}", ckey.0, ckey.1), "{t} (keeping the version composed with the earlier parent)");
+                    }
+                    let _ = self.events.send(ReloadEvent::Failed {
+                        path: child.path.clone(),
+                        errors: texts,
+                        keeping,
+                    });
+                }
+            }
+        }
+        let waiting = self
+            .orphans
+            .lock()
+            .ok()
+            .and_then(|mut o| o.remove(key))
+            .unwrap_or_default();
+        for path in waiting {
+            if path.is_file() && !pass.stack.contains(&path) {
+                let _ = self.load_locked(&path, pass);
+            }
+        }
+    }
+
     /// Note that a module file disappeared: its module stays loaded.
     pub fn forget_file(&self, path: &Path) {
         let keeping = self.registry.record_deleted(path);
@@ -282,13 +400,10 @@ impl ScriptHost {
         });
     }
 
-    /// Read, compile (resolving `import`s from `stdlib/`) and contract-check a file without
-    /// installing it.
-    pub fn compile_file(
-        &self,
-        path: &Path,
-        folder_kind: Option<Kind>,
-    ) -> Result<(ModuleInfo, Arc<str>, AST), Vec<HostError>> {
+    /// Read and compile one file on its own (imports resolved from `stdlib/`). Every file
+    /// goes through here, a parent loaded from beside its child too, so the trust check
+    /// below covers the whole inheritance chain.
+    fn compile_own(&self, path: &Path) -> Result<(Arc<str>, inherit::Compiled), Vec<HostError>> {
         // Scripts are root-equivalent (docs/trust-model.md): a file, or a folder it is loaded
         // from, that others may write is refused.
         let mut guarded: Vec<PathBuf> = vec![path.to_path_buf()];
@@ -319,13 +434,258 @@ impl ScriptHost {
                 path: path.to_path_buf(),
             }]);
         }
-        let mut ast = self
-            .engine
-            .compile_into_self_contained(&Scope::new(), text)
+        let mut compiled = inherit::compile(&self.engine, text)
             .map_err(|e| vec![compile_error(path, text, *e)])?;
-        ast.set_source(path.display().to_string());
-        let info = contract::check(path, text, &ast, folder_kind)?;
-        Ok((info, Arc::from(text), ast))
+        compiled.ast.set_source(path.display().to_string());
+        Ok((Arc::from(text), compiled))
+    }
+
+    /// Read, compile (resolving `import`s from `stdlib/`), compose with the parent when it
+    /// `extends` one (loading the parent's file if needed) and contract-check a file without
+    /// installing it. The AST returned is the effective one.
+    pub fn compile_file(
+        &self,
+        path: &Path,
+        folder_kind: Option<Kind>,
+    ) -> Result<(ModuleInfo, Arc<str>, AST), Vec<HostError>> {
+        let (source, compiled) = self.compile_own(path)?;
+        let info = contract::read_module(path, &source, &compiled.ast, folder_kind)?;
+        let _serial = self.load_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, new) = self.compose_module(
+            path,
+            info,
+            source,
+            Arc::new(compiled.ast),
+            compiled.super_calls,
+            None,
+            &mut Pass::default(),
+        )?;
+        Ok((new.info, new.source, new.ast))
+    }
+
+    /// Compose a compiled file with its parent (if it extends one) and check the result
+    /// against the contract: what [`registry::Registry::install`] takes.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn compose_module(
+        &self,
+        path: &Path,
+        mut info: ModuleInfo,
+        source: Arc<str>,
+        own: Arc<AST>,
+        super_calls: Vec<inherit::SuperCall>,
+        restored_from: Option<String>,
+        pass: &mut Pass,
+    ) -> Result<(ModuleKey, registry::NewModule), Vec<HostError>> {
+        let key: ModuleKey = (info.kind, info.name.clone());
+        let at = |line: usize| SourcePos {
+            path: path.to_path_buf(),
+            line,
+        };
+        let origin = Arc::new(inherit::Origin {
+            key: key.clone(),
+            path: path.to_path_buf(),
+            source: Arc::clone(&source),
+        });
+        let (ast, origins, ancestors, chain) = match info.extends.clone() {
+            None => {
+                let origins = inherit::own_origins(&own, origin);
+                ((*own).clone(), origins, Vec::new(), None)
+            }
+            Some(parent_name) => {
+                let parent = self.parent_for(path, &source, &key, &parent_name, pass)?;
+                let pkey: ModuleKey = (parent.info.kind, parent.info.name.clone());
+                if pkey == key || parent.ancestors.contains(&key) {
+                    let mut names = vec![format!("{}/{}", key.0, key.1)];
+                    names.push(format!("{}/{}", pkey.0, pkey.1));
+                    for a in parent.ancestors.iter().take_while(|a| **a != key) {
+                        names.push(format!("{}/{}", a.0, a.1));
+                    }
+                    names.push(format!("{}/{}", key.0, key.1));
+                    return Err(vec![HostError::Contract {
+                        at: at(contract::module_line_of(&source)),
+                        message: format!(
+                            "MODULE.extends {parent_name:?}: inheritance cycle: {}",
+                            names.join(" extends ")
+                        ),
+                    }]);
+                }
+                let parent_fns = inherit::visible_functions(&parent.ast);
+                let mut errors = Vec::new();
+                for call in &super_calls {
+                    if !parent_fns
+                        .iter()
+                        .any(|(n, a)| *n == call.name && *a == call.arity)
+                    {
+                        errors.push(HostError::Contract {
+                            at: at(inherit::super_line(&source, &call.name)),
+                            message: format!(
+                                "super::{}() with {} argument(s): the parent {}/{} ({}) has no such function",
+                                call.name,
+                                call.arity,
+                                pkey.0,
+                                pkey.1,
+                                parent.path.display()
+                            ),
+                        });
+                    }
+                }
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+                if !info.add_user_at_declared {
+                    info.add_user_at = parent.info.add_user_at;
+                }
+                if !info.on_failure_declared {
+                    info.on_failure = parent.info.on_failure;
+                }
+                let parent_origin = Arc::new(inherit::Origin {
+                    key: pkey.clone(),
+                    path: parent.path.clone(),
+                    source: Arc::clone(&parent.source),
+                });
+                let (ast, origins) = inherit::compose(
+                    &pkey.1,
+                    &parent.ast,
+                    &parent.origins,
+                    &parent_origin,
+                    &own,
+                    origin,
+                );
+                let mut ancestors = vec![pkey];
+                ancestors.extend(parent.ancestors.iter().cloned());
+                let chain = ancestors
+                    .iter()
+                    .map(|(k, n)| format!("{k}/{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (ast, origins, ancestors, Some(chain))
+            }
+        };
+        let errors = contract::check_routines(
+            path,
+            &source,
+            info.kind,
+            &inherit::visible_functions(&ast),
+            chain.as_deref(),
+        );
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok((
+            key,
+            registry::NewModule {
+                info,
+                source,
+                ast,
+                own,
+                super_calls,
+                ancestors,
+                origins: Arc::new(origins),
+                restored_from,
+            },
+        ))
+    }
+
+    /// The loaded parent a module extends, loading its file (`<name>.rhai` beside the
+    /// child's) first
+    /// when it is not loaded yet; a clear error when it is missing, does not load, is of
+    /// another kind or leads back to the child.
+    fn parent_for(
+        &self,
+        path: &Path,
+        source: &str,
+        key: &ModuleKey,
+        parent_name: &str,
+        pass: &mut Pass,
+    ) -> Result<Arc<LoadedModule>, Vec<HostError>> {
+        let err = |message: String| {
+            vec![HostError::Contract {
+                at: SourcePos {
+                    path: path.to_path_buf(),
+                    line: contract::module_line_of(source),
+                },
+                message: format!("MODULE.extends {parent_name:?}: {message}"),
+            }]
+        };
+        let pkey: ModuleKey = (key.0, parent_name.to_string());
+        // The parent's file sits beside the child's: the folder is the kind.
+        let file = path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(format!("{parent_name}.rhai"));
+        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        if self.module(&pkey).is_none() {
+            if let Some(i) = pass
+                .stack
+                .iter()
+                .position(|p| canonical(p) == canonical(&file))
+            {
+                let mut files: Vec<String> = pass.stack[i..]
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                files.push(file.display().to_string());
+                return Err(err(format!(
+                    "inheritance cycle: {} (each file extends the next)",
+                    files.join(" → ")
+                )));
+            }
+            if file.is_file() {
+                if let Err(errors) = self.load_locked(&file, pass) {
+                    if self.module(&pkey).is_none() {
+                        let first = errors
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        pass.parent_errors.extend(errors);
+                        return Err(err(format!(
+                            "the parent {}/{parent_name} does not load: {first}",
+                            key.0
+                        )));
+                    }
+                }
+            }
+        }
+        match self.module(&pkey) {
+            Some(m) => Ok(m),
+            None => {
+                // Loaded, or a file in another kind's folder beside this one.
+                let root = path.parent().and_then(Path::parent);
+                let elsewhere: Vec<String> = Kind::ALL
+                    .into_iter()
+                    .filter(|k| *k != key.0)
+                    .filter(|k| {
+                        self.module(&(*k, parent_name.to_string())).is_some()
+                            || root.is_some_and(|r| {
+                                r.join(k.as_str())
+                                    .join(format!("{parent_name}.rhai"))
+                                    .is_file()
+                            })
+                    })
+                    .map(|k| format!("{k}/{parent_name}"))
+                    .collect();
+                if elsewhere.is_empty() {
+                    Err(err(format!(
+                        "missing parent: no {} module {parent_name:?} is loaded and {} {}",
+                        key.0,
+                        file.display(),
+                        if file.is_file() {
+                            "defines another module"
+                        } else {
+                            "does not exist"
+                        }
+                    )))
+                } else {
+                    Err(err(format!(
+                        "kind mismatch: {} is of another kind than {}/{}; a module extends one of its own kind",
+                        elsewhere.join(", "),
+                        key.0,
+                        key.1
+                    )))
+                }
+            }
+        }
     }
 
     /// The current version of a module.
@@ -491,10 +851,7 @@ impl ScriptHost {
                     site: Box::new(CallSite {
                         module: module_name,
                         routine: routine.to_string(),
-                        at: SourcePos {
-                            path: module.path.clone(),
-                            line: contract::fn_line(&module.source, routine),
-                        },
+                        at: module.defined_at(routine),
                     }),
                     expected,
                     got: contract::describe(&value),
@@ -589,14 +946,26 @@ fn runtime_error(
             }
         }
     }
+    let innermost = chain.last().map(String::as_str).unwrap_or(routine);
     let mut line = err.position().line().or(outer_pos.line()).unwrap_or(0);
-    if line == 0 && path == module.path {
-        // Limit errors carry no position: point at the function that was running.
-        line = contract::fn_line(
-            &module.source,
-            chain.last().map(String::as_str).unwrap_or(routine),
-        );
+    if path == module.path {
+        // The effective AST carries the child's file name: code inherited from a parent
+        // was written in the parent's file.
+        let defined = module.defined_at(innermost);
+        if line == 0 {
+            // Limit errors carry no position: point at the function that was running.
+            line = defined.line;
+        }
+        path = defined.path;
     }
+    // Hidden parent copies read as the call that reached them.
+    let chain: Vec<String> = chain
+        .into_iter()
+        .map(|f| match inherit::split_hidden(&f) {
+            Some((parent, name)) => format!("super::{name} ({parent})"),
+            None => f,
+        })
+        .collect();
     let at = SourcePos { path, line };
     let site = Box::new(CallSite {
         module: module_name.to_string(),

@@ -23,12 +23,60 @@ pub struct LoadedModule {
     pub info: ModuleInfo,
     pub path: PathBuf,
     pub source: Arc<str>,
+    /// The effective AST: with a parent (`MODULE.extends`), the parent's composed with this
+    /// file's own (see [`crate::host::inherit`]); else this file's own.
     pub ast: Arc<AST>,
+    /// This file's own AST, kept to compose again when the parent changes.
+    pub own: Arc<AST>,
+    /// The `super::` calls this file makes (checked against each new parent).
+    pub super_calls: Vec<crate::host::inherit::SuperCall>,
+    /// The parent chain, nearest first (empty without `extends`).
+    pub ancestors: Vec<ModuleKey>,
+    /// Where each function of `ast` was written.
+    pub origins: Arc<crate::host::inherit::Origins>,
     /// Counts successful loads of this module since start (1 = first).
     pub generation: u64,
     pub loaded_at: SystemTime,
     /// Set when this version is the saved last good copy restored at start because the
     /// file itself did not load: where it came from and when it was saved.
+    pub restored_from: Option<String>,
+}
+
+impl LoadedModule {
+    /// Where `function` (a routine, helper or hidden parent copy of the effective AST) was
+    /// written: its file and the line of its `fn`.
+    pub fn defined_at(&self, function: &str) -> crate::host::SourcePos {
+        let (path, source) = match self.origins.get(function) {
+            Some(o) => (o.path.clone(), &o.source),
+            None => (self.path.clone(), &self.source),
+        };
+        let name = crate::host::inherit::split_hidden(function)
+            .map(|(_, n)| n)
+            .unwrap_or(function);
+        crate::host::SourcePos {
+            path,
+            line: crate::host::contract::fn_line(source, name),
+        }
+    }
+
+    /// Does `function` come from another file than this module's own (inherited)?
+    pub fn inherited(&self, function: &str) -> Option<&crate::host::inherit::Origin> {
+        self.origins
+            .get(function)
+            .map(|o| o.as_ref())
+            .filter(|o| o.path != self.path)
+    }
+}
+
+/// What [`Registry::install`] takes: a checked module, composed with its parent.
+pub struct NewModule {
+    pub info: ModuleInfo,
+    pub source: Arc<str>,
+    pub ast: AST,
+    pub own: Arc<AST>,
+    pub super_calls: Vec<crate::host::inherit::SuperCall>,
+    pub ancestors: Vec<ModuleKey>,
+    pub origins: Arc<crate::host::inherit::Origins>,
     pub restored_from: Option<String>,
 }
 
@@ -97,16 +145,45 @@ impl Registry {
             .map(|(k, _)| k.clone())
     }
 
+    /// The modules whose parent is `key`, with their files.
+    pub fn children_of(&self, key: &ModuleKey) -> Vec<Arc<LoadedModule>> {
+        self.inner
+            .read()
+            .map(|i| {
+                i.modules
+                    .values()
+                    .map(|s| s.load_full())
+                    .filter(|m| m.ancestors.first() == Some(key))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The loaded module that declares it serves `what` (a VCL `module.name` or perl
+    /// package) among its `MODULE.serves`, of `kind`.
+    pub fn serving(&self, kind: crate::host::Kind, what: &str) -> Option<Arc<LoadedModule>> {
+        let inner = self.inner.read().ok()?;
+        inner
+            .modules
+            .iter()
+            .filter(|(k, _)| k.0 == kind)
+            .map(|(_, s)| s.load_full())
+            .find(|m| m.info.serves.iter().any(|s| s == what))
+    }
+
     /// Install a freshly checked module from `path`. Fails (without changing anything) if
-    /// another file already provides the same (kind, name).
-    pub fn install(
-        &self,
-        path: &Path,
-        info: ModuleInfo,
-        source: Arc<str>,
-        ast: AST,
-        restored_from: Option<String>,
-    ) -> Result<u64, String> {
+    /// another file already provides the same (kind, name) or serves one of the same rows.
+    pub fn install(&self, path: &Path, new: NewModule) -> Result<u64, String> {
+        let NewModule {
+            info,
+            source,
+            ast,
+            own,
+            super_calls,
+            ancestors,
+            origins,
+            restored_from,
+        } = new;
         let mut inner = self
             .inner
             .write()
@@ -121,6 +198,19 @@ impl Registry {
                     key.0,
                     key.1,
                     other.display()
+                ));
+            }
+        }
+        for what in &info.serves {
+            let clash = inner.modules.iter().find(|(k, slot)| {
+                k.0 == key.0 && **k != key && slot.load().info.serves.contains(what)
+            });
+            if let Some((k, slot)) = clash {
+                return Err(format!(
+                    "MODULE.serves {what:?}: {}/{} ({}) already serves it; one module per VCL module row",
+                    k.0,
+                    k.1,
+                    slot.load().path.display()
                 ));
             }
         }
@@ -145,6 +235,10 @@ impl Registry {
             path: path.to_path_buf(),
             source,
             ast: Arc::new(ast),
+            own,
+            super_calls,
+            ancestors,
+            origins,
             generation,
             loaded_at: SystemTime::now(),
             restored_from,

@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use rhai::Scope;
-
 use crate::host::good::SavedResolver;
 
 impl crate::host::ScriptHost {
@@ -44,6 +42,7 @@ impl crate::host::ScriptHost {
     pub(crate) fn restore_good(
         &self,
         path: &Path,
+        pass: &mut crate::host::Pass,
     ) -> Result<Option<crate::host::ModuleKey>, crate::host::HostError> {
         use crate::host::{contract, HostError, SourcePos};
         let (Some(store), Some(rel)) = (self.good_store(), self.relative(path)) else {
@@ -70,20 +69,22 @@ impl crate::host::ScriptHost {
                 path.display()
             ),
         };
-        let mut ast = engine
-            .compile_into_self_contained(&Scope::new(), text)
-            .map_err(|e| unusable(e.to_string()))?;
-        ast.set_source(path.display().to_string());
-        let info = contract::check(path, text, &ast, crate::host::Kind::from_path(path)).map_err(
-            |errs| {
-                unusable(
-                    errs.iter()
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )
-            },
-        )?;
+        let joined = |errs: Vec<HostError>| {
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let mut compiled =
+            crate::host::inherit::compile(&engine, text).map_err(|e| unusable(e.to_string()))?;
+        compiled.ast.set_source(path.display().to_string());
+        let info = contract::read_module(
+            path,
+            text,
+            &compiled.ast,
+            crate::host::Kind::from_path(path),
+        )
+        .map_err(|errs| unusable(joined(errs)))?;
         let key = (info.kind, info.name.clone());
         let version = info.version.clone();
         let from = format!(
@@ -92,15 +93,18 @@ impl crate::host::ScriptHost {
             saved.saved_at_text(),
             saved.module_source.sha256.get(..12).unwrap_or_default()
         );
-        self.registry
-            .install(
+        let (_, module) = self
+            .compose_module(
                 path,
                 info,
                 std::sync::Arc::from(text),
-                ast,
+                std::sync::Arc::new(compiled.ast),
+                compiled.super_calls,
                 Some(from.clone()),
+                pass,
             )
-            .map_err(unusable)?;
+            .map_err(|errs| unusable(joined(errs)))?;
+        self.registry.install(path, module).map_err(unusable)?;
         tracing::error!(
             module = %format!("{}/{}", key.0, key.1),
             "{} does not load; SERVING ITS LAST GOOD VERSION v{version} from {from} until the file is fixed (it reloads when saved)",

@@ -34,6 +34,7 @@ use tracing::Instrument;
 use crate::db::claim::Work;
 use crate::db::state::Ids;
 use crate::db::{Db, DbBackend, DbError};
+use crate::host::modmap::ModuleRow;
 use crate::host::{
     AddUserAt, CallOptions, Ctx, FileState, HostError, Kind, ModuleKey, ReservationData,
     ScriptHost, SourcePos,
@@ -309,17 +310,17 @@ impl Flow {
     }
 
     pub fn returned_false(&self, key: &ModuleKey, routine: &str) -> FlowError {
-        let (path, line) = match self.svc.host.module(key) {
-            Some(m) => (
-                m.path.clone(),
-                crate::host::contract::fn_line(&m.source, routine),
-            ),
-            None => (Default::default(), 0),
+        let at = match self.svc.host.module(key) {
+            Some(m) => m.defined_at(routine),
+            None => SourcePos {
+                path: Default::default(),
+                line: 0,
+            },
         };
         FlowError::False {
             module: Flow::module_name(key),
             routine: routine.to_string(),
-            at: SourcePos { path, line },
+            at,
         }
     }
 
@@ -439,14 +440,22 @@ impl Flow {
     }
 }
 
-/// Which module of `kind` is `name`, with a clear reason when it is not loaded.
-fn resolve(host: &ScriptHost, kind: Kind, name: &str, what: &str) -> Result<ModuleKey, FlowError> {
-    let key = (kind, name.to_string());
-    if name.is_empty() {
+/// Which loaded module serves VCL module `row` for a `kind` module (docs/modules.md), with
+/// a reason naming the row and the script that would serve it when none is loaded.
+fn resolve(
+    host: &ScriptHost,
+    kind: Kind,
+    row: &ModuleRow,
+    what: &str,
+) -> Result<ModuleKey, FlowError> {
+    let Some(mapping) = host.map_module_row(kind, row) else {
         return Err(FlowError::Failed(format!(
-            "the {what} has no {kind} module"
+            "the {what} has no {kind} script: {row} names none (its perl package is not under VCL::Module::{} and its name is not a script name); list it in a script's MODULE.serves (docs/modules.md)",
+            if kind == Kind::Os { "OS" } else { "Provisioning" }
         )));
-    }
+    };
+    let key = mapping.key;
+    let name = &key.1;
     if host.module(&key).is_some() {
         return Ok(key);
     }
@@ -463,12 +472,21 @@ fn resolve(host: &ScriptHost, kind: Kind, name: &str, what: &str) -> Result<Modu
             FileState::Failed { errors, .. } => Some(errors.join("; ")),
             _ => None,
         });
+    let how = match mapping.rule {
+        crate::host::modmap::Rule::Serves => "a module's MODULE.serves".to_string(),
+        crate::host::modmap::Rule::PerlPackage => "its perl package".to_string(),
+        crate::host::modmap::Rule::ModuleName => "its module name".to_string(),
+    };
+    let parent = mapping
+        .vcl_parent
+        .map(|p| format!("; as in VCL, that script would `extends: \"{p}\"`"))
+        .unwrap_or_default();
     match broken {
         Some(errors) => Err(FlowError::Held(format!(
             "{kind} module {name:?} of the {what} is not loaded: {errors}; the request waits until the file loads"
         ))),
         None => Err(FlowError::Failed(format!(
-            "{kind} module {name:?} of the {what} is not loaded ({} does not exist or did not load)",
+            "{kind} module {name:?} of the {what} is not loaded: {row} maps to {} (by {how}{parent}), which does not exist or did not load (docs/modules.md)",
             file.display()
         ))),
     }
@@ -680,19 +698,28 @@ fn prepare(
     cancel: Arc<AtomicBool>,
     lane: lanes::Lane,
 ) -> Result<Flow, FlowError> {
+    let mut data = data;
     let what = format!("computer {}", data.computer_node_name);
-    let prov = resolve(
-        &svc.host,
-        Kind::Provisioning,
-        &data.computer_provisioning_module,
-        &what,
-    )?;
+    let prov_row = ModuleRow {
+        id: data.computer_provisioning_module_id,
+        name: data.computer_provisioning_module_name.clone(),
+        perl_package: data.computer_provisioning_module_perl_package.clone(),
+    };
+    let prov = resolve(&svc.host, Kind::Provisioning, &prov_row, &what)?;
+    let os_row = ModuleRow {
+        id: data.image_os_moduleid,
+        name: data.image_os_module_name.clone(),
+        perl_package: data.image_os_module_perl_package.clone(),
+    };
     let os = resolve(
         &svc.host,
         Kind::Os,
-        &data.image_os_module,
+        &os_row,
         &format!("image {}", data.image_name),
     )?;
+    // A script's MODULE.serves may have claimed a row: ctx names the script that runs.
+    data.computer_provisioning_module = prov.1.clone();
+    data.image_os_module = os.1.clone();
     let backend = Arc::new(DbBackend::new(
         svc.db.clone(),
         tokio::runtime::Handle::current(),
