@@ -10,7 +10,8 @@
 //!   handed back (bounded).
 //! - Loop: every `poll_interval_secs`, or at once when `provhost request new` on this
 //!   machine pokes the wake socket (`<data_dir>/provhost.wake`), list the node's work,
-//!   claim what is due (VCL's `check_time`, simplified: new/reload once started, in-use
+//!   claim what is due (VCL's `check_time`, simplified: new/reload once started or inside
+//!   the preload window (`preload_secs` to `preload_min_secs` before the start), in-use
 //!   reservations near their end or every `general_inuse_check`), spawn its flow.
 //! - Stop (SIGTERM/SIGINT, or `--once` when nothing is left): running flows are cancelled at
 //!   their next routine step and hand their request back; database operations are no
@@ -63,6 +64,15 @@ pub struct DaemonConfig {
     /// How often the daemon hands back this node's `pending` requests that none of its
     /// running flows owns (an exit that could not be written).
     pub sweep_interval_secs: u64,
+    /// Preload (vcld's `check_time` "preload"): a `new` reservation whose start is at
+    /// most this far ahead, and at least `preload_min_secs`, is loaded ahead of its start
+    /// (once: `request.preload` is set) and becomes `reserved` at its start. vcld's window
+    /// is 35 to 25 minutes before the start. 0 turns preloading off.
+    pub preload_secs: u64,
+    /// The near edge of the preload window (vcld: 25 minutes): a request made closer to
+    /// its start than this waits for its start. 0: every future start within
+    /// `preload_secs` is preloaded.
+    pub preload_min_secs: u64,
     /// VCL's timing variables.
     pub timings: Timings,
 }
@@ -79,6 +89,8 @@ impl Default for DaemonConfig {
             heartbeat_secs: 10,
             lease_wait_secs: 0,
             sweep_interval_secs: 60,
+            preload_secs: 35 * 60,
+            preload_min_secs: 25 * 60,
             timings: Timings::default(),
         }
     }
@@ -98,6 +110,8 @@ impl DaemonConfig {
             Bound::secs("heartbeat_secs", self.heartbeat_secs, 1, MAX_SECS),
             Bound::secs("lease_wait_secs", self.lease_wait_secs, 0, MAX_SECS),
             Bound::secs("sweep_interval_secs", self.sweep_interval_secs, 1, MAX_SECS),
+            Bound::secs("preload_secs", self.preload_secs, 0, MAX_SECS),
+            Bound::secs("preload_min_secs", self.preload_min_secs, 0, MAX_SECS),
             Bound::count("max_flows", self.max_flows as u64, 1, flows as u64),
             Bound::count(
                 "reclaim_flows",
@@ -162,6 +176,12 @@ impl DaemonConfig {
             return Err(format!(
                 "heartbeat_secs ({}) must be at least 1 and less than lease_secs ({}); e.g. lease_secs = 60, heartbeat_secs = 10",
                 self.heartbeat_secs, self.lease_secs
+            ));
+        }
+        if self.preload_secs > 0 && self.preload_min_secs > self.preload_secs {
+            return Err(format!(
+                "preload_min_secs ({}) must not be more than preload_secs ({}): the preload window runs from preload_secs to preload_min_secs before a reservation's start (vcld: 2100 and 1500)",
+                self.preload_min_secs, self.preload_secs
             ));
         }
         if self.max_flows + self.reclaim_flows > flows {
@@ -872,8 +892,17 @@ impl Daemon {
             let start = crate::db::time::parse_datetime(&w.start).unwrap_or(now);
             let end = crate::db::time::parse_datetime(&w.end).unwrap_or(now);
             let left = (end - now).num_seconds();
+            let ahead = (start - now).num_seconds();
+            // vcld's preload window: `new` (once, by its flag) and `reload` are taken up to
+            // `preload_secs` before their start.
+            let in_preload = self.cfg.preload_secs > 0
+                && ahead > 0
+                && ahead <= self.cfg.preload_secs as i64
+                && ahead >= self.cfg.preload_min_secs as i64;
             let due = match w.state.as_str() {
-                "new" | "reload" | "reinstall" => start <= now,
+                "new" => start <= now || (in_preload && !w.preload),
+                "reload" => start <= now || in_preload,
+                "reinstall" => start <= now,
                 "inuse" => {
                     let near_end =
                         left <= (t.general_end_notice_first + self.cfg.poll_interval_secs) as i64;
@@ -919,6 +948,8 @@ impl Daemon {
             let request = w.request_id;
             // Only the first run after a restart says it was recovered.
             let was_recovered = recovered.remove(&request);
+            let mut w = w;
+            w.preload_only = w.state == "new" && start > now;
             let handle = tasks.set.spawn({
                 let token = token.clone();
                 async move {
@@ -954,6 +985,8 @@ mod tests {
             laststate: String::new(),
             start: String::new(),
             end: String::new(),
+            preload: false,
+            preload_only: false,
         }
     }
 

@@ -34,6 +34,7 @@ pub mod reservation;
 pub mod schema;
 pub mod state;
 pub mod time;
+pub mod watch;
 
 use std::path::Path;
 
