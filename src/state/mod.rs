@@ -376,7 +376,9 @@ impl Flow {
         if self.shared.connected.load(Ordering::Relaxed) {
             return Ok(true);
         }
-        let on_this = self.call_bool(&self.os.clone(), "is_user_connected").await?;
+        let on_this = self
+            .call_bool(&self.os.clone(), "is_user_connected")
+            .await?;
         if on_this {
             self.shared.connected.store(true, Ordering::Relaxed);
         }
@@ -633,13 +635,29 @@ async fn member(flow: &Flow) -> Result<Exit, FlowError> {
         // vcld leaves a busy computer to its holder during a preload: the request is
         // loaded at its start instead.
         Ok(exclusive::Acquired::GaveUp(why)) if flow.preload => {
-            flow.log("info", &format!("not preloaded: {why}; loading at the start")).await?;
-            Ok(Exit { request: "new", laststate: "new".into(), computer: None, next_holder: None })
+            flow.log(
+                "info",
+                &format!("not preloaded: {why}; loading at the start"),
+            )
+            .await?;
+            Ok(Exit {
+                request: "new",
+                laststate: "new".into(),
+                computer: None,
+                next_holder: None,
+            })
         }
         // vcld drops a reload of a computer that stays busy.
         Ok(exclusive::Acquired::GaveUp(why)) if flow.state == "reload" => {
-            let _ = flow.log("WARNING", &format!("reload not done: {why}")).await;
-            Ok(Exit { request: "complete", laststate: "reload".into(), computer: None, next_holder: None })
+            let _ = flow
+                .log("WARNING", &format!("reload not done: {why}"))
+                .await;
+            Ok(Exit {
+                request: "complete",
+                laststate: "reload".into(),
+                computer: None,
+                next_holder: None,
+            })
         }
         Ok(exclusive::Acquired::GaveUp(why)) => Err(FlowError::ComputerBusy(why)),
         Err(e) => Err(e),
@@ -666,14 +684,22 @@ async fn run_members(flows: &[Flow]) -> Vec<Result<Exit, FlowError>> {
             Ok((_, (i, out))) => slots[i] = Some(out),
             Err(e) => {
                 if let Some(i) = tasks.get(&e.id()) {
-                    slots[*i] = Some(Err(FlowError::Failed(format!("the flow of this reservation ended abnormally: {e}"))));
+                    slots[*i] = Some(Err(FlowError::Failed(format!(
+                        "the flow of this reservation ended abnormally: {e}"
+                    ))));
                 }
             }
         }
     }
     slots
         .into_iter()
-        .map(|o| o.unwrap_or_else(|| Err(FlowError::Failed("the flow of this reservation did not finish".into()))))
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                Err(FlowError::Failed(
+                    "the flow of this reservation did not finish".into(),
+                ))
+            })
+        })
         .collect()
 }
 
@@ -702,7 +728,12 @@ const PRECEDENCE: &[&str] = &["inuse", "reserved", "new", "timeout", "complete"]
 fn combine(flows: &[Flow], outcomes: &[Result<Exit, FlowError>]) -> Ending {
     let state = flows.first().map(|f| f.state.as_str()).unwrap_or_default();
     for o in outcomes {
-        if let Err(e @ (FlowError::Cancelled | FlowError::LeaseStale | FlowError::Db(DbError::Stopped { .. } | DbError::Unavailable { .. }))) = o {
+        if let Err(
+            e @ (FlowError::Cancelled
+            | FlowError::LeaseStale
+            | FlowError::Db(DbError::Stopped { .. } | DbError::Unavailable { .. })),
+        ) = o
+        {
             return Ending::HandBack(e.to_string());
         }
     }
@@ -723,7 +754,13 @@ fn combine(flows: &[Flow], outcomes: &[Result<Exit, FlowError>]) -> Ending {
                 match o {
                     Err(FlowError::ComputerBusy(why)) => {
                         failed.push((i, why.clone()));
-                        crate::db::state::Part { reservation, computer, computer_state: None, failed: Some(why.clone()), pass_to: None }
+                        crate::db::state::Part {
+                            reservation,
+                            computer,
+                            computer_state: None,
+                            failed: Some(why.clone()),
+                            pass_to: None,
+                        }
                     }
                     Err(e) => {
                         let why = e.to_string();
@@ -741,7 +778,9 @@ fn combine(flows: &[Flow], outcomes: &[Result<Exit, FlowError>]) -> Ending {
                         reservation,
                         computer,
                         computer_state: match state {
-                            "new" | "reload" | "reinstall" => exit.computer.map(|_| "available".to_string()),
+                            "new" | "reload" | "reinstall" => {
+                                exit.computer.map(|_| "available".to_string())
+                            }
                             _ => exit.computer.map(str::to_string),
                         },
                         failed: None,
@@ -750,7 +789,12 @@ fn combine(flows: &[Flow], outcomes: &[Result<Exit, FlowError>]) -> Ending {
                 }
             })
             .collect();
-        return Ending::Exit { request: "failed", laststate: state.to_string(), parts, failed };
+        return Ending::Exit {
+            request: "failed",
+            laststate: state.to_string(),
+            parts,
+            failed,
+        };
     }
     let exits: Vec<&Exit> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
     let chosen = PRECEDENCE
@@ -767,22 +811,46 @@ fn combine(flows: &[Flow], outcomes: &[Result<Exit, FlowError>]) -> Ending {
         .map(|(f, e)| crate::db::state::Part {
             reservation: f.data.reservation_id,
             computer: f.data.computer_id,
-            computer_state: if e.request == chosen.request { e.computer } else { chosen.computer }.map(str::to_string),
+            computer_state: if e.request == chosen.request {
+                e.computer
+            } else {
+                chosen.computer
+            }
+            .map(str::to_string),
             failed: None,
             pass_to: e.next_holder,
         })
         .collect();
-    Ending::Exit { request: chosen.request, laststate: chosen.laststate.clone(), parts, failed: Vec::new() }
+    Ending::Exit {
+        request: chosen.request,
+        laststate: chosen.laststate.clone(),
+        parts,
+        failed: Vec::new(),
+    }
 }
 
 /// Write the request's ending (see [`combine`]).
-async fn finish(svc: &Services, work: &Work, token: &str, flows: &[Flow], outcomes: Vec<Result<Exit, FlowError>>) {
+async fn finish(
+    svc: &Services,
+    work: &Work,
+    token: &str,
+    flows: &[Flow],
+    outcomes: Vec<Result<Exit, FlowError>>,
+) {
     match combine(flows, &outcomes) {
         Ending::HandBack(why) => {
-            if outcomes.iter().any(|o| matches!(o, Err(FlowError::Cancelled))) {
+            if outcomes
+                .iter()
+                .any(|o| matches!(o, Err(FlowError::Cancelled)))
+            {
                 tracing::warn!("shutting down: handing the request back");
                 for f in flows {
-                    let _ = f.log("info", "daemon shutting down: request handed back to be processed again").await;
+                    let _ = f
+                        .log(
+                            "info",
+                            "daemon shutting down: request handed back to be processed again",
+                        )
+                        .await;
                 }
             } else {
                 tracing::error!("{why}; handing the request back");
@@ -790,10 +858,16 @@ async fn finish(svc: &Services, work: &Work, token: &str, flows: &[Flow], outcom
             hand_back(svc, work.request_id, token).await;
         }
         Ending::HandOver(why) => handed_over(flows, &why).await,
-        Ending::Exit { request, laststate, parts, failed } => {
+        Ending::Exit {
+            request,
+            laststate,
+            parts,
+            failed,
+        } => {
             if work.preload_only && request == "new" {
                 // vcld's new.pm: the preload is done once; the start loads no more.
-                if let Err(e) = crate::db::watch::set_preload(&svc.db, work.request_id, true).await {
+                if let Err(e) = crate::db::watch::set_preload(&svc.db, work.request_id, true).await
+                {
                     tracing::error!("could not set the preload flag: {e}");
                 }
             }
@@ -802,9 +876,22 @@ async fn finish(svc: &Services, work: &Work, token: &str, flows: &[Flow], outcom
             }
             let parts: Vec<_> = parts
                 .into_iter()
-                .map(|p| crate::db::state::Part { failed: p.failed.map(|m| crate::host::secrets::redact(&m).into_owned()), ..p })
+                .map(|p| crate::db::state::Part {
+                    failed: p
+                        .failed
+                        .map(|m| crate::host::secrets::redact(&m).into_owned()),
+                    ..p
+                })
                 .collect();
-            let written = crate::db::state::state_exit_parts(&svc.db, work.request_id, token, request, &laststate, &parts).await;
+            let written = crate::db::state::state_exit_parts(
+                &svc.db,
+                work.request_id,
+                token,
+                request,
+                &laststate,
+                &parts,
+            )
+            .await;
             match written {
                 Ok(()) => {
                     for (i, why) in &failed {
@@ -832,7 +919,12 @@ async fn finish(svc: &Services, work: &Work, token: &str, flows: &[Flow], outcom
 async fn handed_over(flows: &[Flow], why: &str) {
     tracing::info!("{why}; handed over (the daemon takes it up in its new state)");
     for f in flows {
-        let _ = f.log("info", &format!("{why}; this flow stops and hands the request over")).await;
+        let _ = f
+            .log(
+                "info",
+                &format!("{why}; this flow stops and hands the request over"),
+            )
+            .await;
     }
 }
 

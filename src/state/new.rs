@@ -46,8 +46,11 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     let original = crate::vcl::state_id(&computer_state).and_then(crate::vcl::state_name);
     match load(f, &computer_state).await {
         Ok(_) => {
-            f.log("info", "preload done; the reservation becomes ready at its start")
-                .await?;
+            f.log(
+                "info",
+                "preload done; the reservation becomes ready at its start",
+            )
+            .await?;
             Ok(back(original))
         }
         Err(

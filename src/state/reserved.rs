@@ -176,8 +176,7 @@ pub async fn wait_for_connection(f: &Flow, limit: Duration) -> Result<Connection
         if Instant::now() >= end {
             break;
         }
-        if f
-            .pause_watching(every.min(end.saturating_duration_since(Instant::now())))
+        if f.pause_watching(every.min(end.saturating_duration_since(Instant::now())))
             .await?
         {
             return Ok(Connection::Ended);
