@@ -1014,6 +1014,39 @@ mod tests {
     }
 
     #[test]
+    fn the_preload_window_is_checked() {
+        let ok = DaemonConfig::default();
+        assert_eq!(
+            (ok.preload_secs, ok.preload_min_secs),
+            (2100, 1500),
+            "vcld's window"
+        );
+        ok.check().expect("defaults");
+        let off = DaemonConfig {
+            preload_secs: 0,
+            preload_min_secs: 1500,
+            ..DaemonConfig::default()
+        };
+        off.check().expect("0 turns preloading off");
+        let upside_down = DaemonConfig {
+            preload_secs: 600,
+            preload_min_secs: 1200,
+            ..DaemonConfig::default()
+        };
+        let e = upside_down.check().expect_err("min above max");
+        assert!(
+            e.contains("preload_min_secs (1200)") && e.contains("preload_secs (600)"),
+            "{e}"
+        );
+        let huge = DaemonConfig {
+            preload_secs: u64::MAX,
+            ..DaemonConfig::default()
+        };
+        let e = huge.check().expect_err("out of range");
+        assert!(e.contains("preload_secs"), "{e}");
+    }
+
+    #[test]
     fn an_ended_reservation_gets_an_end_slot_then_a_work_slot() {
         let cfg = DaemonConfig {
             max_flows: 1,
