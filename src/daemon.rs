@@ -10,7 +10,8 @@
 //!   handed back (bounded).
 //! - Loop: every `poll_interval_secs`, or at once when `provhost request new` on this
 //!   machine pokes the wake socket (`<data_dir>/provhost.wake`), list the node's work,
-//!   claim what is due (VCL's `check_time`, simplified: new/reload once started, in-use
+//!   claim what is due (VCL's `check_time`, simplified: new/reload once started or inside
+//!   the preload window (`preload_secs` to `preload_min_secs` before the start), in-use
 //!   reservations near their end or every `general_inuse_check`), spawn its flow.
 //! - Stop (SIGTERM/SIGINT, or `--once` when nothing is left): running flows are cancelled at
 //!   their next routine step and hand their request back; database operations are no
@@ -70,6 +71,15 @@ pub struct DaemonConfig {
     /// before it is removed; 0: vcld's own timing (at once after a reload, deletion,
     /// capture or maintenance, else 30 s after the end).
     pub keep_finished_secs: u64,
+    /// Preload (vcld's `check_time` "preload"): a `new` reservation whose start is at
+    /// most this far ahead, and at least `preload_min_secs`, is loaded ahead of its start
+    /// (once: `request.preload` is set) and becomes `reserved` at its start. vcld's window
+    /// is 35 to 25 minutes before the start. 0 turns preloading off.
+    pub preload_secs: u64,
+    /// The near edge of the preload window (vcld: 25 minutes): a request made closer to
+    /// its start than this waits for its start. 0: every future start within
+    /// `preload_secs` is preloaded.
+    pub preload_min_secs: u64,
     /// VCL's timing variables (the `variable` table's values win; see docs/database.md).
     pub timings: Timings,
 }
@@ -88,6 +98,8 @@ impl Default for DaemonConfig {
             sweep_interval_secs: 60,
             remove_finished: true,
             keep_finished_secs: 86_400,
+            preload_secs: 35 * 60,
+            preload_min_secs: 25 * 60,
             timings: Timings::default(),
         }
     }
@@ -108,6 +120,8 @@ impl DaemonConfig {
             Bound::secs("lease_wait_secs", self.lease_wait_secs, 0, MAX_SECS),
             Bound::secs("sweep_interval_secs", self.sweep_interval_secs, 1, MAX_SECS),
             Bound::secs("keep_finished_secs", self.keep_finished_secs, 0, MAX_SECS),
+            Bound::secs("preload_secs", self.preload_secs, 0, MAX_SECS),
+            Bound::secs("preload_min_secs", self.preload_min_secs, 0, MAX_SECS),
             Bound::count("max_flows", self.max_flows as u64, 1, flows as u64),
             Bound::count(
                 "reclaim_flows",
@@ -172,6 +186,12 @@ impl DaemonConfig {
             return Err(format!(
                 "heartbeat_secs ({}) must be at least 1 and less than lease_secs ({}); e.g. lease_secs = 60, heartbeat_secs = 10",
                 self.heartbeat_secs, self.lease_secs
+            ));
+        }
+        if self.preload_secs > 0 && self.preload_min_secs > self.preload_secs {
+            return Err(format!(
+                "preload_min_secs ({}) must not be more than preload_secs ({}): the preload window runs from preload_secs to preload_min_secs before a reservation's start (vcld: 2100 and 1500)",
+                self.preload_min_secs, self.preload_secs
             ));
         }
         if self.max_flows + self.reclaim_flows > flows {
@@ -891,8 +911,17 @@ impl Daemon {
             let start = crate::db::time::parse_datetime(&w.start).unwrap_or(now);
             let end = crate::db::time::parse_datetime(&w.end).unwrap_or(now);
             let left = (end - now).num_seconds();
+            let ahead = (start - now).num_seconds();
+            // vcld's preload window: `new` (once, by its flag) and `reload` are taken up to
+            // `preload_secs` before their start.
+            let in_preload = self.cfg.preload_secs > 0
+                && ahead > 0
+                && ahead <= self.cfg.preload_secs as i64
+                && ahead >= self.cfg.preload_min_secs as i64;
             let due = match w.state.as_str() {
-                "new" | "reload" | "reinstall" => start <= now,
+                "new" => start <= now || (in_preload && !w.preload),
+                "reload" => start <= now || in_preload,
+                "reinstall" => start <= now,
                 "inuse" => {
                     let near_end =
                         left <= (t.general_end_notice_first + self.cfg.poll_interval_secs) as i64;
@@ -938,6 +967,8 @@ impl Daemon {
             let request = w.request_id;
             // Only the first run after a restart says it was recovered.
             let was_recovered = recovered.remove(&request);
+            let mut w = w;
+            w.preload_only = w.state == "new" && start > now;
             let handle = tasks.set.spawn({
                 let token = token.clone();
                 async move {
@@ -992,6 +1023,8 @@ mod tests {
             laststate: String::new(),
             start: String::new(),
             end: String::new(),
+            preload: false,
+            preload_only: false,
         }
     }
 
@@ -1016,6 +1049,39 @@ mod tests {
         let took = t.elapsed();
         assert_eq!(checked.len(), n as usize);
         assert!(took < Duration::from_millis(500), "{took:?}");
+    }
+
+    #[test]
+    fn the_preload_window_is_checked() {
+        let ok = DaemonConfig::default();
+        assert_eq!(
+            (ok.preload_secs, ok.preload_min_secs),
+            (2100, 1500),
+            "vcld's window"
+        );
+        ok.check().expect("defaults");
+        let off = DaemonConfig {
+            preload_secs: 0,
+            preload_min_secs: 1500,
+            ..DaemonConfig::default()
+        };
+        off.check().expect("0 turns preloading off");
+        let upside_down = DaemonConfig {
+            preload_secs: 600,
+            preload_min_secs: 1200,
+            ..DaemonConfig::default()
+        };
+        let e = upside_down.check().expect_err("min above max");
+        assert!(
+            e.contains("preload_min_secs (1200)") && e.contains("preload_secs (600)"),
+            "{e}"
+        );
+        let huge = DaemonConfig {
+            preload_secs: u64::MAX,
+            ..DaemonConfig::default()
+        };
+        let e = huge.check().expect_err("out of range");
+        assert!(e.contains("preload_secs"), "{e}");
     }
 
     #[test]

@@ -149,38 +149,19 @@ pub async fn run(config: &Config, cmd: RequestCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Move a request to `deleted` from whatever state it is in (not while a daemon holds it).
+/// Move a request to `deleted` (`db::watch::cancel`); a flow waiting on it (for Connect,
+/// for its computer, for the user) notices on its next poll and hands it to the reclaim.
 async fn cancel(db: &Db, request: i64) -> Result<(), DbError> {
-    let Some((state, _)) = provhost::db::state::request_state(db, request).await? else {
-        return Err(DbError::NotFound {
-            what: "request",
-            key: request.to_string(),
-        });
-    };
-    match state.as_str() {
-        "pending" => Err(DbError::Invalid(format!(
-            "request {request} is being processed right now; cancel it again in a moment"
-        ))),
-        "deleted" | "complete" | "failed" => Err(DbError::Invalid(format!(
-            "request {request} is already {state}"
-        ))),
-        _ => {
-            if provhost::db::state::transition(db, request, &state, "deleted").await? {
-                // As the web's deleteRequest: `released` once started, else `deleted`.
-                let started = provhost::db::flow::request_times(db, request)
-                    .await?
-                    .is_some_and(|t| t.start <= t.now);
-                let ending = if started { "released" } else { "deleted" };
-                provhost::db::bookkeeping::web_ending(db, request, ending).await?;
-                println!(
-                    "request {request}: deleted (was {state}); the daemon reclaims its computer"
-                );
-                Ok(())
-            } else {
-                Err(DbError::Invalid(format!(
-                    "request {request} changed state while cancelling; try again"
-                )))
-            }
-        }
-    }
+    let done = provhost::db::watch::cancel(db, request).await?;
+    // As the web's deleteRequest: `released` once started, else `deleted`.
+    let started = provhost::db::flow::request_times(db, request)
+        .await?
+        .is_some_and(|t| t.start <= t.now);
+    let ending = if started { "released" } else { "deleted" };
+    provhost::db::bookkeeping::web_ending(db, request, ending).await?;
+    println!(
+        "request {request}: deleted (was {}); the daemon reclaims its computer",
+        done.was
+    );
+    Ok(())
 }

@@ -51,6 +51,12 @@ pub struct Work {
     pub laststate: String,
     pub start: String,
     pub end: String,
+    /// `request.preload`: 1 once vcld (or provhost) preloaded the request ahead of its
+    /// start, so it is not preloaded again.
+    pub preload: bool,
+    /// Set by the daemon when it claims a `new` request before its start (the preload
+    /// window): the flow loads the computer and puts the request back to `new`.
+    pub preload_only: bool,
 }
 
 /// A successful claim.
@@ -73,10 +79,10 @@ pub async fn work_for(db: &Db, management_node: i64) -> Result<Vec<Work>, DbErro
         .collect();
     let sql = format!(
         "SELECT rq.`id`, MIN(r.`id`) AS `reservationid`, rq.`stateid`, rq.`laststateid`, \
-         CAST(rq.`start` AS CHAR) AS `start`, CAST(rq.`end` AS CHAR) AS `end` \
+         CAST(rq.`start` AS CHAR) AS `start`, CAST(rq.`end` AS CHAR) AS `end`, rq.`preload` \
          FROM `request` rq JOIN `reservation` r ON r.`requestid` = rq.`id` \
          WHERE r.`managementnodeid` = ? AND rq.`stateid` IN ({}) \
-         GROUP BY rq.`id`, rq.`stateid`, rq.`laststateid`, rq.`start`, rq.`end` ORDER BY rq.`start`, rq.`id`",
+         GROUP BY rq.`id`, rq.`stateid`, rq.`laststateid`, rq.`start`, rq.`end`, rq.`preload` ORDER BY rq.`start`, rq.`id`",
         ids.join(", ")
     );
     let what = format!("listing work for management node {management_node}");
@@ -92,6 +98,8 @@ pub async fn work_for(db: &Db, management_node: i64) -> Result<Vec<Work>, DbErro
                         laststate: state_label(r.int("laststateid")?),
                         start: r.text("start")?,
                         end: r.text("end")?,
+                        preload: r.int("preload")? != 0,
+                        preload_only: false,
                     })
                 })
                 .collect::<Result<Vec<_>, DbError>>()

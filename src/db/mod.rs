@@ -39,6 +39,7 @@ pub mod schema;
 pub mod state;
 pub mod time;
 pub mod variable;
+pub mod watch;
 
 use std::path::Path;
 

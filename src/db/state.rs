@@ -268,15 +268,86 @@ async fn exit_tx(
     failed: Option<&str>,
     pass_to: Option<i64>,
 ) -> Result<(), DbError> {
+    let part = Part {
+        reservation: ids.reservation,
+        computer: ids.computer,
+        computer_state: computer_state.map(str::to_string),
+        failed: failed.map(str::to_string),
+        pass_to,
+    };
+    exit_parts(db, ids.request, token, request_state, laststate, &[part]).await
+}
+
+/// One reservation's share of a request's state exit: its computer's next state (`None`:
+/// left as it is), the `failed` text to log on it, and the request its computer passes
+/// to as the request ends (`None`: released).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    pub reservation: i64,
+    pub computer: i64,
+    pub computer_state: Option<String>,
+    pub failed: Option<String>,
+    pub pass_to: Option<i64>,
+}
+
+/// The daemon's state exit of a request with several reservations (VCL's cluster
+/// requests), under its claim `token`: the request moves once; each part's computer state,
+/// `failed` text, `exited` entry and computer lock (passed or released when the request
+/// ends) — all in one transaction. Without parts it is a plain request state change.
+pub async fn state_exit_parts(
+    db: &Db,
+    request: i64,
+    token: &str,
+    request_state: &str,
+    laststate: &str,
+    parts: &[Part],
+) -> Result<(), DbError> {
+    let parts: Vec<Part> = parts
+        .iter()
+        .map(|p| Part {
+            failed: p
+                .failed
+                .as_deref()
+                .map(|m| crate::db::loadlog::cap(m).into_owned()),
+            ..p.clone()
+        })
+        .collect();
+    match exit_parts(db, request, Some(token), request_state, laststate, &parts).await {
+        // VCL's latin1 tables refuse some characters; the failure must be recorded anyway.
+        Err(e) if e.mysql_number() == Some(1366) => {
+            let lossy: Vec<Part> = parts
+                .iter()
+                .map(|p| Part {
+                    failed: p.failed.as_deref().map(crate::db::loadlog::latin1_lossy),
+                    ..p.clone()
+                })
+                .collect();
+            exit_parts(db, request, Some(token), request_state, laststate, &lossy).await
+        }
+        other => other,
+    }
+}
+
+async fn exit_parts(
+    db: &Db,
+    request: i64,
+    token: Option<&str>,
+    request_state: &str,
+    laststate: &str,
+    parts: &[Part],
+) -> Result<(), DbError> {
     let to = state_id(request_state)?;
-    // The request no longer holds its computer once it is complete or failed.
+    // The request no longer holds its computers once it is complete or failed.
     let ends = matches!(request_state, "complete" | "failed");
     let computer_update = format!(
         "UPDATE `computer` SET `stateid` = ? WHERE `id` = ? AND {}",
         crate::db::lock::NOT_HELD_BY_OTHERS
     );
     let last = state_id(laststate)?;
-    let comp = computer_state.map(state_id).transpose()?;
+    let comps = parts
+        .iter()
+        .map(|p| p.computer_state.as_deref().map(state_id).transpose())
+        .collect::<Result<Vec<_>, DbError>>()?;
     let now = db.now_sql();
     let update = format!(
         "UPDATE `request` SET `stateid` = ?, `laststateid` = ?, `datemodified` = {now} WHERE `id` = ? AND `stateid` = ?{}{}",
@@ -291,52 +362,56 @@ async fn exit_tx(
         "INSERT INTO `computerloadlog` (`reservationid`, `computerid`, `loadstateid`, `timestamp`, `additionalinfo`) \
          SELECT ?, ?, `id`, {now}, ? FROM `computerloadstate` WHERE `loadstatename` = ?"
     );
-    let what = format!(
-        "request {}: state exit to {request_state}/{laststate}",
-        ids.request
-    );
+    let what = format!("request {request}: state exit to {request_state}/{laststate}");
     let exit_text = format!("vcld process exited, request {request_state}, laststate {laststate}");
     let outcome: Option<(String, String)> = db
         .retry(&what, || async {
             with_pool!(db, p => {
                 let mut tx = p.begin().await.during(what.as_str())?;
-                let mut q = sqlx::query(&update).bind(to).bind(last).bind(ids.request).bind(PENDING);
+                let mut q = sqlx::query(&update).bind(to).bind(last).bind(request).bind(PENDING);
                 if let Some(t) = token {
-                    q = q.bind(ids.request).bind(t);
+                    q = q.bind(request).bind(t);
                     if let Some(h) = db.lease_holder() {
                         q = q.bind(h);
                     }
                 }
                 let n = q.execute(&mut *tx).await.during(what.as_str())?.rows_affected();
                 if n != 1 {
-                    let row = sqlx::query("SELECT `stateid`, `laststateid` FROM `request` WHERE `id` = ?").bind(ids.request).fetch_optional(&mut *tx).await.during(what.as_str())?;
+                    let row = sqlx::query("SELECT `stateid`, `laststateid` FROM `request` WHERE `id` = ?").bind(request).fetch_optional(&mut *tx).await.during(what.as_str())?;
                     return match row {
-                        None => Err(DbError::NotFound { what: "request", key: ids.request.to_string() }),
+                        None => Err(DbError::NotFound { what: "request", key: request.to_string() }),
                         Some(r) => Ok(Some((state_label(r.int("stateid")?), state_label(r.int("laststateid")?)))),
                     };
                 }
-                if let Some(c) = comp {
-                    // Never over another reservation that holds the computer.
-                    sqlx::query(&computer_update).bind(c).bind(ids.computer).bind(ids.computer).bind(ids.request).execute(&mut *tx).await.during(what.as_str())?;
+                for (part, comp) in parts.iter().zip(&comps) {
+                    if let Some(c) = comp {
+                        // Never over another reservation that holds the computer.
+                        sqlx::query(&computer_update).bind(*c).bind(part.computer).bind(part.computer).bind(request).execute(&mut *tx).await.during(what.as_str())?;
+                    }
                 }
                 if ends {
                     // The user's password (VCL's web shows it while the reservation is live)
                     // goes with the reservation: no clear copy outlives it.
                     sqlx::query("UPDATE `reservation` SET `pw` = NULL WHERE `requestid` = ? AND `pw` IS NOT NULL")
-                        .bind(ids.request).execute(&mut *tx).await.during(what.as_str())?;
-                    match pass_to {
-                        Some(next) => sqlx::query("UPDATE `provhost_computerlock` SET `requestid` = ?, `reservationid` = \
-                                (SELECT MIN(r.`id`) FROM `reservation` r WHERE r.`requestid` = ?), `token` = '' WHERE `requestid` = ?")
-                            .bind(next).bind(next).bind(ids.request).execute(&mut *tx).await.during(what.as_str())?,
-                        None => sqlx::query("DELETE FROM `provhost_computerlock` WHERE `requestid` = ?")
-                            .bind(ids.request).execute(&mut *tx).await.during(what.as_str())?,
-                    };
+                        .bind(request).execute(&mut *tx).await.during(what.as_str())?;
+                    for part in parts {
+                        if let Some(next) = part.pass_to {
+                            sqlx::query("UPDATE `provhost_computerlock` SET `requestid` = ?, `reservationid` = \
+                                    (SELECT MIN(r.`id`) FROM `reservation` r WHERE r.`requestid` = ?), `token` = '' WHERE `requestid` = ? AND `computerid` = ?")
+                                .bind(next).bind(next).bind(request).bind(part.computer).execute(&mut *tx).await.during(what.as_str())?;
+                        }
+                    }
+                    // Every computer not passed on is released.
+                    sqlx::query("DELETE FROM `provhost_computerlock` WHERE `requestid` = ?")
+                        .bind(request).execute(&mut *tx).await.during(what.as_str())?;
                 }
-                if let Some(msg) = failed {
-                    sqlx::query(&log).bind(ids.reservation).bind(ids.computer).bind(msg).bind("failed").execute(&mut *tx).await.during(what.as_str())?;
+                for part in parts {
+                    if let Some(msg) = &part.failed {
+                        sqlx::query(&log).bind(part.reservation).bind(part.computer).bind(msg.as_str()).bind("failed").execute(&mut *tx).await.during(what.as_str())?;
+                    }
+                    sqlx::query(&log).bind(part.reservation).bind(part.computer).bind(exit_text.as_str()).bind("exited").execute(&mut *tx).await.during(what.as_str())?;
                 }
-                sqlx::query(&log).bind(ids.reservation).bind(ids.computer).bind(exit_text.as_str()).bind("exited").execute(&mut *tx).await.during(what.as_str())?;
-                sqlx::query("DELETE FROM `provhost_claim` WHERE `requestid` = ?").bind(ids.request).execute(&mut *tx).await.during(what.as_str())?;
+                sqlx::query("DELETE FROM `provhost_claim` WHERE `requestid` = ?").bind(request).execute(&mut *tx).await.during(what.as_str())?;
                 tx.commit().await.during(what.as_str())?;
                 Ok(None)
             })
@@ -346,11 +421,9 @@ async fn exit_tx(
         None => Ok(()),
         // An earlier attempt committed and only its answer was lost: done already.
         Some((s, l)) if s == request_state && l == laststate => Ok(()),
-        Some(_) if token.is_some() => Err(DbError::ClaimLost {
-            request: ids.request,
-        }),
+        Some(_) if token.is_some() => Err(DbError::ClaimLost { request }),
         Some((s, _)) => Err(DbError::StateConflict {
-            request: ids.request,
+            request,
             expected: "pending".into(),
             found: s,
         }),

@@ -11,8 +11,13 @@
 //!   computer is left as it is.
 //! - reserved, inuse, timeout, deleted and image run for a reservation that already holds
 //!   its computer (since its new): they re-take it at once or fail without touching it.
-//! - timeout/deleted of a request that never got its computer (laststate `new`) does
-//!   nothing to the computer and takes nothing.
+//! - timeout/deleted of a request that never got its computer does nothing to the
+//!   computer and takes nothing: laststate `new` without the computer's row, or the
+//!   computer held by another request (a delete that came while the request waited for
+//!   it). A request that holds the row (its load began, or a preload ran) is reclaimed
+//!   whatever its laststate.
+//! - the wait reads the request on every poll: a delete or cancel while waiting hands it
+//!   over to its reclaim within one poll (`Flow::watch`).
 //!
 //! A flow that holds the computer writes VCL's `begin` load-log entry; `exited`
 //! (`state_exit`) closes it.
@@ -40,7 +45,15 @@ pub fn waits(state: &str) -> bool {
 
 /// Take the flow's computer for its request (see the module doc).
 pub async fn acquire(f: &Flow) -> Result<Acquired, FlowError> {
-    if matches!(f.state.as_str(), "timeout" | "deleted") && f.prior_laststate == "new" {
+    let reclaim = matches!(f.state.as_str(), "timeout" | "deleted");
+    let holds = || async {
+        Ok::<bool, FlowError>(
+            lock::holder(&f.svc.db, f.data.computer_id)
+                .await?
+                .is_some_and(|h| h.request == f.data.request_id),
+        )
+    };
+    if reclaim && f.prior_laststate == "new" && !holds().await? {
         return Ok(Acquired::NotNeeded);
     }
     let taker = Taker {
@@ -88,6 +101,19 @@ pub async fn acquire(f: &Flow) -> Result<Acquired, FlowError> {
                 return Ok(Acquired::Held);
             }
             Taken::Busy(h) => {
+                if reclaim {
+                    // It never got this computer (deleted while it waited for it).
+                    f.log(
+                        "info",
+                        &format!(
+                            "computer {} is held by {}; this request never had it, so there is nothing to undo on it",
+                            f.data.computer_node_name,
+                            h.describe()
+                        ),
+                    )
+                    .await?;
+                    return Ok(Acquired::NotNeeded);
+                }
                 if wait.is_zero() {
                     return Ok(Acquired::GaveUp(format!(
                         "computer {} is held by {}; this reservation does not hold it, so its {} flow leaves it alone",
@@ -116,7 +142,8 @@ pub async fn acquire(f: &Flow) -> Result<Acquired, FlowError> {
         if elapsed >= wait {
             break;
         }
-        f.pause(every.min(wait - elapsed)).await?;
+        // A delete while waiting hands the request over (`FlowError::Superseded`).
+        f.pause_watching(every.min(wait - elapsed)).await?;
     }
     let who = last
         .map(|h| h.describe())

@@ -1,11 +1,13 @@
 //! `inuse` (VCL's inuse.pm), run each time the daemon finds an in-use reservation due for
 //! a check: past its end → `timeout`; near its end → the 10 and 5 minute notices (once
 //! each); a user who disconnected gets `reconnecttimeout` to come back, else `timeout`.
+//! That wait reads the request on every poll: a delete hands it over, an end that comes
+//! ends it as a timeout.
 
 use std::time::Duration;
 
 use crate::db::time::parse_datetime;
-use crate::state::reserved::wait_for_connection;
+use crate::state::reserved::{wait_for_connection, Connection};
 use crate::state::{Exit, Flow, FlowError};
 
 pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
@@ -41,7 +43,7 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     if f.data.request_checkuser
         && !crate::state::reserved::ignores_connections(f)
         && f.defines(&f.os, "is_user_connected")
-        && !f.call_bool(&f.os.clone(), "is_user_connected").await?
+        && !f.user_connected().await?
     {
         f.log(
             "reconnecttimeout",
@@ -49,7 +51,17 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
         )
         .await?;
         let limit = Duration::from_secs(t.reconnecttimeout.min(left.max(0) as u64));
-        if !wait_for_connection(f, limit).await? {
+        let seen = wait_for_connection(f, limit).await?;
+        if seen == Connection::Ended {
+            f.log("timeout", "reservation end time reached").await?;
+            return Ok(Exit {
+                request: "timeout",
+                laststate: "inuse".into(),
+                computer: Some("timeout"),
+                next_holder: None,
+            });
+        }
+        if seen != Connection::Connected {
             f.log("timeout", "the user did not reconnect").await?;
             return Ok(Exit {
                 request: "timeout",

@@ -12,6 +12,18 @@
 //! request (waiting, bounded, while another reservation holds it), so at most one
 //! reservation's flow acts on a computer at a time.
 //!
+//! A request with several reservations (VCL's cluster requests, "subimages") runs one
+//! [`Flow`] per reservation, in parallel, each with its own computer, lock and load-log;
+//! [`run`] waits for all of them and writes one exit for the request ([`combine`]): it is
+//! ready (reserved) only when every reservation is, and a failure of one fails the
+//! request (the failed computers `failed`, the others of a load `available`, as vcld's
+//! `state_exit` of a cluster parent does).
+//!
+//! Every wait of a flow reads the request on each poll ([`Flow::watch`]): a request the
+//! web front end (or `provhost request cancel`) changed while the flow waited is handed
+//! over without writing — the daemon claims it in its new state (`deleted`: the reclaim)
+//! at its next poll — and an end time that has come ends the wait.
+//!
 //! Flows never contain hypervisor or OS specifics and never touch SQL: they call
 //! routines through [`Flow::call`] and the database through `db::`.
 
@@ -178,6 +190,10 @@ pub enum FlowError {
     /// than fail a reservation for a broken edit or a restart.
     #[error("{0}")]
     Held(String),
+    /// The request was changed by someone else while the flow ran (deleted by the web
+    /// front end or `provhost request cancel`, taken over): hand it over, writing nothing.
+    #[error("{0}")]
+    Superseded(String),
 }
 
 impl From<HostError> for FlowError {
@@ -206,6 +222,22 @@ pub struct Flow {
     pub cancel: Arc<AtomicBool>,
     /// The capacity its routine calls run in.
     pub lane: lanes::Lane,
+    /// Claimed ahead of its start (the preload window): load, then put the request back
+    /// to `new` (vcld's `PRELOADONLY`).
+    pub preload: bool,
+    /// What the flows of one request (a cluster's reservations) tell each other.
+    pub shared: Arc<Shared>,
+}
+
+/// What the flows of one request's reservations share.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Set once any of them saw the request change under it: the others stop at their
+    /// next step or poll.
+    pub handover: AtomicBool,
+    /// Set once the user was seen connected to any of the request's computers: the others'
+    /// waits for a connection end (vcld counts a connection to any computer of a cluster).
+    pub connected: AtomicBool,
 }
 
 impl Flow {
@@ -220,9 +252,60 @@ impl Flow {
     fn check_cancel(&self) -> Result<(), FlowError> {
         if self.cancel.load(Ordering::Relaxed) {
             Err(FlowError::Cancelled)
+        } else if self.shared.handover.load(Ordering::Relaxed) {
+            Err(FlowError::Superseded(format!(
+                "request {} changed while its {} flow ran (seen by another of its reservations)",
+                self.data.request_id, self.state
+            )))
         } else {
             Ok(())
         }
+    }
+
+    /// One poll of the request (VCL's `request_state_changed`, on every poll of every
+    /// wait): `Ok(true)` when its end time has come, [`FlowError::Superseded`] when it is
+    /// no longer `pending` under this flow's claim (deleted, cancelled, taken over, gone).
+    pub async fn watch(&self) -> Result<bool, FlowError> {
+        self.check_cancel()?;
+        use crate::db::watch::Watched;
+        let why = match crate::db::watch::watch(&self.svc.db, self.data.request_id, &self.token)
+            .await?
+        {
+            Watched::Mine { ended } => return Ok(ended),
+            Watched::Changed { state, laststate } => format!(
+                "request {} is now {state} (laststate {laststate}): changed while its {} flow waited",
+                self.data.request_id, self.state
+            ),
+            Watched::Gone => format!(
+                "request {} was removed while its {} flow waited",
+                self.data.request_id, self.state
+            ),
+        };
+        self.shared.handover.store(true, Ordering::Relaxed);
+        Err(FlowError::Superseded(why))
+    }
+
+    /// Sleep `d` while watching the request every `acknowledge_poll_ms` ([`Flow::watch`]);
+    /// `Ok(true)` as soon as its end time has come.
+    pub async fn pause_watching(&self, d: Duration) -> Result<bool, FlowError> {
+        let step = Duration::from_millis(self.svc.timings.acknowledge_poll_ms.max(10));
+        let end = std::time::Instant::now() + d;
+        // Bounded: one look per step, plus the last.
+        let looks = d.as_millis() / step.as_millis().max(1) + 2;
+        for _ in 0..looks {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.pause(left.min(step)).await?;
+            if self.watch().await? {
+                return Ok(true);
+            }
+            if self.shared.connected.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        Ok(false)
     }
 
     /// Write a load-log entry (VCL's insertloadlog).
@@ -322,6 +405,21 @@ impl Flow {
             routine: routine.to_string(),
             at,
         }
+    }
+
+    /// Is the user connected (the OS module's `is_user_connected`)? True also once the user
+    /// was seen on another computer of the request (a cluster).
+    pub async fn user_connected(&self) -> Result<bool, FlowError> {
+        if self.shared.connected.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let on_this = self
+            .call_bool(&self.os.clone(), "is_user_connected")
+            .await?;
+        if on_this {
+            self.shared.connected.store(true, Ordering::Relaxed);
+        }
+        Ok(on_this || self.shared.connected.load(Ordering::Relaxed))
     }
 
     /// Does the module define the optional `routine(ctx)`?
@@ -501,11 +599,12 @@ fn failure_computer_state(state: &str) -> &'static str {
     }
 }
 
-/// Process one claimed request to its end. Never panics and never returns an error: every
-/// outcome is written to the database (or, when the database is gone, left `pending` for
-/// recovery and logged).
+/// Process one claimed request to its end: every reservation of the request (one for a
+/// plain request, several for a cluster) in parallel, then one exit for the request.
+/// Never panics and never returns an error: every outcome is written to the database
+/// (or, when the database is gone, left `pending` for recovery and logged).
 pub async fn run(
-    svc: Arc<Services>,
+    mut svc: Arc<Services>,
     work: Work,
     token: String,
     cancel: Arc<AtomicBool>,
@@ -516,83 +615,71 @@ pub async fn run(
     async move {
         let ids_fallback = Ids { request: work.request_id, reservation: work.reservation_id, computer: 0 };
         let who = Who { request: work.request_id, computer: String::new(), module: String::new() };
-        let data = match crate::db::reservation::load_reservation(&svc.db, work.reservation_id).await {
-            Ok(d) => d,
+        let reservations = match crate::db::watch::reservations_of(&svc.db, work.request_id).await {
+            Ok(r) if !r.is_empty() => r,
+            Ok(_) => vec![work.reservation_id],
             Err(e) => {
-                tracing::error!("cannot load the reservation: {e}");
-                fail(&svc, ids_fallback, &token, &who, &work.state, &format!("cannot load reservation: {e}")).await;
-                return;
-            }
-        };
-        tracing::Span::current().record("computer", data.computer_node_name.as_str());
-        let svc = with_user_timings(&svc, data.user_id).await;
-        // vcld: every state process starts by setting reservation.lastcheck.
-        note(crate::db::bookkeeping::touch_lastcheck(&svc.db, data.reservation_id).await);
-        let ids = Ids::from(&data);
-        let who = Who {
-            request: work.request_id,
-            computer: data.computer_node_name.clone(),
-            module: data.computer_provisioning_module.clone(),
-        };
-        let flow = match prepare(&svc, data, &work, token.clone(), cancel, lane) {
-            Ok(f) => f,
-            Err(FlowError::Held(why)) => {
-                tracing::warn!("{why}; handing the request back");
+                tracing::error!("cannot list the reservations of the request: {e}; handing it back");
                 hand_back(&svc, work.request_id, &token).await;
                 return;
             }
-            Err(e) => {
-                fail(&svc, ids, &token, &who, &work.state, &e.to_string()).await;
-                return;
-            }
         };
-        if recovered {
-            let _ = flow.log("info", &format!("recovered after a daemon restart: request returned to {} and processed again", work.state)).await;
-        }
-        let result = match exclusive::acquire(&flow).await {
-            Ok(exclusive::Acquired::Held) | Ok(exclusive::Acquired::NotNeeded) => dispatch(&flow).await,
-            // vcld drops a reload of a computer that stays busy.
-            Ok(exclusive::Acquired::GaveUp(why)) if work.state == "reload" => {
-                let _ = flow.log("WARNING", &format!("reload not done: {why}")).await;
-                Ok(Exit { request: "complete", laststate: "reload".into(), computer: None, next_holder: None })
+        let shared = Arc::new(Shared::default());
+        let mut flows = Vec::with_capacity(reservations.len());
+        for id in reservations {
+            let data = match crate::db::reservation::load_reservation(&svc.db, id).await {
+                Ok(d) => d,
+                Err(e @ (DbError::Stopped { .. } | DbError::Unavailable { .. })) => {
+                    tracing::error!("cannot load reservation {id}: {e}; handing the request back");
+                    hand_back(&svc, work.request_id, &token).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("cannot load reservation {id}: {e}");
+                    let ids = Ids { reservation: id, ..ids_fallback };
+                    fail(&svc, ids, &token, &who, &work.state, &format!("cannot load reservation {id}: {e}")).await;
+                    return;
+                }
+            };
+            if flows.is_empty() {
+                tracing::Span::current().record("computer", data.computer_node_name.as_str());
+                // The `variable` table's timings for the request's user (one user per request).
+                svc = with_user_timings(&svc, data.user_id).await;
             }
-            Ok(exclusive::Acquired::GaveUp(why)) => Err(FlowError::ComputerBusy(why)),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(exit) => {
-                tracing::info!(to = exit.request, computer_state = ?exit.computer, "flow finished");
-                match crate::db::state::state_exit_passing(&svc.db, ids, &token, exit.request, &exit.laststate, exit.computer, exit.next_holder).await {
-                    Ok(()) => after_exit(&svc, &work.state, ids, &exit).await,
-                    Err(e @ DbError::ClaimLost { .. }) => tracing::error!("state exit not written: {e}"),
-                    Err(e) => tracing::error!("state exit failed; the request stays pending until this daemon's sweep or recovery hands it back: {e}"),
+            // vcld: every state process starts by setting reservation.lastcheck.
+            note(crate::db::bookkeeping::touch_lastcheck(&svc.db, data.reservation_id).await);
+            let who = Who {
+                request: work.request_id,
+                computer: data.computer_node_name.clone(),
+                module: data.computer_provisioning_module.clone(),
+            };
+            let ids = Ids::from(&data);
+            match prepare(&svc, data, &work, token.clone(), Arc::clone(&cancel), lane) {
+                Ok(mut f) => {
+                    f.shared = Arc::clone(&shared);
+                    flows.push(f);
+                }
+                Err(FlowError::Held(why)) => {
+                    tracing::warn!("{why}; handing the request back");
+                    hand_back(&svc, work.request_id, &token).await;
+                    return;
+                }
+                Err(e) => {
+                    fail(&svc, ids, &token, &who, &work.state, &e.to_string()).await;
+                    return;
                 }
             }
-            Err(e @ FlowError::LeaseStale) => {
-                tracing::error!("{e}; handing the request back");
-                hand_back(&svc, work.request_id, &token).await;
-            }
-            Err(FlowError::Cancelled) => {
-                tracing::warn!("shutting down: handing the request back");
-                let _ = flow.log("info", "daemon shutting down: request handed back to be processed again").await;
-                hand_back(&svc, work.request_id, &token).await;
-            }
-            // The database, not the reservation, failed: never fail the reservation for
-            // it. Hand the request back (processed again once the database answers); if
-            // that fails too, it stays pending for recovery.
-            Err(FlowError::Db(e @ (DbError::Stopped { .. } | DbError::Unavailable { .. }))) => {
-                tracing::error!("{e}; handing the request back to be processed again");
-                hand_back(&svc, work.request_id, &token).await;
-            }
-            Err(FlowError::ComputerBusy(why)) => {
-                tracing::error!("flow failed: {why}");
-                fail_leaving_computer(&svc, ids, &token, &who, &work.state, &why).await;
-            }
-            Err(e) => {
-                tracing::error!("flow failed: {e}");
-                fail(&svc, ids, &token, &who, &work.state, &e.to_string()).await;
+        }
+        if recovered {
+            for f in &flows {
+                let _ = f.log("info", &format!("recovered after a daemon restart: request returned to {} and processed again", work.state)).await;
             }
         }
+        if flows.len() > 1 {
+            tracing::info!(reservations = flows.len(), "cluster request: processing every reservation in parallel");
+        }
+        let outcomes = run_members(&flows).await;
+        finish(&svc, &work, &token, &flows, outcomes).await;
     }
     .instrument(span)
     .await
@@ -626,6 +713,294 @@ async fn with_user_timings(svc: &Arc<Services>, user: i64) -> Arc<Services> {
     }
 }
 
+/// One reservation's flow: take its computer, then the flow for the request's state.
+async fn member(flow: &Flow) -> Result<Exit, FlowError> {
+    match exclusive::acquire(flow).await {
+        Ok(exclusive::Acquired::Held) => dispatch(flow).await,
+        Ok(exclusive::Acquired::NotNeeded) => reclaim::nothing_to_undo(flow).await,
+        // vcld leaves a busy computer to its holder during a preload: the request is
+        // loaded at its start instead.
+        Ok(exclusive::Acquired::GaveUp(why)) if flow.preload => {
+            flow.log(
+                "info",
+                &format!("not preloaded: {why}; loading at the start"),
+            )
+            .await?;
+            Ok(Exit {
+                request: "new",
+                laststate: "new".into(),
+                computer: None,
+                next_holder: None,
+            })
+        }
+        // vcld drops a reload of a computer that stays busy.
+        Ok(exclusive::Acquired::GaveUp(why)) if flow.state == "reload" => {
+            let _ = flow
+                .log("WARNING", &format!("reload not done: {why}"))
+                .await;
+            Ok(Exit {
+                request: "complete",
+                laststate: "reload".into(),
+                computer: None,
+                next_holder: None,
+            })
+        }
+        Ok(exclusive::Acquired::GaveUp(why)) => Err(FlowError::ComputerBusy(why)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every reservation's flow, in parallel when there are several; outcomes in the order of
+/// `flows` (reservation id order).
+async fn run_members(flows: &[Flow]) -> Vec<Result<Exit, FlowError>> {
+    if let [only] = flows {
+        return vec![member(only).await];
+    }
+    let mut set = tokio::task::JoinSet::new();
+    let mut slots: Vec<Option<Result<Exit, FlowError>>> = flows.iter().map(|_| None).collect();
+    let mut tasks = std::collections::HashMap::new();
+    for (i, f) in flows.iter().enumerate() {
+        let f = f.clone();
+        let span = tracing::info_span!("cluster", reservation = f.data.reservation_id, computer = %f.data.computer_node_name);
+        let handle = set.spawn(async move { (i, member(&f).await) }.instrument(span));
+        tasks.insert(handle.id(), i);
+    }
+    while let Some(done) = set.join_next_with_id().await {
+        match done {
+            Ok((_, (i, out))) => slots[i] = Some(out),
+            Err(e) => {
+                if let Some(i) = tasks.get(&e.id()) {
+                    slots[*i] = Some(Err(FlowError::Failed(format!(
+                        "the flow of this reservation ended abnormally: {e}"
+                    ))));
+                }
+            }
+        }
+    }
+    slots
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                Err(FlowError::Failed(
+                    "the flow of this reservation did not finish".into(),
+                ))
+            })
+        })
+        .collect()
+}
+
+/// How the outcomes of a request's flows end the request (see the module doc).
+#[derive(Debug, Clone, PartialEq)]
+enum Ending {
+    /// Shutdown, a stale lease or an unreachable database: hand the request back.
+    HandBack(String),
+    /// Someone else changed the request: write nothing.
+    HandOver(String),
+    /// One exit for the request with each reservation's part.
+    Exit {
+        request: &'static str,
+        laststate: String,
+        parts: Vec<crate::db::state::Part>,
+        /// Reservations that failed and why (for the daemon's log).
+        failed: Vec<(usize, String)>,
+    },
+}
+
+/// Which request state wins when the reservations of a cluster end differently: a
+/// connection on any computer keeps the request in use (vcld's `user_connected` for
+/// clusters), a ready one keeps it reserved.
+const PRECEDENCE: &[&str] = &["inuse", "reserved", "new", "timeout", "complete"];
+
+fn combine(flows: &[Flow], outcomes: &[Result<Exit, FlowError>]) -> Ending {
+    let state = flows.first().map(|f| f.state.as_str()).unwrap_or_default();
+    for o in outcomes {
+        if let Err(
+            e @ (FlowError::Cancelled
+            | FlowError::LeaseStale
+            | FlowError::Db(DbError::Stopped { .. } | DbError::Unavailable { .. })),
+        ) = o
+        {
+            return Ending::HandBack(e.to_string());
+        }
+    }
+    for o in outcomes {
+        if let Err(FlowError::Superseded(why)) = o {
+            return Ending::HandOver(why.clone());
+        }
+    }
+    let any_failed = outcomes.iter().any(|o| o.is_err());
+    if any_failed {
+        let mut failed = Vec::new();
+        let parts = flows
+            .iter()
+            .zip(outcomes)
+            .enumerate()
+            .map(|(i, (f, o))| {
+                let (reservation, computer) = (f.data.reservation_id, f.data.computer_id);
+                match o {
+                    Err(FlowError::ComputerBusy(why)) => {
+                        failed.push((i, why.clone()));
+                        crate::db::state::Part {
+                            reservation,
+                            computer,
+                            computer_state: None,
+                            failed: Some(why.clone()),
+                            pass_to: None,
+                        }
+                    }
+                    Err(e) => {
+                        let why = e.to_string();
+                        failed.push((i, why.clone()));
+                        crate::db::state::Part {
+                            reservation,
+                            computer,
+                            computer_state: Some(failure_computer_state(state).to_string()),
+                            failed: Some(why),
+                            pass_to: None,
+                        }
+                    }
+                    // vcld: the other computers of a failed cluster load are made available.
+                    Ok(exit) => crate::db::state::Part {
+                        reservation,
+                        computer,
+                        computer_state: match state {
+                            "new" | "reload" | "reinstall" => {
+                                exit.computer.map(|_| "available".to_string())
+                            }
+                            _ => exit.computer.map(str::to_string),
+                        },
+                        failed: None,
+                        pass_to: exit.next_holder,
+                    },
+                }
+            })
+            .collect();
+        return Ending::Exit {
+            request: "failed",
+            laststate: state.to_string(),
+            parts,
+            failed,
+        };
+    }
+    let exits: Vec<&Exit> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    let chosen = PRECEDENCE
+        .iter()
+        .find_map(|p| exits.iter().find(|e| e.request == *p))
+        .or_else(|| exits.first())
+        .copied();
+    let Some(chosen) = chosen else {
+        return Ending::HandBack("the request has no reservation to process".into());
+    };
+    let parts = flows
+        .iter()
+        .zip(&exits)
+        .map(|(f, e)| crate::db::state::Part {
+            reservation: f.data.reservation_id,
+            computer: f.data.computer_id,
+            computer_state: if e.request == chosen.request {
+                e.computer
+            } else {
+                chosen.computer
+            }
+            .map(str::to_string),
+            failed: None,
+            pass_to: e.next_holder,
+        })
+        .collect();
+    Ending::Exit {
+        request: chosen.request,
+        laststate: chosen.laststate.clone(),
+        parts,
+        failed: Vec::new(),
+    }
+}
+
+/// Write the request's ending (see [`combine`]).
+async fn finish(
+    svc: &Services,
+    work: &Work,
+    token: &str,
+    flows: &[Flow],
+    outcomes: Vec<Result<Exit, FlowError>>,
+) {
+    match combine(flows, &outcomes) {
+        Ending::HandBack(why) => {
+            if outcomes
+                .iter()
+                .any(|o| matches!(o, Err(FlowError::Cancelled)))
+            {
+                tracing::warn!("shutting down: handing the request back");
+                for f in flows {
+                    let _ = f
+                        .log(
+                            "info",
+                            "daemon shutting down: request handed back to be processed again",
+                        )
+                        .await;
+                }
+            } else {
+                tracing::error!("{why}; handing the request back");
+            }
+            hand_back(svc, work.request_id, token).await;
+        }
+        Ending::HandOver(why) => handed_over(flows, &why).await,
+        Ending::Exit {
+            request,
+            laststate,
+            parts,
+            failed,
+        } => {
+            if work.preload_only && request == "new" {
+                // vcld's new.pm: the preload is done once; the start loads no more.
+                if let Err(e) = crate::db::watch::set_preload(&svc.db, work.request_id, true).await
+                {
+                    tracing::error!("could not set the preload flag: {e}");
+                }
+            }
+            if failed.is_empty() {
+                tracing::info!(to = request, computer_state = ?parts.first().and_then(|p| p.computer_state.clone()), "flow finished");
+            }
+            let parts: Vec<_> = parts
+                .into_iter()
+                .map(|p| crate::db::state::Part {
+                    failed: p
+                        .failed
+                        .map(|m| crate::host::secrets::redact(&m).into_owned()),
+                    ..p
+                })
+                .collect();
+            let written = crate::db::state::state_exit_parts(
+                &svc.db,
+                work.request_id,
+                token,
+                request,
+                &laststate,
+                &parts,
+            )
+            .await;
+            match written {
+                Ok(()) => {
+                    after_exit(svc, work, request, &parts, flows).await;
+                    for (i, why) in &failed {
+                        if let Some(f) = flows.get(*i) {
+                            tracing::error!(reservation = f.data.reservation_id, "flow failed: {}", crate::host::secrets::redact(why));
+                            warn_failed(&Who { request: work.request_id, computer: f.data.computer_node_name.clone(), module: f.data.computer_provisioning_module.clone() }, &crate::host::secrets::redact(why));
+                        }
+                    }
+                }
+                Err(e @ DbError::ClaimLost { .. }) => match flows.first().map(|f| f.watch()) {
+                    Some(w) => match w.await {
+                        Err(FlowError::Superseded(why)) => handed_over(flows, &why).await,
+                        _ => tracing::error!("state exit not written: {e}"),
+                    },
+                    None => tracing::error!("state exit not written: {e}"),
+                },
+                Err(e) => tracing::error!("state exit failed; the request stays pending until this daemon's sweep or recovery hands it back: {e}"),
+            }
+        }
+    }
+}
+
 /// VCL's bookkeeping failed: vcld logs it and goes on; so does provhost.
 fn note(r: Result<(), DbError>) {
     if let Err(e) = r {
@@ -633,14 +1008,43 @@ fn note(r: Result<(), DbError>) {
     }
 }
 
-/// After a state exit was written: `log.ending` as vcld's `state_exit` writes it, and
-/// `reservation.lastcheck` when the request stays reserved or in use.
-async fn after_exit(svc: &Services, from: &str, ids: Ids, exit: &Exit) {
-    if let Some(ending) = crate::db::bookkeeping::exit_ending(from, exit.request, exit.computer) {
-        note(crate::db::bookkeeping::set_ending(&svc.db, ids.request, ending).await);
+/// After a state exit was written: `log.ending` as vcld's `state_exit` writes it (or
+/// `failed`), and `reservation.lastcheck` of every reservation when the request stays
+/// reserved or in use.
+async fn after_exit(
+    svc: &Services,
+    work: &Work,
+    request: &str,
+    parts: &[crate::db::state::Part],
+    flows: &[Flow],
+) {
+    let computer = parts.first().and_then(|p| p.computer_state.as_deref());
+    let ending = if request == "failed" {
+        crate::db::bookkeeping::failure_ending(&work.state)
+    } else {
+        crate::db::bookkeeping::exit_ending(&work.state, request, computer)
+    };
+    if let Some(ending) = ending {
+        note(crate::db::bookkeeping::set_ending(&svc.db, work.request_id, ending).await);
     }
-    if matches!(exit.request, "reserved" | "inuse") {
-        note(crate::db::bookkeeping::touch_lastcheck(&svc.db, ids.reservation).await);
+    if matches!(request, "reserved" | "inuse") {
+        for f in flows {
+            note(crate::db::bookkeeping::touch_lastcheck(&svc.db, f.data.reservation_id).await);
+        }
+    }
+}
+
+/// The request changed under its flows (VCL's `state_exit` without arguments): nothing
+/// is written but a load-log line; the daemon claims it in its new state.
+async fn handed_over(flows: &[Flow], why: &str) {
+    tracing::info!("{why}; handed over (the daemon takes it up in its new state)");
+    for f in flows {
+        let _ = f
+            .log(
+                "info",
+                &format!("{why}; this flow stops and hands the request over"),
+            )
+            .await;
     }
 }
 
@@ -736,6 +1140,8 @@ fn prepare(
         token,
         cancel,
         lane,
+        preload: work.preload_only,
+        shared: Arc::new(Shared::default()),
     })
 }
 
@@ -770,23 +1176,6 @@ async fn failed_ending(svc: &Services, ids: Ids, state: &str, written: &Result<(
     if let (Ok(()), Some(ending)) = (written, crate::db::bookkeeping::failure_ending(state)) {
         note(crate::db::bookkeeping::set_ending(&svc.db, ids.request, ending).await);
     }
-}
-
-/// `reservation_failed` for a flow that never got its computer: request failed, the
-/// computer left to the reservation that holds it.
-async fn fail_leaving_computer(
-    svc: &Services,
-    ids: Ids,
-    token: &str,
-    who: &Who,
-    state: &str,
-    message: &str,
-) {
-    let message = crate::host::secrets::redact(message);
-    let written =
-        crate::db::state::reservation_failed_claimed(&svc.db, ids, token, &message, None).await;
-    failed_ending(svc, ids, state, &written).await;
-    report_failed(who, &message, written);
 }
 
 fn report_failed(who: &Who, message: &str, written: Result<(), DbError>) {

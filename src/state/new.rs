@@ -7,6 +7,13 @@
 //! from inside load) → Windows-like OS: add the user now → `reserve` hooks → `nodeready` →
 //! request `reserved`. reload/reinstall always reload and end with the computer
 //! `available`. tomaintenance powers the computer off and leaves it in `maintenance`.
+//!
+//! A preload (a `new` request claimed inside the preload window, before its start; vcld's
+//! `PRELOADONLY`) loads the computer the same way and then puts the request back to
+//! `new` and the computer back to the state it had; at the start the request is
+//! processed again, finds the image loaded (`node_status` "ready") and becomes reserved.
+//! A preload that fails is not a failed reservation: the load is tried again at the
+//! start (vcld does the same).
 
 use crate::state::{Exit, Flow, FlowError};
 
@@ -14,10 +21,59 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     if f.state == "tomaintenance" {
         return to_maintenance(f).await;
     }
-    // VCL: a computer in these states takes no reservation and no reload.
     let computer_state = crate::db::state::computer_state(&f.svc.db, f.data.computer_id)
         .await?
         .unwrap_or_default();
+    if !f.preload {
+        return load(f, &computer_state).await;
+    }
+    f.log(
+        "info",
+        &format!(
+            "preloading {} with {} ahead of the start ({})",
+            f.data.computer_node_name, f.data.image_name, f.data.request_start
+        ),
+    )
+    .await?;
+    let back = |computer: Option<&'static str>| Exit {
+        request: "new",
+        laststate: "new".into(),
+        computer,
+        next_holder: None,
+    };
+    // The computer goes back to the state it had (vcld): the reservation holds it
+    // (`db::lock`) until its start either way.
+    let original = crate::vcl::state_id(&computer_state).and_then(crate::vcl::state_name);
+    match load(f, &computer_state).await {
+        Ok(_) => {
+            f.log(
+                "info",
+                "preload done; the reservation becomes ready at its start",
+            )
+            .await?;
+            Ok(back(original))
+        }
+        Err(
+            e @ (FlowError::Cancelled
+            | FlowError::LeaseStale
+            | FlowError::Superseded(_)
+            | FlowError::Db(_)
+            | FlowError::Held(_)),
+        ) => Err(e),
+        Err(e) => {
+            f.log(
+                "WARNING",
+                &format!("preload failed, loading again at the start: {e}"),
+            )
+            .await?;
+            Ok(back(original))
+        }
+    }
+}
+
+async fn load(f: &Flow, computer_state: &str) -> Result<Exit, FlowError> {
+    let computer_state = computer_state.to_string();
+    // VCL: a computer in these states takes no reservation and no reload.
     if matches!(
         computer_state.as_str(),
         "maintenance" | "deleted" | "vmhostinuse"
@@ -59,6 +115,16 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
         _ => reload_image(f).await?,
     }
 
+    if f.state == "new" && f.preload {
+        // vcld: a preload reserves nothing yet (no user, no reserve steps).
+        f.log("nodeready", "resource preloaded").await?;
+        return Ok(Exit {
+            request: "new",
+            laststate: "new".into(),
+            computer: None,
+            next_holder: None,
+        });
+    }
     if f.state == "new" {
         if f.add_user_at() == crate::host::AddUserAt::Ready {
             f.add_user().await?;

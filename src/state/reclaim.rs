@@ -3,9 +3,36 @@
 //! reservation's secrets (`host::secrets::forget_reservation`), then insert
 //! a reload request for the computer as VCL does, and pass the computer to that reload
 //! request as the request ends (`db::lock`). A request deleted before its computer was
-//! ever handed over (laststate `new`) has nothing to undo.
+//! ever handed over has nothing to undo ([`nothing_to_undo`]). Each reservation of a
+//! cluster request is reclaimed on its own computer, with its own reload request.
 
 use crate::state::{Exit, Flow, FlowError};
+
+/// A request that never got its computer (`exclusive::Acquired::NotNeeded`: deleted
+/// while new, or while it waited for a computer another request holds): nothing to undo,
+/// the computer's state is left alone (it may serve another reservation), as VCL does.
+pub async fn nothing_to_undo(f: &Flow) -> Result<Exit, FlowError> {
+    let reason = if f.state == "deleted" {
+        "reservation deleted"
+    } else {
+        "reservation timed out"
+    };
+    f.log(
+        &f.state,
+        &format!(
+            "{reason} (was {}) before it had computer {}: nothing to undo",
+            f.prior_laststate, f.data.computer_node_name
+        ),
+    )
+    .await?;
+    crate::host::secrets::forget_reservation(f.data.reservation_id);
+    Ok(Exit {
+        request: "complete",
+        laststate: f.state.clone(),
+        computer: None,
+        next_holder: None,
+    })
+}
 
 pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     let reason = if f.state == "deleted" {
@@ -15,17 +42,6 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     };
     f.log(&f.state, &format!("{reason} (was {})", f.prior_laststate))
         .await?;
-    if f.prior_laststate == "new" {
-        // The computer was never handed over (it may already serve another reservation):
-        // leave its state alone, as VCL does.
-        crate::host::secrets::forget_reservation(f.data.reservation_id);
-        return Ok(Exit {
-            request: "complete",
-            laststate: f.state.clone(),
-            computer: None,
-            next_holder: None,
-        });
-    }
     let (prov, os) = (f.prov.clone(), f.os.clone());
     f.call_ok(&os, "revoke_access", vec![]).await?;
     if !f.data.user_login_id.is_empty() {

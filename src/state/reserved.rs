@@ -2,7 +2,11 @@
 //! acknowledgement (`reservation.remoteIP`, set by the web front end on Connect), open
 //! access for that address only, add the user (Linux-like OS modules), run the
 //! post_reserve hooks, then wait for the user to connect. Every wait is bounded by VCL's
-//! timing variables.
+//! timing variables and reads the request on every poll ([`Flow::watch`]): a delete or
+//! cancel hands the request over within one poll, and an end time that has come ("end
+//! now") ends the wait as a timeout. For a cluster request each reservation runs this
+//! flow on its own computer; the acknowledgement is the request's (any reservation's
+//! `remoteIP`).
 
 use std::time::{Duration, Instant};
 
@@ -32,7 +36,15 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     )
     .await?;
 
-    let ip = wait_for_ack(f).await?;
+    let ip = match wait_for_ack(f).await? {
+        Ack::From(ip) => Some(ip),
+        Ack::None => None,
+        Ack::Ended => {
+            f.log("timeout", "the reservation's end time came before Connect")
+                .await?;
+            None
+        }
+    };
     let Some(ip) = ip else {
         f.log("timeout", "no acknowledgement from the user").await?;
         return Ok(Exit {
@@ -81,8 +93,15 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     acked.site_hooks("post_reserve").await?;
     acked.log("postreserve", "post reserve completed").await?;
 
-    if !wait_for_connection(&acked, Duration::from_secs(t.initialconnecttimeout)).await? {
-        acked.log("timeout", "the user did not connect").await?;
+    let connected =
+        wait_for_connection(&acked, Duration::from_secs(t.initialconnecttimeout)).await?;
+    if connected != Connection::Connected {
+        let why = if connected == Connection::Ended {
+            "the reservation's end time came before the user connected"
+        } else {
+            "the user did not connect"
+        };
+        acked.log("timeout", why).await?;
         return Ok(Exit {
             request: "timeout",
             laststate: "reserved".into(),
@@ -99,16 +118,29 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
     })
 }
 
-/// Poll `reservation.remoteIP` until it is set or `acknowledgetimeout` passes.
-async fn wait_for_ack(f: &Flow) -> Result<Option<String>, FlowError> {
+/// What the wait for Connect saw.
+#[derive(Debug, Clone, PartialEq)]
+enum Ack {
+    From(String),
+    None,
+    /// The request's end time came first (`request end`, the web's "end now").
+    Ended,
+}
+
+/// Poll the request (its state, its end) and its `remoteIP` until the user clicked
+/// Connect or `acknowledgetimeout` passes.
+async fn wait_for_ack(f: &Flow) -> Result<Ack, FlowError> {
     let t = &f.svc.timings;
     let end = Instant::now() + Duration::from_secs(t.acknowledgetimeout);
     let every = Duration::from_millis(t.acknowledge_poll_ms.max(10));
     let max_polls = t.acknowledgetimeout.saturating_mul(1000) / t.acknowledge_poll_ms.max(10) + 2;
     for _ in 0..max_polls {
-        let ip = crate::db::flow::remote_ip(&f.svc.db, f.data.reservation_id).await?;
+        if f.watch().await? {
+            return Ok(Ack::Ended);
+        }
+        let ip = crate::db::watch::request_remote_ip(&f.svc.db, f.data.request_id).await?;
         if !ip.trim().is_empty() {
-            return Ok(Some(ip.trim().to_string()));
+            return Ok(Ack::From(ip.trim().to_string()));
         }
         if Instant::now() >= end {
             break;
@@ -116,31 +148,47 @@ async fn wait_for_ack(f: &Flow) -> Result<Option<String>, FlowError> {
         f.pause(every.min(end.saturating_duration_since(Instant::now())))
             .await?;
     }
-    Ok(None)
+    Ok(Ack::None)
 }
 
-/// Poll the OS module's `is_user_connected` every `connect_poll` s for at most `limit`.
-/// Without that routine, with `request.checkuser` off, or for a reservation of
-/// `ignore_connections_gte` or longer, the user counts as connected.
-pub async fn wait_for_connection(f: &Flow, limit: Duration) -> Result<bool, FlowError> {
+/// What the wait for the user's connection saw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Connection {
+    Connected,
+    NotConnected,
+    /// The request's end time came first.
+    Ended,
+}
+
+/// Poll the OS module's `is_user_connected` every `connect_poll` s for at most `limit`,
+/// reading the request meanwhile ([`Flow::pause_watching`]). Without that routine, with
+/// `request.checkuser` off, or for a reservation of `ignore_connections_gte` or longer, the
+/// user counts as connected.
+pub async fn wait_for_connection(f: &Flow, limit: Duration) -> Result<Connection, FlowError> {
     if !f.data.request_checkuser || !f.defines(&f.os, "is_user_connected") || ignores_connections(f)
     {
-        return Ok(true);
+        return Ok(Connection::Connected);
     }
     let every = Duration::from_secs(f.svc.timings.connect_poll.max(1));
     let end = Instant::now() + limit;
     let max_polls = limit.as_secs() / every.as_secs().max(1) + 2;
     for _ in 0..max_polls {
-        if f.call_bool(&f.os.clone(), "is_user_connected").await? {
-            return Ok(true);
+        if f.watch().await? {
+            return Ok(Connection::Ended);
+        }
+        if f.user_connected().await? {
+            return Ok(Connection::Connected);
         }
         if Instant::now() >= end {
             break;
         }
-        f.pause(every.min(end.saturating_duration_since(Instant::now())))
-            .await?;
+        if f.pause_watching(every.min(end.saturating_duration_since(Instant::now())))
+            .await?
+        {
+            return Ok(Connection::Ended);
+        }
     }
-    Ok(false)
+    Ok(Connection::NotConnected)
 }
 
 /// vcld's `ignore_connections_gte`: a reservation lasting at least that many minutes
