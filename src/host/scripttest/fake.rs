@@ -106,7 +106,7 @@ fn string_of(v: &Dynamic) -> String {
 
 /// Ask the recorder; an unexpected call is an error naming the host and the command.
 fn ask(h: &FakeHost, text: &str, stdin: Option<String>, args: Array) -> Res<Reply> {
-    match h.rec.call(&h.label, text, stdin, args).map_err(script_err)? {
+    match h.rec.call(&h.label, text, stdin, args, false).map_err(script_err)? {
         Answer::Reply(r) => match &r.error {
             Some(e) => Err(format!("{} ({}): {e}", h.label, text).into()),
             None => Ok(r),
@@ -121,7 +121,11 @@ fn ask(h: &FakeHost, text: &str, stdin: Option<String>, args: Array) -> Res<Repl
 
 /// A call that succeeds with `default` when no expectation matches (copies, host keys).
 fn ask_or(h: &FakeHost, text: &str, args: Array, default: Dynamic) -> Res<Dynamic> {
-    match h.rec.call(&h.label, text, None, args).map_err(script_err)? {
+    match h
+        .rec
+        .call(&h.label, text, None, args, true)
+        .map_err(script_err)?
+    {
         Answer::Reply(r) => match r.error {
             Some(e) => Err(format!("{} ({}): {e}", h.label, text).into()),
             None => Ok(r.returns.unwrap_or(default)),

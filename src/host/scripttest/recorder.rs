@@ -92,7 +92,7 @@ pub struct Call {
     pub stdin: Option<String>,
     /// The primitive's arguments after the host, as given.
     pub args: Array,
-    /// Whether an expectation answered it.
+    /// Whether an expectation answered it, or it needed none.
     pub expected: bool,
 }
 
@@ -140,12 +140,14 @@ impl Recorder {
 
     /// Record a call and find its answer: the first expectation, in the order declared,
     /// that matches its text (and host, when it names one) and has answers left.
+    /// `optional`: the primitive has a default answer, so no expectation is needed.
     pub fn call(
         &self,
         host: &str,
         text: &str,
         stdin: Option<String>,
         args: Array,
+        optional: bool,
     ) -> Result<Answer, String> {
         let mut s = self.lock();
         if s.calls.len() >= MAX_CALLS {
@@ -170,7 +172,7 @@ impl Recorder {
             text: text.to_string(),
             stdin,
             args,
-            expected: matches!(answer, Answer::Reply(_)),
+            expected: optional || matches!(answer, Answer::Reply(_)),
         });
         Ok(answer)
     }
@@ -294,7 +296,7 @@ mod tests {
         }
         let codes: Vec<i64> = (0..4)
             .map(
-                |_| match rec.call("computer", "test -e /ready", None, Array::new()) {
+                |_| match rec.call("computer", "test -e /ready", None, Array::new(), false) {
                     Ok(Answer::Reply(r)) => r.code,
                     _ => -1,
                 },
@@ -302,7 +304,7 @@ mod tests {
             .collect();
         assert_eq!(codes, vec![1, 1, 0, 0]);
         assert!(matches!(
-            rec.call("vmhost", "test -e /ready", None, Array::new()),
+            rec.call("vmhost", "test -e /ready", None, Array::new(), false),
             Ok(Answer::Unexpected)
         ));
         assert_eq!(rec.unexpected().len(), 1);
