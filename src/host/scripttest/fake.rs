@@ -714,22 +714,19 @@ impl FakePrims {
         engine.register_static_module("wait", m.into());
     }
 
-    fn register_test_api(&self, engine: &mut Engine) {
+    /// The test API: `fake()`, `fixture()`, the `Fake` methods and the assertions.
+    pub fn register_test_api(&self, engine: &mut Engine) {
         engine.register_type_with_name::<Fake>("Fake");
         let rec = Arc::clone(&self.rec);
         FuncRegistration::new("fake")
-            .with_comments([
-                "/// The recording fake host of this test: declare commands, read what ran.",
-            ])
+            .with_comments(["/// The recording fake host of this test (also given to `fn test_NAME(host)`): declare the commands a test expects, read what ran."])
             .with_params_info(["Fake"])
             .register_into_engine(engine, move || Fake {
                 rec: Arc::clone(&rec),
             });
         let rec = Arc::clone(&self.rec);
         FuncRegistration::new("fixture")
-            .with_comments([
-                "/// A reservation for the test with the default values (docs/script-tests.md).",
-            ])
+            .with_comments(["/// A reservation with the default fixture values (docs/script-tests.md), its writes (load-log, computer variables) kept by the fake."])
             .with_params_info(["Ctx"])
             .register_into_engine(engine, move || fixture(&rec, &Map::new()));
         let rec = Arc::clone(&self.rec);
@@ -741,91 +738,156 @@ impl FakePrims {
             .with_params_info(["values: Map", "Ctx"])
             .register_into_engine(engine, move |m: Map| fixture(&rec, &m));
 
-        engine.register_fn("expect", |f: &mut Fake, pattern: &str| -> Res<()> {
-            let e = expectation(pattern, &Map::new())?;
-            f.rec.expect(e).map_err(script_err)
-        });
-        engine.register_fn("expect", |f: &mut Fake, pattern: &str, m: Map| -> Res<()> {
-            let e = expectation(pattern, &m)?;
-            f.rec.expect(e).map_err(script_err)
-        });
-        engine.register_fn("ran", |f: &mut Fake, pattern: &str| -> Res<bool> {
-            let p = Pattern::parse(pattern).map_err(script_err)?;
-            Ok(f.rec.calls().iter().any(|c| p.matches(&c.text)))
-        });
-        engine.register_fn(
-            "ran",
-            |f: &mut Fake, on: &str, pattern: &str| -> Res<bool> {
+        FuncRegistration::new("expect")
+            .with_comments(["/// Declare a command that answers exit 0 with no output: `pattern` is a glob over the whole command (`*`, `?`) or `/regex/`."])
+            .with_params_info(["fake: Fake", "pattern: &str", "()"])
+            .register_into_engine(engine, |f: &mut Fake, pattern: &str| -> Res<()> {
+                let e = expectation(pattern, &Map::new())?;
+                f.rec.expect(e).map_err(script_err)
+            });
+        FuncRegistration::new("expect")
+            .with_comments([
+                "/// Declare a command and its answer: `#{ stdout, stderr, code, on, times, returns, error }`.",
+                "/// `on`: only on that host (`\"computer\"`, `\"vmhost\"`, `\"local\"`, a `remote_host` name);",
+                "/// `times`: answers at most that often, then the next matching declaration answers;",
+                "/// `returns`: the value of a primitive other than `run` (`vm::status` → `\"running\"`);",
+                "/// `error`: the primitive fails with this text (an unreachable host). Declarations are",
+                "/// tried in the order written.",
+            ])
+            .with_params_info(["fake: Fake", "pattern: &str", "answer: Map", "()"])
+            .register_into_engine(engine, |f: &mut Fake, pattern: &str, m: Map| -> Res<()> {
+                let e = expectation(pattern, &m)?;
+                f.rec.expect(e).map_err(script_err)
+            });
+        FuncRegistration::new("ran")
+            .with_comments([
+                "/// Did a command (or primitive call) matching `pattern` run, on any host?",
+            ])
+            .with_params_info(["fake: Fake", "pattern: &str", "bool"])
+            .register_into_engine(engine, |f: &mut Fake, pattern: &str| -> Res<bool> {
                 let p = Pattern::parse(pattern).map_err(script_err)?;
-                Ok(f.rec
+                Ok(f.rec.calls().iter().any(|c| p.matches(&c.text)))
+            });
+        FuncRegistration::new("ran")
+            .with_comments(["/// Did a command matching `pattern` run on host `on`?"])
+            .with_params_info(["fake: Fake", "on: &str", "pattern: &str", "bool"])
+            .register_into_engine(
+                engine,
+                |f: &mut Fake, on: &str, pattern: &str| -> Res<bool> {
+                    let p = Pattern::parse(pattern).map_err(script_err)?;
+                    Ok(f.rec
+                        .calls()
+                        .iter()
+                        .any(|c| c.host == on && p.matches(&c.text)))
+                },
+            );
+        FuncRegistration::new("count")
+            .with_comments(["/// How many commands matching `pattern` ran."])
+            .with_params_info(["fake: Fake", "pattern: &str", "int"])
+            .register_into_engine(engine, |f: &mut Fake, pattern: &str| -> Res<i64> {
+                let p = Pattern::parse(pattern).map_err(script_err)?;
+                Ok(f.rec.calls().iter().filter(|c| p.matches(&c.text)).count() as i64)
+            });
+        FuncRegistration::new("commands")
+            .with_comments(["/// Every command and primitive call so far, in order, as text (`vm::status DIR`, `upload LOCAL REMOTE`)."])
+            .with_params_info(["fake: Fake", "Array"])
+            .register_into_engine(engine, |f: &mut Fake| -> Array {
+                f.rec.calls().into_iter().map(|c| c.text.into()).collect()
+            });
+        FuncRegistration::new("commands")
+            .with_comments(["/// The commands that ran on host `on`."])
+            .with_params_info(["fake: Fake", "on: &str", "Array"])
+            .register_into_engine(engine, |f: &mut Fake, on: &str| -> Array {
+                f.rec
                     .calls()
-                    .iter()
-                    .any(|c| c.host == on && p.matches(&c.text)))
-            },
-        );
-        engine.register_fn("count", |f: &mut Fake, pattern: &str| -> Res<i64> {
-            let p = Pattern::parse(pattern).map_err(script_err)?;
-            Ok(f.rec.calls().iter().filter(|c| p.matches(&c.text)).count() as i64)
-        });
-        engine.register_fn("commands", |f: &mut Fake| -> Array {
-            f.rec.calls().into_iter().map(|c| c.text.into()).collect()
-        });
-        engine.register_fn("commands", |f: &mut Fake, on: &str| -> Array {
-            f.rec
-                .calls()
-                .into_iter()
-                .filter(|c| c.host == on)
-                .map(|c| c.text.into())
-                .collect()
-        });
-        engine.register_fn("calls", |f: &mut Fake| -> Array {
-            f.rec.calls().iter().map(call_map).collect()
-        });
-        engine.register_fn("loadlog", |f: &mut Fake| -> Array {
-            f.rec
-                .loadlog()
-                .into_iter()
-                .map(|(name, text)| {
-                    let mut m = Map::new();
-                    m.insert("name".into(), name.into());
-                    m.insert("text".into(), text.into());
-                    Dynamic::from_map(m)
-                })
-                .collect()
-        });
-        engine.register_fn("loadlogged", |f: &mut Fake, name: &str| -> bool {
-            f.rec.loadlog().iter().any(|(n, _)| n == name)
-        });
-        engine.register_fn("computer_var", |f: &mut Fake, name: &str| -> Dynamic {
-            f.rec.var(name).map(Dynamic::from).unwrap_or(Dynamic::UNIT)
-        });
-        engine.register_fn(
-            "set_computer_var",
-            |f: &mut Fake, name: &str, value: Dynamic| f.rec.set_var(name, &value.to_string()),
-        );
-        engine.register_fn("computer_vars", |f: &mut Fake| f.rec.vars());
-        engine.register_fn("image_size", |f: &mut Fake| -> Dynamic {
-            f.rec
-                .image_size()
-                .map(Dynamic::from)
-                .unwrap_or(Dynamic::UNIT)
-        });
-        engine.register_fn("clock", |f: &mut Fake| f.rec.clock());
+                    .into_iter()
+                    .filter(|c| c.host == on)
+                    .map(|c| c.text.into())
+                    .collect()
+            });
+        FuncRegistration::new("calls")
+            .with_comments(["/// Every call as `#{ host, cmd, stdin, args, expected }` (`args`: a primitive's arguments, e.g. the spec given to `vm::start`)."])
+            .with_params_info(["fake: Fake", "Array"])
+            .register_into_engine(engine, |f: &mut Fake| -> Array {
+                f.rec.calls().iter().map(call_map).collect()
+            });
+        FuncRegistration::new("loadlog")
+            .with_comments([
+                "/// The load-log entries written through `ctx.loadlog`, as `#{ name, text }`.",
+            ])
+            .with_params_info(["fake: Fake", "Array"])
+            .register_into_engine(engine, |f: &mut Fake| -> Array {
+                f.rec
+                    .loadlog()
+                    .into_iter()
+                    .map(|(name, text)| {
+                        let mut m = Map::new();
+                        m.insert("name".into(), name.into());
+                        m.insert("text".into(), text.into());
+                        Dynamic::from_map(m)
+                    })
+                    .collect()
+            });
+        FuncRegistration::new("loadlogged")
+            .with_comments(["/// Was a load-log entry of this load-state name written?"])
+            .with_params_info(["fake: Fake", "name: &str", "bool"])
+            .register_into_engine(engine, |f: &mut Fake, name: &str| -> bool {
+                f.rec.loadlog().iter().any(|(n, _)| n == name)
+            });
+        FuncRegistration::new("computer_var")
+            .with_comments([
+                "/// A computer variable (as `ctx.computer_var` reads it); `()` when unset.",
+            ])
+            .with_params_info(["fake: Fake", "name: &str", "Dynamic"])
+            .register_into_engine(engine, |f: &mut Fake, name: &str| -> Dynamic {
+                f.rec.var(name).map(Dynamic::from).unwrap_or(Dynamic::UNIT)
+            });
+        FuncRegistration::new("set_computer_var")
+            .with_comments([
+                "/// Set a computer variable before calling a routine (stored as a string).",
+            ])
+            .with_params_info(["fake: Fake", "name: &str", "value: Dynamic", "()"])
+            .register_into_engine(engine, |f: &mut Fake, name: &str, value: Dynamic| {
+                f.rec.set_var(name, &value.to_string())
+            });
+        FuncRegistration::new("computer_vars")
+            .with_comments(["/// Every computer variable as a map."])
+            .with_params_info(["fake: Fake", "Map"])
+            .register_into_engine(engine, |f: &mut Fake| f.rec.vars());
+        FuncRegistration::new("image_size")
+            .with_comments(["/// The size given to `ctx.set_image_size`, or `()`."])
+            .with_params_info(["fake: Fake", "Dynamic"])
+            .register_into_engine(engine, |f: &mut Fake| -> Dynamic {
+                f.rec
+                    .image_size()
+                    .map(Dynamic::from)
+                    .unwrap_or(Dynamic::UNIT)
+            });
+        FuncRegistration::new("clock")
+            .with_comments(["/// Seconds the test's waits slept on the virtual clock (`wait::sleep`, `wait::poll`)."])
+            .with_params_info(["fake: Fake", "float"])
+            .register_into_engine(engine, |f: &mut Fake| f.rec.clock());
 
-        engine.register_fn("assert", |cond: bool| -> Res<()> {
-            if cond {
-                Ok(())
-            } else {
-                Err(failed("assert(false)".into()))
-            }
-        });
-        engine.register_fn("assert", |cond: bool, msg: &str| -> Res<()> {
-            if cond {
-                Ok(())
-            } else {
-                Err(failed(msg.to_string()))
-            }
-        });
+        FuncRegistration::new("assert")
+            .with_comments(["/// Fail the test unless `cond` is true."])
+            .with_params_info(["cond: bool", "()"])
+            .register_into_engine(engine, |cond: bool| -> Res<()> {
+                if cond {
+                    Ok(())
+                } else {
+                    Err(failed("assert(false)".into()))
+                }
+            });
+        FuncRegistration::new("assert")
+            .with_comments(["/// Fail the test with `msg` unless `cond` is true."])
+            .with_params_info(["cond: bool", "msg: &str", "()"])
+            .register_into_engine(engine, |cond: bool, msg: &str| -> Res<()> {
+                if cond {
+                    Ok(())
+                } else {
+                    Err(failed(msg.to_string()))
+                }
+            });
         fn eq(a: Dynamic, b: Dynamic, msg: &str) -> Res<()> {
             if same(&a, &b) {
                 Ok(())
@@ -837,38 +899,59 @@ impl FakePrims {
                 )))
             }
         }
-        engine.register_fn("assert_eq", |a: Dynamic, b: Dynamic| eq(a, b, ""));
-        engine.register_fn("assert_eq", |a: Dynamic, b: Dynamic, msg: &str| {
-            eq(a, b, &format!("{msg}: "))
-        });
-        engine.register_fn("assert_ne", |a: Dynamic, b: Dynamic| -> Res<()> {
-            if same(&a, &b) {
-                Err(failed(format!("both are {}", show(&a))))
-            } else {
-                Ok(())
-            }
-        });
-        engine.register_fn("assert_contains", |hay: Dynamic, needle: &str| -> Res<()> {
-            let text = if hay.is_array() {
-                let a = hay.clone().cast::<Array>();
-                if a.iter().any(|x| string_of(x) == needle) {
-                    return Ok(());
+        FuncRegistration::new("assert_eq")
+            .with_comments(["/// Fail the test unless `left` and `right` are equal (maps and arrays by content)."])
+            .with_params_info(["left: Dynamic", "right: Dynamic", "()"])
+            .register_into_engine(engine, |a: Dynamic, b: Dynamic| eq(a, b, ""));
+        FuncRegistration::new("assert_eq")
+            .with_comments(["/// `assert_eq` with a message saying what was checked."])
+            .with_params_info(["left: Dynamic", "right: Dynamic", "msg: &str", "()"])
+            .register_into_engine(engine, |a: Dynamic, b: Dynamic, msg: &str| {
+                eq(a, b, &format!("{msg}: "))
+            });
+        FuncRegistration::new("assert_ne")
+            .with_comments(["/// Fail the test when `left` and `right` are equal."])
+            .with_params_info(["left: Dynamic", "right: Dynamic", "()"])
+            .register_into_engine(engine, |a: Dynamic, b: Dynamic| -> Res<()> {
+                if same(&a, &b) {
+                    Err(failed(format!("both are {}", show(&a))))
+                } else {
+                    Ok(())
                 }
-                show(&hay)
-            } else {
-                string_of(&hay)
-            };
-            if text.contains(needle) {
-                Ok(())
-            } else {
-                Err(failed(format!(
-                    "{} does not contain {needle:?}",
+            });
+        FuncRegistration::new("assert_contains")
+            .with_comments(["/// Fail the test unless the text `hay` contains `needle` (an array: has it as an element)."])
+            .with_params_info(["hay: Dynamic", "needle: &str", "()"])
+            .register_into_engine(engine, |hay: Dynamic, needle: &str| -> Res<()> {
+                let text = if hay.is_array() {
+                    let a = hay.clone().cast::<Array>();
+                    if a.iter().any(|x| string_of(x) == needle) {
+                        return Ok(());
+                    }
                     show(&hay)
-                )))
-            }
-        });
-        engine.register_fn("fail", |msg: &str| -> Res<()> {
-            Err(failed(msg.to_string()))
-        });
+                } else {
+                    string_of(&hay)
+                };
+                if text.contains(needle) {
+                    Ok(())
+                } else {
+                    Err(failed(format!("{} does not contain {needle:?}", show(&hay))))
+                }
+            });
+        FuncRegistration::new("fail")
+            .with_comments([
+                "/// Fail the test with `msg` (e.g. after a call that should have thrown).",
+            ])
+            .with_params_info(["msg: &str", "()"])
+            .register_into_engine(engine, |msg: &str| -> Res<()> {
+                Err(failed(msg.to_string()))
+            });
     }
+}
+
+/// An engine with only the test API registered, for the generated reference.
+pub fn test_api_engine() -> Engine {
+    let mut e = Engine::new();
+    FakePrims::new(Arc::new(Recorder::default())).register_test_api(&mut e);
+    e
 }
