@@ -419,3 +419,82 @@ fn explain(
     }
     (line, why)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["scripts/os", "stdlib"] {
+            std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        for (rel, text) in files {
+            std::fs::write(dir.path().join("scripts").join(rel), text).expect("write");
+        }
+        dir
+    }
+
+    fn opts(dir: &tempfile::TempDir) -> HostOptions {
+        HostOptions {
+            scripts_dir: dir.path().join("scripts"),
+            stdlib_dir: dir.path().join("stdlib"),
+            limits: crate::host::Limits::default(),
+        }
+    }
+
+    const MODULE: &str = r#"const MODULE = #{ kind: "os", name: "t", version: "1" };
+fn post_load(ctx) { ctx.computer().run("touch /ready").code == 0 }
+fn add_user(ctx, user) { true }
+fn delete_user(ctx, user) { true }
+fn grant_access(ctx) { true }
+fn revoke_access(ctx) { true }
+fn set_password(ctx, user, password) { true }
+fn sanitize(ctx) { true }
+fn pre_capture(ctx) { true }
+fn is_ready(ctx) { true }
+"#;
+
+    #[test]
+    fn test_files_are_not_modules_and_their_tests_run_in_order() {
+        let dir = dir_with(&[
+            ("os/t.rhai", MODULE),
+            (
+                "os/t.test.rhai",
+                "fn test_b(host) { host.expect(\"touch /ready\"); assert(post_load(fixture())); }\nfn test_a() { assert_eq(1, 2); }\n",
+            ),
+        ]);
+        let host = ScriptHost::new(opts(&dir), &[]);
+        let files = host.module_files().expect("files");
+        assert_eq!(files, vec![dir.path().join("scripts/os/t.rhai")]);
+        assert!(is_test_file(&dir.path().join("scripts/os/t.test.rhai")));
+        assert_eq!(
+            module_file_of(Path::new("/s/os/t.test.rhai")),
+            PathBuf::from("/s/os/t.rhai")
+        );
+
+        let run = run(opts(&dir), None).expect("run");
+        let names: Vec<(&str, bool, usize)> = run
+            .cases
+            .iter()
+            .map(|c| (c.name.as_str(), c.result.is_ok(), c.line))
+            .collect();
+        assert_eq!(names, vec![("test_b", true, 1), ("test_a", false, 2)]);
+        assert_eq!(run.failed(), 1);
+        assert!(run.cases[1]
+            .result
+            .as_ref()
+            .expect_err("failed")
+            .contains("left 1 != right 2"));
+    }
+
+    #[test]
+    fn a_named_module_without_tests_names_the_file_to_write() {
+        let dir = dir_with(&[("os/t.rhai", MODULE)]);
+        let err = run(opts(&dir), Some("os/t")).expect_err("no tests");
+        assert!(
+            matches!(&err, HostError::NoTests { path, .. } if path.ends_with("os/t.test.rhai")),
+            "{err}"
+        );
+    }
+}
