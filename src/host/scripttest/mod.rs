@@ -107,25 +107,43 @@ pub fn run(opts: HostOptions, only: Option<&str>) -> Result<TestRun, HostError> 
     let load_errors = host.load_all();
     let mut files = test_files(&scripts_dir)?;
     if let Some(spec) = only {
-        let key = host.find_module(spec)?;
-        let module = host.module(&key).ok_or_else(|| HostError::UnknownModule {
-            wanted: spec.to_string(),
-            known: String::new(),
-        })?;
-        let want = module.path.with_file_name(format!(
-            "{}{TEST_SUFFIX}",
-            module
-                .path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("")
-        ));
-        files.retain(|f| *f == want);
-        if files.is_empty() {
-            return Err(HostError::NoTests {
-                module: format!("{}/{}", key.0, key.1),
-                path: want,
-            });
+        let found = host.find_module(spec).map(|key| {
+            let want = host
+                .module(&key)
+                .map(|m| {
+                    m.path.with_file_name(format!(
+                        "{}{TEST_SUFFIX}",
+                        m.path.file_stem().and_then(|s| s.to_str()).unwrap_or("")
+                    ))
+                })
+                .unwrap_or_default();
+            (key, want)
+        });
+        match found {
+            Ok((key, want)) => {
+                files.retain(|f| *f == want);
+                if files.is_empty() {
+                    return Err(HostError::NoTests {
+                        module: format!("{}/{}", key.0, key.1),
+                        path: want,
+                    });
+                }
+            }
+            Err(e) => {
+                // A module that does not load: its test file (if any) reports why.
+                let (kind, name) = match spec.split_once('/') {
+                    Some((k, n)) => (Some(k), n),
+                    None => (None, spec),
+                };
+                files.retain(|f| {
+                    f.file_name().and_then(|n| n.to_str()) == Some(&format!("{name}{TEST_SUFFIX}"))
+                        && kind
+                            .is_none_or(|k| Kind::from_path(f).is_some_and(|fk| fk.as_str() == k))
+                });
+                if files.is_empty() {
+                    return Err(e);
+                }
+            }
         }
     }
     let mut out = TestRun {
@@ -486,6 +504,22 @@ fn is_ready(ctx) { true }
             .as_ref()
             .expect_err("failed")
             .contains("left 1 != right 2"));
+    }
+
+    #[test]
+    fn a_named_module_that_does_not_load_is_reported_by_its_test_file() {
+        let dir = dir_with(&[
+            ("os/t.rhai", "const MODULE = #{ kind: \"os\", name: \"t\", version: \"1\" };\nfn post_load(ctx) { (\n"),
+            ("os/t.test.rhai", "fn test_a() { assert(true); }\n"),
+        ]);
+        let run = run(opts(&dir), Some("os/t")).expect("run");
+        assert_eq!(run.cases.len(), 1);
+        assert_eq!(run.cases[0].name, "(file)");
+        let why = run.cases[0].result.as_ref().expect_err("fails");
+        assert!(
+            why.starts_with("the module does not load: ") && why.contains("t.rhai:"),
+            "{why}"
+        );
     }
 
     #[test]
