@@ -18,7 +18,11 @@ fn rhai_files(path: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Res
             .collect();
         entries.sort();
         for p in entries {
-            if p.is_dir() || p.extension().is_some_and(|e| e == "rhai") {
+            // Test files (`*.test.rhai`) are checked by `provhost test`, not as modules.
+            if p.is_dir()
+                || (p.extension().is_some_and(|e| e == "rhai")
+                    && !provhost::host::scripttest::is_test_file(&p))
+            {
                 rhai_files(&p, depth + 1, out)?;
             }
         }

@@ -21,7 +21,8 @@ pub const CHECK_ERRORS: u8 = 3;
 /// The exit codes as `--help` shows them.
 pub const HELP: &str = "Exit codes:
   0  done
-  1  failed while doing it (database unreachable or failing, routine error or time-out, I/O)
+  1  failed while doing it (database unreachable or failing, routine error or time-out, I/O,
+     a failed `provhost test`)
   2  usage: wrong command line, or input refused (no such id or name, finished request,
      duplicate, invalid address or name, missing config or database file, an image
      build without root, its tools, a Debian mirror or a public key)
@@ -63,7 +64,8 @@ pub fn code(e: &anyhow::Error) -> u8 {
                 HostError::UnknownModule { .. }
                 | HostError::AmbiguousModule { .. }
                 | HostError::UnknownRoutine { .. }
-                | HostError::Fixture { .. } => USAGE,
+                | HostError::Fixture { .. }
+                | HostError::NoTests { .. } => USAGE,
                 _ => FAILED,
             };
         }

@@ -1,6 +1,6 @@
 //! The `provhost` command line: the clap types of every command and the dispatch to one
 //! file per command family (`add`, `db`, `request`, `log`, `computer`, `image`, `user`,
-//! `node`, `check`, `call`, `serve`, `docs`); `exit` turns outcomes into exit codes and
+//! `node`, `check`, `call`, `test`, `serve`, `docs`); `exit` turns outcomes into exit codes and
 //! messages, `list` prints listings. Binary side: command bodies use `anyhow` and print;
 //! what they read and write goes through the library (`provhost::db`, `provhost::host`, …).
 
@@ -17,6 +17,7 @@ mod log;
 mod node;
 mod request;
 mod serve;
+mod test;
 mod user;
 
 use std::path::PathBuf;
@@ -61,6 +62,9 @@ pub enum Command {
     },
     /// Run one routine of one module and print what it returned (as JSON).
     Call(call::CallArgs),
+    /// Run the modules' unit tests (`NAME.test.rhai` beside `NAME.rhai`) against a
+    /// recording fake host; one line per test, exit 1 if one failed (docs/script-tests.md).
+    Test(test::TestArgs),
     /// The database: `db init`.
     Db {
         #[command(subcommand)]
@@ -134,7 +138,7 @@ impl Command {
     /// warnings (e.g. the KVM fallback) add to it.
     pub fn default_log_level(&self) -> &'static str {
         match self {
-            Command::Check { .. } => "off",
+            Command::Check { .. } | Command::Test(_) => "off",
             Command::Demo { .. } => "warn",
             _ => "info",
         }
@@ -215,6 +219,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { paths } => Ok(check::run(&config, paths)),
         Command::Call(args) => call::run(&config, args).await,
+        Command::Test(args) => test::run(&config, args),
         Command::Db { command } => {
             db::run(&config, command).await?;
             Ok(ExitCode::SUCCESS)

@@ -1,7 +1,7 @@
 //! The script API reference (`provhost docs` → `docs/script-api.md`), generated from what
 //! the engine really has registered: the routine contract tables, the `ctx` properties,
-//! every primitive with its doc comments (Rhai's function metadata), and the `stdlib/`
-//! modules' documented functions. A test keeps the committed file equal to the output.
+//! every primitive with its doc comments (Rhai's function metadata), the `stdlib/`
+//! modules' documented functions, and the test API of `provhost test`. A test keeps the committed file equal to the output.
 
 use std::fmt::Write as _;
 
@@ -240,5 +240,31 @@ pub fn generate(host: &ScriptHost) -> Result<String, String> {
             );
         }
     }
+    test_api(w)?;
     Ok(out.trim_end().to_string() + "\n")
+}
+
+/// The functions `provhost test` adds for `*.test.rhai` files (docs/script-tests.md).
+fn test_api(w: &mut String) -> Result<(), String> {
+    let _ = writeln!(w, "## Test API (`provhost test` only)\n");
+    let _ = writeln!(
+        w,
+        "In `NAME.test.rhai` files (docs/script-tests.md) every primitive above is the recording fake host's: `run` and the `vm::`/`vmnet::` calls answer what the test declared with `fake().expect`, copies and host-key calls succeed, `wait::` waits on a virtual clock. These functions exist only there:\n"
+    );
+    let json = crate::host::scripttest::fake::test_api_engine()
+        .gen_fn_metadata_to_json(false)
+        .map_err(|e| e.to_string())?;
+    let meta: Metadata = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+    let mut fns: Vec<&FnMeta> = meta.functions.iter().collect();
+    fns.sort_by(|a, b| (&a.name, a.params.len()).cmp(&(&b.name, b.params.len())));
+    for f in fns {
+        let _ = writeln!(w, "### `{}`\n", signature("", f));
+        let d = doc_text(&f.doc_comments);
+        let _ = writeln!(
+            w,
+            "{}\n",
+            if d.is_empty() { "(no description)" } else { &d }
+        );
+    }
+    Ok(())
 }
