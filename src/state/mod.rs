@@ -272,8 +272,14 @@ impl Flow {
             .await?
         {
             Watched::Mine { ended } => return Ok(ended),
+            Watched::Changed { state, .. } if state == "pending" => format!(
+                "request {} is pending under another daemon's claim (this one's lease or claim \
+                 was taken over while its {} flow waited); handed over, nothing was written",
+                self.data.request_id, self.state
+            ),
             Watched::Changed { state, laststate } => format!(
-                "request {} is now {state} (laststate {laststate}): changed while its {} flow waited",
+                "request {} is now {state} (laststate {laststate}): changed while its {} flow \
+                 waited; handed over, nothing was written",
                 self.data.request_id, self.state
             ),
             Watched::Gone => format!(
