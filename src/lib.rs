@@ -41,9 +41,11 @@ pub use config::Config;
 pub use host::{CallOptions, Ctx, HostError, Kind, ReservationData, ScriptHost};
 
 /// The primitive families every host of this build registers (beyond the built-in ones:
-/// `ctx`, `wait`, `log`, `secret`), configured from `config`.
+/// `ctx`, `wait`, `log`, `secret`), configured from `config`: `config::` (what scripts may
+/// read of `config`), hosts and commands, `vm::`, `vmnet::`.
 pub fn primitive_families(config: &Config) -> Vec<std::sync::Arc<dyn host::Primitives>> {
     vec![
+        std::sync::Arc::new(prim::settings::SettingsPrims::new(script_settings(config))),
         std::sync::Arc::new(prim::remote::RemotePrims::new(config.ssh.clone())),
         std::sync::Arc::new(prim::vm::bind::VmPrims::new(
             config.vm.clone(),
@@ -51,4 +53,45 @@ pub fn primitive_families(config: &Config) -> Vec<std::sync::Arc<dyn host::Primi
         )),
         std::sync::Arc::new(prim::vmnet::VmnetPrims::new(config.vmnet.clone())),
     ]
+}
+
+/// What scripts read as `config::…`: paths made absolute (against the working directory,
+/// as provhost itself resolves them), no secret.
+pub fn script_settings(config: &Config) -> prim::settings::Settings {
+    let abs = |p: &std::path::Path| -> String {
+        let p = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|_| p.to_path_buf())
+        };
+        p.display().to_string()
+    };
+    let url = config.database.url_or_default(&config.paths.data_dir);
+    let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+    prim::settings::Settings {
+        data_dir: abs(&config.paths.data_dir),
+        scripts_dir: abs(&config.paths.scripts),
+        stdlib_dir: abs(&config.paths.stdlib),
+        image_library: abs(&config.images.library(&config.paths.data_dir)),
+        node_name: if config.daemon.node.is_empty() {
+            db::schema::local_hostname()
+        } else {
+            config.daemon.node.clone()
+        },
+        db_kind: if url.starts_with("sqlite:") {
+            "sqlite".into()
+        } else {
+            "mysql".into()
+        },
+        ssh_user: config.ssh.user.clone(),
+        ssh_identity: abs(&config.ssh.identity),
+        ssh_known_hosts: abs(&config.ssh.known_hosts),
+        ssh_port: i64::from(config.ssh.port),
+        ssh_command_timeout_secs: secs(config.ssh.command_timeout_secs),
+        ssh_copy_timeout_secs: secs(config.ssh.copy_timeout_secs),
+        local_vmhost: config.ssh.local_vmhost.clone(),
+        call_timeout_secs: secs(config.scripts.call_timeout_secs),
+    }
 }

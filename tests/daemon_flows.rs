@@ -80,6 +80,27 @@ async fn full_lifecycle(backend: Backend) {
             "load-log lacks {want} in order: {names:?}"
         );
     }
+    // Every reclaim step leaves a load-log entry (VCL's `info`, "reclaim: …"), in order, so
+    // the timeline shows the user was removed.
+    let log = rig.log(c.reservation_id).await;
+    let reclaim_start = log
+        .iter()
+        .rposition(|(n, _)| n == "timeout")
+        .expect("reclaim's timeout entry");
+    let reclaim: Vec<&str> = log[reclaim_start..]
+        .iter()
+        .filter(|(n, i)| n == "info" && i.starts_with("reclaim: "))
+        .map(|(_, i)| i.as_str())
+        .collect();
+    let want = [
+        "reclaim: user access to lab1 revoked (was open to 192.0.2.7)",
+        "reclaim: user ann deleted from lab1",
+        "reclaim: lab1 sanitized",
+    ];
+    assert_eq!(reclaim.len(), want.len(), "{log:?}");
+    for (got, want) in reclaim.iter().zip(want) {
+        assert!(got.starts_with(want), "{got:?} is not {want:?}…: {log:?}");
+    }
     let calls = rig
         .computer_var(computer, "os_calls")
         .await

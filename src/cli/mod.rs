@@ -17,6 +17,7 @@ mod log;
 mod node;
 mod request;
 mod serve;
+mod sshkey;
 mod user;
 
 use std::path::PathBuf;
@@ -56,9 +57,15 @@ pub enum Command {
     /// Compile every module script and check it against the routine contract; list every
     /// error and exit 3 if any fails.
     Check {
-        /// Files or folders (default: the configured scripts folder).
+        /// Files or folders (default: the configured scripts folder, then a cross-check
+        /// with the database's provisioning and OS rows when it can be opened).
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        url: UrlArg,
     },
+    /// List VCL's load-state names (`computerloadstate`), the names `ctx.loadlog(name,
+    /// text)` accepts, with their meaning (also in docs/script-api.md).
+    Loadstates,
     /// Run one routine of one module and print what it returned (as JSON).
     Call(call::CallArgs),
     /// The database: `db init`.
@@ -66,7 +73,7 @@ pub enum Command {
         #[command(subcommand)]
         command: db::DbCommand,
     },
-    /// Add users, images and computers.
+    /// Add users, images, computers, and provisioning and OS modules.
     Add {
         #[command(subcommand)]
         command: add::AddCommand,
@@ -213,7 +220,13 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Check { paths } => Ok(check::run(&config, paths)),
+        Command::Check { paths, url } => Ok(check::run(&config, paths, url).await),
+        Command::Loadstates => {
+            for (name, pretty) in provhost::vcl::LOAD_STATES {
+                println!("{name:<24} {pretty}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Call(args) => call::run(&config, args).await,
         Command::Db { command } => {
             db::run(&config, command).await?;

@@ -465,6 +465,17 @@ impl Flow {
         Ok(())
     }
 
+    /// The site modules (`site/NAME`) that define `routine(ctx)` now, in name order.
+    pub fn site_modules_defining(&self, routine: &str) -> Vec<String> {
+        self.svc
+            .host
+            .modules()
+            .into_iter()
+            .filter(|k| k.0 == Kind::Site && self.defines(k, routine))
+            .map(|(k, n)| format!("{k}/{n}"))
+            .collect()
+    }
+
     fn site_warns(&self, key: &ModuleKey) -> bool {
         self.svc
             .host
