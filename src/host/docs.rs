@@ -201,7 +201,8 @@ pub fn generate(host: &ScriptHost) -> Result<String, String> {
             if d.is_empty() { "(no description)" } else { &d }
         );
     }
-    for (ns, m) in &meta.modules {
+    // A namespace of values only (`config::`) has its own section above.
+    for (ns, m) in meta.modules.iter().filter(|(_, m)| !m.functions.is_empty()) {
         let _ = writeln!(w, "## Namespace `{ns}::`\n");
         let mut fns: Vec<&FnMeta> = m.functions.iter().collect();
         fns.sort_by(|a, b| (&a.name, a.params.len()).cmp(&(&b.name, b.params.len())));
