@@ -4,14 +4,44 @@
 //!
 //! The Rust core is small and fixed; what differs per hypervisor or operating system lives
 //! in Rhai module scripts that implement a standard set of routines and are reloaded the
-//! moment their file changes. Where to start reading:
+//! moment their file changes.
+//!
+//! # Embedding provhost
+//!
+//! Another program uses the scripting host without the daemon or a database; the whole
+//! walk is `examples/embed.rs` (`cargo run --example embed`):
+//!
+//! 1. **Configuration**: a [`Config`] — [`Config::load`] reads a `provhost.toml`, or build
+//!    one in code from [`Config::default`] and check it with [`Config::validate`].
+//! 2. **Primitives**: [`primitive_families`] gives provhost's own (hosts and commands,
+//!    `vm::`, `vmnet::`, the read-only `config::` from [`script_settings`]); push your
+//!    own [`Primitives`] implementation beside them — its `register` adds functions,
+//!    types and namespaces to the engine, `ctx_methods` methods to `ctx`.
+//! 3. **The host**: [`ScriptHost::new`] with [`Config::host_options`] and the families;
+//!    [`ScriptHost::load_all`] compiles and checks every module under the scripts folder
+//!    (the errors come back, the good modules load).
+//! 4. **Calls**: make a reservation object with [`Ctx::new`] from a [`ReservationData`]
+//!    and a [`CtxBackend`] ([`MemoryBackend`] keeps load-log entries and computer
+//!    variables in memory; the daemon's writes to the database), then
+//!    [`ScriptHost::call`] with a [`ModuleKey`] (`(Kind::Provisioning, "name")`), the
+//!    routine and [`CallOptions`]. `call` blocks: run it on a thread of its own (or
+//!    `spawn_blocking`) in async code. Errors are [`HostError`]s naming file and line.
+//! 5. **Reloads**: [`ScriptHost::watch`] starts the file watcher (keep the returned
+//!    guard; dropping it stops watching); [`ScriptHost::subscribe`] gives every
+//!    [`ReloadEvent`] from then on — a module loaded (with its version), an edit that
+//!    failed (and which version keeps serving), a file deleted.
+//!
+//! Those names, re-exported here, are the embedding API; the modules below are
+//! public for the daemon's own binary and for tests, and change more freely.
+//!
+//! # The modules
 //!
 //! - [`host`]: the scripting host. [`host::ScriptHost`] compiles `scripts/**.rhai`, checks
 //!   each module against the routine contract ([`host::contract`]), keeps the last good
 //!   version, hot-reloads ([`host::reload`]) and calls routines under a deadline.
 //! - [`host::ctx`]: [`Ctx`], the reservation object every routine receives.
 //! - [`prim`]: primitives scripts use to touch the world: commands and copies on hosts over
-//!   pooled SSH or locally, bounded waits, secrets, logging.
+//!   pooled SSH or locally, bounded waits, secrets, logging, `config::`.
 //! - [`budget`]: the deadline and cancel flag of one routine call, set by the host and
 //!   read by primitives (below both, so `prim` never imports `host`).
 //! - [`db`]: VCL's tables on SQLite or MySQL/MariaDB: claiming requests, loading a
@@ -38,7 +68,10 @@ pub mod state;
 pub mod vcl;
 
 pub use config::Config;
-pub use host::{CallOptions, Ctx, HostError, Kind, ReservationData, ScriptHost};
+pub use host::{
+    CallOptions, Ctx, CtxBackend, HostError, Kind, MemoryBackend, ModuleKey, Primitives,
+    ReloadEvent, ReservationData, ScriptHost,
+};
 
 /// The primitive families every host of this build registers (beyond the built-in ones:
 /// `ctx`, `wait`, `log`, `secret`), configured from `config`: `config::` (what scripts may

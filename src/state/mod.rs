@@ -14,7 +14,7 @@
 //!
 //! A request with several reservations (VCL's cluster requests, "subimages") runs one
 //! [`Flow`] per reservation, in parallel, each with its own computer, lock and load-log;
-//! [`run`] waits for all of them and writes one exit for the request ([`combine`]): it is
+//! [`run`] waits for all of them and writes one exit for the request (`combine`): it is
 //! ready (reserved) only when every reservation is, and a failure of one fails the
 //! request (the failed computers `failed`, the others of a load `available`, as vcld's
 //! `state_exit` of a cluster parent does).
