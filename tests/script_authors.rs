@@ -739,3 +739,52 @@ fn the_readme_ssh_block_lists_every_ssh_key() {
         assert!(listed.contains_key(key), "README [ssh] lacks {key}");
     }
 }
+
+/// Item 4: the shipped example that writes on the management node (`local_host()`, paths
+/// from `config::data_dir`) appends its audit lines there.
+#[test]
+fn the_audit_log_example_writes_on_the_management_node() {
+    let dir = project_dir();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("scripts/site")).expect("mkdir");
+    std::fs::copy(
+        root().join("examples/site/audit_log.rhai"),
+        d.join("scripts/site/audit_log.rhai"),
+    )
+    .expect("copy");
+    std::fs::create_dir_all(d.join("data")).expect("data");
+    std::fs::write(
+        d.join("fx.toml"),
+        "reservation_id = 12\ncomputer_node_name = \"lab1\"\nuser_login_id = \"ann\"\nimage_name = \"deb12\"\nremote_ip = \"192.0.2.7\"\n",
+    )
+    .expect("fixture");
+    for routine in ["post_load", "post_reserve", "sanitize"] {
+        assert_eq!(
+            ok(&provhost(
+                d,
+                &["call", "site/audit_log", routine, "--ctx", "fx.toml"]
+            ))
+            .trim(),
+            "true"
+        );
+    }
+    let log = std::fs::read_to_string(d.join("data/audit.log")).expect("audit.log");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(
+        lines[0].contains(" reservation 12 user ann computer lab1 image deb12: loaded (node "),
+        "{log}"
+    );
+    assert!(
+        lines[1].contains(": handed over (user at 192.0.2.7)"),
+        "{log}"
+    );
+    assert!(
+        lines[2].contains(": user removed, computer cleaned"),
+        "{log}"
+    );
+    assert!(
+        lines[2].starts_with("20") && lines[2].as_bytes()[10] == b'T',
+        "{log}"
+    );
+}
