@@ -623,6 +623,33 @@ fn call_keeps_computer_variables_and_notes_between_runs() {
     };
     assert_eq!(count(), "2");
     assert_eq!(count(), "3");
+    // A secret a routine keeps in a note or a variable is not written to the state file.
+    std::fs::write(
+        d.join("scripts/provisioning/p.rhai"),
+        common::scripts::provisioning(
+            "p",
+            "1",
+            r#"fn keep(ctx) { let pw = secret::password(24); ctx.note("pw", pw); ctx.set_computer_var("pw", pw); true }"#,
+        ),
+    )
+    .expect("write");
+    ok(&provhost(
+        d,
+        &[
+            "call",
+            "provisioning/p",
+            "keep",
+            "--ctx",
+            "fx.toml",
+            "--state",
+            "pw.json",
+        ],
+    ));
+    let kept = std::fs::read_to_string(d.join("pw.json")).expect("pw.json");
+    assert!(
+        kept.contains("\"pw\": \"********\""),
+        "the password is redacted: {kept}"
+    );
     // A state file of another computer is refused, naming both.
     std::fs::write(d.join("fx2.toml"), "computer_id = 8\n").expect("fixture");
     fails(

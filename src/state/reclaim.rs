@@ -112,7 +112,8 @@ pub async fn run(f: &Flow) -> Result<Exit, FlowError> {
 }
 
 /// Run the site modules' `routine` hooks and say in the load-log which ran: VCL's
-/// `info` entry, `reclaim: site hooks sanitize done (site/a, site/b)`. Nothing is logged
+/// `info` entry, `reclaim: site hooks sanitize ran (site/a, site/b)` (a hook that failed
+/// with `on_failure: "warn"` has its own entry). Nothing is logged
 /// when no site module defines the hook.
 async fn hooks_logged(f: &Flow, routine: &str) -> Result<(), FlowError> {
     let hooks = f.site_modules_defining(routine);
@@ -120,7 +121,7 @@ async fn hooks_logged(f: &Flow, routine: &str) -> Result<(), FlowError> {
     if !hooks.is_empty() {
         f.log(
             "info",
-            &format!("reclaim: site hooks {routine} done ({})", hooks.join(", ")),
+            &format!("reclaim: site hooks {routine} ran ({})", hooks.join(", ")),
         )
         .await?;
     }
