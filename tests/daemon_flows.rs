@@ -17,6 +17,15 @@ async fn full_lifecycle(backend: Backend) {
     let Some(rig) = Rig::new(backend, 1, RECORDING_OS, 0.3).await else {
         return;
     };
+    // A site module with reclaim hooks: the reclaim timeline says they ran.
+    rig.scripts.write(
+        "site/tidy.rhai",
+        r#"const MODULE = #{ kind: "site", name: "tidy", version: "1" };
+fn sanitize(ctx) { true }
+fn post_reservation(ctx) { true }"#,
+    );
+    let errors = rig.host.load_all();
+    assert!(errors.is_empty(), "{errors:?}");
     let (daemon, stop) = rig.spawn(rig.config()).await;
     let computer = rig.world.computers[0];
     let c = rig.request("lab1.test", "debian12").await;
@@ -96,6 +105,8 @@ async fn full_lifecycle(backend: Backend) {
         "reclaim: user access to lab1 revoked (was open to 192.0.2.7)",
         "reclaim: user ann deleted from lab1",
         "reclaim: lab1 sanitized",
+        "reclaim: site hooks sanitize ran (site/tidy)",
+        "reclaim: site hooks post_reservation ran (site/tidy)",
     ];
     assert_eq!(reclaim.len(), want.len(), "{log:?}");
     for (got, want) in reclaim.iter().zip(want) {
