@@ -183,8 +183,7 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
             url,
         } => {
             check_row_name("provisioning name", &name, 30, false)?;
-            let module =
-                new_module_row(Kind::Provisioning, &name, module_name, perl_package, config)?;
+            let module = new_module_row(Kind::Provisioning, &name, module_name, perl_package)?;
             let pretty = pretty.unwrap_or_else(|| name.clone());
             check_text("--pretty", &pretty, 70)?;
             let db = open_db(&url.resolve(config), OpenMode::Existing).await?;
@@ -229,7 +228,7 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
                     Refused(format!("--minram {minram}: OS.minram is 1 to 16777215 MB")).into(),
                 );
             }
-            let module = new_module_row(Kind::Os, &name, module_name, perl_package, config)?;
+            let module = new_module_row(Kind::Os, &name, module_name, perl_package)?;
             let pretty = pretty.unwrap_or_else(|| name.clone());
             check_text("--pretty", &pretty, 64)?;
             let db = open_db(&url.resolve(config), OpenMode::Existing).await?;
@@ -393,13 +392,13 @@ fn os_mapping(config: &Config, o: &inventory::OsRow) -> String {
 }
 
 /// The module row `add provisioning|os NAME` points at: `--module-name` (default
-/// `KIND_NAME`) with `--perl-package`; its description says which script serves it.
+/// `KIND_NAME`) with `--perl-package`; its description names the script its name maps to,
+/// as the seeded rows do (`scripts/provisioning/qemu.rhai`).
 fn new_module_row(
     kind: Kind,
     name: &str,
     module_name: Option<String>,
     perl_package: Option<String>,
-    config: &Config,
 ) -> Result<NewModuleRow, Refused> {
     let module_name = module_name.unwrap_or_else(|| format!("{kind}_{name}"));
     check_row_name("--module-name", &module_name, 30, false)?;
@@ -407,15 +406,15 @@ fn new_module_row(
     if !perlpackage.is_empty() {
         check_perl_package(&perlpackage)?;
     }
-    let script = config.paths.scripts.join(kind.as_str()).join(format!(
-        "{}.rhai",
+    let script = format!(
+        "scripts/{kind}/{}.rhai",
         module_name
             .strip_prefix(&format!("{kind}_"))
             .unwrap_or(&module_name)
-    ));
+    );
     Ok(NewModuleRow {
         prettyname: format!("{name} {kind} module (provhost)"),
-        description: format!("registered by provhost add {kind}; served by scripts/{kind}/ as docs/modules.md maps it (e.g. {})", script.display()),
+        description: script,
         name: module_name,
         perlpackage,
     })

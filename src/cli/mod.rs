@@ -55,7 +55,9 @@ pub enum LogFormat {
 #[derive(Subcommand)]
 pub enum Command {
     /// Compile every module script and check it against the routine contract; list every
-    /// error and exit 3 if any fails.
+    /// error and exit 3 if any fails. Then warn of scripts no database row names and used
+    /// rows no script serves (exit code unchanged). `provhost loadstates` lists the
+    /// load-state names `ctx.loadlog` takes.
     Check {
         /// Files or folders (default: the configured scripts folder, then a cross-check
         /// with the database's provisioning and OS rows when it can be opened).
