@@ -13,6 +13,7 @@ pub mod ctx;
 pub mod docs;
 pub mod engine;
 pub mod error;
+pub mod fixture;
 pub mod good;
 pub mod inherit;
 pub mod modmap;
