@@ -32,7 +32,12 @@ pub fn run(config: &Config, a: TestArgs) -> anyhow::Result<ExitCode> {
         opts.scripts_dir = dir;
     }
     let scripts = opts.scripts_dir.clone();
-    let run = provhost::host::scripttest::run(opts, a.module.as_deref())?;
+    // `config::` stays real: scripts read the same values as under `serve`.
+    let settings: Vec<std::sync::Arc<dyn provhost::host::Primitives>> =
+        vec![std::sync::Arc::new(provhost::prim::settings::SettingsPrims::new(
+            provhost::script_settings(config),
+        ))];
+    let run = provhost::host::scripttest::run(opts, a.module.as_deref(), settings)?;
     if run.files == 0 {
         return Err(super::exit::Refused(format!(
             "no test files (*.test.rhai) under {}/{{provisioning,os,site}} (docs/script-tests.md)",

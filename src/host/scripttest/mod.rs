@@ -97,11 +97,18 @@ pub fn module_file_of(test: &Path) -> PathBuf {
 
 /// Load the modules under `opts.scripts_dir` with the fake host's primitives and run the
 /// tests of `only` (`os/linux` or `linux`), or of every module that has a test file.
-pub fn run(opts: HostOptions, only: Option<&str>) -> Result<TestRun, HostError> {
+/// `extra` are families that touch nothing outside the engine and so stay real under test
+/// (the read-only `config::` values).
+pub fn run(
+    opts: HostOptions,
+    only: Option<&str>,
+    extra: Vec<Arc<dyn crate::host::Primitives>>,
+) -> Result<TestRun, HostError> {
     let started = Instant::now();
     let rec = Arc::new(recorder::Recorder::default());
-    let families: Vec<Arc<dyn crate::host::Primitives>> =
+    let mut families: Vec<Arc<dyn crate::host::Primitives>> =
         vec![Arc::new(fake::FakePrims::new(Arc::clone(&rec)))];
+    families.extend(extra);
     let scripts_dir = opts.scripts_dir.clone();
     let host = ScriptHost::new(opts, &families);
     let load_errors = host.load_all();
