@@ -498,7 +498,7 @@ fn is_ready(ctx) { true }
             PathBuf::from("/s/os/t.rhai")
         );
 
-        let run = run(opts(&dir), None).expect("run");
+        let run = run(opts(&dir), None, vec![]).expect("run");
         let names: Vec<(&str, bool, usize)> = run
             .cases
             .iter()
@@ -519,7 +519,7 @@ fn is_ready(ctx) { true }
             ("os/t.rhai", "const MODULE = #{ kind: \"os\", name: \"t\", version: \"1\" };\nfn post_load(ctx) { (\n"),
             ("os/t.test.rhai", "fn test_a() { assert(true); }\n"),
         ]);
-        let run = run(opts(&dir), Some("os/t")).expect("run");
+        let run = run(opts(&dir), Some("os/t"), vec![]).expect("run");
         assert_eq!(run.cases.len(), 1);
         assert_eq!(run.cases[0].name, "(file)");
         let why = run.cases[0].result.as_ref().expect_err("fails");
@@ -532,7 +532,7 @@ fn is_ready(ctx) { true }
     #[test]
     fn a_named_module_without_tests_names_the_file_to_write() {
         let dir = dir_with(&[("os/t.rhai", MODULE)]);
-        let err = run(opts(&dir), Some("os/t")).expect_err("no tests");
+        let err = run(opts(&dir), Some("os/t"), vec![]).expect_err("no tests");
         assert!(
             matches!(&err, HostError::NoTests { path, .. } if path.ends_with("os/t.test.rhai")),
             "{err}"
