@@ -52,7 +52,10 @@ fn blocks(page: &str) -> Vec<Block> {
             (None, None) => {}
         }
     }
-    assert!(open.is_none(), "docs/new-hypervisor.md: a fenced block is not closed");
+    assert!(
+        open.is_none(),
+        "docs/new-hypervisor.md: a fenced block is not closed"
+    );
     out
 }
 
@@ -102,7 +105,9 @@ impl Drop for Leftovers {
             }
         }
         for (pid, _) in self.processes() {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     }
 }
@@ -218,7 +223,10 @@ fn new_hypervisor_walkthrough_runs_as_written() {
         "reclaim: user access to hello1 revoked",
         "reclaim: user ann deleted from hello1",
     ] {
-        assert!(log1.contains(step), "load-log of reservation 1 lacks {step}:\n{log1}");
+        assert!(
+            log1.contains(step),
+            "load-log of reservation 1 lacks {step}:\n{log1}"
+        );
     }
     let log2 = provhost(dir, &["log", "2"]);
     assert!(

@@ -17,8 +17,8 @@ mod log;
 mod node;
 mod request;
 mod serve;
-mod test;
 mod sshkey;
+mod test;
 mod user;
 
 use std::path::PathBuf;
@@ -160,7 +160,9 @@ impl Command {
     pub fn prints_only(&self) -> bool {
         match self {
             Command::Loadstates | Command::Log { .. } => true,
-            Command::Computer { command } => matches!(command, computer::ComputerCommand::List { .. }),
+            Command::Computer { command } => {
+                matches!(command, computer::ComputerCommand::List { .. })
+            }
             Command::Image { command } => matches!(command, image::ImageCommand::List { .. }),
             Command::User { command } => matches!(command, user::UserCommand::List { .. }),
             Command::Node { command } => matches!(command, node::NodeCommand::List { .. }),
