@@ -33,10 +33,9 @@ pub fn run(config: &Config, a: TestArgs) -> anyhow::Result<ExitCode> {
     }
     let scripts = opts.scripts_dir.clone();
     // `config::` stays real: scripts read the same values as under `serve`.
-    let settings: Vec<std::sync::Arc<dyn provhost::host::Primitives>> =
-        vec![std::sync::Arc::new(provhost::prim::settings::SettingsPrims::new(
-            provhost::script_settings(config),
-        ))];
+    let settings: Vec<std::sync::Arc<dyn provhost::host::Primitives>> = vec![std::sync::Arc::new(
+        provhost::prim::settings::SettingsPrims::new(provhost::script_settings(config)),
+    )];
     let run = provhost::host::scripttest::run(opts, a.module.as_deref(), settings)?;
     if run.files == 0 {
         return Err(super::exit::Refused(format!(
