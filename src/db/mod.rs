@@ -36,6 +36,8 @@ pub mod pool;
 pub mod requests;
 pub mod reservation;
 pub mod schema;
+pub mod span;
+pub mod status;
 pub mod state;
 pub mod time;
 pub mod variable;
