@@ -9,7 +9,9 @@
 //! [`MAX_SPANS_PER_CALL`] spans; the rest are counted in the routine span's `dropped`.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -67,6 +69,9 @@ pub struct Span {
     pub ok: bool,
     /// Why it failed (redacted), when it did.
     pub error: Option<String>,
+    /// A routine call still running ([`running`]; its duration so far). Never stored.
+    #[serde(default)]
+    pub running: bool,
 }
 
 struct Buffer {
@@ -77,6 +82,8 @@ struct Buffer {
     started_wall: SystemTime,
     spans: Vec<Span>,
     dropped: usize,
+    /// This call's entry in [`RUNNING`] (0: none).
+    id: u64,
 }
 
 thread_local! {
@@ -116,6 +123,37 @@ pub fn cut(text: &str) -> String {
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
+/// The routine calls of reservations running now in this process (one entry per running
+/// call, so bounded by the routine threads), for the waterfall of a load in progress.
+/// Per call: its routine span, when it started, and the commands and copies it finished.
+static RUNNING: Mutex<BTreeMap<u64, (Span, Instant, Vec<Span>)>> = Mutex::new(BTreeMap::new());
+static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
+
+/// The routine calls of `reservation` running now in this process, each with its
+/// duration so far (`running: true`), followed by the commands and copies it finished.
+pub fn running(reservation: i64) -> Vec<Span> {
+    let Ok(map) = RUNNING.lock() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (s, started, done) in map.values().filter(|(s, ..)| s.reservation_id == reservation) {
+        out.push(Span {
+            duration_ms: millis(started.elapsed()),
+            ..s.clone()
+        });
+        out.extend(done.iter().cloned());
+    }
+    out
+}
+
+fn not_running(id: u64) {
+    if id != 0 {
+        if let Ok(mut map) = RUNNING.lock() {
+            map.remove(&id);
+        }
+    }
+}
+
 /// Turn span recording on or off for this process (`[trace] enabled`); metrics are
 /// counted either way.
 pub fn set_enabled(on: bool) {
@@ -132,6 +170,8 @@ pub fn enabled() -> bool {
 pub struct CallTrace {
     previous: Option<Buffer>,
     active: bool,
+    /// This call's entry in [`RUNNING`] (0: none).
+    id: u64,
 }
 
 impl CallTrace {
@@ -145,11 +185,38 @@ impl CallTrace {
             started_wall: SystemTime::now(),
             spans: Vec::new(),
             dropped: 0,
+            id: 0,
         };
+        let id = if reservation_id != 0 {
+            let id = NEXT_CALL.fetch_add(1, Ordering::Relaxed);
+            let span = Span {
+                kind: SpanKind::Routine,
+                reservation_id,
+                module: buf.module.clone(),
+                routine: buf.routine.clone(),
+                host: String::new(),
+                detail: String::new(),
+                exit_code: None,
+                bytes: None,
+                start_ms: ms_since_epoch(buf.started_wall),
+                duration_ms: 0,
+                ok: true,
+                error: None,
+                running: true,
+            };
+            if let Ok(mut map) = RUNNING.lock() {
+                map.insert(id, (span, buf.started, Vec::new()));
+            }
+            id
+        } else {
+            0
+        };
+        let buf = Buffer { id, ..buf };
         let previous = CALL.with(|c| c.borrow_mut().replace(buf));
         CallTrace {
             previous,
             active: true,
+            id,
         }
     }
 
@@ -157,6 +224,7 @@ impl CallTrace {
     /// `error` is the call's failure (already redacted), if it failed.
     pub fn finish(mut self, error: Option<String>) -> Vec<Span> {
         self.active = false;
+        not_running(self.id);
         let previous = self.previous.take();
         let Some(buf) = CALL.with(|c| std::mem::replace(&mut *c.borrow_mut(), previous)) else {
             return Vec::new();
@@ -185,6 +253,7 @@ impl CallTrace {
             duration_ms: millis(took),
             ok: error.is_none(),
             error: error.map(|e| cut(&e)),
+            running: false,
         });
         out.extend(buf.spans);
         out
@@ -194,6 +263,7 @@ impl CallTrace {
 impl Drop for CallTrace {
     fn drop(&mut self) {
         if self.active {
+            not_running(self.id);
             let previous = self.previous.take();
             CALL.with(|c| *c.borrow_mut() = previous);
         }
@@ -221,7 +291,7 @@ fn push(
             return;
         }
         let ok = error.is_none() && exit_code.is_none_or(|c| c == 0);
-        buf.spans.push(Span {
+        let span = Span {
             kind,
             reservation_id: buf.reservation_id,
             module: buf.module.clone(),
@@ -234,7 +304,16 @@ fn push(
             duration_ms: millis(took),
             ok,
             error: error.map(|e| cut(&e)),
-        });
+            running: false,
+        };
+        if buf.id != 0 {
+            if let Ok(mut map) = RUNNING.lock() {
+                if let Some((.., done)) = map.get_mut(&buf.id) {
+                    done.push(span.clone());
+                }
+            }
+        }
+        buf.spans.push(span);
     });
 }
 
@@ -283,8 +362,15 @@ mod tests {
         assert_eq!(spans[3].bytes, Some(42));
         assert_eq!(spans[3].detail, "a -> b");
         assert!(spans.iter().all(|s| s.reservation_id == 7));
-        let after = CallTrace::begin(8, "m", "r").finish(Some("boom".into()));
-        assert_eq!(after.len(), 1, "the earlier call's spans are gone");
+        let during = CallTrace::begin(8, "m", "r");
+        command("local", "in progress", Instant::now(), Ok(0));
+        let now = running(8);
+        assert_eq!(now.len(), 2);
+        assert!(now[0].running && now[0].routine == "r");
+        assert_eq!(now[1].detail, "in progress");
+        let after = during.finish(Some("boom".into()));
+        assert!(running(8).is_empty(), "an ended call is no longer running");
+        assert_eq!(after.len(), 2, "the earlier call's spans are gone");
         assert_eq!(after[0].error.as_deref(), Some("boom"));
     }
 

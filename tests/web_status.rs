@@ -32,6 +32,7 @@ fn os_module(dir: &Path) -> String {
     h.run(`echo ${{pw}} > /dev/null`);
     h.run(`head -c 4096 /dev/zero > {dir}/src.bin`);
     h.upload("{dir}/src.bin", "{dir}/dst.bin");
+    h.run("sleep 3");
     record(ctx, "post_load")
 }}"#,
         dir = dir.display()
@@ -180,6 +181,10 @@ async fn a_browser_sees_the_timeline_and_waterfall_of_a_running_load_and_metrics
         dom.contains("provisioning/sim::node_status"),
         "waterfall lacks the routine done before the load:\n{dom}"
     );
+    assert!(
+        dom.contains("provisioning/sim::load (running)") && dom.contains("class=\"bar running\""),
+        "waterfall lacks the load routine running now:\n{dom}"
+    );
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page-loading.png");
     let _ = std::fs::remove_file(&shot);
     chromium(
@@ -192,6 +197,32 @@ async fn a_browser_sees_the_timeline_and_waterfall_of_a_running_load_and_metrics
     );
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{}", png.len());
+
+    // During post_load: the commands it finished so far, under the routine still running
+    // (the screenshot first: it is the picture docs/status-page.png shows).
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page-postload.png");
+    let _ = std::fs::remove_file(&shot);
+    let t0 = Instant::now();
+    loop {
+        let (_, page) = get_async(addr, &format!("/reservation/{resv}"), None).await;
+        if page.contains("os/linux::post_load (running)") && page.contains("src.bin -&gt; ") {
+            break;
+        }
+        assert!(t0.elapsed() < T, "post_load never seen running:\n{page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    chromium(
+        &url,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1280,1350",
+            "--hide-scrollbars",
+        ],
+    );
+    assert!(std::fs::metadata(&shot).expect("screenshot").len() > 10_000);
+    let dom = chromium(&url, &["--dump-dom"]);
+    assert!(dom.contains("echo provhost-waterfall-step"), "{dom}");
+    assert!(dom.contains("class=\"bar running\""), "{dom}");
 
     // Loaded (reserved, waiting for Connect): the whole load with post_load's commands.
     rig.wait_log(resv, "nodeready", T).await;
@@ -253,6 +284,10 @@ async fn a_browser_sees_the_timeline_and_waterfall_of_a_running_load_and_metrics
         .expect("the sleep command");
     assert_eq!(run.exit_code, Some(0));
     assert!(run.duration_ms >= 250, "{}", run.duration_ms);
+    assert!(
+        spans.iter().filter(|s| s.kind == provhost::trace::SpanKind::Command).count() >= 4,
+        "{spans:?}"
+    );
 
     // The overview and the JSON: the hostile user name is escaped, never markup.
     let (code, page) = get_async(addr, "/", None).await;
@@ -361,6 +396,7 @@ async fn spans_are_pruned_by_age_and_count() {
         duration_ms: 1,
         ok: true,
         error: None,
+        running: false,
     };
     let now = 10_000_000_000i64;
     let old: Vec<Span> = (0..50).map(|i| span(now - 3_600_000 - i)).collect();

@@ -128,6 +128,7 @@ pub async fn of_reservation(db: &Db, reservation: i64) -> Result<Vec<Span>, DbEr
                 duration_ms: r.int("durationms")?,
                 ok: r.int("ok")? == 1,
                 error: r.opt_text("error")?,
+                running: false,
             })).collect::<Result<Vec<_>, DbError>>()
         })
     })

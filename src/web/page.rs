@@ -32,7 +32,7 @@ th{background:#f3f3f3}.muted{color:#777}.failed,.failed td{color:#b00020}tr.fail
 .state{font-weight:600}.ok{color:#1b7f3b}code{font:12px monospace}\
 svg.waterfall{border:1px solid #ddd;background:#fafafa}.tick{font:10px monospace;fill:#666}.axis{stroke:#ddd}\
 .label{font:11px monospace;fill:#222}.label.failed{fill:#b00020}\
-.bar.routine{fill:#3b6fd8}.bar.command{fill:#2e9e5b}.bar.copy{fill:#e08a1e}.bar.failed{fill:#d32f2f}";
+.bar.routine{fill:#3b6fd8}.bar.command{fill:#2e9e5b}.bar.copy{fill:#e08a1e}.bar.failed{fill:#d32f2f}.bar.running{fill:#9bb7ee;stroke:#3b6fd8;stroke-dasharray:4 2}";
 
 fn head(title: &str, refresh: u64) -> String {
     let meta = if refresh > 0 {
@@ -225,11 +225,12 @@ pub fn reservation(d: &Detail, refresh: u64) -> String {
     for s in d.spans.iter().take(waterfall::MAX_ROWS) {
         let _ = write!(
             o,
-            "<tr class=\"span {}{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}::{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr class=\"span {}{}\"><td>{}</td><td>{}{}</td><td>{}</td><td>{}::{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
             s.kind.as_str(),
             if s.ok { "" } else { " failed" },
             esc(&waterfall::dur(s.start_ms - t0)),
             esc(&waterfall::dur(s.duration_ms)),
+            if s.running { " so far (running)" } else { "" },
             s.kind.as_str(),
             esc(&s.module),
             esc(&s.routine),

@@ -281,10 +281,13 @@ pub async fn detail(db: &Db, reservation: i64) -> Result<Detail, DbError> {
             info: e.additionalinfo,
         })
         .collect();
-    let (spans, spans_error) = match crate::db::span::of_reservation(db, reservation).await {
+    let (mut spans, spans_error) = match crate::db::span::of_reservation(db, reservation).await {
         Ok(s) => (s, None),
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
+    // Routine calls still running in this process (the daemon's), drawn as open bars.
+    spans.extend(crate::trace::running(reservation));
+    spans.sort_by_key(|s| s.start_ms);
     Ok(Detail {
         reservation_id: reservation,
         summary,

@@ -27,6 +27,7 @@ pub fn dur(ms: i64) -> String {
 /// One row's label: the routine, or the command/copy under it.
 pub fn label(s: &Span) -> String {
     match s.kind {
+        SpanKind::Routine if s.running => format!("{}::{} (running)", s.module, s.routine),
         SpanKind::Routine => format!("{}::{}", s.module, s.routine),
         SpanKind::Command => format!("  $ {} {}", s.host, s.detail),
         SpanKind::Copy => format!("  copy {}", s.detail),
@@ -72,6 +73,8 @@ pub fn svg(spans: &[Span]) -> String {
         let w = (s.duration_ms.max(0) as f64 * scale).max(1.5);
         let class = if !s.ok {
             "bar failed"
+        } else if s.running {
+            "bar running"
         } else {
             match s.kind {
                 SpanKind::Routine => "bar routine",
@@ -136,6 +139,7 @@ mod tests {
             duration_ms: dur,
             ok,
             error: None,
+            running: false,
         }
     }
 
