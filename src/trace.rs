@@ -126,7 +126,10 @@ static ENABLED: AtomicBool = AtomicBool::new(true);
 /// The routine calls of reservations running now in this process (one entry per running
 /// call, so bounded by the routine threads), for the waterfall of a load in progress.
 /// Per call: its routine span, when it started, and the commands and copies it finished.
-static RUNNING: Mutex<BTreeMap<u64, (Span, Instant, Vec<Span>)>> = Mutex::new(BTreeMap::new());
+static RUNNING: Mutex<BTreeMap<u64, RunningCall>> = Mutex::new(BTreeMap::new());
+
+/// A running call's routine span, its start, and the spans it finished so far.
+type RunningCall = (Span, Instant, Vec<Span>);
 static NEXT_CALL: AtomicU64 = AtomicU64::new(1);
 
 /// The routine calls of `reservation` running now in this process, each with its
@@ -136,7 +139,10 @@ pub fn running(reservation: i64) -> Vec<Span> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for (s, started, done) in map.values().filter(|(s, ..)| s.reservation_id == reservation) {
+    for (s, started, done) in map
+        .values()
+        .filter(|(s, ..)| s.reservation_id == reservation)
+    {
         out.push(Span {
             duration_ms: millis(started.elapsed()),
             ..s.clone()
@@ -319,17 +325,28 @@ fn push(
 
 /// A command ended (`command` already redacted): its exit code, or the error that ended
 /// it. Counted in the metrics; kept as a span inside a traced routine call.
-pub fn command(
-    host: &str,
-    command: &str,
-    started: Instant,
-    result: Result<i64, String>,
-) {
+pub fn command(host: &str, command: &str, started: Instant, result: Result<i64, String>) {
     let local = host == "local";
     crate::metrics::get().command_done(local, started.elapsed(), result.is_ok());
     match result {
-        Ok(code) => push(SpanKind::Command, host, command, started, Some(code), None, None),
-        Err(e) => push(SpanKind::Command, host, command, started, None, None, Some(e)),
+        Ok(code) => push(
+            SpanKind::Command,
+            host,
+            command,
+            started,
+            Some(code),
+            None,
+            None,
+        ),
+        Err(e) => push(
+            SpanKind::Command,
+            host,
+            command,
+            started,
+            None,
+            None,
+            Some(e),
+        ),
     }
 }
 
@@ -338,7 +355,15 @@ pub fn copy(from: &str, to: &str, started: Instant, result: Result<u64, String>)
     crate::metrics::get().copy_done(started.elapsed(), result.as_ref().ok().copied());
     let detail = format!("{from} -> {to}");
     match result {
-        Ok(bytes) => push(SpanKind::Copy, "", &detail, started, None, Some(bytes), None),
+        Ok(bytes) => push(
+            SpanKind::Copy,
+            "",
+            &detail,
+            started,
+            None,
+            Some(bytes),
+            None,
+        ),
         Err(e) => push(SpanKind::Copy, "", &detail, started, None, None, Some(e)),
     }
 }
@@ -382,7 +407,11 @@ mod tests {
         }
         let spans = t.finish(None);
         assert_eq!(spans.len(), MAX_SPANS_PER_CALL + 1);
-        assert!(spans[0].detail.starts_with("10 more spans"), "{}", spans[0].detail);
+        assert!(
+            spans[0].detail.starts_with("10 more spans"),
+            "{}",
+            spans[0].detail
+        );
         assert!(spans[1].detail.len() < 500, "{}", spans[1].detail.len());
     }
 

@@ -82,10 +82,16 @@ async fn get_async(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, S
 fn chromium(url: &str, args: &[&str]) -> String {
     let profile = tempfile::tempdir().expect("profile dir");
     let mut cmd = Command::new("timeout");
-    cmd.args(["60", "chromium", "--headless", "--no-sandbox", "--disable-gpu"])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(url);
+    cmd.args([
+        "60",
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .args(args)
+    .arg(url);
     let t = Instant::now();
     let out = cmd.output().expect("run chromium");
     eprintln!("chromium {args:?}: {:.1} s", t.elapsed().as_secs_f64());
@@ -134,7 +140,8 @@ async fn a_browser_sees_the_timeline_and_waterfall_of_a_running_load_and_metrics
     }
     let dir = tempfile::tempdir().expect("dir");
     let families = provhost::primitive_families(&provhost::Config::default());
-    let Some(rig) = Rig::with_families(Backend::Sqlite, 1, &os_module(dir.path()), 4.0, &families).await
+    let Some(rig) =
+        Rig::with_families(Backend::Sqlite, 1, &os_module(dir.path()), 4.0, &families).await
     else {
         return;
     };
@@ -196,7 +203,11 @@ async fn a_browser_sees_the_timeline_and_waterfall_of_a_running_load_and_metrics
         ],
     );
     let png = std::fs::read(&shot).expect("screenshot written");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{}", png.len());
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{}",
+        png.len()
+    );
 
     // During post_load: the commands it finished so far, under the routine still running
     // (the screenshot first: it is the picture docs/status-page.png shows).
@@ -230,7 +241,10 @@ async fn a_browser_sees_the_timeline_and_waterfall_of_a_running_load_and_metrics
     wait_until("post_load's spans", async || {
         provhost::db::span::of_reservation(&rig_ref.t.db, resv)
             .await
-            .map(|s| s.iter().any(|s| s.routine == "post_load" && s.kind == provhost::trace::SpanKind::Copy))
+            .map(|s| {
+                s.iter()
+                    .any(|s| s.routine == "post_load" && s.kind == provhost::trace::SpanKind::Copy)
+            })
             .unwrap_or(false)
     })
     .await;
@@ -245,7 +259,10 @@ async fn a_browser_sees_the_timeline_and_waterfall_of_a_running_load_and_metrics
         "class=\"bar copy\"",
         "class=\"bar command\"",
     ] {
-        assert!(dom.contains(want), "after the load the page lacks {want:?}:\n{dom}");
+        assert!(
+            dom.contains(want),
+            "after the load the page lacks {want:?}:\n{dom}"
+        );
     }
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     let _ = std::fs::remove_file(&shot);
@@ -285,14 +302,21 @@ async fn a_browser_sees_the_timeline_and_waterfall_of_a_running_load_and_metrics
     assert_eq!(run.exit_code, Some(0));
     assert!(run.duration_ms >= 250, "{}", run.duration_ms);
     assert!(
-        spans.iter().filter(|s| s.kind == provhost::trace::SpanKind::Command).count() >= 4,
+        spans
+            .iter()
+            .filter(|s| s.kind == provhost::trace::SpanKind::Command)
+            .count()
+            >= 4,
         "{spans:?}"
     );
 
     // The overview and the JSON: the hostile user name is escaped, never markup.
     let (code, page) = get_async(addr, "/", None).await;
     assert_eq!(code, 200);
-    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
     assert!(!page.contains("<script>"), "{page}");
     assert!(page.contains("provisioning/sim") && page.contains("lab1.test"));
     let (code, json) = get_async(addr, &format!("/api/reservation/{resv}"), None).await;
@@ -316,16 +340,26 @@ async fn a_browser_sees_the_timeline_and_waterfall_of_a_running_load_and_metrics
     assert!(metric(&after, "provhost_load_duration_seconds_sum", &sim) >= 4.0);
     assert!(
         metric(&after, "provhost_commands_total", &[("transport", "local")])
-            >= metric(&before, "provhost_commands_total", &[("transport", "local")]) + 3.0
+            >= metric(
+                &before,
+                "provhost_commands_total",
+                &[("transport", "local")]
+            ) + 3.0
     );
     assert!(
         metric(&after, "provhost_copied_bytes_total", &[])
             >= metric(&before, "provhost_copied_bytes_total", &[]) + 4096.0
     );
-    assert!(metric(&after, "provhost_claims_total", &[]) >= metric(&before, "provhost_claims_total", &[]) + 1.0);
+    assert!(
+        metric(&after, "provhost_claims_total", &[])
+            >= metric(&before, "provhost_claims_total", &[]) + 1.0
+    );
     // The request is `pending` while its reserved flow waits for Connect.
     assert_eq!(metric(&before, "provhost_reservations", &[]), 0.0);
-    assert_eq!(metric(&after, "provhost_reservations", &[("state", "pending")]), 1.0);
+    assert_eq!(
+        metric(&after, "provhost_reservations", &[("state", "pending")]),
+        1.0
+    );
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(T, daemon).await;
@@ -350,7 +384,12 @@ async fn off_loopback_the_page_needs_the_bearer_token() {
         .expect("loopback needs no token");
 
     let token = "s3cret-token-for-the-test";
-    let state = WebState::new(t.connect_again().await, Modules::None, Some(token.into()), 0);
+    let state = WebState::new(
+        t.connect_again().await,
+        Modules::None,
+        Some(token.into()),
+        0,
+    );
     let (addr, stop) = provhost::web::spawn("0.0.0.0:0", state)
         .await
         .expect("with a token");
@@ -412,7 +451,10 @@ async fn spans_are_pruned_by_age_and_count() {
     assert_eq!(gone, 100, "50 too old, then 50 over the row count");
     let left = of_reservation(&t.db, 9).await.expect("read");
     assert_eq!(left.len(), 100);
-    assert!(left.iter().all(|s| s.start_ms >= now - 1000 + 50), "the newest stay");
+    assert!(
+        left.iter().all(|s| s.start_ms >= now - 1000 + 50),
+        "the newest stay"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,7 +471,13 @@ async fn provhost_status_says_when_no_daemon_runs() {
     .expect("config");
     let run = |json: bool| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_provhost"));
-        c.args(["--config", &config.display().to_string(), "status", "--url", &t.url]);
+        c.args([
+            "--config",
+            &config.display().to_string(),
+            "status",
+            "--url",
+            &t.url,
+        ]);
         if json {
             c.arg("--json");
         }
@@ -437,8 +485,18 @@ async fn provhost_status_says_when_no_daemon_runs() {
     };
     let out = run(false);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for want in ["MANAGEMENT NODES", "none running", "RESERVATIONS", "COMPUTERS", "no daemon runs on this machine"] {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "MANAGEMENT NODES",
+        "none running",
+        "RESERVATIONS",
+        "COMPUTERS",
+        "no daemon runs on this machine",
+    ] {
         assert!(text.contains(want), "{want}:\n{text}");
     }
     // A daemon that died and left its publication behind is not taken for a running one.
@@ -456,7 +514,106 @@ async fn provhost_status_says_when_no_daemon_runs() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["daemon_running"], false);
     assert!(
-        v["modules_source"].as_str().is_some_and(|s| s.contains("pid 999999999) is gone")),
+        v["modules_source"]
+            .as_str()
+            .is_some_and(|s| s.contains("pid 999999999) is gone")),
         "{v}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_shows_in_red_with_its_routine_and_file_line_and_a_broken_edit_with_its_error() {
+    let throwing = RECORDING_OS.replace(
+        "fn post_load(ctx) { record(ctx, \"post_load\") }",
+        "fn post_load(ctx) {\n    local_host().run(\"exit 3\");\n    throw \"firewall refused\";\n}",
+    );
+    let families = provhost::primitive_families(&provhost::Config::default());
+    let Some(rig) = Rig::with_families(Backend::Sqlite, 1, &throwing, 0.1, &families).await else {
+        return;
+    };
+    let book = ModuleBook::follow(&rig.host, |_| {});
+    let state = WebState::new(
+        rig.t.connect_again().await,
+        Modules::Live(Arc::clone(&rig.host), book),
+        None,
+        0,
+    );
+    let (addr, web_stop) = provhost::web::spawn("127.0.0.1:0", state)
+        .await
+        .expect("serve");
+    let before = scrape(addr).await;
+    let (daemon, stop) = rig.spawn(rig.config()).await;
+    let c = rig.request("lab1.test", "debian12").await;
+    rig.wait_state(c.request_id, "failed", T).await;
+    let resv = c.reservation_id;
+    let rig_ref = &rig;
+    wait_until("the failed post_load span", async || {
+        provhost::db::span::of_reservation(&rig_ref.t.db, resv)
+            .await
+            .map(|s| {
+                s.iter().any(|s| {
+                    s.routine == "post_load"
+                        && !s.ok
+                        && s.kind == provhost::trace::SpanKind::Routine
+                })
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    let (code, page) = get_async(addr, &format!("/reservation/{resv}"), None).await;
+    assert_eq!(code, 200);
+    let path = rig.scripts.path("os/linux.rhai");
+    let failed_row = page
+        .split("<tr")
+        .find(|r| r.contains("class=\"loadstate\">failed"))
+        .unwrap_or_else(|| panic!("no failed step:\n{page}"));
+    assert!(
+        failed_row.starts_with(" class=\"step failed\""),
+        "{failed_row}"
+    );
+    assert!(
+        failed_row.contains(&format!("{}:", path.display()))
+            && failed_row.contains("os/linux::post_load: threw firewall refused"),
+        "{failed_row}"
+    );
+    assert!(page.contains("class=\"bar failed\""), "{page}");
+    assert!(
+        page.contains("<tr class=\"span command failed\">"),
+        "the exit 3 command: {page}"
+    );
+    let (_, overview) = get_async(addr, "/", None).await;
+    assert!(overview.contains("<tr class=\"failed\">"), "{overview}");
+
+    // A broken edit: the module keeps serving, the page shows the error and when.
+    std::fs::write(&path, "const MODULE = #{ kind: \"os\", name: \"linux\" ").expect("write");
+    assert!(rig.host.load_file(&path).is_err());
+    wait_until("the reload error on the page", async || {
+        let (_, overview) = get_async(addr, "/", None).await;
+        overview.contains("UTC: ") && overview.contains("class=\"failed\"")
+    })
+    .await;
+    let after = scrape(addr).await;
+    assert!(
+        metric(&after, "provhost_module_reload_failures_total", &[])
+            >= metric(&before, "provhost_module_reload_failures_total", &[]) + 1.0
+    );
+    let post_load = [("module", "os/linux"), ("routine", "post_load")];
+    assert!(
+        metric(&after, "provhost_routine_errors_total", &post_load)
+            >= metric(&before, "provhost_routine_errors_total", &post_load) + 1.0
+    );
+    assert!(
+        metric(
+            &after,
+            "provhost_loads_total",
+            &[("module", "provisioning/sim"), ("result", "failed")]
+        ) >= metric(
+            &before,
+            "provhost_loads_total",
+            &[("module", "provisioning/sim"), ("result", "failed")]
+        ) + 1.0
+    );
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(T, daemon).await;
+    let _ = web_stop.send(());
 }

@@ -82,7 +82,9 @@ fn render(s: &Status) -> String {
                         (Some(h), Some(e)) if n.lease_live => {
                             format!("on {h}, lease until {e}")
                         }
-                        (Some(h), Some(e)) => format!("none running (last on {h}, lease ended {e})"),
+                        (Some(h), Some(e)) => {
+                            format!("none running (last on {h}, lease ended {e})")
+                        }
                         _ => "none running".into(),
                     },
                 ]
@@ -94,7 +96,15 @@ fn render(s: &Status) -> String {
         o.push_str("none\n");
     } else {
         o.push_str(&table(
-            &["RESV", "REQUEST", "STATE/LAST", "USER", "IMAGE", "COMPUTER", "LAST STEP"],
+            &[
+                "RESV",
+                "REQUEST",
+                "STATE/LAST",
+                "USER",
+                "IMAGE",
+                "COMPUTER",
+                "LAST STEP",
+            ],
             s.reservations
                 .iter()
                 .map(|r| {
@@ -119,7 +129,14 @@ fn render(s: &Status) -> String {
     }
     o.push_str("\nCOMPUTERS\n");
     o.push_str(&table(
-        &["COMPUTER", "STATE", "IMAGE", "VM HOST", "PROVISIONING", "HELD BY"],
+        &[
+            "COMPUTER",
+            "STATE",
+            "IMAGE",
+            "VM HOST",
+            "PROVISIONING",
+            "HELD BY",
+        ],
         s.computers
             .iter()
             .map(|c| {
@@ -137,7 +154,14 @@ fn render(s: &Status) -> String {
     o.push_str(&format!("\nMODULES ({})\n", s.modules_source));
     if !s.modules.is_empty() {
         o.push_str(&table(
-            &["MODULE", "VERSION", "LOADED", "LOADS", "FILE", "LAST RELOAD ERROR"],
+            &[
+                "MODULE",
+                "VERSION",
+                "LOADED",
+                "LOADS",
+                "FILE",
+                "LAST RELOAD ERROR",
+            ],
             s.modules
                 .iter()
                 .map(|m| {

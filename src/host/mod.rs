@@ -852,20 +852,20 @@ impl ScriptHost {
                 other => other,
             }
         });
-        let checked = match (value, contract::spec(key.0, routine, arity)) {
-            (Ok(value), Some(spec)) => contract::check_return(spec, &args, value.clone()).map_err(|expected| {
-                HostError::BadReturn {
-                    site: Box::new(CallSite {
-                        module: module_name,
-                        routine: routine.to_string(),
-                        at: module.defined_at(routine),
+        let checked =
+            match (value, contract::spec(key.0, routine, arity)) {
+                (Ok(value), Some(spec)) => contract::check_return(spec, &args, value.clone())
+                    .map_err(|expected| HostError::BadReturn {
+                        site: Box::new(CallSite {
+                            module: module_name,
+                            routine: routine.to_string(),
+                            at: module.defined_at(routine),
+                        }),
+                        expected,
+                        got: contract::describe(&value),
                     }),
-                    expected,
-                    got: contract::describe(&value),
-                }
-            }),
-            (value, _) => value,
-        };
+                (value, _) => value,
+            };
         let failure = checked
             .as_ref()
             .err()

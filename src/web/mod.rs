@@ -144,10 +144,7 @@ impl WebState {
 }
 
 /// Resolve `listen` and bind it, refusing a non-loopback address without a token.
-pub async fn bind(
-    listen: &str,
-    token: Option<&str>,
-) -> Result<tokio::net::TcpListener, WebError> {
+pub async fn bind(listen: &str, token: Option<&str>) -> Result<tokio::net::TcpListener, WebError> {
     let bad = |reason: String| WebError::BadAddress {
         addr: listen.to_string(),
         reason,

@@ -103,9 +103,7 @@ pub fn modules(host: &ScriptHost, book: Option<&ModuleBook>) -> Vec<ModuleStatus
             .as_ref()
             .and(book.and_then(|b| b.failed_at(&path)).map(utc));
         out.push(ModuleStatus {
-            module: keeping
-                .map(|(k, n)| format!("{k}/{n}"))
-                .unwrap_or_default(),
+            module: keeping.map(|(k, n)| format!("{k}/{n}")).unwrap_or_default(),
             version: loaded
                 .as_ref()
                 .map(|m| m.info.version.clone())

@@ -147,7 +147,13 @@ mod tests {
     fn bars_sit_on_one_axis_and_hostile_text_is_escaped() {
         let spans = vec![
             span(SpanKind::Routine, 1000, 1000, "", true),
-            span(SpanKind::Command, 1500, 500, "echo '<script>alert(1)</script>'", false),
+            span(
+                SpanKind::Command,
+                1500,
+                500,
+                "echo '<script>alert(1)</script>'",
+                false,
+            ),
         ];
         let svg = svg(&spans);
         assert!(!svg.contains("<script>"), "{svg}");
