@@ -416,10 +416,19 @@ async fn off_loopback_the_page_needs_the_bearer_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spans_are_pruned_by_age_and_count() {
+async fn spans_are_pruned_by_age_and_count_sqlite() {
+    spans_are_pruned_by_age_and_count(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_pruned_by_age_and_count_mariadb() {
+    spans_are_pruned_by_age_and_count(Backend::MySql).await;
+}
+
+async fn spans_are_pruned_by_age_and_count(backend: Backend) {
     use provhost::db::span::{insert, of_reservation, prune, TraceConfig};
     use provhost::trace::{Span, SpanKind};
-    let Some(t) = common::db::TestDb::initialized(Backend::Sqlite).await else {
+    let Some(t) = common::db::TestDb::initialized(backend).await else {
         return;
     };
     let span = |start_ms: i64| Span {
@@ -522,13 +531,23 @@ async fn provhost_status_says_when_no_daemon_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failure_shows_in_red_with_its_routine_and_file_line_and_a_broken_edit_with_its_error() {
+async fn a_failure_shows_in_red_with_its_routine_and_file_line_sqlite() {
+    a_failure_shows_in_red_with_its_routine_and_file_line(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_shows_in_red_with_its_routine_and_file_line_mariadb() {
+    a_failure_shows_in_red_with_its_routine_and_file_line(Backend::MySql).await;
+}
+
+/// Also: a broken edit shows its error on the page, and the metrics count both.
+async fn a_failure_shows_in_red_with_its_routine_and_file_line(backend: Backend) {
     let throwing = RECORDING_OS.replace(
         "fn post_load(ctx) { record(ctx, \"post_load\") }",
         "fn post_load(ctx) {\n    local_host().run(\"exit 3\");\n    throw \"firewall refused\";\n}",
     );
     let families = provhost::primitive_families(&provhost::Config::default());
-    let Some(rig) = Rig::with_families(Backend::Sqlite, 1, &throwing, 0.1, &families).await else {
+    let Some(rig) = Rig::with_families(backend, 1, &throwing, 0.1, &families).await else {
         return;
     };
     let book = ModuleBook::follow(&rig.host, |_| {});

@@ -142,8 +142,9 @@ pub async fn prune(db: &Db, cfg: &TraceConfig, now_ms: i64) -> Result<u64, DbErr
     let what = "pruning spans";
     let old = with_pool!(db, p => sqlx::query("DELETE FROM `provhost_span` WHERE `startms` < ?")
         .bind(cutoff).execute(p).await.during(what).map(|r| r.rows_affected()))?;
-    let top = with_pool!(db, p => sqlx::query("SELECT COALESCE(MAX(`id`), 0) AS `top` FROM `provhost_span`")
-        .fetch_one(p).await.during(what).and_then(|r| r.int("top")))?;
+    let top = with_pool!(db, p => sqlx::query("SELECT MAX(`id`) AS `top` FROM `provhost_span`")
+        .fetch_one(p).await.during(what).and_then(|r| r.opt_int("top")))?
+    .unwrap_or(0);
     let keep_from = top.saturating_sub(cfg.max_rows as i64);
     let over = if keep_from > 0 {
         with_pool!(db, p => sqlx::query("DELETE FROM `provhost_span` WHERE `id` <= ?")
