@@ -4,7 +4,9 @@
 //! opens it during the load: the timeline and the waterfall show the load steps. Also:
 //! the bearer token off loopback (refused without one; 401 without it, 200 with it),
 //! hostile user names escaped, `/metrics` parsed with `prometheus-parse` and moving as a
-//! reservation runs, the spans' retention, and `provhost status` without a daemon.
+//! reservation runs, the spans' retention on both backends, remote commands and copies over
+//! a real sshd as spans with the pool's sessions counted, and `provhost status` without a
+//! daemon.
 
 mod common;
 
@@ -635,4 +637,70 @@ async fn a_failure_shows_in_red_with_its_routine_and_file_line(backend: Backend)
     let _ = stop.send(());
     let _ = tokio::time::timeout(T, daemon).await;
     let _ = web_stop.send(());
+}
+
+/// Over a real sshd: a remote command and a copy become spans (host, redacted command,
+/// exit code, bytes), and the pool's sessions are counted while they are open.
+#[test]
+fn remote_commands_and_copies_are_spans_and_ssh_sessions_are_counted() {
+    use provhost::prim::host::Host;
+    use provhost::prim::scp::CopyOptions;
+    use provhost::prim::ssh::{ExecOptions, HostKeyPolicy};
+    use provhost::trace::{CallTrace, SpanKind};
+    let parse = |text: String| {
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parse")
+    };
+    let s = common::sshd::Sshd::start();
+    let before = parse(provhost::metrics::encode(&[]));
+    let pool = s.pool();
+    let h = Host::remote(Arc::clone(&pool), s.target(HostKeyPolicy::Strict));
+    provhost::prim::secret::remember_in(
+        provhost::prim::secret::Scope::Reservation(77),
+        "hunter2-topsecret",
+    );
+    let src = s.path("src.bin");
+    std::fs::write(&src, vec![7u8; 100_000]).expect("write");
+    let trace = CallTrace::begin(77, "provisioning/qemu", "load");
+    let out = h
+        .run("echo hunter2-topsecret; exit 2", &ExecOptions::default())
+        .expect("run");
+    assert_eq!(out.code, 2);
+    h.upload(
+        &src,
+        &s.path("dst.bin").display().to_string(),
+        &CopyOptions::default(),
+        &mut |_| {},
+    )
+    .expect("upload");
+    let during = parse(provhost::metrics::encode(&[]));
+    let spans = trace.finish(None);
+    assert_eq!(spans.len(), 3, "{spans:?}");
+    let cmd = &spans[1];
+    assert_eq!(cmd.kind, SpanKind::Command);
+    assert_eq!(cmd.host, h.label());
+    assert_eq!(cmd.detail, "echo ********; exit 2");
+    assert_eq!((cmd.exit_code, cmd.ok), (Some(2), false));
+    let copy = &spans[2];
+    assert_eq!((copy.kind, copy.bytes), (SpanKind::Copy, Some(100_000)));
+    assert!(copy.detail.contains(&h.label()), "{}", copy.detail);
+    assert!(
+        metric(&during, "provhost_ssh_sessions", &[])
+            >= metric(&before, "provhost_ssh_sessions", &[]) + 1.0
+    );
+    assert!(
+        metric(&during, "provhost_ssh_connects_total", &[])
+            >= metric(&before, "provhost_ssh_connects_total", &[]) + 1.0
+    );
+    assert!(
+        metric(&during, "provhost_commands_total", &[("transport", "ssh")])
+            >= metric(&before, "provhost_commands_total", &[("transport", "ssh")]) + 1.0
+    );
+    drop(h);
+    drop(pool);
+    let after = parse(provhost::metrics::encode(&[]));
+    assert_eq!(
+        metric(&after, "provhost_ssh_sessions", &[]),
+        metric(&before, "provhost_ssh_sessions", &[]),
+        "closed with the pool"
+    );
 }
