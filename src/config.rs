@@ -321,6 +321,14 @@ mod tests {
                 "[vm]\nboot_timeout_secs = 18446744073709551615\n",
                 "boot_timeout_secs = 18446744073709551615",
             ),
+            (
+                "[http]\nrefresh_secs = 99999\n",
+                "[http] refresh_secs = 99999 is out of range: allowed 0 to 3600 seconds",
+            ),
+            (
+                "[trace]\nmax_rows = 5\n",
+                "[trace] max_rows = 5 is out of range: allowed 100 to 100000000",
+            ),
         ] {
             std::fs::write(&f, text).expect("write");
             let err = Config::load(Some(&f)).expect_err(text).to_string();
