@@ -16,6 +16,7 @@ test: deps
 lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
 
 # `provhost` on PATH: installs the binary into ~/.cargo/bin (cargo's usual bin folder).
 install:
