@@ -3,7 +3,8 @@
 //! of one Perl process per reservation.
 //!
 //! Run: `cargo run --release --example bench_daemon -- [--n 1000] [--load-seconds 3]
-//!       [--url mysql://root@127.0.0.1/bench]` (default: a SQLite file in a temp folder).
+//!       [--url mysql://root@127.0.0.1/bench] [--trace off]` (default: a SQLite file in a
+//!       temp folder; `--trace off` records no spans, to measure what the waterfall costs).
 //!
 //! Measures: wall time from "all N requests inserted" to "all N reservations reached
 //! `nodeready`", reservations per second, peak RSS of this process (daemon + harness, from
@@ -28,6 +29,8 @@ struct Args {
     load_seconds: f64,
     url: Option<String>,
     perl: usize,
+    /// `--trace off`: record no spans (the waterfall's cost, compared).
+    trace: bool,
 }
 
 fn args() -> Args {
@@ -36,6 +39,7 @@ fn args() -> Args {
         load_seconds: 3.0,
         url: None,
         perl: 200,
+        trace: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -45,6 +49,7 @@ fn args() -> Args {
             "--load-seconds" => a.load_seconds = v.parse().unwrap_or(a.load_seconds),
             "--url" => a.url = Some(v),
             "--perl" => a.perl = v.parse().unwrap_or(a.perl),
+            "--trace" => a.trace = v != "off",
             _ => eprintln!("unknown argument {k}"),
         }
     }
@@ -180,7 +185,12 @@ async fn run(a: &Args, dir: PathBuf) -> Result<(f64, u64, i64), Box<dyn std::err
         },
         ..DaemonConfig::default()
     };
-    let daemon = Daemon::new(db.clone(), Arc::clone(&host), cfg, None).await?;
+    let daemon = Daemon::new(db.clone(), Arc::clone(&host), cfg, None)
+        .await?
+        .with_trace(provhost::db::span::TraceConfig {
+            enabled: a.trace,
+            ..Default::default()
+        });
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let started = Instant::now();
     let handle = tokio::spawn(async move {

@@ -141,6 +141,10 @@ pub struct Config {
     pub images: crate::image::ImagesConfig,
     /// VM-host networking defaults (`[vmnet]`: namespace, bridge, subnets).
     pub vmnet: crate::prim::vmnet::VmnetConfig,
+    /// The status page (`[http]`: listen address, bearer token, refresh).
+    pub http: crate::web::HttpConfig,
+    /// The waterfall's spans (`[trace]`: on/off, retention by age and count).
+    pub trace: crate::db::span::TraceConfig,
 }
 
 impl Config {
@@ -247,7 +251,9 @@ impl Config {
                 1,
                 MAX_SECS,
             )],
-        )
+        )?;
+        self.http.check().map_err(|e| format!("[http] {e}"))?;
+        self.trace.check().map_err(|e| format!("[trace] {e}"))
     }
 
     /// Options for the scripting host.
@@ -314,6 +320,14 @@ mod tests {
             (
                 "[vm]\nboot_timeout_secs = 18446744073709551615\n",
                 "boot_timeout_secs = 18446744073709551615",
+            ),
+            (
+                "[http]\nrefresh_secs = 99999\n",
+                "[http] refresh_secs = 99999 is out of range: allowed 0 to 3600 seconds",
+            ),
+            (
+                "[trace]\nmax_rows = 5\n",
+                "[trace] max_rows = 5 is out of range: allowed 100 to 100000000",
             ),
         ] {
             std::fs::write(&f, text).expect("write");

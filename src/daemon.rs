@@ -430,6 +430,8 @@ pub struct Daemon {
     wake: Option<PathBuf>,
     node: String,
     lease: Lease,
+    /// How long the waterfall's spans are kept (pruned every sweep).
+    trace: crate::db::span::TraceConfig,
 }
 
 /// The wake socket path in `data_dir`.
@@ -484,13 +486,26 @@ impl Daemon {
             lanes: Lanes::new(cfg.max_flows, cfg.reclaim_flows),
             fresh: Some(Arc::new(crate::db::lease::Freshness::default())),
         });
+        // A database made before the waterfall gets its table (as `db init` would).
+        if let Err(e) = crate::db::span::ensure_table(&db).await {
+            tracing::warn!("the waterfall's table provhost_span could not be made (spans will not be stored; run `provhost db init`): {e}");
+        }
         Ok(Daemon {
             svc,
             cfg,
             wake: wake_dir.map(wake_path),
             node,
             lease,
+            trace: crate::db::span::TraceConfig::default(),
         })
+    }
+
+    /// Keep spans as `trace` says (`[trace]`; default: a week, a million rows), and
+    /// record them at all only when it is enabled.
+    pub fn with_trace(mut self, trace: crate::db::span::TraceConfig) -> Self {
+        crate::trace::set_enabled(trace.enabled);
+        self.trace = trace;
+        self
     }
 
     pub fn node_id(&self) -> i64 {
@@ -706,8 +721,10 @@ impl Daemon {
         // A bound on `--once` passes: each pass either claims work or ends the run.
         let mut passes_left: u64 = if once { 100_000 } else { u64::MAX };
 
+        let mut first = true;
         loop {
             passes_left = passes_left.saturating_sub(1);
+            let first_poll = std::mem::take(&mut first);
             // One poll. During a database outage its tries and retry waits can take long;
             // a stop ends the retries and bounds the rest by the grace period.
             let polled = stop
@@ -718,6 +735,7 @@ impl Daemon {
                     if db.is_stopping() {
                         return Ok(0);
                     }
+                    let prune_spans = last_sweep.elapsed() >= sweep_every || first_poll;
                     if last_sweep.elapsed() >= sweep_every {
                         last_sweep = Instant::now();
                         let mine = running.requests();
@@ -725,6 +743,17 @@ impl Daemon {
                             Ok(back) if !back.is_empty() => tracing::warn!(requests = ?back, "handed back pending requests of this node that no running flow owns"),
                             Ok(_) => {}
                             Err(e) => tracing::warn!("sweep of unowned pending requests failed (will retry): {e}"),
+                        }
+                    }
+                    if prune_spans {
+                        let now_ms = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as i64)
+                            .unwrap_or(0);
+                        match crate::db::span::prune(db, &self.trace, now_ms).await {
+                            Ok(n) if n > 0 => tracing::info!(spans = n, "pruned old spans ([trace] max_age_secs / max_rows)"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!("pruning spans failed (will retry): {e}"),
                         }
                     }
                     // vcld's check_time "remove": finished requests leave the database.

@@ -43,7 +43,9 @@
 //! - [`prim`]: primitives scripts use to touch the world: commands and copies on hosts over
 //!   pooled SSH or locally, bounded waits, secrets, logging, `config::`.
 //! - [`budget`]: the deadline and cancel flag of one routine call, set by the host and
-//!   read by primitives (below both, so `prim` never imports `host`).
+//!   read by primitives (below both, so `prim` never imports `host`); [`trace`] the spans
+//!   of one routine call and [`metrics`] the Prometheus counters, below everything too.
+//! - [`web`]: the read-only status page, its JSON and `/metrics` (`serve --http`).
 //! - [`db`]: VCL's tables on SQLite or MySQL/MariaDB: claiming requests, loading a
 //!   reservation into `Ctx`, load-log, state changes.
 //! - [`state`]: VCL's state flows (new, reserved, inuse, reclaim, image) for one claimed
@@ -63,9 +65,12 @@ pub mod db;
 pub mod demo;
 pub mod host;
 pub mod image;
+pub mod metrics;
 pub mod prim;
 pub mod state;
+pub mod trace;
 pub mod vcl;
+pub mod web;
 
 pub use config::Config;
 pub use host::{

@@ -72,6 +72,11 @@ fn demo_sim_next_steps_work_exactly_as_printed() {
         .expect("run provhost demo --sim");
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    // The demo served its status page on loopback and said where.
+    assert!(
+        stdout.contains("status page (while the demo runs): http://127.0.0.1:"),
+        "{stdout}"
+    );
     let exe = env!("CARGO_BIN_EXE_provhost");
     let printed: Vec<&str> = stdout
         .lines()

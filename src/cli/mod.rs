@@ -1,6 +1,6 @@
 //! The `provhost` command line: the clap types of every command and the dispatch to one
 //! file per command family (`add`, `db`, `request`, `log`, `computer`, `image`, `user`,
-//! `node`, `check`, `call`, `test`, `serve`, `docs`); `exit` turns outcomes into exit codes and
+//! `node`, `check`, `call`, `test`, `serve`, `status`, `docs`); `exit` turns outcomes into exit codes and
 //! messages, `list` prints listings. Binary side: command bodies use `anyhow` and print;
 //! what they read and write goes through the library (`provhost::db`, `provhost::host`, …).
 
@@ -18,6 +18,7 @@ mod node;
 mod request;
 mod serve;
 mod sshkey;
+mod status;
 mod test;
 mod user;
 
@@ -130,6 +131,20 @@ pub enum Command {
         /// Process what is due (and what that makes due) and exit when nothing is left.
         #[arg(long)]
         once: bool,
+        /// Serve the status page, its JSON and /metrics at ADDR (e.g. 127.0.0.1:8080;
+        /// default: `[http] listen`, empty = off). Not loopback: needs a bearer token
+        /// (`[http] token` or PROVHOST_HTTP_TOKEN).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+        #[command(flatten)]
+        url: UrlArg,
+    },
+    /// What the management nodes, computers, reservations and modules are doing now (the
+    /// status page's data, from the database and what a running daemon publishes).
+    Status {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         url: UrlArg,
     },
@@ -289,7 +304,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             provhost::daemon::wake(&config.paths.data_dir);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { once, url } => serve::run(&config, once, url).await,
+        Command::Serve { once, http, url } => serve::run(&config, once, url, http).await,
+        Command::Status { json, url } => {
+            status::run(&config, json, url).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Add { command } => {
             add::run(&config, command).await?;
             Ok(ExitCode::SUCCESS)

@@ -1,17 +1,33 @@
-//! `provhost serve [--once]`: the management-node daemon in the foreground, stopped by
-//! SIGTERM or SIGINT.
+//! `provhost serve [--once] [--http ADDR]`: the management-node daemon in the foreground,
+//! stopped by SIGTERM or SIGINT; with `--http` (or `[http] listen`) also the status page.
+//! It publishes its modules to `<data_dir>/provhost.status.json` for `provhost status`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use provhost::host::ScriptHost;
+use provhost::web::status;
 use provhost::Config;
 
 use super::UrlArg;
 
-pub async fn run(config: &Config, once: bool, url: UrlArg) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    config: &Config,
+    once: bool,
+    url: UrlArg,
+    http: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let url = url.resolve(config);
+    let listen = http.unwrap_or_else(|| config.http.listen.clone());
+    let token = config.http.token();
+    if !listen.is_empty() {
+        // A bind that would be refused fails now, before anything is claimed.
+        provhost::web::bind(&listen, token.as_deref())
+            .await
+            .map(drop)
+            .map_err(anyhow::Error::from)?;
+    }
     let stop = shutdown_signal()?;
     // The signal is watched from now on, so it is logged when it comes and wins over a
     // database that is slow to answer, here and in the daemon.
@@ -61,7 +77,7 @@ pub async fn run(config: &Config, once: bool, url: UrlArg) -> anyhow::Result<Exi
     let daemon = tokio::select! {
         d = provhost::daemon::Daemon::new(
             db.clone(),
-            host,
+            host.clone(),
             config.daemon.clone(),
             Some(&config.paths.data_dir),
         ) => d?,
@@ -70,8 +86,51 @@ pub async fn run(config: &Config, once: bool, url: UrlArg) -> anyhow::Result<Exi
             return Ok(ExitCode::SUCCESS);
         }
     };
+    let daemon = daemon.with_trace(config.trace.clone());
+    // What `provhost status` in another process shows of this daemon: its modules.
+    let published = status::published_path(&config.paths.data_dir);
+    let http_url = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let publisher = {
+        let (host, path, url) = (host.clone(), published.clone(), http_url.clone());
+        let node = config.daemon.node.clone();
+        let started = status::utc(std::time::SystemTime::now());
+        move |book: &status::ModuleBook| {
+            let p = status::Published {
+                pid: std::process::id(),
+                node: node.clone(),
+                started: started.clone(),
+                updated: status::utc(std::time::SystemTime::now()),
+                http: url.lock().ok().and_then(|u| u.clone()),
+                modules: status::modules(&host, Some(book)),
+            };
+            if let Err(e) = status::publish(&path, &p) {
+                tracing::warn!(path = %path.display(), "could not publish the daemon's status for `provhost status`: {e}");
+            }
+        }
+    };
+    let book = status::ModuleBook::follow(&host, publisher.clone());
+    let _web = if listen.is_empty() {
+        None
+    } else {
+        let state = provhost::web::WebState::new(
+            db.clone(),
+            provhost::web::Modules::Live(host.clone(), book.clone()),
+            token,
+            config.http.refresh_secs,
+        );
+        let (addr, stop) = provhost::web::spawn(&listen, state).await?;
+        let shown = format!("http://{addr}/");
+        tracing::info!("status page at {shown} (metrics at {shown}metrics)");
+        if let Ok(mut u) = http_url.lock() {
+            *u = Some(shown);
+        }
+        Some(stop)
+    };
+    publisher(&book);
     tracing::info!(node_id = daemon.node_id(), once, "provhost daemon running");
-    let summary = daemon.run(stopped(), once).await?;
+    let summary = daemon.run(stopped(), once).await;
+    let _ = std::fs::remove_file(&published);
+    let summary = summary?;
     tracing::info!(
         recovered = summary.recovered,
         processed = summary.processed,

@@ -229,6 +229,7 @@ pub async fn claim(
             }
         })
         .await?;
+    crate::metrics::get().claim(won);
     Ok(won.then(|| Claim {
         request_id: request,
         from_state: expected.to_string(),

@@ -211,6 +211,7 @@ pub const PROVHOST_TABLES: &[&str] = &[
     "provhost_computervar",
     "provhost_computerlock",
     "provhost_nodelease",
+    "provhost_span",
 ];
 
 /// What `init` did.

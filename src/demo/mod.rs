@@ -191,10 +191,21 @@ fn load_scripts(
     Ok(host)
 }
 
-/// An in-process daemon for the demo's node, stopped by dropping or sending on `stop`.
+/// An in-process daemon for the demo's node, stopped by dropping or sending on `stop`,
+/// with the status page beside it.
 struct RunningDaemon {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<crate::daemon::Summary, DaemonError>>>,
+    web: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Where the demo serves its status page: `[http] listen`, else a free loopback port.
+fn demo_listen(config: &Config) -> String {
+    if config.http.listen.is_empty() {
+        "127.0.0.1:0".into()
+    } else {
+        config.http.listen.clone()
+    }
 }
 
 impl RunningDaemon {
@@ -203,7 +214,28 @@ impl RunningDaemon {
         db: &Db,
         host: Arc<ScriptHost>,
         timings: Timings,
+        out: &mut impl Write,
     ) -> Result<Self, DemoError> {
+        let book = crate::web::status::ModuleBook::follow(&host, |_| {});
+        let state = crate::web::WebState::new(
+            db.clone(),
+            crate::web::Modules::Live(Arc::clone(&host), book),
+            config.http.token(),
+            config.http.refresh_secs,
+        );
+        let web = match crate::web::spawn(&demo_listen(config), state).await {
+            Ok((addr, stop)) => {
+                writeln!(
+                    out,
+                    "  status page (while the demo runs): http://{addr}/ — each reservation's timeline and waterfall, metrics at http://{addr}/metrics"
+                )?;
+                Some(stop)
+            }
+            Err(e) => {
+                writeln!(out, "  no status page: {e}")?;
+                None
+            }
+        };
         let cfg = DaemonConfig {
             node: node_name(config),
             poll_interval_secs: 1,
@@ -213,7 +245,9 @@ impl RunningDaemon {
             remove_finished: false,
             ..DaemonConfig::default()
         };
-        let daemon = Daemon::new(db.clone(), host, cfg, None).await?;
+        let daemon = Daemon::new(db.clone(), host, cfg, None)
+            .await?
+            .with_trace(config.trace.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             daemon
@@ -228,6 +262,7 @@ impl RunningDaemon {
         Ok(RunningDaemon {
             stop: Some(stop),
             task: Some(task),
+            web,
         })
     }
 
@@ -237,6 +272,9 @@ impl RunningDaemon {
         }
         if let Some(t) = self.task.take() {
             let _ = t.await;
+        }
+        if let Some(w) = self.web.take() {
+            let _ = w.send(());
         }
     }
 }

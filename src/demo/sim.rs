@@ -46,7 +46,7 @@ pub(super) async fn run(config: &Config, out: &mut impl Write) -> Result<(), Dem
         connect_poll: 1,
         ..Timings::default()
     };
-    let daemon = RunningDaemon::start(config, &db, host, timings).await?;
+    let daemon = RunningDaemon::start(config, &db, host, timings, out).await?;
     let plan = Plan {
         computer: "sim1.demo",
         computer_id,

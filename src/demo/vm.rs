@@ -394,7 +394,7 @@ async fn steps(
         connect_poll: 2,
         ..Timings::default()
     };
-    let daemon = RunningDaemon::start(config, &db, host, timings).await?;
+    let daemon = RunningDaemon::start(config, &db, host, timings, out).await?;
     let plan = Plan {
         computer: VM_NAME,
         computer_id,

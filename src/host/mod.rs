@@ -274,6 +274,7 @@ impl ScriptHost {
                 } else {
                     tracing::debug!(path = %path.display(), module = %format!("{}/{}", key.0, key.1), version, generation, "module loaded");
                 }
+                crate::metrics::get().module_loaded(generation);
                 let _ = self.events.send(ReloadEvent::Loaded {
                     path: path.to_path_buf(),
                     key: key.clone(),
@@ -314,6 +315,7 @@ impl ScriptHost {
                         None => tracing::error!("{t}"),
                     }
                 }
+                crate::metrics::get().module_failed();
                 let _ = self.events.send(ReloadEvent::Failed {
                     path: path.to_path_buf(),
                     errors: texts,
@@ -818,6 +820,12 @@ impl ScriptHost {
             .timeout
             .unwrap_or(Duration::from_secs(self.opts.limits.call_timeout_secs));
         let started = std::time::Instant::now();
+        let module_name = format!("{}/{}", key.0, key.1);
+        let trace = crate::trace::CallTrace::begin(
+            ctx.map(|c| c.data().reservation_id).unwrap_or(0),
+            &module_name,
+            routine,
+        );
         let result = {
             let _guard = engine::CallGuard::new(timeout, opts.cancel.clone());
             // Secrets the routine makes or remembers belong to its reservation.
@@ -836,7 +844,6 @@ impl ScriptHost {
                 argv,
             )
         };
-        let module_name = format!("{}/{}", key.0, key.1);
         let value = result.map_err(|e| {
             match runtime_error(&module, &module_name, routine, timeout, *e) {
                 // A wait the deadline cut short makes a routine throw its own time-out text
@@ -850,21 +857,27 @@ impl ScriptHost {
                 }
                 other => other,
             }
-        })?;
-        match contract::spec(key.0, routine, arity) {
-            Some(spec) => contract::check_return(spec, &args, value.clone()).map_err(|expected| {
-                HostError::BadReturn {
-                    site: Box::new(CallSite {
-                        module: module_name,
-                        routine: routine.to_string(),
-                        at: module.defined_at(routine),
+        });
+        let checked =
+            match (value, contract::spec(key.0, routine, arity)) {
+                (Ok(value), Some(spec)) => contract::check_return(spec, &args, value.clone())
+                    .map_err(|expected| HostError::BadReturn {
+                        site: Box::new(CallSite {
+                            module: module_name,
+                            routine: routine.to_string(),
+                            at: module.defined_at(routine),
+                        }),
+                        expected,
+                        got: contract::describe(&value),
                     }),
-                    expected,
-                    got: contract::describe(&value),
-                }
-            }),
-            None => Ok(value),
-        }
+                (value, _) => value,
+            };
+        let failure = checked
+            .as_ref()
+            .err()
+            .map(|e| secrets::redact(&e.to_string()).into_owned());
+        crate::trace::stash(trace.finish(failure));
+        checked
     }
 }
 

@@ -85,17 +85,30 @@ impl Host {
         input: Option<&[u8]>,
         opts: &ExecOptions,
     ) -> Result<Output, RunError> {
-        match self {
-            Host::Local(cfg) => Ok(local::exec_input(
+        let started = std::time::Instant::now();
+        let out: Result<Output, RunError> = match self {
+            Host::Local(cfg) => local::exec_input(
                 cmd,
                 input,
                 opts.timeout.unwrap_or(cfg.command_timeout()),
                 opts.max_output.unwrap_or(cfg.max_output_bytes),
-            )?),
-            Host::Remote { pool, target } => {
-                Ok(pool.exec_input(target, cmd, input.unwrap_or_default(), opts)?)
-            }
-        }
+            )
+            .map_err(RunError::from),
+            Host::Remote { pool, target } => pool
+                .exec_input(target, cmd, input.unwrap_or_default(), opts)
+                .map_err(RunError::from),
+        };
+        // The routine's waterfall and the metrics: the command as the log would show it.
+        crate::trace::command(
+            &self.label(),
+            &crate::prim::secret::redact(cmd),
+            started,
+            match &out {
+                Ok(o) => Ok(o.code),
+                Err(e) => Err(crate::prim::secret::redact(&e.to_string()).into_owned()),
+            },
+        );
+        out
     }
 
     /// The local TCP ports of every SSH session this process's pool holds to this host's

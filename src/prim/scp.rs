@@ -444,6 +444,27 @@ pub fn copy(
     opts: &CopyOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<CopyReport, ScpError> {
+    let started = Instant::now();
+    let (from, to) = (src.describe(), dst.describe());
+    let out = copy_inner(src, dst, opts, progress);
+    crate::trace::copy(
+        &crate::prim::secret::redact(&from),
+        &crate::prim::secret::redact(&to),
+        started,
+        match &out {
+            Ok(r) => Ok(r.bytes),
+            Err(e) => Err(crate::prim::secret::redact(&e.to_string()).into_owned()),
+        },
+    );
+    out
+}
+
+fn copy_inner(
+    src: End<'_>,
+    dst: End<'_>,
+    opts: &CopyOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<CopyReport, ScpError> {
     let timeout = opts.timeout.unwrap_or(match (src, dst) {
         (End::Remote(p, ..), _) | (_, End::Remote(p, ..)) => p.config().copy_timeout(),
         _ => DEFAULT_TIMEOUT,

@@ -357,7 +357,7 @@ impl Flow {
             .lanes
             .run(self.lane, thread, move || {
                 let _enter = span.enter();
-                host.call(
+                let out = host.call(
                     &key,
                     &routine,
                     Some(&ctx),
@@ -366,11 +366,33 @@ impl Flow {
                         timeout: None,
                         cancel: Some(cancel),
                     },
-                )
+                );
+                (out, crate::trace::take())
             })
             .await
             .map_err(|e| FlowError::Failed(e.to_string()))?;
+        let (result, spans) = result;
+        self.write_spans(spans);
         Ok(result?)
+    }
+
+    /// Write one routine call's spans (the waterfall) in one batch, without holding the
+    /// flow up: the write runs beside it. A database that cannot take them (an old schema,
+    /// an outage) costs a warning, never the reservation.
+    fn write_spans(&self, spans: Vec<crate::trace::Span>) {
+        if spans.is_empty() || !crate::trace::enabled() {
+            return;
+        }
+        let db = self.svc.db.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::db::span::insert(&db, &spans).await {
+                static WARNED: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !WARNED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("spans of a routine call not written (the waterfall misses them; further failures are not logged): {e}");
+                }
+            }
+        });
     }
 
     /// Call a routine that must return `true`.
@@ -731,6 +753,22 @@ async fn with_user_timings(svc: &Arc<Services>, user: i64) -> Arc<Services> {
 
 /// One reservation's flow: take its computer, then the flow for the request's state.
 async fn member(flow: &Flow) -> Result<Exit, FlowError> {
+    let started = std::time::Instant::now();
+    let out = member_flow(flow).await;
+    if matches!(flow.state.as_str(), "new" | "reload" | "reinstall") {
+        let counted = match &out {
+            Ok(exit) => Some(matches!(exit.request, "reserved" | "complete" | "new")),
+            Err(FlowError::Cancelled | FlowError::Superseded(_) | FlowError::LeaseStale) => None,
+            Err(_) => Some(false),
+        };
+        if let Some(ok) = counted {
+            crate::metrics::get().load_done(&Flow::module_name(&flow.prov), started.elapsed(), ok);
+        }
+    }
+    out
+}
+
+async fn member_flow(flow: &Flow) -> Result<Exit, FlowError> {
     match exclusive::acquire(flow).await {
         Ok(exclusive::Acquired::Held) => dispatch(flow).await,
         Ok(exclusive::Acquired::NotNeeded) => reclaim::nothing_to_undo(flow).await,

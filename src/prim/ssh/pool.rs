@@ -80,6 +80,7 @@ impl Conn {
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        crate::metrics::get().ssh_session(false);
         // Best effort, non-blocking: the socket closes with the session either way.
         let _ = self
             .sess
@@ -513,6 +514,7 @@ fn connect(
         });
     }
     tracing::debug!(target = %label, "SSH session opened");
+    crate::metrics::get().ssh_session(true);
     Ok(Conn {
         sess,
         fd,

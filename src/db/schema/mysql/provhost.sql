@@ -56,3 +56,24 @@ CREATE TABLE IF NOT EXISTS `provhost_nodelease` (
   `expires` datetime NOT NULL,
   PRIMARY KEY (`managementnodeid`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- The waterfall: every routine call and every command and copy it made, per reservation
+-- (written in one batch per routine call; pruned by age and count, `[trace]`).
+CREATE TABLE IF NOT EXISTS `provhost_span` (
+  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
+  `reservationid` mediumint(8) unsigned NOT NULL,
+  `kind` varchar(16) NOT NULL,
+  `module` varchar(255) NOT NULL,
+  `routine` varchar(255) NOT NULL,
+  `host` varchar(255) NOT NULL,
+  `detail` text NOT NULL,
+  `exitcode` bigint(20) DEFAULT NULL,
+  `bytes` bigint(20) unsigned DEFAULT NULL,
+  `startms` bigint(20) NOT NULL,
+  `durationms` bigint(20) NOT NULL,
+  `ok` tinyint(1) NOT NULL,
+  `error` text,
+  PRIMARY KEY (`id`),
+  KEY `provhost_span_reservation` (`reservationid`, `startms`),
+  KEY `provhost_span_start` (`startms`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

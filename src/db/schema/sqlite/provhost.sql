@@ -50,3 +50,23 @@ CREATE TABLE IF NOT EXISTS `provhost_nodelease` (
   `heartbeat` TEXT NOT NULL,
   `expires` TEXT NOT NULL
 );
+
+-- The waterfall: every routine call and every command and copy it made, per reservation
+-- (written in one batch per routine call; pruned by age and count, `[trace]`).
+CREATE TABLE IF NOT EXISTS `provhost_span` (
+  `id` INTEGER PRIMARY KEY AUTOINCREMENT,
+  `reservationid` INTEGER NOT NULL,
+  `kind` TEXT NOT NULL,
+  `module` TEXT NOT NULL,
+  `routine` TEXT NOT NULL,
+  `host` TEXT NOT NULL,
+  `detail` TEXT NOT NULL,
+  `exitcode` INTEGER,
+  `bytes` INTEGER,
+  `startms` INTEGER NOT NULL,
+  `durationms` INTEGER NOT NULL,
+  `ok` INTEGER NOT NULL,
+  `error` TEXT
+);
+CREATE INDEX IF NOT EXISTS `provhost_span_reservation` ON `provhost_span` (`reservationid`, `startms`);
+CREATE INDEX IF NOT EXISTS `provhost_span_start` ON `provhost_span` (`startms`);
