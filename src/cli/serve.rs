@@ -1,5 +1,6 @@
 //! `provhost serve [--once]`: the management-node daemon in the foreground, stopped by
-//! SIGTERM or SIGINT.
+//! SIGTERM or SIGINT; SIGHUP reloads the scripts and checks the configuration again, and
+//! systemd hears READY/RELOADING/STOPPING (`notify`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +11,13 @@ use provhost::Config;
 
 use super::UrlArg;
 
-pub async fn run(config: &Config, once: bool, url: UrlArg) -> anyhow::Result<ExitCode> {
+/// Run the daemon; `config_file` is the file `config` was read from (read again on SIGHUP).
+pub async fn run(
+    config: &Config,
+    config_file: Option<std::path::PathBuf>,
+    once: bool,
+    url: UrlArg,
+) -> anyhow::Result<ExitCode> {
     let url = url.resolve(config);
     let stop = shutdown_signal()?;
     // The signal is watched from now on, so it is logged when it comes and wins over a
@@ -18,6 +25,7 @@ pub async fn run(config: &Config, once: bool, url: UrlArg) -> anyhow::Result<Exi
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         stop.await;
+        super::notify::stopping();
         stop_tx.send_replace(true);
     });
     let stopped = move || {
@@ -38,6 +46,8 @@ pub async fn run(config: &Config, once: bool, url: UrlArg) -> anyhow::Result<Exi
         provhost::host::good::dir_in(&config.paths.data_dir),
     ));
     let _watch = provhost::daemon::start_host(&host)?;
+    // From now on SIGHUP reloads instead of ending the process (its default action).
+    super::notify::reload_on_hup(std::sync::Arc::clone(&host), config_file, config.clone())?;
     let modules: Vec<String> = host
         .modules()
         .iter()
@@ -71,6 +81,11 @@ pub async fn run(config: &Config, once: bool, url: UrlArg) -> anyhow::Result<Exi
         }
     };
     tracing::info!(node_id = daemon.node_id(), once, "provhost daemon running");
+    super::notify::ready(&format!(
+        "serving {} module(s) as management node {}",
+        modules.len(),
+        daemon.node_id()
+    ));
     let summary = daemon.run(stopped(), once).await?;
     tracing::info!(
         recovered = summary.recovered,
