@@ -39,7 +39,10 @@ pub async fn run(config_arg: Option<&Path>, args: InitArgs) -> anyhow::Result<()
         (None, given) => Config::locate(given).unwrap_or_else(|| PathBuf::from(LOCAL_CONFIG)),
     };
     let mut steps = Vec::new();
-    steps.push(write_config(&file)?);
+    let written = write_config(&file)?;
+    let missing_scripts = matches!(written, Step::Made(_))
+        && (shipped("scripts").is_none() || shipped("stdlib").is_none());
+    steps.push(written);
     let config = Config::load(Some(&file))?;
     steps.push(make_dir(&config.paths.data_dir, "data folder")?);
     steps.push(match ensure_private_key(&config.ssh.identity)? {
@@ -65,6 +68,12 @@ pub async fn run(config_arg: Option<&Path>, args: InitArgs) -> anyhow::Result<()
             }
             Step::Kept(what) => println!("exists   {what}"),
         }
+    }
+    if missing_scripts {
+        println!(
+            "note     no scripts/stdlib found ({SHARE_DIR} or the current folder): set [paths] scripts and stdlib in {}",
+            file.display()
+        );
     }
     if made == 0 {
         println!("nothing to do: everything a node needs is there (nothing was changed)");
@@ -114,19 +123,18 @@ fn write_config(file: &Path) -> anyhow::Result<Step> {
     Ok(Step::Made(format!("{}  configuration", file.display())))
 }
 
-/// Where the shipped scripts are: the packaged copy when installed, else the folder of
-/// this checkout (the current folder's `scripts/`), made absolute so the file works from
-/// anywhere.
-fn shipped(name: &str) -> String {
-    let packaged = Path::new("/usr/share/provhost").join(name);
+/// Where the packaged scripts and stdlib are (the Debian package's `/usr/share/provhost`).
+pub const SHARE_DIR: &str = "/usr/share/provhost";
+
+/// Where the shipped `name` folder (`scripts`, `stdlib`) is: the packaged copy when
+/// installed, else the current folder's (a checkout), made absolute so the file works
+/// from anywhere; `None` when neither exists.
+fn shipped(name: &str) -> Option<PathBuf> {
+    let packaged = Path::new(SHARE_DIR).join(name);
     if packaged.is_dir() {
-        return packaged.display().to_string();
+        return Some(packaged);
     }
-    let local = Path::new(name);
-    local
-        .canonicalize()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| name.to_string())
+    Path::new(name).canonicalize().ok().filter(|p| p.is_dir())
 }
 
 /// A new configuration file: the packaged locations for /etc/provhost/provhost.toml,
@@ -158,8 +166,8 @@ pub fn template(file: &Path) -> String {
          [daemon]\n\
          # This node's managementnode.hostname; empty: the machine's host name.\n\
          node = \"\"\n",
-        scripts = shipped("scripts"),
-        stdlib = shipped("stdlib"),
+        scripts = shipped("scripts").unwrap_or_else(|| "scripts".into()).display().to_string(),
+        stdlib = shipped("stdlib").unwrap_or_else(|| "stdlib".into()).display().to_string(),
     )
 }
 

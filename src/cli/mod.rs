@@ -232,13 +232,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "provhost",
-                &mut std::io::stdout(),
-            );
-            return Ok(ExitCode::SUCCESS);
+            use std::io::Write as _;
+            // Into memory first: clap_complete panics on a failed write; a closed pipe
+            // (`| head`) is no error for us.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "provhost", &mut script);
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&script).and_then(|()| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    anyhow::bail!("writing the completions to standard output: {e}")
+                }
+                _ => return Ok(ExitCode::SUCCESS),
+            }
         }
         // Copies made by routines this command runs get progress bars at a terminal (the
         // daemon's copies only log).
