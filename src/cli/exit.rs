@@ -42,6 +42,9 @@ pub fn code(e: &anyhow::Error) -> u8 {
         {
             return USAGE;
         }
+        if let Some(k) = cause.downcast_ref::<provhost::image::key::KeyError>() {
+            return if k.refused { USAGE } else { FAILED };
+        }
         if let Some(d) = cause.downcast_ref::<DbError>() {
             return db_code(d);
         }

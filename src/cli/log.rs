@@ -93,7 +93,10 @@ async fn follow(
     let mut shown: HashSet<i64> = HashSet::new();
     let mut last_state = String::new();
     let mut pending = Some(first);
-    let mut interrupt = std::pin::pin!(tokio::signal::ctrl_c());
+    // Registered now, before the first line is printed: a Ctrl-C at any point after it
+    // ends the follow with its own exit code, never the default signal death.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| anyhow::anyhow!("listening for Ctrl-C: {e}"))?;
     loop {
         let entries = match pending.take() {
             Some(e) => e,
@@ -142,7 +145,7 @@ async fn follow(
         let wait = Duration::from_secs(args.interval).min(deadline - now);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = &mut interrupt => {
+            _ = interrupt.recv() => {
                 progress.finish();
                 eprintln!("interrupted: stopped following reservation {reservation}");
                 return Ok(ExitCode::from(INTERRUPTED));

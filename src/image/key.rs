@@ -10,6 +10,9 @@ use std::process::Command;
 pub struct KeyError {
     pub path: PathBuf,
     pub why: String,
+    /// The key or its folder is there but unusable as it is (open permissions, not a
+    /// file): the operator's fix, not something a retry changes.
+    pub refused: bool,
 }
 
 /// `<identity>.pub`, derived from the private key when only that exists, or a new ed25519
@@ -22,6 +25,7 @@ pub fn node_public_key(identity: &Path) -> Result<PathBuf, KeyError> {
     let err = |why: String| KeyError {
         path: identity.to_path_buf(),
         why: format!("{why} (or give --key FILE.pub)"),
+        refused: false,
     };
     if identity.is_file() {
         let out = Command::new("ssh-keygen")
@@ -81,15 +85,21 @@ pub fn ensure_private_key(identity: &Path) -> Result<KeyOutcome, KeyError> {
     let err = |why: String| KeyError {
         path: identity.to_path_buf(),
         why,
+        refused: false,
+    };
+    let refuse = |why: String| KeyError {
+        path: identity.to_path_buf(),
+        why,
+        refused: true,
     };
     let dir = identity
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     match std::fs::metadata(dir) {
-        Ok(m) if !m.is_dir() => return Err(err(format!("{} is not a folder", dir.display()))),
+        Ok(m) if !m.is_dir() => return Err(refuse(format!("{} is not a folder", dir.display()))),
         Ok(m) if m.permissions().mode() & GROUP_OTHER != 0 && identity.is_file() => {
-            return Err(err(format!(
+            return Err(refuse(format!(
                 "its folder {} is open to group or others (mode {:o}); fix with: chmod 700 {}",
                 dir.display(),
                 m.permissions().mode() & 0o777,
@@ -105,12 +115,12 @@ pub fn ensure_private_key(identity: &Path) -> Result<KeyOutcome, KeyError> {
     }
     match std::fs::symlink_metadata(identity) {
         Ok(m) if !m.is_file() => {
-            return Err(err(
-                "exists and is not a regular file; it is left as it is".into()
+            return Err(refuse(
+                "exists and is not a regular file; it is left as it is".into(),
             ))
         }
         Ok(m) if m.permissions().mode() & GROUP_OTHER != 0 => {
-            return Err(err(format!(
+            return Err(refuse(format!(
                 "is open to group or others (mode {:o}); fix with: chmod 600 {}",
                 m.permissions().mode() & 0o777,
                 identity.display()
