@@ -2,8 +2,11 @@
 //! makes, modes, idempotence, refusals), `completions`, `log --follow` (to the request's
 //! end, `--timeout`, Ctrl-C, an unknown id), and `serve` under a stand-in for systemd — a
 //! real datagram socket as `NOTIFY_SOCKET`, stderr a file named by `JOURNAL_STREAM` — with
-//! READY/RELOADING/STOPPING, a SIGHUP reload and journal-style log lines. Real SQLite,
-//! real sim-module flows.
+//! READY/RELOADING/STOPPING, a SIGHUP reload and journal-style log lines; progress drawn
+//! under a real pseudo-terminal (`script`) and plain lines in a pipe. Real SQLite, real
+//! sim-module flows.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -155,10 +158,10 @@ fn init_makes_config_data_key_and_database_once_and_then_changes_nothing() {
     let text = shown(&out);
     assert!(out.status.success(), "{text}");
     for made in [
-        "created  ".to_string() + &d + "/provhost.toml  configuration",
-        "created  ".to_string() + &d + "/data  data folder (0700)",
-        "created  ".to_string() + &d + "/data/ssh/id_ed25519  the management node's SSH key",
-        "created  ".to_string() + &d + "/data/provhost.db  SQLite database",
+        format!("created  {d}/provhost.toml  configuration"),
+        format!("created  {d}/data  data folder (0700)"),
+        format!("created  {d}/data/ssh/id_ed25519  the management node's SSH key"),
+        format!("created  {d}/data/provhost.db  SQLite database"),
     ] {
         assert!(text.contains(&made), "{made:?} in {text}");
     }
@@ -419,4 +422,107 @@ fn serve_under_systemd_notifies_reloads_on_sighup_and_logs_for_the_journal() {
         "{logged}"
     );
     assert!(logged.contains("a restart would fail"), "{logged}");
+}
+
+/// `args` run by `script` under a pseudo-terminal (stdin, stdout and stderr a TTY); the
+/// exit code and everything the terminal got.
+fn at_terminal(cwd: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let line = std::iter::once(env!("CARGO_BIN_EXE_provhost"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(cwd)
+        .env_remove("PROVHOST_CONFIG")
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script (util-linux)");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn progress_is_drawn_at_a_terminal_and_plain_lines_go_to_pipes() {
+    use common::scripts::{provisioning, ScriptDir};
+    let dir = ScriptDir::new();
+    dir.write(
+        "provisioning/p.rhai",
+        provisioning(
+            "p",
+            "1",
+            "fn copy_big(ctx, src, dst) { scp_between(local_host(), src, local_host(), dst) }",
+        ),
+    );
+    let base = dir.scripts.parent().expect("parent").to_path_buf();
+    let cfg = base.join("provhost.toml");
+    std::fs::write(
+        &cfg,
+        "[paths]\nscripts = \"scripts\"\nstdlib = \"stdlib\"\n",
+    )
+    .expect("cfg");
+    let cfg = cfg.to_string_lossy().into_owned();
+    let src = base.join("big.bin");
+    std::fs::write(&src, vec![7u8; 8 << 20]).expect("src");
+    let src = src.to_string_lossy().into_owned();
+
+    // A pipe: a line at the start and at the quarters, no control codes.
+    let dst = base.join("copy1.bin").to_string_lossy().into_owned();
+    let out = provhost(
+        &base,
+        &["--config", &cfg, "call", "p", "copy_big", &src, &dst],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{}", shown(&out));
+    assert!(err.contains(&format!("copy {dst}: 8388608 bytes")), "{err}");
+    assert!(
+        err.contains(&format!("copy {dst}: 100% (8388608 of 8388608 bytes)")),
+        "{err}"
+    );
+    assert!(!err.contains('\x1b'), "{err}");
+    assert_eq!(std::fs::metadata(&dst).expect("copied").len(), 8 << 20);
+
+    // A terminal: the bar instead of the lines.
+    let dst2 = base.join("copy2.bin").to_string_lossy().into_owned();
+    let (code, screen) = at_terminal(
+        &base,
+        &["--config", &cfg, "call", "p", "copy_big", &src, &dst2],
+    );
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(
+        !screen.contains("copy ") || !screen.contains("% ("),
+        "no plain progress lines at a terminal: {screen}"
+    );
+    assert_eq!(std::fs::metadata(&dst2).expect("copied").len(), 8 << 20);
+
+    // A long wait at a terminal: a spinner with the request's state, redrawn in place.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let node_cfg = sim_node(tmp.path());
+    new_request(tmp.path(), &node_cfg);
+    let (code, screen) = at_terminal(
+        tmp.path(),
+        &[
+            "--config",
+            &node_cfg,
+            "log",
+            "1",
+            "--follow",
+            "--timeout",
+            "2",
+        ],
+    );
+    assert_eq!(code, Some(1), "{screen}");
+    assert!(
+        screen.contains("following reservation 1: request 1 new ["),
+        "{screen}"
+    );
+    assert!(
+        screen.contains('\x1b'),
+        "drawn with control codes: {screen:?}"
+    );
+    assert!(screen.contains("still new after 2 s"), "{screen}");
 }

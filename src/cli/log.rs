@@ -87,8 +87,7 @@ async fn follow(
     first: Vec<loadlog::LoadLogEntry>,
 ) -> anyhow::Result<ExitCode> {
     let reservation = args.reservation;
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.timeout);
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let progress = Progress::spinner(&format!("following reservation {reservation}"));
     let mut shown: HashSet<i64> = HashSet::new();
     let mut last_state = String::new();
@@ -139,8 +138,7 @@ async fn follow(
             );
         }
         progress.set_message(&format!(
-            "reservation {reservation}: request {request} {described}, following for {}",
-            super::progress::elapsed(started.elapsed())
+            "following reservation {reservation}: request {request} {described}"
         ));
         let wait = Duration::from_secs(args.interval).min(deadline - now);
         tokio::select! {

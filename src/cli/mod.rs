@@ -245,9 +245,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 _ => return Ok(ExitCode::SUCCESS),
             }
         }
-        // Copies made by routines this command runs get progress bars at a terminal (the
-        // daemon's copies only log).
-        Command::Call(_) | Command::Demo { .. } => progress::CopyProgress::install(),
+        // Copies made by the routine `call` runs get progress bars at a terminal. Not the
+        // demo (it prints its timeline to stdout as it goes, which a redrawn bar would
+        // overwrite) nor the daemon (its copies are logged).
+        Command::Call(_) => progress::CopyProgress::install(),
         _ => {}
     }
     let config = Config::load(cli.config.as_deref())?;

@@ -17,16 +17,6 @@ pub fn drawn() -> bool {
     std::io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb")
 }
 
-/// `1m 05s`, `42s`.
-pub fn elapsed(d: Duration) -> String {
-    let s = d.as_secs();
-    if s >= 60 {
-        format!("{}m {:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
 /// A spinner with a message and the elapsed time (at a terminal), or nothing but the
 /// lines printed through it (elsewhere).
 pub struct Progress {
@@ -206,12 +196,6 @@ impl Steps {
 mod tests {
     use super::*;
     use provhost::prim::scp::CopyObserver;
-
-    #[test]
-    fn elapsed_reads_as_minutes_and_seconds() {
-        assert_eq!(elapsed(Duration::from_secs(42)), "42s");
-        assert_eq!(elapsed(Duration::from_secs(65)), "1m 05s");
-    }
 
     #[test]
     fn without_a_terminal_a_spinner_draws_nothing() {
