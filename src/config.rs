@@ -1,7 +1,9 @@
 //! `provhost.toml`: where scripts live, sandbox limits, and (as later parts arrive) the
 //! database and SSH settings. Every setting has a default that makes the embedded setup
-//! work, so no file is needed to start. Relative paths are taken from the config file's
-//! folder (or the current folder when there is no file).
+//! work, so no file is needed to start. The file is `--config` / `PROVHOST_CONFIG`, else
+//! `./provhost.toml`, else the packaged `/etc/provhost/provhost.toml` ([`Config::locate`]).
+//! Relative paths are taken from the config file's folder (or the current folder when
+//! there is no file).
 //!
 //! Every duration and count is checked at load against its allowed range ([`Bound`];
 //! durations at most [`MAX_SECS`], a year): a value that would overflow a deadline or

@@ -23,9 +23,11 @@ pub const HELP: &str = "Exit codes:
   2  usage: wrong command line, or input refused (no such id or name, finished request,
      duplicate, invalid address or name, missing config or database file)
   3  `provhost check` found errors in the scripts
+  130  `provhost log --follow` stopped by Ctrl-C
 
-Relative paths in a config file (--config, PROVHOST_CONFIG, ./provhost.toml) are taken from
-the file's folder; without a file, from the current folder.";
+The config file is --config, else PROVHOST_CONFIG, else ./provhost.toml, else
+/etc/provhost/provhost.toml (each when it exists). Relative paths in a config file are
+taken from the file's folder; without a file, from the current folder.";
 
 /// Input the command refuses before (or instead of) touching anything.
 #[derive(Debug, thiserror::Error)]
