@@ -2,7 +2,8 @@
 //! test suite built (a dev-profile build, passed with `--no-build`: building a release
 //! binary again would take minutes), `dpkg -i` installs it, `provhost --version`,
 //! `provhost check` (reading /etc/provhost/provhost.toml, scripts from
-//! /usr/share/provhost) and `provhost init --dir` run from the installed paths, and
+//! /usr/share/provhost), `provhost init --dir` and — where /var/lib/provhost is empty —
+//! `provhost init` on the packaged layout run from the installed paths, and
 //! `dpkg --purge` removes it again — also when an assertion fails — leaving the machine as
 //! it was. Needs root, dpkg and cargo-deb (`tools/install-deps.sh` installs it).
 
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const PACKAGE: &str = "provhost";
+const DATA: &str = "/var/lib/provhost";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -40,10 +42,25 @@ fn installed() -> bool {
 /// assertion leaves the machine as it was.
 struct Installed {
     had: Vec<(PathBuf, u32)>,
+    /// /var/lib/provhost was absent or empty before: what the test's `provhost init` put
+    /// there is removed again.
+    clear_data: bool,
 }
 
 impl Drop for Installed {
     fn drop(&mut self) {
+        if self.clear_data {
+            if let Ok(entries) = std::fs::read_dir(DATA) {
+                for e in entries.flatten() {
+                    let p = e.path();
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(&p)
+                    } else {
+                        std::fs::remove_file(&p)
+                    };
+                }
+            }
+        }
         let out = run(Command::new("dpkg").args(["--purge", PACKAGE]));
         if !out.status.success() {
             eprintln!("dpkg --purge {PACKAGE} failed: {}", text(&out));
@@ -144,7 +161,11 @@ fn the_deb_installs_runs_check_and_init_from_the_installed_paths_and_purges_clea
                 .map(|m| (PathBuf::from(d), m.permissions().mode() & 0o7777))
         })
         .collect();
-    let guard = Installed { had: had.clone() };
+    let clear_data = std::fs::read_dir(DATA).map_or(true, |mut d| d.next().is_none());
+    let guard = Installed {
+        had: had.clone(),
+        clear_data,
+    };
     let out = run(Command::new("dpkg").arg("-i").arg(&deb));
     assert!(out.status.success(), "dpkg -i: {}", text(&out));
     assert!(installed());
@@ -199,6 +220,54 @@ fn the_deb_installs_runs_check_and_init_from_the_installed_paths_and_purges_clea
         "check with init's config: {}",
         text(&out)
     );
+
+    // `sudo provhost init` on the packaged layout: the key and the database in
+    // /var/lib/provhost — only where that folder held nothing before (an operator's data
+    // is never touched, nor removed afterwards).
+    if clear_data {
+        let out = installed_bin(&["init"]);
+        let said = text(&out);
+        assert!(out.status.success(), "provhost init: {said}");
+        assert!(
+            said.contains("exists   /etc/provhost/provhost.toml  configuration"),
+            "{said}"
+        );
+        assert!(
+            said.contains("created  /var/lib/provhost/ssh/id_ed25519"),
+            "{said}"
+        );
+        assert!(
+            said.contains("created  /var/lib/provhost/provhost.db  SQLite database"),
+            "{said}"
+        );
+        let key = Path::new("/var/lib/provhost/ssh/id_ed25519");
+        assert_eq!(
+            std::fs::metadata(key).expect("key").permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata("/var/lib/provhost/ssh")
+                .expect("ssh dir")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
+        let out = installed_bin(&["init"]);
+        assert!(
+            out.status.success() && text(&out).contains("nothing to do"),
+            "second init: {}",
+            text(&out)
+        );
+        let out = installed_bin(&["node", "list"]);
+        assert!(
+            out.status.success(),
+            "node list on the packaged database: {}",
+            text(&out)
+        );
+    } else {
+        eprintln!("{DATA} holds files: the packaged `provhost init` was not run (nothing there is touched)");
+    }
 
     // The unit is valid for this machine's systemd (when systemd-analyze is here).
     if Path::new("/usr/bin/systemd-analyze").exists() {
