@@ -203,6 +203,31 @@ fn the_deb_installs_runs_check_and_init_from_the_installed_paths_and_purges_clea
     );
     assert!(shown.contains(" 0 error(s)"), "{shown}");
 
+    // ./provhost.toml comes before /etc/provhost/provhost.toml: a folder with its own
+    // file (scripts: one broken module) is checked instead of the packaged scripts.
+    let local = cwd.path().join("local");
+    std::fs::create_dir_all(local.join("scripts/os")).expect("mkdir");
+    std::fs::write(
+        local.join("scripts/os/broken.rhai"),
+        "const MODULE = #{ kind: \"os\", name: \"broken\", version: \"1\" };\nfn post_load(ctx) {\n",
+    )
+    .expect("write");
+    std::fs::write(
+        local.join("provhost.toml"),
+        "[paths]\nscripts = \"scripts\"\n",
+    )
+    .expect("write");
+    let out = run(Command::new("/usr/bin/provhost")
+        .arg("check")
+        .current_dir(&local)
+        .env_remove("PROVHOST_CONFIG"));
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("broken.rhai") && !said.contains("/usr/share/provhost"),
+        "{said}"
+    );
+
     // `init --dir` with the installed binary points the new node at the packaged scripts.
     let node = cwd.path().join("node");
     let node_s = node.to_string_lossy().into_owned();
