@@ -16,6 +16,7 @@ test: deps
 lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
 
 # The Debian package target/debian/provhost_VERSION-1_ARCH.deb (release build): binary,
 # scripts, stdlib, systemd unit, /etc/provhost/provhost.toml, completions, docs

@@ -65,6 +65,7 @@ fn the_example_site_hooks_pass_check() {
         "site/login_banner",
         "site/install_package",
         "site/image_timezone",
+        "site/audit_log",
     ] {
         assert!(stdout.contains(hook), "{stdout}");
     }

@@ -17,6 +17,15 @@ async fn full_lifecycle(backend: Backend) {
     let Some(rig) = Rig::new(backend, 1, RECORDING_OS, 0.3).await else {
         return;
     };
+    // A site module with reclaim hooks: the reclaim timeline says they ran.
+    rig.scripts.write(
+        "site/tidy.rhai",
+        r#"const MODULE = #{ kind: "site", name: "tidy", version: "1" };
+fn sanitize(ctx) { true }
+fn post_reservation(ctx) { true }"#,
+    );
+    let errors = rig.host.load_all();
+    assert!(errors.is_empty(), "{errors:?}");
     let (daemon, stop) = rig.spawn(rig.config()).await;
     let computer = rig.world.computers[0];
     let c = rig.request("lab1.test", "debian12").await;
@@ -79,6 +88,29 @@ async fn full_lifecycle(backend: Backend) {
             it.any(|n| n == want),
             "load-log lacks {want} in order: {names:?}"
         );
+    }
+    // Every reclaim step leaves a load-log entry (VCL's `info`, "reclaim: …"), in order, so
+    // the timeline shows the user was removed.
+    let log = rig.log(c.reservation_id).await;
+    let reclaim_start = log
+        .iter()
+        .rposition(|(n, _)| n == "timeout")
+        .expect("reclaim's timeout entry");
+    let reclaim: Vec<&str> = log[reclaim_start..]
+        .iter()
+        .filter(|(n, i)| n == "info" && i.starts_with("reclaim: "))
+        .map(|(_, i)| i.as_str())
+        .collect();
+    let want = [
+        "reclaim: user access to lab1 revoked (was open to 192.0.2.7)",
+        "reclaim: user ann deleted from lab1",
+        "reclaim: lab1 sanitized",
+        "reclaim: site hooks sanitize ran (site/tidy)",
+        "reclaim: site hooks post_reservation ran (site/tidy)",
+    ];
+    assert_eq!(reclaim.len(), want.len(), "{log:?}");
+    for (got, want) in reclaim.iter().zip(want) {
+        assert!(got.starts_with(want), "{got:?} is not {want:?}…: {log:?}");
     }
     let calls = rig
         .computer_var(computer, "os_calls")

@@ -126,6 +126,12 @@ async fn lab_host_user_and_firewall_follow_the_reservation(backend: Backend) {
     );
     let log = rig.log(c.reservation_id).await;
     assert!(log.iter().all(|(n, _)| n != "failed"), "{log:?}");
+    // The reclaim timeline says the user was removed.
+    assert!(
+        log.iter().any(|(n, i)| n == "info"
+            && i.starts_with(&format!("reclaim: user {login} deleted from lab1"))),
+        "{log:?}"
+    );
     let _ = stop.send(());
     daemon.await.expect("daemon");
 }

@@ -387,7 +387,10 @@ fn retrieve_image_copies_from_another_nodes_library_and_checks_the_sums() {
             limits: Limits::default(),
         },
         &[
-            Arc::new(provhost::prim::remote::RemotePrims::new(peer.config())),
+            Arc::new(provhost::prim::remote::RemotePrims::new(SshConfig {
+                local_vmhost: "local".into(),
+                ..peer.config()
+            })),
             Arc::new(VmnetPrims::new(Default::default())),
             Arc::new(VmPrims::new(vm, &library)),
         ],

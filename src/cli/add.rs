@@ -1,10 +1,13 @@
-//! `provhost add user|image|computer`: what an operator (or VCL's web front end) enters
-//! before requests can be made.
+//! `provhost add user|image|computer|provisioning|os`: what an operator (or VCL's web
+//! front end) enters before requests can be made, and the rows that register a module
+//! script as VCL knows modules.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use clap::Subcommand;
 use provhost::db::inventory::{self, NewComputer};
+use provhost::db::modules::{self, NewModuleRow};
 use provhost::db::OpenMode;
 use provhost::host::modmap::ModuleRow;
 use provhost::host::{Kind, ScriptHost};
@@ -30,6 +33,65 @@ pub enum AddCommand {
         /// Numeric uid to create the account with on computers (default: the OS picks).
         #[arg(long)]
         uid: Option<i64>,
+        /// An OpenSSH public key file (`~/.ssh/id_ed25519.pub`; several keys, one per
+        /// line, are fine); repeat for more files. Sets `user.sshpublickeys` and
+        /// `usepublickeys = 1`: the keys are installed for the user on their computers.
+        #[arg(long = "ssh-key", value_name = "FILE")]
+        ssh_keys: Vec<PathBuf>,
+        #[command(flatten)]
+        url: UrlArg,
+    },
+    /// A provisioning module: a `provisioning` row (what `add computer --provisioning`
+    /// names) and the `module` row it points at, as VCL registers its Perl modules. The
+    /// script serving it is `scripts/provisioning/NAME.rhai` (docs/modules.md).
+    Provisioning {
+        /// `provisioning.name`: 1-30 of a-z, 0-9, `_`, `-`.
+        name: String,
+        /// `module.name` (default `provisioning_NAME`); an existing module row of that
+        /// name is used as it is.
+        #[arg(long)]
+        module_name: Option<String>,
+        /// `provisioning.prettyname` (default: the name).
+        #[arg(long)]
+        pretty: Option<String>,
+        /// `module.perlpackage` (default: none, a module only provhost serves); e.g.
+        /// `VCL::Module::Provisioning::VMware::VMware` for a port of a VCL module.
+        #[arg(long)]
+        perl_package: Option<String>,
+        /// Do not look for the script here (it lives on another management node).
+        #[arg(long)]
+        no_script_check: bool,
+        #[command(flatten)]
+        url: UrlArg,
+    },
+    /// An OS: an `OS` row (what `add image --os` names) and the `module` row it points
+    /// at. The script serving it is `scripts/os/…` as the module row maps
+    /// (docs/modules.md): `--module-name os_linux` reuses the Linux module.
+    Os {
+        /// `OS.name`: 1-20 of a-z, 0-9, `_`, `-`, `.`.
+        name: String,
+        /// `OS.type`: a row of the `OStype` table (`linux`, `windows`, `unix`, `osx`).
+        #[arg(long = "type")]
+        os_type: String,
+        /// `module.name` (default `os_NAME`); an existing module row of that name (e.g.
+        /// `os_linux`) is used as it is.
+        #[arg(long)]
+        module_name: Option<String>,
+        /// `OS.prettyname` (default: the name).
+        #[arg(long)]
+        pretty: Option<String>,
+        /// `module.perlpackage` for a new module row (default: none).
+        #[arg(long)]
+        perl_package: Option<String>,
+        /// `OS.installtype` (default `image`, what provhost's modules load).
+        #[arg(long, default_value = "image")]
+        installtype: String,
+        /// `OS.minram` in MB.
+        #[arg(long, default_value_t = 512)]
+        minram: i64,
+        /// Do not look for the script here (it lives on another management node).
+        #[arg(long)]
+        no_script_check: bool,
         #[command(flatten)]
         url: UrlArg,
     },
@@ -82,14 +144,128 @@ pub enum AddCommand {
 /// Run `provhost add …`.
 pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
     match cmd {
-        AddCommand::User { login, uid, url } => {
+        AddCommand::User {
+            login,
+            uid,
+            ssh_keys,
+            url,
+        } => {
             check_login(&login)?;
             if let Some(u) = uid.filter(|u| !(1..=i64::from(u32::MAX)).contains(u)) {
                 return Err(Refused(format!("--uid {u}: a uid is 1 to {}", u32::MAX)).into());
             }
+            // Every key file is read and checked before anything is written.
+            let keys = if ssh_keys.is_empty() {
+                None
+            } else {
+                Some(super::sshkey::read_keys(&ssh_keys)?)
+            };
             let db = open_db(&url.resolve(config), OpenMode::Existing).await?;
             let id = inventory::add_user(&db, &login, uid).await?;
-            println!("user {id}: {login}");
+            match &keys {
+                Some(keys) => {
+                    inventory::set_user_ssh_keys(&db, &login, keys).await?;
+                    println!(
+                        "user {id}: {login}, {} SSH public key(s) (usepublickeys = 1)",
+                        keys.lines().count()
+                    );
+                }
+                None => println!("user {id}: {login}"),
+            }
+            db.close().await;
+        }
+        AddCommand::Provisioning {
+            name,
+            module_name,
+            pretty,
+            perl_package,
+            no_script_check,
+            url,
+        } => {
+            check_row_name("provisioning name", &name, 30, false)?;
+            let module = new_module_row(Kind::Provisioning, &name, module_name, perl_package)?;
+            let pretty = pretty.unwrap_or_else(|| name.clone());
+            check_text("--pretty", &pretty, 70)?;
+            let db = open_db(&url.resolve(config), OpenMode::Existing).await?;
+            let row = module_row_to_check(&db, &module).await?;
+            if !no_script_check {
+                let problems = script_problem(config, Kind::Provisioning, ScriptFor::Row(&row));
+                refuse_if(
+                    &format!("provisioning {name}"),
+                    problems.into_iter().collect(),
+                )?;
+            }
+            let r = modules::add_provisioning(&db, &name, &pretty, &module).await?;
+            println!(
+                "provisioning {}: {name} ({pretty:?}) → {}{}",
+                r.id,
+                r.module,
+                if r.module_created {
+                    ", new"
+                } else {
+                    ", existing"
+                }
+            );
+            println!("{}", mapping_line(config, Kind::Provisioning, &r.module));
+            println!("add computers with `provhost add computer HOST --ip ADDRESS --provisioning {name}`");
+            db.close().await;
+        }
+        AddCommand::Os {
+            name,
+            os_type,
+            module_name,
+            pretty,
+            perl_package,
+            installtype,
+            minram,
+            no_script_check,
+            url,
+        } => {
+            check_row_name("OS name", &name, 20, true)?;
+            check_row_name("--installtype", &installtype, 30, false)?;
+            if !(1..=16_777_215).contains(&minram) {
+                return Err(
+                    Refused(format!("--minram {minram}: OS.minram is 1 to 16777215 MB")).into(),
+                );
+            }
+            let module = new_module_row(Kind::Os, &name, module_name, perl_package)?;
+            let pretty = pretty.unwrap_or_else(|| name.clone());
+            check_text("--pretty", &pretty, 64)?;
+            let db = open_db(&url.resolve(config), OpenMode::Existing).await?;
+            let types = modules::os_types(&db).await?;
+            if !types.contains(&os_type) {
+                return Err(Refused(format!(
+                    "not adding OS {name}: --type {os_type} is not a row of the OStype table; use one of: {}",
+                    types.join(", ")
+                ))
+                .into());
+            }
+            let row = module_row_to_check(&db, &module).await?;
+            if !no_script_check {
+                let problems = script_problem(config, Kind::Os, ScriptFor::Row(&row));
+                refuse_if(&format!("OS {name}"), problems.into_iter().collect())?;
+            }
+            let os = modules::NewOs {
+                name: name.clone(),
+                prettyname: pretty.clone(),
+                os_type,
+                installtype,
+                minram,
+            };
+            let r = modules::add_os(&db, &os, &module).await?;
+            println!(
+                "OS {}: {name} ({pretty:?}, type {}) → {}{}",
+                r.id,
+                os.os_type,
+                r.module,
+                if r.module_created {
+                    ", new"
+                } else {
+                    ", existing"
+                }
+            );
+            println!("{}", mapping_line(config, Kind::Os, &r.module));
+            println!("add images with `provhost add image NAME --os {name}`");
             db.close().await;
         }
         AddCommand::Image {
@@ -108,7 +284,7 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
             let mut problems = Vec::new();
             match &found {
                 None => problems.push(format!(
-                    "the database has no OS {os:?} (OS.name or OS.prettyname; it has: {}); VCL's web front end or SQL adds one",
+                    "the database has no OS {os:?} (OS.name or OS.prettyname; it has: {}); register it with `provhost add os {os} --type linux` (--module-name os_linux to use the Linux module)",
                     oses.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
                 )),
                 Some(o) if o.module.is_empty() => problems.push(format!(
@@ -165,7 +341,7 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
             let mut problems = Vec::new();
             if row.is_none() {
                 problems.push(format!(
-                    "the database has no provisioning {provisioning:?} (provisioning.name; it has: {}); VCL's web front end or SQL adds one",
+                    "the database has no provisioning {provisioning:?} (provisioning.name; it has: {}); register it with `provhost add provisioning {provisioning}`",
                     rows.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
                 ));
             }
@@ -213,6 +389,114 @@ fn os_mapping(config: &Config, o: &inventory::OsRow) -> String {
         None => "no script (docs/modules.md says how rows map to scripts)".into(),
     };
     format!("OS {} ({:?}) → {row} → {script}", o.name, o.prettyname)
+}
+
+/// The module row `add provisioning|os NAME` points at: `--module-name` (default
+/// `KIND_NAME`) with `--perl-package`; its description names the script its name maps to,
+/// as the seeded rows do (`scripts/provisioning/qemu.rhai`).
+fn new_module_row(
+    kind: Kind,
+    name: &str,
+    module_name: Option<String>,
+    perl_package: Option<String>,
+) -> Result<NewModuleRow, Refused> {
+    let module_name = module_name.unwrap_or_else(|| format!("{kind}_{name}"));
+    check_row_name("--module-name", &module_name, 30, false)?;
+    let perlpackage = perl_package.unwrap_or_default();
+    if !perlpackage.is_empty() {
+        check_perl_package(&perlpackage)?;
+    }
+    let script = format!(
+        "scripts/{kind}/{}.rhai",
+        module_name
+            .strip_prefix(&format!("{kind}_"))
+            .unwrap_or(&module_name)
+    );
+    Ok(NewModuleRow {
+        prettyname: format!("{name} {kind} module (provhost)"),
+        description: script,
+        name: module_name,
+        perlpackage,
+    })
+}
+
+/// The module row the new row will point at, as the script mapping sees it: the
+/// existing row of that name, or the one about to be created (id 0).
+async fn module_row_to_check(
+    db: &provhost::db::Db,
+    module: &NewModuleRow,
+) -> anyhow::Result<ModuleRow> {
+    Ok(match modules::module_named(db, &module.name).await? {
+        Some(found) => found,
+        None => ModuleRow {
+            id: 0,
+            name: module.name.clone(),
+            perl_package: module.perlpackage.clone(),
+        },
+    })
+}
+
+/// Which script serves a module row, in one line.
+fn mapping_line(config: &Config, kind: Kind, row: &ModuleRow) -> String {
+    let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(config));
+    let _ = host.load_all();
+    match host.map_module_row(kind, row) {
+        Some(m) => format!(
+            "{row} → {}",
+            config
+                .paths
+                .scripts
+                .join(m.key.0.as_str())
+                .join(format!("{}.rhai", m.key.1))
+                .display()
+        ),
+        None => {
+            format!("{row} names no {kind} script (docs/modules.md says how rows map to scripts)")
+        }
+    }
+}
+
+/// A name column of VCL's module tables: 1 to `max` of a-z, 0-9, `_`, `-` (and `.` when
+/// `dots`), starting with a letter or digit.
+fn check_row_name(what: &str, name: &str, max: usize, dots: bool) -> Result<(), Refused> {
+    let bad = |why: String| Err(Refused(format!("{what} {name:?}: {why}")));
+    if name.is_empty() {
+        return bad("empty".into());
+    }
+    if name.len() > max {
+        return bad(format!("longer than {max} characters (VCL's column)"));
+    }
+    if let Some(c) = name.chars().find(|c| {
+        !(c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(c, '_' | '-')
+            || (dots && *c == '.'))
+    }) {
+        return bad(format!(
+            "{c:?} is not allowed; use a-z, 0-9, '_', '-'{}",
+            if dots { ", '.'" } else { "" }
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        return bad("must start with a letter or a digit".into());
+    }
+    Ok(())
+}
+
+/// A Perl package name: `Word::Word…` of letters, digits and `_`, at most 150 characters.
+fn check_perl_package(p: &str) -> Result<(), Refused> {
+    let ok = p.len() <= 150
+        && p.split("::").all(|part| {
+            part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Refused(format!(
+            "--perl-package {p:?} is not a Perl package name (e.g. VCL::Module::Provisioning::VMware::VMware, at most 150 characters)"
+        )))
+    }
 }
 
 /// Nothing is added when anything is wrong: every problem in one message.

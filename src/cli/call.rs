@@ -1,5 +1,7 @@
 //! `provhost call MODULE ROUTINE [ARGS…]`: run one routine by hand with a `ctx` built from
-//! a fixture, and print what it returned as JSON.
+//! a fixture, and print what it returned as JSON. The computer's variables and the
+//! notes are kept between calls in a state file (`host::fixture::CallState`), so `call …
+//! load` then `call … node_status` see the same computer.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,9 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use provhost::host::{
-    CallOptions, Ctx, HostError, MemoryBackend, ModuleKey, ReservationData, ScriptHost,
-};
+use provhost::host::fixture::{CallState, Fixture};
+use provhost::host::{CallOptions, Ctx, HostError, MemoryBackend, ModuleKey, ScriptHost};
 use provhost::Config;
 
 use super::exit::Refused;
@@ -25,6 +26,18 @@ pub struct CallArgs {
     /// Reservation fixture (TOML or JSON) to build `ctx` from; default: an empty one.
     #[arg(long)]
     ctx: Option<PathBuf>,
+    /// Where computer variables and notes are kept between calls (default:
+    /// `<data_dir>/call-state/computer-<computer_id>.json`).
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Start from the fixture's `computer_vars` and `notes` (or none), not from what
+    /// earlier calls left.
+    #[arg(long)]
+    reset_state: bool,
+    /// Neither read nor write a state file: the call starts from the fixture and leaves
+    /// nothing behind.
+    #[arg(long, conflicts_with_all = ["state", "reset_state"])]
+    no_state: bool,
     /// Deadline for the call in seconds (default: scripts.call_timeout_secs).
     #[arg(long)]
     timeout: Option<u64>,
@@ -76,6 +89,9 @@ pub async fn run(config: &Config, a: CallArgs) -> anyhow::Result<ExitCode> {
         module,
         routine,
         ctx: ctx_file,
+        state,
+        reset_state,
+        no_state,
         timeout,
         args,
     } = a;
@@ -85,12 +101,53 @@ pub async fn run(config: &Config, a: CallArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {e}");
     }
     let key = resolve(&host, &module, &routine)?;
-    let data = match &ctx_file {
-        Some(f) => Ctx::data_from_file(f)?,
-        None => ReservationData::default(),
+    let fixture = match &ctx_file {
+        Some(f) => Fixture::from_file(f)?,
+        None => Fixture::default(),
+    };
+    let computer_id = fixture.data.computer_id;
+    let state_path = (!no_state).then(|| {
+        state.unwrap_or_else(|| CallState::default_path(&config.paths.data_dir, computer_id))
+    });
+    // What earlier calls left, unless asked to start afresh: then the fixture's tables.
+    let earlier = match &state_path {
+        Some(p) if !reset_state => CallState::read(p)?,
+        _ => None,
+    };
+    let start = match earlier {
+        Some(s) if s.computer_id != computer_id => {
+            return Err(Refused(format!(
+                "state file {} holds computer {}, not the fixture's computer {computer_id}; pass another --state, or --reset-state to start it afresh",
+                state_path.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                s.computer_id
+            ))
+            .into())
+        }
+        Some(s) => {
+            if let Some(p) = &state_path {
+                eprintln!(
+                    "state: {} variable(s), {} note(s) from {} (--reset-state starts from the fixture)",
+                    s.computer_vars.len(),
+                    s.notes.len(),
+                    p.display()
+                );
+            }
+            s
+        }
+        None => CallState {
+            computer_id,
+            computer_vars: fixture.computer_vars.clone(),
+            notes: fixture.notes.clone(),
+        },
     };
     let backend = Arc::new(MemoryBackend::default());
-    let ctx = Ctx::new(data, backend.clone());
+    backend.set_computer_vars(computer_id, &start.computer_vars);
+    let ctx = Ctx::new(fixture.data, backend.clone());
+    for (k, v) in &start.notes {
+        let v = rhai::serde::to_dynamic(v)
+            .map_err(|e| Refused(format!("note {k:?} cannot be given to a routine: {e}")))?;
+        ctx.set_note(k, v);
+    }
     let args = args
         .iter()
         .enumerate()
@@ -112,11 +169,35 @@ pub async fn run(config: &Config, a: CallArgs) -> anyhow::Result<ExitCode> {
         cancel: None,
     };
     let h = Arc::clone(&host);
+    let call_ctx = ctx.clone();
     let result = tokio::task::spawn_blocking(move || {
-        h.call(&key, &routine, takes_ctx.then_some(&ctx), args, &opts)
+        h.call(&key, &routine, takes_ctx.then_some(&call_ctx), args, &opts)
     })
     .await
     .context("routine thread")?;
+    // Kept whether the routine returned or threw: the daemon's variables are written as
+    // they are set, so a failed routine's changes stay too.
+    if let Some(p) = &state_path {
+        let notes = ctx
+            .notes()
+            .into_iter()
+            .map(|(k, v)| {
+                let json = rhai::serde::from_dynamic::<serde_json::Value>(&v)
+                    .unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+                (k.to_string(), json)
+            })
+            .collect();
+        let after = CallState {
+            computer_id,
+            computer_vars: backend.computer_vars(computer_id),
+            notes,
+        };
+        if after != start || reset_state {
+            after
+                .write(p)
+                .with_context(|| format!("keeping the call's state in {}", p.display()))?;
+        }
+    }
     let value = result?;
     let json: serde_json::Value = rhai::serde::from_dynamic(&value)
         .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));

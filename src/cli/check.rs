@@ -1,11 +1,17 @@
 //! `provhost check [PATH…]`: compile every module script and check it against the routine
-//! contract, listing every error (and what a daemon started now would serve instead).
+//! contract, listing every error (and what a daemon started now would serve instead);
+//! then, when the database is reachable, cross-check scripts and the `provisioning` /
+//! `OS` rows that name modules (warnings: a script no row names, a row no script serves).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use provhost::host::{HostOptions, ScriptHost};
+use provhost::db::OpenMode;
+use provhost::host::modmap::ModuleRow;
+use provhost::host::{HostOptions, Kind, ScriptHost};
 use provhost::Config;
+
+use super::UrlArg;
 
 /// Every `.rhai` file under `path` (or `path` itself), sorted; at most 4 folders deep.
 fn rhai_files(path: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -18,7 +24,11 @@ fn rhai_files(path: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Res
             .collect();
         entries.sort();
         for p in entries {
-            if p.is_dir() || p.extension().is_some_and(|e| e == "rhai") {
+            // Test files (`*.test.rhai`) are checked by `provhost test`, not as modules.
+            if p.is_dir()
+                || (p.extension().is_some_and(|e| e == "rhai")
+                    && !provhost::host::scripttest::is_test_file(&p))
+            {
                 rhai_files(&p, depth + 1, out)?;
             }
         }
@@ -28,7 +38,8 @@ fn rhai_files(path: &Path, depth: usize, out: &mut Vec<PathBuf>) -> std::io::Res
     Ok(())
 }
 
-pub fn run(config: &Config, paths: Vec<PathBuf>) -> ExitCode {
+pub async fn run(config: &Config, paths: Vec<PathBuf>, url: UrlArg) -> ExitCode {
+    let whole_folder = paths.is_empty();
     let opts: HostOptions = config.host_options();
     // The same primitive families as `serve`: module paths (`vm::`, `vmnet::`) resolve at compile time.
     let host = ScriptHost::new(opts.clone(), &provhost::primitive_families(config));
@@ -108,6 +119,11 @@ pub fn run(config: &Config, paths: Vec<PathBuf>) -> ExitCode {
     for n in &notes {
         println!("note   {n}");
     }
+    if whole_folder {
+        cross_check(config, &host, &url).await;
+    } else {
+        println!("note   the cross-check with the database's provisioning and OS rows runs when the whole scripts folder is checked (`provhost check` without paths)");
+    }
     println!("{ok} file(s) ok, {} error(s)", errors.len());
     if errors.is_empty() && !files.is_empty() {
         ExitCode::SUCCESS
@@ -124,4 +140,155 @@ pub fn run(config: &Config, paths: Vec<PathBuf>) -> ExitCode {
         }
         ExitCode::from(super::exit::CHECK_ERRORS)
     }
+}
+
+/// What a database row names: `provisioning NAME` or `OS NAME`, with its module row.
+struct Row {
+    kind: Kind,
+    name: String,
+    module: ModuleRow,
+    used: bool,
+}
+
+/// Compare the loaded provisioning and OS scripts with the database's rows, printing
+/// warnings; a database that cannot be opened skips it, saying why.
+async fn cross_check(config: &Config, host: &ScriptHost, url: &UrlArg) {
+    let url = url.resolve(config);
+    let shown = provhost::db::pool::redact_url(&url);
+    let (rows, modules) = match read_rows(&url).await {
+        Ok(r) => r,
+        Err(e) => {
+            println!(
+                "note   skipped the cross-check with the database's provisioning and OS rows: {} (--url or [database] url names the database)",
+                super::exit::message(&e)
+            );
+            return;
+        }
+    };
+    let mut served = std::collections::BTreeSet::new();
+    let mut unused_missing: Vec<String> = Vec::new();
+    let mut warnings = 0;
+    for r in &rows {
+        // VCL's `none` provisioning (base_module) is for VM hosts, never reserved.
+        if r.kind == Kind::Provisioning && r.module.name == "base_module" {
+            continue;
+        }
+        let what = if r.kind == Kind::Os {
+            "OS"
+        } else {
+            "provisioning"
+        };
+        let mapping = host.map_module_row(r.kind, &r.module);
+        match &mapping {
+            Some(m) if host.module(&m.key).is_some() => {
+                served.insert(m.key.clone());
+            }
+            _ if r.module.id == 0 => {
+                warnings += 1;
+                println!(
+                    "warning {what} {} names no module row ({}moduleid); point it at one, e.g. `provhost add {} NAME --module-name …` registers a new {what} with one",
+                    r.name,
+                    if r.kind == Kind::Os { "OS." } else { "provisioning." },
+                    r.kind
+                );
+            }
+            _ if !r.used => unused_missing.push(format!("{what} {}", r.name)),
+            Some(m) => {
+                warnings += 1;
+                println!(
+                    "warning {what} {} ({}) is used but no script serves it: {} does not exist or did not load{}",
+                    r.name,
+                    r.module,
+                    config.paths.scripts.join(m.key.0.as_str()).join(format!("{}.rhai", m.key.1)).display(),
+                    if r.kind == Kind::Os { "; its images fail to load until it does" } else { "; its computers fail to load until it does" }
+                );
+            }
+            None => {
+                warnings += 1;
+                println!(
+                    "warning {what} {} ({}) is used but names no {} script; list it in a script's MODULE.serves (docs/modules.md)",
+                    r.name, r.module, r.kind
+                );
+            }
+        }
+    }
+    for key in host.modules() {
+        if key.0 == Kind::Site || served.contains(&key) {
+            continue;
+        }
+        let file = host
+            .module(&key)
+            .map(|m| m.path.display().to_string())
+            .unwrap_or_default();
+        // A module row that maps to this script already (VCL's `os_linux_ubuntu` for
+        // os/ubuntu) is the one to point the new row at.
+        let existing = modules
+            .iter()
+            .find(|m| host.map_module_row(key.0, m).is_some_and(|x| x.key == key))
+            .map(|m| format!(" --module-name {}", m.name))
+            .unwrap_or_default();
+        let register = match key.0 {
+            Kind::Os => format!(
+                "provhost add os {} --type {}{existing}",
+                key.1,
+                if key.1.contains("win") {
+                    "windows"
+                } else {
+                    "linux"
+                }
+            ),
+            _ => format!("provhost add provisioning {}{existing}", key.1),
+        };
+        warnings += 1;
+        println!(
+            "warning {file} ({}/{}) is named by no {} row in the database; register it with `{register}`",
+            key.0,
+            key.1,
+            if key.0 == Kind::Os { "OS" } else { "provisioning" }
+        );
+    }
+    if !unused_missing.is_empty() {
+        println!(
+            "note   {} row(s) no computer or image uses have no script here: {}",
+            unused_missing.len(),
+            unused_missing.join(", ")
+        );
+    }
+    println!(
+        "cross-check with {shown}: {} row(s), {warnings} warning(s)",
+        rows.len()
+    );
+}
+
+/// Every provisioning and OS row with its module row and whether it is used, and every
+/// module row.
+async fn read_rows(url: &str) -> anyhow::Result<(Vec<Row>, Vec<ModuleRow>)> {
+    let db = super::open_db(url, OpenMode::Existing).await?;
+    let result = async {
+        let (prov_used, os_used) = provhost::db::modules::rows_in_use(&db).await?;
+        let mut rows = Vec::new();
+        for (name, module) in provhost::db::inventory::provisioning_modules(&db).await? {
+            let used = prov_used.contains(&name);
+            rows.push(Row {
+                kind: Kind::Provisioning,
+                name,
+                module,
+                used,
+            });
+        }
+        for (name, module) in provhost::db::inventory::os_modules(&db).await? {
+            let used = os_used.contains(&name);
+            rows.push(Row {
+                kind: Kind::Os,
+                name,
+                module,
+                used,
+            });
+        }
+        let modules = provhost::db::modules::module_rows(&db).await?;
+        Ok::<_, anyhow::Error>((rows, modules))
+    }
+    .await;
+    db.close().await;
+    result
 }

@@ -5,13 +5,15 @@
 
 use provhost::db::DbError;
 use provhost::host::HostError;
+use provhost::image::build::BuildError;
 
 /// It failed while doing it: the database unreachable or failing, a routine that threw
 /// or ran out of time, a file that could not be written. Trying again later may work.
 pub const FAILED: u8 = 1;
 /// The command line is wrong (clap's own code), or it names something that does not
 /// exist or asks for something refused (a finished request, a duplicate, a bad address,
-/// a missing config or database file). The same command will fail again.
+/// a missing config or database file, an image build lacking root, a tool, a mirror
+/// or a public key). The same command will fail again.
 pub const USAGE: u8 = 2;
 /// `provhost check` found errors in the scripts.
 pub const CHECK_ERRORS: u8 = 3;
@@ -19,9 +21,11 @@ pub const CHECK_ERRORS: u8 = 3;
 /// The exit codes as `--help` shows them.
 pub const HELP: &str = "Exit codes:
   0  done
-  1  failed while doing it (database unreachable or failing, routine error or time-out, I/O)
+  1  failed while doing it (database unreachable or failing, routine error or time-out, I/O,
+     a failed `provhost test`)
   2  usage: wrong command line, or input refused (no such id or name, finished request,
-     duplicate, invalid address or name, missing config or database file)
+     duplicate, invalid address or name, missing config or database file, an image
+     build without root, its tools, a Debian mirror or a public key)
   3  `provhost check` found errors in the scripts
   130  `provhost log --follow` stopped by Ctrl-C
 
@@ -50,12 +54,23 @@ pub fn code(e: &anyhow::Error) -> u8 {
         if let Some(d) = cause.downcast_ref::<DbError>() {
             return db_code(d);
         }
+        if let Some(b) = cause.downcast_ref::<BuildError>() {
+            return match b {
+                BuildError::NotRoot
+                | BuildError::MissingTool { .. }
+                | BuildError::Key { .. }
+                | BuildError::BadKey { .. }
+                | BuildError::NoMirror { .. } => USAGE,
+                _ => FAILED,
+            };
+        }
         if let Some(h) = cause.downcast_ref::<HostError>() {
             return match h {
                 HostError::UnknownModule { .. }
                 | HostError::AmbiguousModule { .. }
                 | HostError::UnknownRoutine { .. }
-                | HostError::Fixture { .. } => USAGE,
+                | HostError::Fixture { .. }
+                | HostError::NoTests { .. } => USAGE,
                 _ => FAILED,
             };
         }

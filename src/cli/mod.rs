@@ -1,8 +1,8 @@
 //! The `provhost` command line: the clap types of every command and the dispatch to one
 //! file per command family (`add`, `db`, `request`, `log`, `computer`, `image`, `user`,
-//! `node`, `check`, `call`, `serve`, `docs`, `init`); `exit` turns outcomes into exit codes and
-//! messages, `list` prints listings, `progress` draws progress at a terminal, `notify`
-//! talks to systemd. Binary side: command bodies use `anyhow` and print;
+//! `node`, `check`, `call`, `test`, `serve`, `docs`, `init`); `exit` turns outcomes into
+//! exit codes and messages, `list` prints listings, `progress` draws progress at a
+//! terminal, `notify` talks to systemd. Binary side: command bodies use `anyhow` and print;
 //! what they read and write goes through the library (`provhost::db`, `provhost::host`, …).
 
 mod add;
@@ -21,6 +21,8 @@ mod notify;
 mod progress;
 mod request;
 mod serve;
+mod sshkey;
+mod test;
 mod user;
 
 use std::path::PathBuf;
@@ -59,19 +61,30 @@ pub enum LogFormat {
 #[derive(Subcommand)]
 pub enum Command {
     /// Compile every module script and check it against the routine contract; list every
-    /// error and exit 3 if any fails.
+    /// error and exit 3 if any fails. Then warn of scripts no database row names and used
+    /// rows no script serves (exit code unchanged). `provhost loadstates` lists the
+    /// load-state names `ctx.loadlog` takes.
     Check {
-        /// Files or folders (default: the configured scripts folder).
+        /// Files or folders (default: the configured scripts folder, then a cross-check
+        /// with the database's provisioning and OS rows when it can be opened).
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        url: UrlArg,
     },
+    /// List VCL's load-state names (`computerloadstate`), the names `ctx.loadlog(name,
+    /// text)` accepts, with their meaning (also in docs/script-api.md).
+    Loadstates,
     /// Run one routine of one module and print what it returned (as JSON).
     Call(call::CallArgs),
+    /// Run the modules' unit tests (`NAME.test.rhai` beside `NAME.rhai`) against a
+    /// recording fake host; one line per test, exit 1 if one failed (docs/script-tests.md).
+    Test(test::TestArgs),
     /// The database: `db init`.
     Db {
         #[command(subcommand)]
         command: db::DbCommand,
     },
-    /// Add users, images and computers.
+    /// Add users, images, computers, and provisioning and OS modules.
     Add {
         #[command(subcommand)]
         command: add::AddCommand,
@@ -145,7 +158,7 @@ impl Command {
     /// warnings (e.g. the KVM fallback) add to it.
     pub fn default_log_level(&self) -> &'static str {
         match self {
-            Command::Check { .. } | Command::Completions { .. } => "off",
+            Command::Check { .. } | Command::Test(_) | Command::Completions { .. } => "off",
             Command::Init(_) => "warn",
             Command::Demo { .. } => "warn",
             _ => "info",
@@ -254,8 +267,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     let config_file = Config::locate(cli.config.as_deref());
     match cli.command {
-        Command::Check { paths } => Ok(check::run(&config, paths)),
+        Command::Check { paths, url } => Ok(check::run(&config, paths, url).await),
+        Command::Loadstates => {
+            for (name, pretty) in provhost::vcl::LOAD_STATES {
+                println!("{name:<24} {pretty}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Call(args) => call::run(&config, args).await,
+        Command::Test(args) => test::run(&config, args),
         Command::Db { command } => {
             db::run(&config, command).await?;
             Ok(ExitCode::SUCCESS)

@@ -2,7 +2,7 @@
 //!
 //! - a new request's `log` row (one per request; `request.logid` points at it, with
 //!   `log.requestid` back), one `sublog` row per reservation and a first `changelog` row
-//!   (the web's `addRequest`, `addLogEntry`, `addSublogEntry`) — [`LOG_SQL`], run inside
+//!   (the web's `addRequest`, `addLogEntry`, `addSublogEntry`) — `LOG_SQL`, run inside
 //!   `requests::new_request`'s transaction;
 //! - `log.loaded` the first time the request's computer is reserved (vcld's
 //!   `update_log_loaded_time`, at the start of reserved.pm) — [`set_loaded`];

@@ -39,7 +39,7 @@ pub enum DbError {
     #[error("reservation {reservation}: {problem}")]
     BrokenReservation { reservation: i64, problem: String },
     /// Not a `computerloadstate.loadstatename`.
-    #[error("unknown load-state name {0:?} (names are VCL's computerloadstate.loadstatename, e.g. \"startload\")")]
+    #[error("unknown load-state name {0:?} (names are VCL's computerloadstate.loadstatename, e.g. \"startload\"; `provhost loadstates` lists them, as does docs/script-api.md)")]
     UnknownLoadState(String),
     /// Not a `state.name`.
     #[error("unknown state name {0:?} (names are VCL's state.name, e.g. \"reserved\")")]

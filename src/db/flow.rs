@@ -179,7 +179,7 @@ impl RequestTimes {
         }
     }
 
-    /// Over or on its way out (see [`ending`]).
+    /// Over or on its way out (see `ending`).
     pub fn is_ending(&self) -> bool {
         matches!(
             self.state.as_str(),

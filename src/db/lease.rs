@@ -6,7 +6,7 @@
 //!
 //! Times are the database's clock, so two machines with different clocks agree on expiry.
 //! A daemon's writes that depend on its ownership (claim, exit, fail, release) carry the
-//! guard from [`crate::db::Db::lease_guard_sql`]: once another holder has taken the node,
+//! guard from `Db::lease_guard_sql`: once another holder has taken the node,
 //! they change nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -32,6 +32,7 @@ pub mod lease;
 pub mod listing;
 pub mod loadlog;
 pub mod lock;
+pub mod modules;
 pub mod pool;
 pub mod requests;
 pub mod reservation;

@@ -4,7 +4,7 @@
 //!
 //! Queries are written once, in SQL both backends accept: identifiers in backticks (SQLite
 //! accepts them too), `?` placeholders, datetimes read as `CAST(col AS CHAR)`. The
-//! [`with_pool!`] macro runs the same code against whichever pool is open.
+//! `with_pool!` macro runs the same code against whichever pool is open.
 
 use std::future::Future;
 use std::str::FromStr;
@@ -326,7 +326,7 @@ impl Db {
         *self.stop.borrow()
     }
 
-    /// The open pool, for [`with_pool!`].
+    /// The open pool, for `with_pool!`.
     pub fn pool(&self) -> &Pool {
         &self.pool
     }

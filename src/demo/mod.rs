@@ -1,11 +1,11 @@
 //! `provhost demo`: the whole reservation life cycle on the embedded default, with nothing
-//! configured. By default on a **real VM** ([`vm`]): the test image is built (or found) in
+//! configured. By default on a **real VM** (`vm.rs`): the test image is built (or found) in
 //! the image library, this machine is the management node and the VM host, a QEMU VM gets
 //! its own address on a bridge in a network namespace, and a user in another namespace
 //! connects over real SSH. `--sim` (or a machine that cannot run VMs, which the demo says)
-//! runs it on a simulated computer instead ([`sim`]). Both use a fresh SQLite database in
+//! runs it on a simulated computer instead (`sim.rs`). Both use a fresh SQLite database in
 //! the data folder and an in-process daemon, play the web front end (Connect, End) and
-//! print the load-log timeline as it grows ([`lifecycle`]).
+//! print the load-log timeline as it grows (`lifecycle.rs`).
 //!
 //! Every wait is bounded; on any problem, and on Ctrl-C, the demo stops its daemon, removes
 //! what it started (VMs, namespaces, processes) and says what failed.

@@ -55,6 +55,30 @@ impl MemoryBackend {
     pub fn image_size(&self) -> Option<i64> {
         self.image_size.lock().ok().and_then(|s| *s)
     }
+    /// The variables computer `computer_id` holds now.
+    pub fn computer_vars(&self, computer_id: i64) -> std::collections::BTreeMap<String, String> {
+        self.vars
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|((c, _), _)| *c == computer_id)
+                    .map(|((_, n), value)| (n.clone(), value.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    /// Give computer `computer_id` these variables (as if set by earlier routines).
+    pub fn set_computer_vars(
+        &self,
+        computer_id: i64,
+        vars: &std::collections::BTreeMap<String, String>,
+    ) {
+        if let Ok(mut v) = self.vars.lock() {
+            for (n, value) in vars {
+                v.insert((computer_id, n.clone()), value.clone());
+            }
+        }
+    }
 }
 
 impl CtxBackend for MemoryBackend {
@@ -350,7 +374,7 @@ impl Ctx {
     pub fn loadlog(&self, name: &str, text: &str) -> Result<(), String> {
         if !crate::vcl::is_load_state(name) {
             return Err(format!(
-                "unknown load-state name {name:?} (names are VCL's computerloadstate.loadstatename, e.g. \"startload\", \"machinebooted\")"
+                "unknown load-state name {name:?} (names are VCL's computerloadstate.loadstatename, e.g. \"startload\", \"machinebooted\", \"info\"; `provhost loadstates` lists them all, as does docs/script-api.md)"
             ));
         }
         self.backend

@@ -1,7 +1,7 @@
 //! The script API reference (`provhost docs` → `docs/script-api.md`), generated from what
 //! the engine really has registered: the routine contract tables, the `ctx` properties,
-//! every primitive with its doc comments (Rhai's function metadata), and the `stdlib/`
-//! modules' documented functions. A test keeps the committed file equal to the output.
+//! every primitive with its doc comments (Rhai's function metadata), the `stdlib/`
+//! modules' documented functions, and the test API of `provhost test`. A test keeps the committed file equal to the output.
 
 use std::fmt::Write as _;
 
@@ -101,7 +101,7 @@ pub fn generate(host: &ScriptHost) -> Result<String, String> {
     let _ = writeln!(w, "- `name`: 1-63 of `a-z 0-9 _ -`; unique per kind.");
     let _ = writeln!(
         w,
-        "- `version`: a string (or integer) shown in logs and `provhost status`."
+        "- `version`: a string (or integer) shown in logs and by `provhost check`."
     );
     let _ = writeln!(w, "- `add_user_at` (os modules): `\"ready\"` (Windows-like: add the user when the node is ready) or `\"acknowledge\"` (default; Linux-like: when the user clicks Connect); a child without it takes its parent's.");
     let _ = writeln!(w, "- `on_failure` (site modules): `\"fail\"` (default: a failing hook fails the reservation) or `\"warn\"` (log a warning and a load-log line, go on); a child without it takes its parent's; see docs/customizing-post-load.md.");
@@ -154,6 +154,22 @@ pub fn generate(host: &ScriptHost) -> Result<String, String> {
     }
     let _ = writeln!(w);
 
+    let _ = writeln!(w, "## `config::`: provhost's configuration, read-only\n");
+    let _ = writeln!(w, "Values from `provhost.toml` (or its defaults), fixed when provhost starts, readable anywhere in a script (`config::data_dir`, also inside functions); assigning to one is an error. No secret is among them: no database URL or password, only the SSH key's path. Paths are absolute.\n");
+    let _ = writeln!(w, "| value | type | meaning |\n|---|---|---|");
+    for (name, typ, doc) in crate::prim::settings::SETTINGS {
+        let _ = writeln!(w, "| `config::{name}` | {typ} | {} |", doc.trim());
+    }
+    let _ = writeln!(w);
+
+    let _ = writeln!(w, "## Load-state names\n");
+    let _ = writeln!(w, "`ctx.loadlog(name, text)` takes VCL's `computerloadstate.loadstatename` values, exactly (case matters); any other name is an error before anything is written. `provhost loadstates` prints the same list. Use `info` for a step VCL has no name for.\n");
+    let _ = writeln!(w, "| name | VCL's pretty name |\n|---|---|");
+    for (name, pretty) in crate::vcl::LOAD_STATES {
+        let _ = writeln!(w, "| `{name}` | {pretty} |");
+    }
+    let _ = writeln!(w);
+
     let json = host
         .engine()
         .gen_fn_metadata_to_json(false)
@@ -185,7 +201,8 @@ pub fn generate(host: &ScriptHost) -> Result<String, String> {
             if d.is_empty() { "(no description)" } else { &d }
         );
     }
-    for (ns, m) in &meta.modules {
+    // A namespace of values only (`config::`) has its own section above.
+    for (ns, m) in meta.modules.iter().filter(|(_, m)| !m.functions.is_empty()) {
         let _ = writeln!(w, "## Namespace `{ns}::`\n");
         let mut fns: Vec<&FnMeta> = m.functions.iter().collect();
         fns.sort_by(|a, b| (&a.name, a.params.len()).cmp(&(&b.name, b.params.len())));
@@ -240,5 +257,31 @@ pub fn generate(host: &ScriptHost) -> Result<String, String> {
             );
         }
     }
+    test_api(w)?;
     Ok(out.trim_end().to_string() + "\n")
+}
+
+/// The functions `provhost test` adds for `*.test.rhai` files (docs/script-tests.md).
+fn test_api(w: &mut String) -> Result<(), String> {
+    let _ = writeln!(w, "## Test API (`provhost test` only)\n");
+    let _ = writeln!(
+        w,
+        "In `NAME.test.rhai` files (docs/script-tests.md) every primitive above is the recording fake host's: `run` and the `vm::`/`vmnet::` calls answer what the test declared with `fake().expect`, copies and host-key calls succeed, `wait::` waits on a virtual clock. These functions exist only there:\n"
+    );
+    let json = crate::host::scripttest::fake::test_api_engine()
+        .gen_fn_metadata_to_json(false)
+        .map_err(|e| e.to_string())?;
+    let meta: Metadata = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+    let mut fns: Vec<&FnMeta> = meta.functions.iter().collect();
+    fns.sort_by(|a, b| (&a.name, a.params.len()).cmp(&(&b.name, b.params.len())));
+    for f in fns {
+        let _ = writeln!(w, "### `{}`\n", signature("", f));
+        let d = doc_text(&f.doc_comments);
+        let _ = writeln!(
+            w,
+            "{}\n",
+            if d.is_empty() { "(no description)" } else { &d }
+        );
+    }
+    Ok(())
 }

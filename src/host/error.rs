@@ -100,6 +100,9 @@ pub enum HostError {
         expected: String,
         got: String,
     },
+    /// `provhost test MODULE` for a module without a test file.
+    #[error("module {module} has no tests: write them in {} (docs/script-tests.md)", path.display())]
+    NoTests { module: String, path: PathBuf },
     #[error("{0}")]
     SavedCopy(#[from] crate::host::good::GoodError),
     #[error("file watcher: {0}")]

@@ -13,12 +13,14 @@ pub mod ctx;
 pub mod docs;
 pub mod engine;
 pub mod error;
+pub mod fixture;
 pub mod good;
 pub mod inherit;
 pub mod modmap;
 pub mod registry;
 pub mod reload;
 mod restore;
+pub mod scripttest;
 pub mod secrets;
 pub mod syntax_hint;
 
@@ -148,7 +150,8 @@ impl ScriptHost {
         self.events.subscribe()
     }
 
-    /// Every `*.rhai` under `scripts_dir/{provisioning,os,site}/`, sorted.
+    /// Every `*.rhai` under `scripts_dir/{provisioning,os,site}/`, sorted; test files
+    /// (`*.test.rhai`, see [`scripttest`]) are not modules.
     pub fn module_files(&self) -> Result<Vec<PathBuf>, HostError> {
         let mut files = Vec::new();
         for kind in Kind::ALL {
@@ -167,7 +170,10 @@ impl ScriptHost {
                         source: e,
                     })?
                     .path();
-                if path.extension().is_some_and(|e| e == "rhai") && path.is_file() {
+                if path.extension().is_some_and(|e| e == "rhai")
+                    && !scripttest::is_test_file(&path)
+                    && path.is_file()
+                {
                     files.push(path);
                 }
             }

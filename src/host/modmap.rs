@@ -31,7 +31,12 @@ pub struct ModuleRow {
 
 impl std::fmt::Display for ModuleRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "module {} {:?}", self.id, self.name)?;
+        if self.id == 0 {
+            // A row about to be made (`provhost add provisioning|os`), not yet in the table.
+            write!(f, "the new module row {:?}", self.name)?;
+        } else {
+            write!(f, "module {} {:?}", self.id, self.name)?;
+        }
         if !self.perl_package.is_empty() {
             write!(f, " ({})", self.perl_package)?;
         }

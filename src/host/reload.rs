@@ -93,7 +93,8 @@ fn run(
                     changed.extend(
                         ev.paths
                             .into_iter()
-                            .filter(|p| p.extension().is_some_and(|e| e == "rhai")),
+                            .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
+                            .filter(|p| !crate::host::scripttest::is_test_file(p)),
                     );
                 }
             }

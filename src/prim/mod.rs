@@ -19,6 +19,7 @@ pub mod redact_log;
 pub mod remote;
 pub mod scp;
 pub mod secret;
+pub mod settings;
 pub mod ssh;
 pub mod vm;
 pub mod vmnet;

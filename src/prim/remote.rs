@@ -292,7 +292,12 @@ impl Primitives for RemotePrims {
 
         let p = Arc::clone(&me);
         FuncRegistration::new("local_host")
-            .with_comments(["/// The management node itself: `run` spawns `sh -c CMD` locally, with the same result shape and time-out."])
+            .with_comments([
+                "/// The management node itself: `run` spawns `sh -c CMD` locally, with the same result shape and time-out.",
+                "/// Commands run in provhost's own working directory (the folder it was started in), as the",
+                "/// user provhost runs as; build paths from `config::data_dir` and the other absolute",
+                "/// `config::` paths rather than relying on it.",
+            ])
             .with_params_info(["Host"])
             .register_into_engine(engine, move || Host::local(Arc::clone(&p.cfg)));
         let p = Arc::clone(&me);

@@ -19,7 +19,7 @@
 //! through an `ArcSwap`: a log line takes no lock.
 //!
 //! Log lines are redacted twice: each field value before it is formatted
-//! ([`RedactingFields`], [`RedactingJson`]), then the whole formatted line
+//! ([`crate::prim::redact_log::RedactingFields`], [`crate::prim::redact_log::RedactingJson`]), then the whole formatted line
 //! ([`RedactingWriter`]) as a safety net for text the fields did not carry.
 
 use std::borrow::Cow;

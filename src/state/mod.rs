@@ -14,7 +14,7 @@
 //!
 //! A request with several reservations (VCL's cluster requests, "subimages") runs one
 //! [`Flow`] per reservation, in parallel, each with its own computer, lock and load-log;
-//! [`run`] waits for all of them and writes one exit for the request ([`combine`]): it is
+//! [`run`] waits for all of them and writes one exit for the request (`combine`): it is
 //! ready (reserved) only when every reservation is, and a failure of one fails the
 //! request (the failed computers `failed`, the others of a load `available`, as vcld's
 //! `state_exit` of a cluster parent does).
@@ -272,8 +272,14 @@ impl Flow {
             .await?
         {
             Watched::Mine { ended } => return Ok(ended),
+            Watched::Changed { state, .. } if state == "pending" => format!(
+                "request {} is pending under another daemon's claim (this one's lease or claim \
+                 was taken over while its {} flow waited); handed over, nothing was written",
+                self.data.request_id, self.state
+            ),
             Watched::Changed { state, laststate } => format!(
-                "request {} is now {state} (laststate {laststate}): changed while its {} flow waited",
+                "request {} is now {state} (laststate {laststate}): changed while its {} flow \
+                 waited; handed over, nothing was written",
                 self.data.request_id, self.state
             ),
             Watched::Gone => format!(
@@ -463,6 +469,17 @@ impl Flow {
             }
         }
         Ok(())
+    }
+
+    /// The site modules (`site/NAME`) that define `routine(ctx)` now, in name order.
+    pub fn site_modules_defining(&self, routine: &str) -> Vec<String> {
+        self.svc
+            .host
+            .modules()
+            .into_iter()
+            .filter(|k| k.0 == Kind::Site && self.defines(k, routine))
+            .map(|(k, n)| format!("{k}/{n}"))
+            .collect()
     }
 
     fn site_warns(&self, key: &ModuleKey) -> bool {
