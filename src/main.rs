@@ -10,6 +10,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = cli::Cli::parse();
+    cli::quiet_on_closed_pipe(&args.command);
     cli::init_logging(args.log_format, args.command.default_log_level());
     match cli::run(args).await {
         Ok(code) => code,

@@ -1,6 +1,6 @@
 //! The `provhost` binary as an operator uses it: `check` on the shipped scripts and on a
 //! broken copy, `call` printing a routine's result, secrets kept out of log output,
-//! `docs` matching the committed reference, `--version`.
+//! `docs` matching the committed reference, `--version`, a listing whose reader is gone.
 
 mod common;
 
@@ -782,4 +782,30 @@ fn post_load(ctx) {
         "{log2}"
     );
     assert!(!log2.contains("banner v1"), "{log2}");
+}
+
+/// A listing piped into a reader that stops early (`provhost log 1 | grep -q …`, `| head`)
+/// ends as Unix tools do — by SIGPIPE, quietly — instead of panicking on the closed pipe.
+#[test]
+fn a_listing_whose_reader_is_gone_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provhost"))
+        .arg("loadstates")
+        .current_dir(root())
+        .env_remove("PROVHOST_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run provhost loadstates");
+    // The reader is gone before the first line is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "ended by SIGPIPE: {:?}\n{stderr}",
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

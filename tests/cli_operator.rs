@@ -377,10 +377,10 @@ async fn add_validates_and_explains(backend: Backend) {
             "--ip",
             "192.0.2.9",
             "--provisioning",
-            "vmware",
+            "vbox",
         ]),
         2,
-        &["no script", "provisioning/vmware.rhai", "--no-script-check"],
+        &["no script", "provisioning/vbox.rhai", "--no-script-check"],
     );
     let err = fails(
         &add(&[

@@ -276,5 +276,13 @@ fn two_files_cannot_claim_one_module_name() {
         "{}",
         errs[0]
     );
+    // q.rhai is not named after the module it claims: the likely copy, with the fix.
+    assert!(
+        errs[0].to_string().contains(
+            "q.rhai is a copy that still says name: \"p\" in its const MODULE: give it its own, name: \"q\")"
+        ),
+        "{}",
+        errs[0]
+    );
     assert_eq!(host.module(&key()).expect("p").info.version, "1");
 }

@@ -454,7 +454,7 @@ async fn check_cross_checks_scripts_and_rows(backend: Backend) {
         out.contains("`provhost add os ubuntu --type linux --module-name os_linux_ubuntu`"),
         "{out}"
     );
-    // A used row with no script: a computer on VCL's vmware provisioning.
+    // A used row with no script: a computer on VCL's vbox provisioning.
     ok(&provhost(
         d,
         &[
@@ -464,7 +464,7 @@ async fn check_cross_checks_scripts_and_rows(backend: Backend) {
             "--ip",
             "192.0.2.41",
             "--provisioning",
-            "vmware",
+            "vbox",
             "--no-script-check",
             "--url",
             url,
@@ -472,8 +472,8 @@ async fn check_cross_checks_scripts_and_rows(backend: Backend) {
     ));
     let out = ok(&provhost(d, &["check", "--url", url]));
     assert!(
-        out.contains("warning provisioning vmware (module 21 \"provisioning_vmware\"")
-            && out.contains("is used but no script serves it: scripts/provisioning/vmware.rhai"),
+        out.contains("warning provisioning vbox (module 24 \"provisioning_vbox\"")
+            && out.contains("is used but no script serves it: scripts/provisioning/vbox.rhai"),
         "{out}"
     );
     // Unused rows without a script are one note, not a warning each.

@@ -164,6 +164,34 @@ impl Command {
             _ => "info",
         }
     }
+
+    /// A command that only reads the database and prints (a listing, the load-states, a
+    /// load-log): piped into `head` or `grep -q`, it ends quietly when the reader goes, as
+    /// Unix tools do, instead of panicking on the closed pipe. Commands that run routines,
+    /// serve or write files keep Rust's ignored SIGPIPE (a closed pipe is an error they see).
+    pub fn prints_only(&self) -> bool {
+        match self {
+            Command::Loadstates | Command::Log { .. } => true,
+            Command::Computer { command } => {
+                matches!(command, computer::ComputerCommand::List { .. })
+            }
+            Command::Image { command } => matches!(command, image::ImageCommand::List { .. }),
+            Command::User { command } => matches!(command, user::UserCommand::List { .. }),
+            Command::Node { command } => matches!(command, node::NodeCommand::List { .. }),
+            Command::Request { command } => matches!(command, request::RequestCommand::List { .. }),
+            _ => false,
+        }
+    }
+}
+
+/// Let a closed stdout end the process silently (SIGPIPE's default action) for commands
+/// that only print: see [`Command::prints_only`].
+pub fn quiet_on_closed_pipe(command: &Command) {
+    if command.prints_only() {
+        // SAFETY: setting a signal's disposition to its default has no memory effects;
+        // done before any thread of ours writes to a pipe.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
 }
 
 /// Where the database is: `--url`, else `[database] url`, else the SQLite file in the data folder.

@@ -194,10 +194,11 @@ impl Registry {
                 && !matches!(inner.files.get(other), Some(FileState::Deleted { .. }));
             if other_alive {
                 return Err(format!(
-                    "module {}/{} is already defined by {}; module names must be unique per kind",
+                    "module {}/{} is already defined by {}; module names must be unique per kind{}",
                     key.0,
                     key.1,
-                    other.display()
+                    other.display(),
+                    copy_hint(other, path, &key.1)
                 ));
             }
         }
@@ -287,5 +288,29 @@ impl Registry {
             }
         }
         keeping
+    }
+}
+
+/// When one of two files claiming a module name is named after it and the other is not,
+/// the other is most likely a copy that kept its original's `MODULE.name`: say so, with
+/// the fix (`cp sim.rhai localdir.rhai` loads the copy first, alphabetically, and the
+/// original is the one refused).
+fn copy_hint(other: &Path, this: &Path, name: &str) -> String {
+    let stem = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".rhai"))
+            .map(str::to_string)
+    };
+    match (stem(other), stem(this)) {
+        (Some(o), Some(t)) if o != name && t == name => format!(
+            " ({} is a copy that still says name: {name:?} in its const MODULE: give it its own, name: {o:?})",
+            other.display()
+        ),
+        (Some(o), Some(t)) if t != name && o == name => format!(
+            " ({} is a copy that still says name: {name:?} in its const MODULE: give it its own, name: {t:?})",
+            this.display()
+        ),
+        _ => String::new(),
     }
 }

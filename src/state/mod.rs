@@ -268,25 +268,24 @@ impl Flow {
     pub async fn watch(&self) -> Result<bool, FlowError> {
         self.check_cancel()?;
         use crate::db::watch::Watched;
-        let why = match crate::db::watch::watch(&self.svc.db, self.data.request_id, &self.token)
-            .await?
-        {
-            Watched::Mine { ended } => return Ok(ended),
-            Watched::Changed { state, .. } if state == "pending" => format!(
+        let why =
+            match crate::db::watch::watch(&self.svc.db, self.data.request_id, &self.token).await? {
+                Watched::Mine { ended } => return Ok(ended),
+                Watched::Changed { state, .. } if state == "pending" => format!(
                 "request {} is pending under another daemon's claim (this one's lease or claim \
                  was taken over while its {} flow waited); handed over, nothing was written",
                 self.data.request_id, self.state
             ),
-            Watched::Changed { state, laststate } => format!(
-                "request {} is now {state} (laststate {laststate}): changed while its {} flow \
+                Watched::Changed { state, laststate } => format!(
+                    "request {} is now {state} (laststate {laststate}): changed while its {} flow \
                  waited; handed over, nothing was written",
-                self.data.request_id, self.state
-            ),
-            Watched::Gone => format!(
-                "request {} was removed while its {} flow waited",
-                self.data.request_id, self.state
-            ),
-        };
+                    self.data.request_id, self.state
+                ),
+                Watched::Gone => format!(
+                    "request {} was removed while its {} flow waited",
+                    self.data.request_id, self.state
+                ),
+            };
         self.shared.handover.store(true, Ordering::Relaxed);
         Err(FlowError::Superseded(why))
     }
