@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` (the main job on the embedded default) and
 # `make test` (the whole test suite). Both install what they need first.
-.PHONY: deps demo test install lint bench docs
+.PHONY: deps demo test install lint bench docs deb completions
 
 deps:
 	./tools/install-deps.sh
@@ -17,6 +17,24 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+
+# The Debian package target/debian/provhost_VERSION-1_ARCH.deb (release build): binary,
+# scripts, stdlib, systemd unit, /etc/provhost/provhost.toml, completions, docs
+# (docs/install.md). Installs cargo-deb first when it is missing.
+deb:
+	command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
+	cargo build --release --locked
+	$(MAKE) completions BIN=./target/release/provhost OUT=target/release/completions
+	cargo deb --locked --no-build
+
+# Shell completions for bash, zsh and fish into $(OUT).
+BIN ?= ./target/debug/provhost
+OUT ?= target/completions
+completions:
+	mkdir -p $(OUT)
+	$(BIN) completions bash > $(OUT)/provhost
+	$(BIN) completions zsh > $(OUT)/_provhost
+	$(BIN) completions fish > $(OUT)/provhost.fish
 
 # `provhost` on PATH: installs the binary into ~/.cargo/bin (cargo's usual bin folder).
 install:

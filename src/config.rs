@@ -1,7 +1,9 @@
 //! `provhost.toml`: where scripts live, sandbox limits, and (as later parts arrive) the
 //! database and SSH settings. Every setting has a default that makes the embedded setup
-//! work, so no file is needed to start. Relative paths are taken from the config file's
-//! folder (or the current folder when there is no file).
+//! work, so no file is needed to start. The file is `--config` / `PROVHOST_CONFIG`, else
+//! `./provhost.toml`, else the packaged `/etc/provhost/provhost.toml` ([`Config::locate`]).
+//! Relative paths are taken from the config file's folder (or the current folder when
+//! there is no file).
 //!
 //! Every duration and count is checked at load against its allowed range ([`Bound`];
 //! durations at most [`MAX_SECS`], a year): a value that would overflow a deadline or
@@ -16,7 +18,8 @@ use crate::prim::ssh::SshConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file named by --config / PROVHOST_CONFIG (or ./provhost.toml) cannot be read.
+    /// The file named by --config / PROVHOST_CONFIG (or ./provhost.toml,
+    /// /etc/provhost/provhost.toml) cannot be read.
     /// The OS error is part of the message, not a separate cause, so it shows once.
     #[error("cannot read the configuration file {}: {cause}", path.display())]
     Read {
@@ -28,6 +31,14 @@ pub enum ConfigError {
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
 }
+
+/// The configuration file in the current folder, read when no file is named.
+pub const LOCAL_CONFIG: &str = "provhost.toml";
+/// The packaged location of the configuration file (the Debian package's conffile), read
+/// when no file is named and the current folder has none.
+pub const SYSTEM_CONFIG: &str = "/etc/provhost/provhost.toml";
+/// The packaged data folder (`[paths] data_dir` in the packaged configuration).
+pub const SYSTEM_DATA_DIR: &str = "/var/lib/provhost";
 
 /// The longest duration any setting may have: one year, in seconds.
 pub const MAX_SECS: u64 = 365 * 24 * 3600;
@@ -148,15 +159,22 @@ pub struct Config {
 }
 
 impl Config {
-    /// Load `path`, or `./provhost.toml` when it exists, or the defaults. Relative paths in
-    /// the result are resolved against the file's folder.
+    /// The file [`Config::load`] reads: `path` (`--config`, `PROVHOST_CONFIG`) when given,
+    /// else `./provhost.toml` when it exists, else [`SYSTEM_CONFIG`] when it exists, else
+    /// none (the built-in defaults).
+    pub fn locate(path: Option<&Path>) -> Option<PathBuf> {
+        if let Some(p) = path {
+            return Some(p.to_path_buf());
+        }
+        [PathBuf::from(LOCAL_CONFIG), PathBuf::from(SYSTEM_CONFIG)]
+            .into_iter()
+            .find(|f| f.is_file())
+    }
+
+    /// Load the file [`Config::locate`] finds, or the defaults. Relative paths in the
+    /// result are resolved against the file's folder.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let implicit = PathBuf::from("provhost.toml");
-        let file = match path {
-            Some(p) => Some(p.to_path_buf()),
-            None if implicit.is_file() => Some(implicit),
-            None => None,
-        };
+        let file = Config::locate(path);
         let (mut config, base) = match &file {
             Some(f) => {
                 let text = std::fs::read_to_string(f).map_err(|cause| ConfigError::Read {

@@ -22,6 +22,7 @@ packages=(
   util-linux                         # unshare/mount for the disk-full copy test
   mariadb-server mariadb-client      # the VCL-compatible database backend
   chromium                           # the status page's headless browser test (tests/web_status.rs)
+  dpkg-dev binutils                  # cargo-deb's dependency scan (dpkg-shlibdeps) and strip
 )
 # `install-deps.sh --bench`: also what `make bench` compares against (a vcld-like Perl process).
 if [ "${1:-}" = "--bench" ]; then
@@ -75,6 +76,11 @@ fi
 qemu-img --version >/dev/null 2>&1 || { echo "install-deps: qemu-img does not run; reinstall qemu-utils of qemu-system-x86's version" >&2; exit 1; }
 
 command -v cargo >/dev/null || { echo "install-deps: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+# cargo-deb builds the Debian package (`make deb`, tests/deb_package.rs); from crates.io once.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "install-deps: installing cargo-deb"
+  cargo install --locked cargo-deb
+fi
 
 # MariaDB: pre-started on CI machines; start it when it is not answering.
 if ! mariadb-admin --protocol=tcp -h127.0.0.1 -uroot ping >/dev/null 2>&1; then

@@ -27,9 +27,11 @@ pub const HELP: &str = "Exit codes:
      duplicate, invalid address or name, missing config or database file, an image
      build without root, its tools, a Debian mirror or a public key)
   3  `provhost check` found errors in the scripts
+  130  `provhost log --follow` stopped by Ctrl-C
 
-Relative paths in a config file (--config, PROVHOST_CONFIG, ./provhost.toml) are taken from
-the file's folder; without a file, from the current folder.";
+The config file is --config, else PROVHOST_CONFIG, else ./provhost.toml, else
+/etc/provhost/provhost.toml (each when it exists). Relative paths in a config file are
+taken from the file's folder; without a file, from the current folder.";
 
 /// Input the command refuses before (or instead of) touching anything.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,9 @@ pub fn code(e: &anyhow::Error) -> u8 {
                 .is_some()
         {
             return USAGE;
+        }
+        if let Some(k) = cause.downcast_ref::<provhost::image::key::KeyError>() {
+            return if k.refused { USAGE } else { FAILED };
         }
         if let Some(d) = cause.downcast_ref::<DbError>() {
             return db_code(d);

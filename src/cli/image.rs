@@ -3,7 +3,7 @@
 //! `provhost-test`.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
@@ -130,14 +130,13 @@ pub async fn run(config: &Config, cmd: ImageCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The build on the blocking pool, its steps printed to stderr with elapsed seconds.
+/// The build on the blocking pool, its steps printed to stderr with elapsed seconds (and
+/// the current one on a spinner at a terminal).
 async fn build_with_progress(opts: &BuildOptions) -> Result<Built, BuildError> {
     let opts = opts.clone();
-    let start = Instant::now();
     tokio::task::spawn_blocking(move || {
-        build::build_test_image(&opts, &mut |step| {
-            eprintln!("[{:6.1} s] {step}", start.elapsed().as_secs_f64());
-        })
+        let steps = super::progress::Steps::new("building the test image");
+        build::build_test_image(&opts, &mut |step| steps.step(step))
     })
     .await
     .unwrap_or_else(|e| {

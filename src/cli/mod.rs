@@ -1,7 +1,8 @@
 //! The `provhost` command line: the clap types of every command and the dispatch to one
 //! file per command family (`add`, `db`, `request`, `log`, `computer`, `image`, `user`,
-//! `node`, `check`, `call`, `test`, `serve`, `status`, `docs`); `exit` turns outcomes into exit codes and
-//! messages, `list` prints listings. Binary side: command bodies use `anyhow` and print;
+//! `node`, `check`, `call`, `test`, `serve`, `status`, `docs`, `init`); `exit` turns outcomes into
+//! exit codes and messages, `list` prints listings, `progress` draws progress at a
+//! terminal, `notify` talks to systemd. Binary side: command bodies use `anyhow` and print;
 //! what they read and write goes through the library (`provhost::db`, `provhost::host`, …).
 
 mod add;
@@ -12,9 +13,12 @@ mod db;
 mod docs;
 pub mod exit;
 mod image;
+mod init;
 mod list;
 mod log;
 mod node;
+mod notify;
+mod progress;
 mod request;
 mod serve;
 mod sshkey;
@@ -38,7 +42,8 @@ use provhost::Config;
     after_help = exit::HELP
 )]
 pub struct Cli {
-    /// Configuration file (default: ./provhost.toml if present, else built-in defaults).
+    /// Configuration file (default: ./provhost.toml if present, else
+    /// /etc/provhost/provhost.toml if present, else built-in defaults).
     #[arg(long, global = true, env = "PROVHOST_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log output format.
@@ -110,12 +115,18 @@ pub enum Command {
         #[command(subcommand)]
         command: request::RequestCommand,
     },
-    /// The load-log timeline of a reservation, with elapsed times.
-    Log {
-        /// `reservation.id`
-        reservation: i64,
-        #[command(flatten)]
-        url: UrlArg,
+    /// The load-log timeline of a reservation, with elapsed times (`--follow`: as it grows,
+    /// until the request ends).
+    Log(log::LogArgs),
+    /// Create what a new management node needs: configuration file, data folder, the
+    /// node's SSH key (0600 in a 0700 folder), the SQLite database. Keeps (and names)
+    /// what exists; never overwrites.
+    Init(init::InitArgs),
+    /// Print shell completions: `provhost completions bash > /etc/bash_completion.d/provhost`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// The reservation life cycle on a real VM (QEMU on this machine, the test image, a
     /// user logging in over SSH), start to end, with nothing configured (a fresh SQLite
@@ -162,7 +173,8 @@ impl Command {
     /// warnings (e.g. the KVM fallback) add to it.
     pub fn default_log_level(&self) -> &'static str {
         match self {
-            Command::Check { .. } | Command::Test(_) => "off",
+            Command::Check { .. } | Command::Test(_) | Command::Completions { .. } => "off",
+            Command::Init(_) => "warn",
             Command::Demo { .. } => "warn",
             _ => "info",
         }
@@ -256,18 +268,47 @@ pub async fn open_db(url: &str, mode: OpenMode) -> anyhow::Result<Db> {
 pub fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROVHOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    // Colour codes only for a person at a terminal: a log file or journal gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Colour codes only for a person at a terminal: a log file gets plain text, the
+    // journal (JOURNAL_STREAM) plain text without timestamps and with priorities.
+    let sink = provhost::prim::redact_log::stderr_sink();
     let format = match format {
         LogFormat::Text => provhost::prim::redact_log::Format::Text,
         LogFormat::Json => provhost::prim::redact_log::Format::Json,
     };
-    provhost::prim::redact_log::init(format, filter, ansi);
+    provhost::prim::redact_log::init(format, filter, sink);
 }
 
 /// Run one parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        // Before any configuration is read: init may be what writes it.
+        Command::Init(args) => {
+            init::run(cli.config.as_deref(), args.clone()).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            use std::io::Write as _;
+            // Into memory first: clap_complete panics on a failed write; a closed pipe
+            // (`| head`) is no error for us.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "provhost", &mut script);
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&script).and_then(|()| out.flush()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    anyhow::bail!("writing the completions to standard output: {e}")
+                }
+                _ => return Ok(ExitCode::SUCCESS),
+            }
+        }
+        // Copies made by the routine `call` runs get progress bars at a terminal. Not the
+        // demo (it prints its timeline to stdout as it goes, which a redrawn bar would
+        // overwrite) nor the daemon (its copies are logged).
+        Command::Call(_) => progress::CopyProgress::install(),
+        _ => {}
+    }
     let config = Config::load(cli.config.as_deref())?;
+    let config_file = Config::locate(cli.config.as_deref());
     match cli.command {
         Command::Check { paths, url } => Ok(check::run(&config, paths, url).await),
         Command::Loadstates => {
@@ -304,7 +345,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             provhost::daemon::wake(&config.paths.data_dir);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { once, http, url } => serve::run(&config, once, url, http).await,
+        Command::Serve { once, http, url } => {
+            serve::run(&config, config_file, once, url, http).await
+        }
         Command::Status { json, url } => {
             status::run(&config, json, url).await?;
             Ok(ExitCode::SUCCESS)
@@ -318,10 +361,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             provhost::demo::run(&config, &provhost::demo::DemoOptions { sim }, &mut out).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Log { reservation, url } => {
-            log::run(&config, reservation, url).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Log(args) => log::run(&config, args).await,
+        Command::Init(_) | Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         Command::Docs { out } => docs::run(&config, out),
     }
 }

@@ -1,6 +1,8 @@
 //! `provhost serve [--once] [--http ADDR]`: the management-node daemon in the foreground,
-//! stopped by SIGTERM or SIGINT; with `--http` (or `[http] listen`) also the status page.
-//! It publishes its modules to `<data_dir>/provhost.status.json` for `provhost status`.
+//! stopped by SIGTERM or SIGINT; SIGHUP reloads the scripts and checks the configuration
+//! again, and systemd hears READY/RELOADING/STOPPING (`notify`). With `--http` (or
+//! `[http] listen`) also the status page. It publishes its modules to
+//! `<data_dir>/provhost.status.json` for `provhost status`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,8 +14,10 @@ use provhost::Config;
 
 use super::UrlArg;
 
+/// Run the daemon; `config_file` is the file `config` was read from (read again on SIGHUP).
 pub async fn run(
     config: &Config,
+    config_file: Option<std::path::PathBuf>,
     once: bool,
     url: UrlArg,
     http: Option<String>,
@@ -34,6 +38,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         stop.await;
+        super::notify::stopping();
         stop_tx.send_replace(true);
     });
     let stopped = move || {
@@ -54,6 +59,8 @@ pub async fn run(
         provhost::host::good::dir_in(&config.paths.data_dir),
     ));
     let _watch = provhost::daemon::start_host(&host)?;
+    // From now on SIGHUP reloads instead of ending the process (its default action).
+    super::notify::reload_on_hup(std::sync::Arc::clone(&host), config_file, config.clone())?;
     let modules: Vec<String> = host
         .modules()
         .iter()
@@ -128,6 +135,11 @@ pub async fn run(
     };
     publisher(&book);
     tracing::info!(node_id = daemon.node_id(), once, "provhost daemon running");
+    super::notify::ready(&format!(
+        "serving {} module(s) as management node {}",
+        modules.len(),
+        daemon.node_id()
+    ));
     let summary = daemon.run(stopped(), once).await;
     let _ = std::fs::remove_file(&published);
     let summary = summary?;

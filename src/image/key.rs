@@ -6,10 +6,13 @@ use std::process::Command;
 
 /// Making or reading the management node's key failed.
 #[derive(Debug, thiserror::Error)]
-#[error("making the management node's key {}: {why} (or give --key FILE.pub)", path.display())]
+#[error("the management node's key {}: {why}", path.display())]
 pub struct KeyError {
     pub path: PathBuf,
     pub why: String,
+    /// The key or its folder is there but unusable as it is (open permissions, not a
+    /// file): the operator's fix, not something a retry changes.
+    pub refused: bool,
 }
 
 /// `<identity>.pub`, derived from the private key when only that exists, or a new ed25519
@@ -21,7 +24,8 @@ pub fn node_public_key(identity: &Path) -> Result<PathBuf, KeyError> {
     }
     let err = |why: String| KeyError {
         path: identity.to_path_buf(),
-        why,
+        why: format!("{why} (or give --key FILE.pub)"),
+        refused: false,
     };
     if identity.is_file() {
         let out = Command::new("ssh-keygen")
@@ -58,4 +62,135 @@ pub fn node_public_key(identity: &Path) -> Result<PathBuf, KeyError> {
     }
     eprintln!("made the management node's SSH key {}", identity.display());
     Ok(public)
+}
+
+/// What [`ensure_private_key`] found or made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyOutcome {
+    /// A new ed25519 pair was made (private key 0600, its folder 0700).
+    Created,
+    /// The private key was there with safe permissions; nothing changed.
+    Kept,
+}
+
+/// Permission bits a private key file or its folder must not have: anything for group or others.
+const GROUP_OTHER: u32 = 0o077;
+
+/// The management node's private key at `identity`, made with `ssh-keygen` (ed25519, no
+/// passphrase) in a folder created 0700 when it is missing; an existing key is never
+/// replaced. Refused (naming the `chmod` that fixes it) when the key or its folder can be
+/// read by group or others, since ssh refuses such a key too.
+pub fn ensure_private_key(identity: &Path) -> Result<KeyOutcome, KeyError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |why: String| KeyError {
+        path: identity.to_path_buf(),
+        why,
+        refused: false,
+    };
+    let refuse = |why: String| KeyError {
+        path: identity.to_path_buf(),
+        why,
+        refused: true,
+    };
+    let dir = identity
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => return Err(refuse(format!("{} is not a folder", dir.display()))),
+        Ok(m) if m.permissions().mode() & GROUP_OTHER != 0 && identity.is_file() => {
+            return Err(refuse(format!(
+                "its folder {} is open to group or others (mode {:o}); fix with: chmod 700 {}",
+                dir.display(),
+                m.permissions().mode() & 0o777,
+                dir.display()
+            )))
+        }
+        Ok(_) => {}
+        Err(_) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| err(format!("creating {}: {e}", dir.display())))?,
+    }
+    match std::fs::symlink_metadata(identity) {
+        Ok(m) if !m.is_file() => {
+            return Err(refuse(
+                "exists and is not a regular file; it is left as it is".into(),
+            ))
+        }
+        Ok(m) if m.permissions().mode() & GROUP_OTHER != 0 => {
+            return Err(refuse(format!(
+                "is open to group or others (mode {:o}); fix with: chmod 600 {}",
+                m.permissions().mode() & 0o777,
+                identity.display()
+            )))
+        }
+        Ok(_) => return Ok(KeyOutcome::Kept),
+        Err(_) => {}
+    }
+    let out = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "provhost-management-node",
+            "-f",
+        ])
+        .arg(identity)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| err(format!("ssh-keygen: {e} (apt-get install openssh-client)")))?;
+    if !out.status.success() {
+        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+    }
+    // ssh-keygen writes 0600 already; say so explicitly, whatever its version does.
+    std::fs::set_permissions(identity, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| err(e.to_string()))?;
+    Ok(KeyOutcome::Created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_new_key_is_0600_in_a_0700_folder_and_is_kept_the_second_time() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let id = tmp.path().join("ssh").join("id_ed25519");
+        assert_eq!(ensure_private_key(&id).expect("make"), KeyOutcome::Created);
+        assert_eq!(mode(&id), 0o600);
+        assert_eq!(mode(id.parent().expect("dir")), 0o700);
+        let before = std::fs::read(&id).expect("read");
+        assert_eq!(ensure_private_key(&id).expect("again"), KeyOutcome::Kept);
+        assert_eq!(std::fs::read(&id).expect("read"), before, "never replaced");
+    }
+
+    #[test]
+    fn a_key_readable_by_others_is_refused_naming_the_fix() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let id = tmp.path().join("ssh").join("id_ed25519");
+        ensure_private_key(&id).expect("make");
+        std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = ensure_private_key(&id).expect_err("open key").to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&id, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::set_permissions(
+            id.parent().expect("dir"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .expect("chmod");
+        let e = ensure_private_key(&id)
+            .expect_err("open folder")
+            .to_string();
+        assert!(e.contains("chmod 700"), "{e}");
+    }
 }

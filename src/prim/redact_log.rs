@@ -3,7 +3,9 @@
 //! slip past redaction as its escaped form. The formatted line then goes through
 //! [`secret::RedactingWriter`] as well (a second scan for text no field carried).
 //!
-//! [`init`] installs the subscriber `provhost` logs through (`--log-format text|json`).
+//! [`init`] installs the subscriber `provhost` logs through (`--log-format text|json`),
+//! decorated for where stderr goes ([`stderr_sink`]: a terminal, a file or pipe, or the
+//! systemd journal).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -193,24 +195,80 @@ pub enum Format {
     Json,
 }
 
+/// Where the log lines go, which decides their decoration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sink {
+    /// A person at a terminal: colours, timestamps.
+    Terminal,
+    /// A file or pipe: timestamps, no colour codes.
+    Plain,
+    /// The systemd journal (`JOURNAL_STREAM` names stderr): no colour codes and no
+    /// timestamps in text (the journal stamps each line), a `<N>` syslog priority prefix
+    /// per line so `journalctl -p` filters by level. JSON lines keep their `timestamp`
+    /// field (it is data) and get no prefix.
+    Journal,
+}
+
+/// The syslog priority journald reads from a `<N>` line prefix.
+pub fn syslog_priority(level: &tracing::Level) -> u8 {
+    match *level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// A text event format with a `<N>` syslog priority prefix (for [`Sink::Journal`]).
+#[derive(Debug, Clone)]
+pub struct SyslogPrefix<F>(pub F);
+
+impl<S, N, F> FormatEvent<S, N> for SyslogPrefix<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write!(writer, "<{}>", syslog_priority(event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
 /// The subscriber `provhost` logs through: `filter`, field values redacted before they are
-/// formatted, lines written by `writer` (production: [`secret::RedactingWriter`]).
+/// formatted, lines decorated for `sink`, written by `writer` (production:
+/// [`secret::RedactingWriter`]).
 pub fn subscriber<W>(
     format: Format,
     filter: tracing_subscriber::EnvFilter,
-    ansi: bool,
+    sink: Sink,
     writer: W,
 ) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let builder = tracing_subscriber::fmt()
-        .with_ansi(ansi)
+        .with_ansi(sink == Sink::Terminal)
         .with_env_filter(filter)
         .with_writer(writer);
-    match format {
-        Format::Text => Box::new(builder.fmt_fields(RedactingFields).finish()),
-        Format::Json => Box::new(
+    match (format, sink) {
+        (Format::Text, Sink::Journal) => Box::new(
+            builder
+                .fmt_fields(RedactingFields)
+                .event_format(SyslogPrefix(
+                    tracing_subscriber::fmt::format()
+                        .without_time()
+                        .with_ansi(false),
+                ))
+                .finish(),
+        ),
+        (Format::Text, _) => Box::new(builder.fmt_fields(RedactingFields).finish()),
+        (Format::Json, _) => Box::new(
             builder
                 .with_ansi(false)
                 .fmt_fields(RedactingJsonFields)
@@ -221,7 +279,125 @@ where
 }
 
 /// Install [`subscriber`] with the redacting stderr writer as the global default.
-pub fn init(format: Format, filter: tracing_subscriber::EnvFilter, ansi: bool) {
+pub fn init(format: Format, filter: tracing_subscriber::EnvFilter, sink: Sink) {
     use tracing_subscriber::util::SubscriberInitExt;
-    let _ = subscriber(format, filter, ansi, secret::RedactingWriter).try_init();
+    let _ = subscriber(format, filter, sink, secret::RedactingWriter).try_init();
+}
+
+/// The sink stderr is: [`Sink::Journal`] when `JOURNAL_STREAM` (`DEVICE:INODE`, set by
+/// systemd for a service whose output goes to the journal) names the file stderr is,
+/// [`Sink::Terminal`] for a terminal, else [`Sink::Plain`].
+pub fn stderr_sink() -> Sink {
+    use std::io::IsTerminal;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let stderr = std::io::stderr();
+    if let Some(stream) = std::env::var_os("JOURNAL_STREAM") {
+        let ids = stderr
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .and_then(|fd| std::fs::File::from(fd).metadata().ok())
+            .map(|m| (m.dev(), m.ino()));
+        if let Some(ids) = ids {
+            if journal_stream_names(&stream.to_string_lossy(), ids) {
+                return Sink::Journal;
+            }
+        }
+    }
+    if stderr.is_terminal() {
+        Sink::Terminal
+    } else {
+        Sink::Plain
+    }
+}
+
+/// Whether `JOURNAL_STREAM`'s `DEVICE:INODE` value is the file with `(dev, ino)`.
+pub fn journal_stream_names(value: &str, (dev, ino): (u64, u64)) -> bool {
+    let Some((d, i)) = value.trim().split_once(':') else {
+        return false;
+    };
+    d.parse::<u64>().ok() == Some(dev) && i.parse::<u64>().ok() == Some(ino)
+}
+
+#[cfg(test)]
+mod sink_tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl<'w> MakeWriter<'w> for Buf {
+        type Writer = Buf;
+        fn make_writer(&'w self) -> Buf {
+            self.clone()
+        }
+    }
+
+    fn lines(sink: Sink) -> String {
+        let buf = Buf::default();
+        let sub = subscriber(
+            Format::Text,
+            tracing_subscriber::EnvFilter::new("info"),
+            sink,
+            buf.clone(),
+        );
+        tracing::subscriber::with_default(sub, || {
+            tracing::warn!(computer = "vm1", "boot slow");
+            tracing::info!("loaded");
+        });
+        let out = buf.0.lock().expect("lock").clone();
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn journal_lines_have_a_priority_prefix_and_no_time_or_colour() {
+        let out = lines(Sink::Journal);
+        let l: Vec<&str> = out.lines().collect();
+        assert_eq!(l.len(), 2, "{out}");
+        assert!(l[0].starts_with("<4> WARN"), "{out}");
+        assert!(l[0].contains("boot slow computer=\"vm1\""), "{out}");
+        assert!(l[1].starts_with("<6> INFO"), "{out}");
+        assert!(!out.contains('\x1b'), "{out}");
+        // No timestamp: the level follows the prefix directly.
+        assert!(
+            !out.lines()
+                .any(|l| l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn plain_lines_have_a_timestamp_and_no_colour() {
+        let out = lines(Sink::Plain);
+        assert!(!out.contains('\x1b'), "{out}");
+        assert!(!out.starts_with('<'), "{out}");
+        // RFC 3339 time first: "2026-12-07T…".
+        assert!(
+            out.as_bytes().first().is_some_and(u8::is_ascii_digit),
+            "{out}"
+        );
+        assert!(
+            out.lines().all(|l| l.contains('T') && l.contains(':')),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn journal_stream_must_name_the_same_file() {
+        assert!(journal_stream_names("8:12345", (8, 12345)));
+        assert!(journal_stream_names("8:12345\n", (8, 12345)));
+        assert!(!journal_stream_names("8:12346", (8, 12345)));
+        assert!(!journal_stream_names("garbage", (8, 12345)));
+        assert!(!journal_stream_names("", (8, 12345)));
+    }
 }

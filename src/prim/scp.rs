@@ -101,6 +101,21 @@ impl Progress {
     }
 }
 
+/// A process-wide watcher of every copy (the command line's progress bars); a daemon
+/// sets none. Called with the destination as [`copy`] names it, as often as the copy's
+/// own progress callback.
+pub trait CopyObserver: Send + Sync {
+    fn copy_progress(&self, dest: &str, progress: Progress);
+}
+
+static OBSERVER: std::sync::OnceLock<Box<dyn CopyObserver>> = std::sync::OnceLock::new();
+
+/// Install the process's [`CopyObserver`]; only the first call counts (returns whether
+/// this one did).
+pub fn observe_copies(observer: Box<dyn CopyObserver>) -> bool {
+    OBSERVER.set(observer).is_ok()
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct CopyOptions {
     /// Whole copy; default: `[ssh] copy_timeout_secs` (cut by the routine's deadline).
@@ -436,8 +451,9 @@ fn stopped(e: SshError, dest: &str) -> ScpError {
     }
 }
 
-/// Copy `src` to `dst` (see the module docs). `progress` is called with bytes done and
-/// the total, at the start, at most every 200 ms, and at the end.
+/// Copy `src` to `dst` (see the module docs). `progress` (and the process's
+/// [`CopyObserver`], if any) is called with bytes done and the total, at the start, at
+/// most every 200 ms, and at the end.
 pub fn copy(
     src: End<'_>,
     dst: End<'_>,
@@ -524,13 +540,19 @@ fn copy_inner(
         }
     };
 
+    let mut reported = |p: Progress| {
+        if let Some(o) = OBSERVER.get() {
+            o.copy_progress(&dest_name, p);
+        }
+        progress(p);
+    };
     let result = pump(
         &mut source,
         &mut sink,
         total,
         opts.sha256,
         &d,
-        progress,
+        &mut reported,
         &dest_name,
     );
     let result = result.and_then(|(bytes, sha)| {
