@@ -21,6 +21,7 @@ packages=(
   libssl-dev zlib1g-dev pkg-config gcc  # ssh2's libssh2/openssl build
   util-linux                         # unshare/mount for the disk-full copy test
   mariadb-server mariadb-client      # the VCL-compatible database backend
+  galera-4 rsync                     # tests/galera.rs: a 3-node Galera cluster on loopback (rsync SST)
 )
 # `install-deps.sh --bench`: also what `make bench` compares against (a vcld-like Perl process).
 if [ "${1:-}" = "--bench" ]; then
