@@ -420,7 +420,7 @@ async fn run(a: &Args, url: &str, admin: &mut sqlx::MySqlConnection) -> Result<(
         );
     }
     let plan: Vec<(i64, String, String, Option<String>, Option<String>)> = sqlx::query(
-        "EXPLAIN SELECT COUNT(*) FROM `request` rq JOIN `reservation` r ON r.`requestid` = rq.`id` \
+        "EXPLAIN SELECT COUNT(*) FROM `request` rq FORCE INDEX (`stateid`) JOIN `reservation` r ON r.`requestid` = rq.`id` \
          WHERE rq.`stateid` IN (13, 19, 20, 18, 3, 11, 6, 16) AND r.`managementnodeid` = 1",
     )
     .fetch_all(pp)

@@ -9,7 +9,9 @@
 //! - Every `sweep_interval_secs`: this node's `pending` requests no running flow owns are
 //!   handed back (bounded).
 //! - Loop: every `poll_interval_secs`, or at once when `provhost request new` on this
-//!   machine pokes the wake socket (`<data_dir>/provhost.wake`), list the node's work,
+//!   machine pokes the wake socket (`<data_dir>/provhost.wake`) or when the pickup check
+//!   (every `pickup_poll_ms`, one indexed query) sees this node's requests change — a
+//!   request inserted by another machine —, list the node's work,
 //!   claim what is due (VCL's `check_time`, simplified: new/reload once started or inside
 //!   the preload window (`preload_secs` to `preload_min_secs` before the start), in-use
 //!   reservations near their end or every `general_inuse_check`), spawn its flow.

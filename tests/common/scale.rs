@@ -111,6 +111,8 @@ pub fn config(node: &str, max_flows: usize) -> DaemonConfig {
         max_flows,
         timings: provhost::state::Timings {
             acknowledgetimeout: 3600,
+            // vcld's and provhost's default: the waiting flows' reads are most of the load.
+            acknowledge_poll_ms: 1000,
             ..fast_timings()
         },
         ..DaemonConfig::default()
