@@ -71,6 +71,9 @@ fn args() -> Args {
 
 type BoxError = Box<dyn std::error::Error>;
 
+/// One `EXPLAIN` row: id, table, type, key, Extra.
+type PlanRow = (i64, String, String, Option<String>, Option<String>);
+
 async fn status(c: &mut sqlx::MySqlConnection, name: &str) -> Result<i64, BoxError> {
     let v: Option<String> = sqlx::query_scalar(
         "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = ?",
@@ -419,7 +422,7 @@ async fn run(a: &Args, url: &str, admin: &mut sqlx::MySqlConnection) -> Result<(
             el.as_secs_f64() * 1000.0 / 200.0
         );
     }
-    let plan: Vec<(i64, String, String, Option<String>, Option<String>)> = sqlx::query(
+    let plan: Vec<PlanRow> = sqlx::query(
         "EXPLAIN SELECT COUNT(*) FROM `request` rq FORCE INDEX (`stateid`) JOIN `reservation` r ON r.`requestid` = rq.`id` \
          WHERE rq.`stateid` IN (13, 19, 20, 18, 3, 11, 6, 16) AND r.`managementnodeid` = 1",
     )
