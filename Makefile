@@ -32,5 +32,5 @@ docs:
 # Scale out (issue 16, docs/galera.md, docs/BENCHMARKS.md): the Galera and many-node tests at
 # full size, then the pickup and one-node benchmarks against the local MariaDB.
 scale: deps
-	PROVHOST_GALERA_N=3000 cargo test --release --test galera -- --nocapture --test-threads=1
+	PROVHOST_GALERA_N=2000 cargo test --release --test galera -- --nocapture --test-threads=1
 	PROVHOST_MANY_NODES_N=1000 cargo test --release --test many_nodes -- --nocapture --test-threads=1

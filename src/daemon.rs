@@ -721,6 +721,7 @@ impl Daemon {
         let poll = Duration::from_secs(self.cfg.poll_interval_secs.max(1));
         let pickup = Duration::from_millis(self.cfg.pickup_poll_ms);
         let mut last_pickup: Option<crate::db::claim::Fingerprint> = None;
+        let mut pickup_ok = true;
         let mut buf = [0u8; 16];
         // A bound on `--once` passes: each pass either claims work or ends the run.
         let mut passes_left: u64 = if once { 100_000 } else { u64::MAX };
@@ -765,7 +766,10 @@ impl Daemon {
                 })
                 .await;
             let claimed = match polled {
-                Some(Ok(n)) => n,
+                Some(Ok(n)) => {
+                    pickup_ok = true;
+                    n
+                }
                 Some(Err(e)) if stop.stopped() => {
                     tracing::warn!("stopping: the last poll did not finish: {e}");
                     0
@@ -815,10 +819,22 @@ impl Daemon {
                         break Wait::Poll;
                     }
                     _ = tokio::time::sleep_until(next_poll) => break Wait::Poll,
-                    _ = tokio::time::sleep_until(next_pickup), if !pickup.is_zero() => {
+                    _ = tokio::time::sleep_until(next_pickup), if !pickup.is_zero() && pickup_ok => {
                         next_pickup = tokio::time::Instant::now() + pickup;
-                        if self.pickup_changed(&mut last_pickup, pickup).await {
-                            break Wait::Poll;
+                        // The check waits on the database (up to its limit): neither a
+                        // stop nor the scheduled poll waits for it (e.g. in an outage).
+                        tokio::select! {
+                            biased;
+                            _ = stop.wait() => break Wait::Stop,
+                            _ = tokio::time::sleep_until(next_poll) => break Wait::Poll,
+                            changed = self.pickup_changed(&mut last_pickup, pickup) => match changed {
+                                Some(true) => break Wait::Poll,
+                                Some(false) => {}
+                                // The database is failing: no more checks until a full
+                                // poll succeeds (they would only compete with its retries
+                                // and the flows' for connections).
+                                None => pickup_ok = false,
+                            }
                         }
                     }
                 }
@@ -875,15 +891,15 @@ impl Daemon {
         Ok(summary)
     }
 
-    /// One pickup check: true when this node's requests in a pickup state changed since
-    /// the last check (the first check only takes the baseline). A check that fails or
-    /// takes longer than four intervals (at least 2 s) counts as "no change": the full
-    /// poll still runs on its own schedule.
+    /// One pickup check: whether this node's requests in a pickup state changed since
+    /// the last check (the first check only takes the baseline). `None`: the check failed
+    /// or took longer than four intervals (at least 2 s); the full poll still runs on its
+    /// own schedule.
     async fn pickup_changed(
         &self,
         last: &mut Option<crate::db::claim::Fingerprint>,
         every: Duration,
-    ) -> bool {
+    ) -> Option<bool> {
         let limit = (every * 4).max(Duration::from_secs(2));
         let got = tokio::time::timeout(
             limit,
@@ -894,15 +910,15 @@ impl Daemon {
             Ok(Ok(f)) => {
                 let changed = last.is_some_and(|l| l != f);
                 *last = Some(f);
-                changed
+                Some(changed)
             }
             Ok(Err(e)) => {
                 tracing::debug!("pickup check failed (the next poll runs on schedule): {e}");
-                false
+                None
             }
             Err(_) => {
                 tracing::debug!("pickup check took over {limit:?}; the next poll runs on schedule");
-                false
+                None
             }
         }
     }

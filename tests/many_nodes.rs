@@ -178,3 +178,52 @@ async fn a_request_from_another_machine_is_claimed_within_a_second_by_one_of_ten
     assert!(lat[samples - 2] < Duration::from_secs(1), "{lat:?}");
     assert!(lat[samples - 1] < Duration::from_secs(3), "{lat:?}");
 }
+
+/// The pickup check's fingerprint changes when a request is inserted for the node or moves
+/// into or out of a claimable state, not for other nodes' requests or running (`pending`)
+/// ones; on both backends (the embedded SQLite default runs it too).
+async fn pickup_fingerprint_sees_inserts_and_state_changes_of_its_node_only(backend: Backend) {
+    let Some(t) = TestDb::empty(backend).await else {
+        return;
+    };
+    let site = scale::setup(&t.db, 2, 4, 0.05).await;
+    let (n1, n2) = (site.nodes[0].1, site.nodes[1].1);
+    let fp = |node| provhost::db::claim::pickup_fingerprint(&t.db, node);
+    let empty = fp(n1).await.expect("check");
+    assert_eq!(empty.count, 0);
+    // vm0 and vm2 belong to node 1, vm1 to node 2.
+    let r = scale::request(&t.db, "vm0.scale").await;
+    let one = fp(n1).await.expect("check");
+    assert_ne!(one, empty, "an insert for the node changes its fingerprint");
+    assert_eq!(one.top, r.request_id);
+    scale::request(&t.db, "vm1.scale").await;
+    assert_eq!(
+        fp(n1).await.expect("check"),
+        one,
+        "another node's request is not this node's change"
+    );
+    assert_eq!(fp(n2).await.expect("check").count, 1);
+    // Claimed (pending): out of the set.
+    let c = provhost::db::claim::claim(&t.db, r.request_id, "new", n1)
+        .await
+        .expect("claim")
+        .expect("won");
+    assert_eq!(fp(n1).await.expect("check"), empty);
+    // Handed back: in again, same as before the claim.
+    provhost::db::claim::release_claimed(&t.db, r.request_id, &c.token)
+        .await
+        .expect("release");
+    assert_eq!(fp(n1).await.expect("check"), one);
+    // A state change by the web front end (new → deleted) changes it.
+    let deleted_id = provhost::vcl::state_id("deleted").expect("VCL state deleted");
+    t.exec(&format!(
+        "UPDATE `request` SET `stateid` = {deleted_id} WHERE `id` = {}",
+        r.request_id
+    ))
+    .await;
+    let deleted = fp(n1).await.expect("check");
+    assert_eq!(deleted.count, 1);
+    assert_ne!(deleted, one);
+}
+
+on_both_backends!(pickup_fingerprint_sees_inserts_and_state_changes_of_its_node_only);
