@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` (the main job on the embedded default) and
 # `make test` (the whole test suite). Both install what they need first.
-.PHONY: deps demo test install lint bench docs deb completions
+.PHONY: deps demo test install lint bench docs deb completions scale
 
 deps:
 	./tools/install-deps.sh
@@ -47,3 +47,9 @@ bench:
 
 docs:
 	cargo run --quiet -- docs --out docs/script-api.md
+
+# Scale out (issue 16, docs/galera.md, docs/BENCHMARKS.md): the Galera and many-node tests at
+# full size, then the pickup and one-node benchmarks against the local MariaDB.
+scale: deps
+	PROVHOST_GALERA_N=2000 cargo test --release --test galera -- --nocapture --test-threads=1
+	PROVHOST_MANY_NODES_N=1000 cargo test --release --test many_nodes -- --nocapture --test-threads=1

@@ -9,7 +9,9 @@
 //! - Every `sweep_interval_secs`: this node's `pending` requests no running flow owns are
 //!   handed back (bounded).
 //! - Loop: every `poll_interval_secs`, or at once when `provhost request new` on this
-//!   machine pokes the wake socket (`<data_dir>/provhost.wake`), list the node's work,
+//!   machine pokes the wake socket (`<data_dir>/provhost.wake`) or when the pickup check
+//!   (every `pickup_poll_ms`, one indexed query) sees this node's requests change — a
+//!   request inserted by another machine —, list the node's work,
 //!   claim what is due (VCL's `check_time`, simplified: new/reload once started or inside
 //!   the preload window (`preload_secs` to `preload_min_secs` before the start), in-use
 //!   reservations near their end or every `general_inuse_check`), spawn its flow.
@@ -44,6 +46,12 @@ pub struct DaemonConfig {
     pub node: String,
     /// Seconds between polls of the database.
     pub poll_interval_secs: u64,
+    /// Milliseconds between pickup checks: one cheap indexed query
+    /// (`db::claim::pickup_fingerprint`) between full polls; when it sees this node's
+    /// requests change (one inserted by the web front end or another node, a state
+    /// change), the full poll runs at once. So a request is claimed within about this long
+    /// of its insert, from any machine. 0 turns the checks off (full polls only, as vcld).
+    pub pickup_poll_ms: u64,
     /// How long a stop waits for running flows to hand their requests back.
     pub shutdown_grace_secs: u64,
     /// Most flows running at once for loads and everything else; further due work waits
@@ -89,6 +97,7 @@ impl Default for DaemonConfig {
         DaemonConfig {
             node: String::new(),
             poll_interval_secs: 5,
+            pickup_poll_ms: 250,
             shutdown_grace_secs: 30,
             max_flows: 1000,
             reclaim_flows: 64,
@@ -114,6 +123,7 @@ impl DaemonConfig {
         let t = &self.timings;
         for b in [
             Bound::secs("poll_interval_secs", self.poll_interval_secs, 1, 3600),
+            Bound::millis("pickup_poll_ms", self.pickup_poll_ms, 0, 3_600_000),
             Bound::secs("shutdown_grace_secs", self.shutdown_grace_secs, 0, MAX_SECS),
             Bound::secs("lease_secs", self.lease_secs, 1, MAX_SECS),
             Bound::secs("heartbeat_secs", self.heartbeat_secs, 1, MAX_SECS),
@@ -417,6 +427,13 @@ impl<F: Future<Output = ()>> Stop<F> {
     }
 }
 
+/// Why the wait between polls ended.
+enum Wait {
+    Poll,
+    Stop,
+    Lost,
+}
+
 /// What a run did (for `--once`, tests and the exit message).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Summary {
@@ -717,6 +734,9 @@ impl Daemon {
         let mut inuse_checked: HashMap<i64, Instant> = HashMap::new();
         let mut warned: HashSet<String> = HashSet::new();
         let poll = Duration::from_secs(self.cfg.poll_interval_secs.max(1));
+        let pickup = Duration::from_millis(self.cfg.pickup_poll_ms);
+        let mut last_pickup: Option<crate::db::claim::Fingerprint> = None;
+        let mut pickup_ok = true;
         let mut buf = [0u8; 16];
         // A bound on `--once` passes: each pass either claims work or ends the run.
         let mut passes_left: u64 = if once { 100_000 } else { u64::MAX };
@@ -775,7 +795,10 @@ impl Daemon {
                 })
                 .await;
             let claimed = match polled {
-                Some(Ok(n)) => n,
+                Some(Ok(n)) => {
+                    pickup_ok = true;
+                    n
+                }
                 Some(Err(e)) if stop.stopped() => {
                     tracing::warn!("stopping: the last poll did not finish: {e}");
                     0
@@ -797,30 +820,62 @@ impl Daemon {
             if stop.stopped() || once && claimed == 0 && running.is_empty() || passes_left == 0 {
                 break;
             }
-            tokio::select! {
-                // A stop wins over everything else that is ready at the same time.
-                biased;
-                _ = stop.wait() => break,
-                _ = lost_rx.changed() => {
+            // Wait for the next poll: the interval, a finished flow, the wake socket, or a
+            // pickup check that saw this node's requests change. Bounded: every pass of
+            // this loop either ends it or waits for the next pickup check.
+            let next_poll = tokio::time::Instant::now() + poll;
+            let mut next_pickup = tokio::time::Instant::now() + pickup;
+            let wait = loop {
+                tokio::select! {
+                    // A stop wins over everything else that is ready at the same time.
+                    biased;
+                    _ = stop.wait() => break Wait::Stop,
+                    _ = lost_rx.changed() => break Wait::Lost,
+                    Some(done) = tasks.set.join_next_with_id(), if !tasks.set.is_empty() => {
+                        self.reap(done, &mut tasks, &mut running, &mut summary).await;
+                        // Reap everything else that has finished too.
+                        while let Some(done) = tasks.set.try_join_next_with_id() {
+                            self.reap(done, &mut tasks, &mut running, &mut summary).await;
+                        }
+                        break Wait::Poll;
+                    }
+                    woke = async { match &wake_sock { Some(s) => s.recv(&mut buf).await.map(|_| ()), None => std::future::pending().await } } => {
+                        if let Err(e) = woke {
+                            // Never spin on a broken socket: wait a poll interval instead.
+                            tracing::warn!("wake socket: {e}");
+                            tokio::time::sleep(poll).await;
+                        }
+                        break Wait::Poll;
+                    }
+                    _ = tokio::time::sleep_until(next_poll) => break Wait::Poll,
+                    _ = tokio::time::sleep_until(next_pickup), if !pickup.is_zero() && pickup_ok => {
+                        next_pickup = tokio::time::Instant::now() + pickup;
+                        // The check waits on the database (up to its limit): neither a
+                        // stop nor the scheduled poll waits for it (e.g. in an outage).
+                        tokio::select! {
+                            biased;
+                            _ = stop.wait() => break Wait::Stop,
+                            _ = tokio::time::sleep_until(next_poll) => break Wait::Poll,
+                            changed = self.pickup_changed(&mut last_pickup, pickup) => match changed {
+                                Some(true) => break Wait::Poll,
+                                Some(false) => {}
+                                // The database is failing: no more checks until a full
+                                // poll succeeds (they would only compete with its retries
+                                // and the flows' for connections).
+                                None => pickup_ok = false,
+                            }
+                        }
+                    }
+                }
+            };
+            match wait {
+                Wait::Poll => {}
+                Wait::Stop => break,
+                Wait::Lost => {
                     tracing::error!(node = %self.node, "lost the lease on this management node to another daemon: stopping without writing");
                     lease_lost = true;
                     break;
                 }
-                Some(done) = tasks.set.join_next_with_id(), if !tasks.set.is_empty() => {
-                    self.reap(done, &mut tasks, &mut running, &mut summary).await;
-                    // Reap everything else that has finished too.
-                    while let Some(done) = tasks.set.try_join_next_with_id() {
-                        self.reap(done, &mut tasks, &mut running, &mut summary).await;
-                    }
-                }
-                woke = async { match &wake_sock { Some(s) => s.recv(&mut buf).await.map(|_| ()), None => std::future::pending().await } } => {
-                    if let Err(e) = woke {
-                        // Never spin on a broken socket: wait a poll interval instead.
-                        tracing::warn!("wake socket: {e}");
-                        tokio::time::sleep(poll).await;
-                    }
-                }
-                _ = tokio::time::sleep(poll) => {}
             }
         }
 
@@ -863,6 +918,38 @@ impl Daemon {
             });
         }
         Ok(summary)
+    }
+
+    /// One pickup check: whether this node's requests in a pickup state changed since
+    /// the last check (the first check only takes the baseline). `None`: the check failed
+    /// or took longer than four intervals (at least 2 s); the full poll still runs on its
+    /// own schedule.
+    async fn pickup_changed(
+        &self,
+        last: &mut Option<crate::db::claim::Fingerprint>,
+        every: Duration,
+    ) -> Option<bool> {
+        let limit = (every * 4).max(Duration::from_secs(2));
+        let got = tokio::time::timeout(
+            limit,
+            crate::db::claim::pickup_fingerprint(&self.svc.db, self.svc.node_id),
+        )
+        .await;
+        match got {
+            Ok(Ok(f)) => {
+                let changed = last.is_some_and(|l| l != f);
+                *last = Some(f);
+                Some(changed)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!("pickup check failed (the next poll runs on schedule): {e}");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("pickup check took over {limit:?}; the next poll runs on schedule");
+                None
+            }
+        }
     }
 
     /// Account for a finished flow task. A task that panicked (a bug, not a script error:

@@ -23,6 +23,7 @@ packages=(
   mariadb-server mariadb-client      # the VCL-compatible database backend
   chromium                           # the status page's headless browser test (tests/web_status.rs)
   dpkg-dev binutils                  # cargo-deb's dependency scan (dpkg-shlibdeps) and strip
+  galera-4 rsync                     # tests/galera.rs: a 3-node Galera cluster on loopback (rsync SST)
 )
 # `install-deps.sh --bench`: also what `make bench` compares against (a vcld-like Perl process).
 if [ "${1:-}" = "--bench" ]; then

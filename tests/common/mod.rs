@@ -7,10 +7,12 @@
 
 pub mod db;
 pub mod flows;
+pub mod galera;
 pub mod libvirtd;
 pub mod netns;
 pub mod procs;
 pub mod proxy;
+pub mod scale;
 pub mod scripts;
 pub mod sshd;
 pub mod testimage;
