@@ -3,13 +3,15 @@
 //! state-flow rig ([`flows`]), a real OpenSSH `sshd` on a free loopback port ([`sshd`]),
 //! "lab hosts" in network namespaces each with its own sshd ([`netns`]), the test image
 //! ([`testimage`]), bridged test VMs ([`testvm`]), drop guards for VMs started through
-//! `prim::vm` ([`vmguard`]), and the skip rule for tests that need root.
+//! `prim::vm` ([`vmguard`]), a named fake machine behind a real sshd ([`namedfake`]), and
+//! the skip rule for tests that need root.
 #![allow(dead_code)]
 
 pub mod cli;
 pub mod db;
 pub mod flows;
 pub mod libvirtd;
+pub mod namedfake;
 pub mod netns;
 pub mod procs;
 pub mod proxy;
