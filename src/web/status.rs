@@ -150,9 +150,12 @@ pub fn read_published(path: &Path) -> Option<Published> {
     serde_json::from_str(&text).ok()
 }
 
-/// Is process `pid` alive (and ours to signal, or at least present)?
+/// Is process `pid` alive and a provhost (its name, `/proc/PID/comm`, starts with
+/// `provhost`)? A pid a crashed daemon left behind may belong to another program by now
+/// (after a reboot, or once pids wrap).
 pub fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|name| name.trim_end().starts_with("provhost"))
 }
 
 /// One reservation on the overview.
@@ -293,4 +296,24 @@ pub async fn detail(db: &Db, reservation: i64) -> Result<Detail, DbError> {
         spans,
         spans_error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_live_provhost_process_counts_as_the_daemon() {
+        // This test runs in `provhost-HASH`, the library's test binary.
+        assert!(pid_alive(std::process::id()));
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let reused = pid_alive(other.id());
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(!reused, "a live process that is not provhost");
+        assert!(!pid_alive(999_999_999), "no such process");
+    }
 }
