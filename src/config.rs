@@ -183,7 +183,7 @@ impl Config {
                 })?;
                 let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
                     path: f.clone(),
-                    message: e.to_string(),
+                    message: parse_error(&text, &e),
                 })?;
                 let base = f.parent().map(Path::to_path_buf).unwrap_or_default();
                 (config, base)
@@ -284,6 +284,53 @@ impl Config {
     }
 }
 
+/// Keys whose values are secrets (`[database] url` carries the password, `[http] token`).
+fn secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["url", "token", "password", "secret"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+/// Where and why `text` is not a configuration. toml's own message quotes the offending
+/// line, and a value there may be a secret that must not reach a terminal or the journal:
+/// the line is shown only when it is `KEY = VALUE` with a key that holds no secret
+/// (`url = …` otherwise; nothing for any other line).
+fn parse_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return format!("TOML parse error: {}", e.message().trim_end());
+    };
+    let at = (0..=span.start.min(text.len()))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    let before = &text[..at];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    let source = text[line_start..].lines().next().unwrap_or("").trim();
+    let shown = source
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        })
+        .map(|k| {
+            if secret_key(k) {
+                format!(" ({k} = …)")
+            } else {
+                format!(" ({source})")
+            }
+        })
+        .unwrap_or_default();
+    format!(
+        "TOML parse error at line {line}, column {column}{shown}: {}",
+        e.message().trim_end()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +350,31 @@ mod tests {
         std::fs::write(&f, "[scripts]\ncall_timeout = 5\n").expect("write");
         let err = Config::load(Some(&f)).expect_err("typo");
         assert!(err.to_string().contains("call_timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_parse_error_names_the_line_and_key_but_never_shows_a_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("provhost.toml");
+        for (text, want) in [
+            (
+                "[database]\nurl = \"mysql://root:s3cret-pw@127.0.0.1/vcl\" oops\n",
+                "line 2, column 46 (url = …): expected newline",
+            ),
+            (
+                "[http]\ntoken = [\"s3cret-token\"]\n",
+                "line 2, column 9 (token = …): invalid type: sequence, expected a string",
+            ),
+            (
+                "[http]\ntoken = \"s3cret-token\nlisten = \"x\"\n",
+                "line 2, column ",
+            ),
+        ] {
+            std::fs::write(&f, text).expect("write");
+            let err = Config::load(Some(&f)).expect_err("bad toml").to_string();
+            assert!(err.contains(want), "{want:?} missing in: {err}");
+            assert!(!err.contains("s3cret"), "a secret in the error: {err}");
+        }
     }
 
     #[test]

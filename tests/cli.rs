@@ -7,11 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::cli::{copy_project, root};
 use common::scripts::{provisioning, ScriptDir};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn provhost(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_provhost"))
@@ -21,19 +18,6 @@ fn provhost(dir: &Path, args: &[&str]) -> Output {
         .env("PROVHOST_LOG", "info")
         .output()
         .expect("run provhost")
-}
-
-/// `scripts/` and `stdlib/` of this project copied into `dir` (a fresh machine's layout).
-fn copy_project_scripts(dir: &Path) {
-    for sub in ["scripts", "stdlib"] {
-        let status = Command::new("cp")
-            .arg("-r")
-            .arg(root().join(sub))
-            .arg(dir)
-            .status()
-            .expect("cp");
-        assert!(status.success(), "copying {sub}");
-    }
 }
 
 fn text(b: &[u8]) -> String {
@@ -271,7 +255,7 @@ fn version_is_printed() {
 #[test]
 fn demo_sim_runs_the_life_cycle_on_a_fresh_machine() {
     let dir = tempfile::tempdir().expect("tmp");
-    copy_project_scripts(dir.path());
+    copy_project(dir.path());
     let out = provhost(dir.path(), &["demo", "--sim"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
@@ -292,7 +276,7 @@ fn demo_sim_runs_the_life_cycle_on_a_fresh_machine() {
 #[test]
 fn demo_falls_back_to_the_simulator_and_says_why() {
     let dir = tempfile::tempdir().expect("tmp");
-    copy_project_scripts(dir.path());
+    copy_project(dir.path());
     let out = Command::new(env!("CARGO_BIN_EXE_provhost"))
         .arg("demo")
         .current_dir(dir.path())
@@ -316,7 +300,7 @@ fn demo_falls_back_to_the_simulator_and_says_why() {
 #[test]
 fn serve_request_and_log_show_the_life_cycle() {
     let dir = tempfile::tempdir().expect("tmp");
-    copy_project_scripts(dir.path());
+    copy_project(dir.path());
     // A long poll interval: the request commands wake the daemon through its socket.
     // The default keeps finished requests a day (`keep_finished_secs`): the test reads the
     // finished reload's load-log, as the README's example does.
@@ -658,7 +642,7 @@ fn a_scripts_folder_writable_by_others_is_refused_with_the_fix() {
 #[test]
 fn a_site_hook_edited_while_serve_runs_is_used_by_the_next_reservation() {
     let dir = tempfile::tempdir().expect("tmp");
-    copy_project_scripts(dir.path());
+    copy_project(dir.path());
     std::fs::write(
         dir.path().join("provhost.toml"),
         "[daemon]\npoll_interval_secs = 30\n[daemon.timings]\nacknowledgetimeout = 60\nacknowledge_poll_ms = 100\ninitialconnecttimeout = 10\nconnect_poll = 1\n",

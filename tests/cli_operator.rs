@@ -6,77 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::cli::{fails, ok, project_dir, provhost, stderr};
 use common::db::{world, TestDb};
 use provhost::db::Backend;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A folder with this project's `scripts/` and `stdlib/` (what `add` checks modules against).
-fn project_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tmp");
-    for sub in ["scripts", "stdlib"] {
-        let status = Command::new("cp")
-            .arg("-r")
-            .arg(root().join(sub))
-            .arg(dir.path())
-            .status()
-            .expect("cp");
-        assert!(status.success(), "copying {sub}");
-    }
-    dir
-}
-
-fn provhost(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_provhost"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("PROVHOST_CONFIG")
-        .env_remove("PROVHOST_DATABASE_URL")
-        .env_remove("PROVHOST_LOG")
-        .output()
-        .expect("run provhost")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Exit code `code`, and stderr contains every one of `words`.
-#[track_caller]
-fn fails(o: &Output, code: i32, words: &[&str]) -> String {
-    let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {err}",
-        stdout(o)
-    );
-    for w in words {
-        assert!(err.contains(w), "{w:?} missing in: {err}");
-    }
-    err
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "stdout: {}\nstderr: {}",
-        stdout(o),
-        stderr(o)
-    );
-    stdout(o)
-}
 
 /// Item 5: every command taking an id or a name says when it does not exist, exit 2.
 async fn unknown_ids_and_names_are_refused(backend: Backend) {

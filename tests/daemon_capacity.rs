@@ -47,12 +47,7 @@ async fn reclaim_runs_while_loads_fill_max_flows() {
     let r = rig.request("lab4.test", "debian12").await;
     rig.wait_log(r.reservation_id, "acknowledgetimeout", T)
         .await;
-    rig.t
-        .exec(&format!(
-            "UPDATE `reservation` SET `remoteIP` = '192.0.2.9' WHERE `id` = {}",
-            r.reservation_id
-        ))
-        .await;
+    rig.connect_from(r.reservation_id, "192.0.2.9").await;
     rig.wait_log(r.reservation_id, "connected", T).await;
     rig.wait_state(r.request_id, "inuse", T).await;
 

@@ -48,12 +48,7 @@ async fn touching(rig: &Rig, b_node: Option<i64>) -> (i64, i64) {
         .expect("A");
     rig.wait_log(a.reservation_id, "acknowledgetimeout", T)
         .await;
-    rig.t
-        .exec(&format!(
-            "UPDATE `reservation` SET `remoteIP` = '192.0.2.7' WHERE `id` = {}",
-            a.reservation_id
-        ))
-        .await;
+    rig.connect_from(a.reservation_id, "192.0.2.7").await;
     wait_inuse(rig, a.request_id).await;
     // Back to back, with image.reloadtime (10 min) between them.
     let b = rig
@@ -213,12 +208,7 @@ async fn a_wait_that_runs_out_fails_and_leaves_the_holder_alone(backend: Backend
         .expect("A");
     rig.wait_log(a.reservation_id, "acknowledgetimeout", T)
         .await;
-    rig.t
-        .exec(&format!(
-            "UPDATE `reservation` SET `remoteIP` = '192.0.2.7' WHERE `id` = {}",
-            a.reservation_id
-        ))
-        .await;
+    rig.connect_from(a.reservation_id, "192.0.2.7").await;
     wait_inuse(&rig, a.request_id).await;
     // A second reservation on lab1 that overlaps A (as a front end with other rules
     // might book it): booked for later, then moved to now.
@@ -454,12 +444,7 @@ async fn randomized_touching_reservations_keep_one_holder(backend: Backend) {
             let names = rig.names(c.reservation_id).await;
             match what {
                 1 | 2 if names.iter().any(|n| n == "acknowledgetimeout") => {
-                    rig.t
-                        .exec(&format!(
-                            "UPDATE `reservation` SET `remoteIP` = '192.0.2.9' WHERE `id` = {}",
-                            c.reservation_id
-                        ))
-                        .await;
+                    rig.connect_from(c.reservation_id, "192.0.2.9").await;
                     acted[i] = true;
                 }
                 3 if t.elapsed() >= Duration::from_millis(700 * *when) => {

@@ -33,12 +33,7 @@ fn post_reservation(ctx) { true }"#,
     rig.wait_log(c.reservation_id, "acknowledgetimeout", T)
         .await;
     // The web front end records the user's address when they click Connect.
-    rig.t
-        .exec(&format!(
-            "UPDATE `reservation` SET `remoteIP` = '192.0.2.7' WHERE `id` = {}",
-            c.reservation_id
-        ))
-        .await;
+    rig.connect_from(c.reservation_id, "192.0.2.7").await;
     rig.wait_log(c.reservation_id, "connected", T).await;
     let t = std::time::Instant::now();
     while rig.computer_state(computer).await != "inuse" {

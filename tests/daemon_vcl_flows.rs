@@ -189,12 +189,7 @@ async fn a_cluster_request_loads_every_reservation_and_is_reserved_when_all_are(
         assert_eq!(rig.computer_state(comp).await, "reserved");
     }
     // Connect (VCL's web writes the address into every reservation; one is enough here).
-    rig.t
-        .exec(&format!(
-            "UPDATE `reservation` SET `remoteIP` = '192.0.2.7' WHERE `id` = {}",
-            c.reservation_id
-        ))
-        .await;
+    rig.connect_from(c.reservation_id, "192.0.2.7").await;
     wait_entry(&rig, c.reservation_id, "exited", "request inuse", T).await;
     wait_entry(&rig, second, "exited", "request inuse", T).await;
     for comp in [lab1, lab2] {
@@ -328,12 +323,7 @@ async fn a_delete_during_each_wait_is_noticed_within_one_poll(backend: Backend) 
     let b = rig.request("lab2.test", "debian12").await;
     rig.wait_log(b.reservation_id, "acknowledgetimeout", T)
         .await;
-    rig.t
-        .exec(&format!(
-            "UPDATE `reservation` SET `remoteIP` = '192.0.2.8' WHERE `id` = {}",
-            b.reservation_id
-        ))
-        .await;
+    rig.connect_from(b.reservation_id, "192.0.2.8").await;
     rig.wait_log(b.reservation_id, "postreserve", T).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = Instant::now();
@@ -346,12 +336,7 @@ async fn a_delete_during_each_wait_is_noticed_within_one_poll(backend: Backend) 
     let c = rig.request("lab3.test", "debian12").await;
     rig.wait_log(c.reservation_id, "acknowledgetimeout", T)
         .await;
-    rig.t
-        .exec(&format!(
-            "UPDATE `reservation` SET `remoteIP` = '192.0.2.9' WHERE `id` = {}",
-            c.reservation_id
-        ))
-        .await;
+    rig.connect_from(c.reservation_id, "192.0.2.9").await;
     wait_entry(&rig, c.reservation_id, "exited", "request inuse", T).await;
     set_var(&rig, lab3, "connected", "no").await;
     rig.wait_log(c.reservation_id, "reconnecttimeout", T).await;

@@ -9,86 +9,59 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::sshd::{Sshd, SshdOptions};
-use provhost::host::{
-    CallOptions, Ctx, HostError, HostOptions, Kind, Limits, MemoryBackend, ReservationData,
-    ScriptHost,
-};
+use common::namedfake::NamedFake;
+use provhost::host::{Ctx, Kind, MemoryBackend, Primitives, ReservationData};
 use provhost::prim::remote::RemotePrims;
 use provhost::prim::vm::bind::VmPrims;
 use provhost::prim::vmnet::VmnetPrims;
 
 struct FakeEsxi {
-    sshd: Sshd,
-    state: tempfile::TempDir,
-    host: Arc<ScriptHost>,
+    fake: NamedFake,
     backend: Arc<MemoryBackend>,
-    _scripts: tempfile::TempDir,
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+impl std::ops::Deref for FakeEsxi {
+    type Target = NamedFake;
+    fn deref(&self) -> &NamedFake {
+        &self.fake
+    }
 }
 
 impl FakeEsxi {
     fn start() -> FakeEsxi {
-        let state = tempfile::tempdir().expect("state dir");
-        for d in ["vmfs/volumes/datastore1", "vmfs/volumes/repo/deb12"] {
-            std::fs::create_dir_all(state.path().join(d)).expect("datastores");
-        }
-        // The image in the repository: a (small) virtual disk descriptor.
-        std::fs::write(
-            state.path().join("vmfs/volumes/repo/deb12/deb12.vmdk"),
-            "# Disk DescriptorFile\nversion=1\ncreateType=\"twoGbMaxExtentSparse\"\n",
-        )
-        .expect("image");
-        std::fs::write(state.path().join("guest_name"), "vm1\n").expect("guest name");
-        let fake = root().join("tests/fixtures/fake_esxi.py");
-        let sshd = Sshd::start_with(SshdOptions {
-            extra_config: Some(format!(
-                "ListenAddress 127.0.0.2\nForceCommand /usr/bin/python3 {} {}",
-                fake.display(),
-                state.path().display()
-            )),
-            ..SshdOptions::default()
-        });
+        let prepare = |state: &Path| {
+            for d in ["vmfs/volumes/datastore1", "vmfs/volumes/repo/deb12"] {
+                std::fs::create_dir_all(state.join(d)).expect("datastores");
+            }
+            // The image in the repository: a (small) virtual disk descriptor.
+            std::fs::write(
+                state.join("vmfs/volumes/repo/deb12/deb12.vmdk"),
+                "# Disk DescriptorFile\nversion=1\ncreateType=\"twoGbMaxExtentSparse\"\n",
+            )
+            .expect("image");
+            std::fs::write(state.join("guest_name"), "vm1\n").expect("guest name");
+        };
         // The ESXi host is strict (its key known), the guest accept-new.
-        sshd.trust();
-        let scripts = tempfile::tempdir().expect("scripts");
-        for sub in ["provisioning", "os", "site"] {
-            std::fs::create_dir_all(scripts.path().join("scripts").join(sub)).expect("mkdir");
-        }
-        std::fs::copy(
-            root().join("scripts/provisioning/vmware.rhai"),
-            scripts.path().join("scripts/provisioning/vmware.rhai"),
-        )
-        .expect("copy vmware.rhai");
-        let host = ScriptHost::new(
-            HostOptions {
-                scripts_dir: scripts.path().join("scripts"),
-                stdlib_dir: root().join("stdlib"),
-                limits: Limits::default(),
+        let fake = NamedFake::start(
+            "fake_esxi.py",
+            "ListenAddress 127.0.0.2\n",
+            prepare,
+            (Kind::Provisioning, "vmware"),
+            |sshd, state| {
+                let families: Vec<Arc<dyn Primitives>> = vec![
+                    Arc::new(RemotePrims::new(sshd.config())),
+                    Arc::new(VmPrims::new(Default::default(), &state.join("library"))),
+                    Arc::new(VmnetPrims::new(Default::default())),
+                ];
+                families
             },
-            &[
-                Arc::new(RemotePrims::new(sshd.config())),
-                Arc::new(VmPrims::new(
-                    Default::default(),
-                    &state.path().join("library"),
-                )),
-                Arc::new(VmnetPrims::new(Default::default())),
-            ],
         );
-        let errors = host.load_all();
-        assert!(errors.is_empty(), "{errors:?}");
         FakeEsxi {
-            sshd,
-            state,
-            host,
+            fake,
             backend: Arc::new(MemoryBackend::default()),
-            _scripts: scripts,
         }
     }
 
@@ -119,21 +92,6 @@ impl FakeEsxi {
         };
         f(&mut d);
         Ctx::new(d, self.backend.clone())
-    }
-
-    fn call(
-        &self,
-        ctx: &Ctx,
-        routine: &str,
-        args: Vec<rhai::Dynamic>,
-    ) -> Result<rhai::Dynamic, HostError> {
-        self.host.call(
-            &(Kind::Provisioning, "vmware".to_string()),
-            routine,
-            Some(ctx),
-            args,
-            &CallOptions::default(),
-        )
     }
 
     fn ok(&self, ctx: &Ctx, routine: &str) -> String {

@@ -8,61 +8,37 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 
-use common::sshd::{Sshd, SshdOptions};
-use provhost::host::{
-    CallOptions, Ctx, HostError, HostOptions, Kind, Limits, MemoryBackend, ReservationData,
-    ScriptHost,
-};
+use common::namedfake::NamedFake;
+use provhost::host::{Ctx, Kind, MemoryBackend, Primitives, ReservationData};
 use provhost::prim::remote::RemotePrims;
 
 struct FakeWindows {
-    sshd: Sshd,
-    state: tempfile::TempDir,
-    host: Arc<ScriptHost>,
-    _scripts: tempfile::TempDir,
+    fake: NamedFake,
+}
+
+impl std::ops::Deref for FakeWindows {
+    type Target = NamedFake;
+    fn deref(&self) -> &NamedFake {
+        &self.fake
+    }
 }
 
 impl FakeWindows {
     fn start() -> FakeWindows {
-        let state = tempfile::tempdir().expect("state dir");
-        let fake = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_windows.py");
-        let sshd = Sshd::start_with(SshdOptions {
-            extra_config: Some(format!(
-                "ForceCommand /usr/bin/python3 {} {}",
-                fake.display(),
-                state.path().display()
-            )),
-            ..SshdOptions::default()
-        });
-        sshd.trust();
-        let scripts = tempfile::tempdir().expect("scripts");
-        for sub in ["os", "site"] {
-            std::fs::create_dir_all(scripts.path().join("scripts").join(sub)).expect("mkdir");
-        }
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/os/windows.rhai"),
-            scripts.path().join("scripts/os/windows.rhai"),
-        )
-        .expect("copy windows.rhai");
-        let host = ScriptHost::new(
-            HostOptions {
-                scripts_dir: scripts.path().join("scripts"),
-                stdlib_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("stdlib"),
-                limits: Limits::default(),
+        let fake = NamedFake::start(
+            "fake_windows.py",
+            "",
+            |_| {},
+            (Kind::Os, "windows"),
+            |sshd, _| {
+                let families: Vec<Arc<dyn Primitives>> =
+                    vec![Arc::new(RemotePrims::new(sshd.config()))];
+                families
             },
-            &[Arc::new(RemotePrims::new(sshd.config()))],
         );
-        let errors = host.load_all();
-        assert!(errors.is_empty(), "{errors:?}");
-        FakeWindows {
-            sshd,
-            state,
-            host,
-            _scripts: scripts,
-        }
+        FakeWindows { fake }
     }
 
     fn ctx(&self, f: impl FnOnce(&mut ReservationData)) -> Ctx {
@@ -78,21 +54,6 @@ impl FakeWindows {
         };
         f(&mut d);
         Ctx::new(d, Arc::new(MemoryBackend::default()))
-    }
-
-    fn call(
-        &self,
-        ctx: &Ctx,
-        routine: &str,
-        args: Vec<rhai::Dynamic>,
-    ) -> Result<rhai::Dynamic, HostError> {
-        self.host.call(
-            &(Kind::Os, "windows".to_string()),
-            routine,
-            Some(ctx),
-            args,
-            &CallOptions::default(),
-        )
     }
 
     fn state(&self) -> serde_json::Value {

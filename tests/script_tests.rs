@@ -3,22 +3,11 @@
 //! an unexpected command fail with exit 1, naming the module, the test, file:line and the
 //! command; a module without tests and a test file that does not compile are reported.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn provhost(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_provhost"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("PROVHOST_CONFIG")
-        .output()
-        .expect("run provhost")
-}
+use common::cli::{project_dir, provhost, root};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -69,16 +58,7 @@ fn every_shipped_module_has_tests_and_they_pass() {
 /// `scripts/` and `stdlib/` copied into a temp folder (mode 700: scripts writable by
 /// others are refused) with `extra` test files written over them.
 fn project_copy(extra: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for sub in ["scripts", "stdlib"] {
-        let status = Command::new("cp")
-            .arg("-r")
-            .arg(root().join(sub))
-            .arg(dir.path())
-            .status()
-            .expect("cp");
-        assert!(status.success(), "copying {sub}");
-    }
+    let dir = project_dir();
     for (rel, content) in extra {
         std::fs::write(dir.path().join("scripts").join(rel), content).expect("write test");
     }

@@ -45,6 +45,21 @@ fn os_module(dir: &Path) -> String {
     )
 }
 
+/// The status page over `rig`'s database and its daemon's modules, on a free loopback
+/// port, pages reloading every `refresh` seconds: its address and its stop.
+async fn serve_live(rig: &Rig, refresh: u64) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let book = ModuleBook::follow(&rig.host, |_| {});
+    let state = WebState::new(
+        rig.t.connect_again().await,
+        Modules::Live(Arc::clone(&rig.host), book),
+        None,
+        refresh,
+    );
+    provhost::web::spawn("127.0.0.1:0", state)
+        .await
+        .expect("serve")
+}
+
 /// One HTTP/1.1 GET to 127.0.0.1:`port`: (status, body). Bounded by a 10 s time-out.
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let to = SocketAddr::from(([127, 0, 0, 1], addr.port()));
@@ -151,16 +166,7 @@ async fn a_browser_sees_the_timeline_and_waterfall_of_a_running_load_and_metrics
     rig.t
         .exec("UPDATE `user` SET `unityid` = '<script>alert(1)</script>' WHERE `unityid` = 'ann'")
         .await;
-    let book = ModuleBook::follow(&rig.host, |_| {});
-    let state = WebState::new(
-        rig.t.connect_again().await,
-        Modules::Live(Arc::clone(&rig.host), book),
-        None,
-        1,
-    );
-    let (addr, web_stop) = provhost::web::spawn("127.0.0.1:0", state)
-        .await
-        .expect("serve");
+    let (addr, web_stop) = serve_live(&rig, 1).await;
     let before = scrape(addr).await;
 
     // Reserved stays reserved while the browser looks (no Connect comes).
@@ -553,16 +559,7 @@ async fn a_failure_shows_in_red_with_its_routine_and_file_line(backend: Backend)
     let Some(rig) = Rig::with_families(backend, 1, &throwing, 0.1, &families).await else {
         return;
     };
-    let book = ModuleBook::follow(&rig.host, |_| {});
-    let state = WebState::new(
-        rig.t.connect_again().await,
-        Modules::Live(Arc::clone(&rig.host), book),
-        None,
-        0,
-    );
-    let (addr, web_stop) = provhost::web::spawn("127.0.0.1:0", state)
-        .await
-        .expect("serve");
+    let (addr, web_stop) = serve_live(&rig, 0).await;
     let before = scrape(addr).await;
     let (daemon, stop) = rig.spawn(rig.config()).await;
     let c = rig.request("lab1.test", "debian12").await;

@@ -188,26 +188,22 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
             check_text("--pretty", &pretty, 70)?;
             let db = open_db(&url.resolve(config), OpenMode::Existing).await?;
             let row = module_row_to_check(&db, &module).await?;
+            let scripts = Scripts::new(config);
             if !no_script_check {
-                let problems = script_problem(config, Kind::Provisioning, ScriptFor::Row(&row));
+                let problems = script_problem(&scripts, Kind::Provisioning, ScriptFor::Row(&row));
                 refuse_if(
                     &format!("provisioning {name}"),
                     problems.into_iter().collect(),
                 )?;
             }
             let r = modules::add_provisioning(&db, &name, &pretty, &module).await?;
-            println!(
-                "provisioning {}: {name} ({pretty:?}) → {}{}",
-                r.id,
-                r.module,
-                if r.module_created {
-                    ", new"
-                } else {
-                    ", existing"
-                }
+            print_registered(
+                &scripts,
+                Kind::Provisioning,
+                &format!("provisioning {}: {name} ({pretty:?})", r.id),
+                &r,
+                &format!("add computers with `provhost add computer HOST --ip ADDRESS --provisioning {name}`"),
             );
-            println!("{}", mapping_line(config, Kind::Provisioning, &r.module));
-            println!("add computers with `provhost add computer HOST --ip ADDRESS --provisioning {name}`");
             db.close().await;
         }
         AddCommand::Os {
@@ -241,8 +237,9 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
                 .into());
             }
             let row = module_row_to_check(&db, &module).await?;
+            let scripts = Scripts::new(config);
             if !no_script_check {
-                let problems = script_problem(config, Kind::Os, ScriptFor::Row(&row));
+                let problems = script_problem(&scripts, Kind::Os, ScriptFor::Row(&row));
                 refuse_if(&format!("OS {name}"), problems.into_iter().collect())?;
             }
             let os = modules::NewOs {
@@ -253,19 +250,13 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
                 minram,
             };
             let r = modules::add_os(&db, &os, &module).await?;
-            println!(
-                "OS {}: {name} ({pretty:?}, type {}) → {}{}",
-                r.id,
-                os.os_type,
-                r.module,
-                if r.module_created {
-                    ", new"
-                } else {
-                    ", existing"
-                }
+            print_registered(
+                &scripts,
+                Kind::Os,
+                &format!("OS {}: {name} ({pretty:?}, type {})", r.id, os.os_type),
+                &r,
+                &format!("add images with `provhost add image NAME --os {name}`"),
             );
-            println!("{}", mapping_line(config, Kind::Os, &r.module));
-            println!("add images with `provhost add image NAME --os {name}`");
             db.close().await;
         }
         AddCommand::Image {
@@ -281,6 +272,7 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
             let db = open_db(&url.resolve(config), OpenMode::Existing).await?;
             let oses = inventory::os_rows(&db).await?;
             let found = inventory::find_os(&oses, &os).cloned();
+            let scripts = Scripts::new(config);
             let mut problems = Vec::new();
             match &found {
                 None => problems.push(format!(
@@ -293,7 +285,7 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
                 )),
                 Some(o) if !no_script_check => {
                     let row = o.module_row();
-                    problems.extend(script_problem(config, Kind::Os, ScriptFor::Row(&row)));
+                    problems.extend(script_problem(&scripts, Kind::Os, ScriptFor::Row(&row)));
                 }
                 Some(_) => {}
             }
@@ -302,7 +294,7 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
                 found.ok_or_else(|| Refused(format!("not adding image {name}: no OS {os:?}")))?;
             let (image, revision) = inventory::add_image(&db, &name, &pretty, &o.name).await?;
             println!("image {image}: {name} (OS {}), revision {revision}", o.name);
-            println!("{}", os_mapping(config, &o));
+            println!("{}", os_mapping(&scripts, &o));
             db.close().await;
         }
         AddCommand::Computer {
@@ -351,7 +343,11 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
                     // No row (said above) or no module row: the script named like it.
                     _ => ScriptFor::Name(&provisioning),
                 };
-                problems.extend(script_problem(config, Kind::Provisioning, script));
+                problems.extend(script_problem(
+                    &Scripts::new(config),
+                    Kind::Provisioning,
+                    script,
+                ));
             }
             refuse_if(&format!("computer {hostname}"), problems)?;
             for (id, other) in inventory::computers_at(&db, &ip).await? {
@@ -372,20 +368,51 @@ pub async fn run(config: &Config, cmd: AddCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The configured scripts folder as `add` checks it: one host, its modules loaded once,
+/// when a module row is first mapped.
+struct Scripts<'a> {
+    config: &'a Config,
+    host: std::sync::Arc<ScriptHost>,
+    loaded: std::cell::Cell<bool>,
+}
+
+impl<'a> Scripts<'a> {
+    fn new(config: &'a Config) -> Self {
+        Scripts {
+            config,
+            host: ScriptHost::new(config.host_options(), &provhost::primitive_families(config)),
+            loaded: std::cell::Cell::new(false),
+        }
+    }
+
+    /// The host with every module that loads (whether a script's `MODULE.serves` claims a
+    /// row needs them loaded; a file that does not load is reported by [`script_problem`]
+    /// only when it is the one wanted).
+    fn loaded(&self) -> &ScriptHost {
+        if !self.loaded.replace(true) {
+            let _ = self.host.load_all();
+        }
+        &self.host
+    }
+
+    /// The script a module row maps to (docs/modules.md), if any.
+    fn script_of(&self, kind: Kind, row: &ModuleRow) -> Option<PathBuf> {
+        self.loaded().map_module_row(kind, row).map(|m| {
+            self.config
+                .paths
+                .scripts
+                .join(m.key.0.as_str())
+                .join(format!("{}.rhai", m.key.1))
+        })
+    }
+}
+
 /// Which module an OS row maps to, in one line: `OS centos7 ("CentOS 7") → module 5
 /// os_linux (VCL::Module::OS::Linux) → scripts/os/linux.rhai`.
-fn os_mapping(config: &Config, o: &inventory::OsRow) -> String {
+fn os_mapping(scripts: &Scripts<'_>, o: &inventory::OsRow) -> String {
     let row = o.module_row();
-    let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(config));
-    let _ = host.load_all();
-    let script = match host.map_module_row(Kind::Os, &row) {
-        Some(m) => config
-            .paths
-            .scripts
-            .join(m.key.0.as_str())
-            .join(format!("{}.rhai", m.key.1))
-            .display()
-            .to_string(),
+    let script = match scripts.script_of(Kind::Os, &row) {
+        Some(path) => path.display().to_string(),
         None => "no script (docs/modules.md says how rows map to scripts)".into(),
     };
     format!("OS {} ({:?}) → {row} → {script}", o.name, o.prettyname)
@@ -436,20 +463,29 @@ async fn module_row_to_check(
     })
 }
 
+/// What `add provisioning|os` prints: the new row `what` and its module row (new or
+/// existing), the script that row maps to, and the `next` step.
+fn print_registered(
+    scripts: &Scripts<'_>,
+    kind: Kind,
+    what: &str,
+    r: &modules::Registered,
+    next: &str,
+) {
+    let made = if r.module_created {
+        ", new"
+    } else {
+        ", existing"
+    };
+    println!("{what} → {}{made}", r.module);
+    println!("{}", mapping_line(scripts, kind, &r.module));
+    println!("{next}");
+}
+
 /// Which script serves a module row, in one line.
-fn mapping_line(config: &Config, kind: Kind, row: &ModuleRow) -> String {
-    let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(config));
-    let _ = host.load_all();
-    match host.map_module_row(kind, row) {
-        Some(m) => format!(
-            "{row} → {}",
-            config
-                .paths
-                .scripts
-                .join(m.key.0.as_str())
-                .join(format!("{}.rhai", m.key.1))
-                .display()
-        ),
+fn mapping_line(scripts: &Scripts<'_>, kind: Kind, row: &ModuleRow) -> String {
+    match scripts.script_of(kind, row) {
+        Some(path) => format!("{row} → {}", path.display()),
         None => {
             format!("{row} names no {kind} script (docs/modules.md says how rows map to scripts)")
         }
@@ -521,16 +557,13 @@ enum ScriptFor<'a> {
 /// maps it: a script's `MODULE.serves`, then the perl package, then the module name) in the
 /// configured scripts folder, if anything: none, missing, not loading, or declaring another
 /// module.
-fn script_problem(config: &Config, kind: Kind, what: ScriptFor<'_>) -> Option<String> {
-    let host = ScriptHost::new(config.host_options(), &provhost::primitive_families(config));
+fn script_problem(scripts: &Scripts<'_>, kind: Kind, what: ScriptFor<'_>) -> Option<String> {
+    let (config, host) = (scripts.config, &scripts.host);
     let hint = "write it (`provhost check` tests it), or pass --no-script-check when the scripts live on another management node";
     let (name, via) = match what {
         ScriptFor::Name(name) => (name.to_string(), String::new()),
         ScriptFor::Row(row) => {
-            // Whether a script's MODULE.serves claims the row needs the scripts loaded;
-            // files that do not load are reported below only when they are the one wanted.
-            let _ = host.load_all();
-            match host.map_module_row(kind, row) {
+            match scripts.loaded().map_module_row(kind, row) {
                 None => {
                     return Some(format!(
                         "{row} names no {kind} script (its perl package is not under VCL::Module::{} and its name is not a script name); list it in a script's MODULE.serves (docs/modules.md), or pass --no-script-check when the scripts live on another management node",

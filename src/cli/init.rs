@@ -196,15 +196,12 @@ fn make_dir(dir: &Path, what: &str) -> anyhow::Result<Step> {
 async fn database(config: &Config, management_node: Option<&str>) -> anyhow::Result<Step> {
     let url = config.database.url_or_default(&config.paths.data_dir);
     let shown = provhost::db::pool::redact_url(&url);
-    let Some(path) = url.strip_prefix("sqlite:").map(|r| {
-        let p = r.trim_start_matches("//");
-        p.split('?').next().unwrap_or(p).to_string()
-    }) else {
+    let Some(path) = provhost::db::pool::sqlite_path(&url) else {
         return Ok(Step::Kept(format!(
             "{shown}  database (not SQLite: init leaves it alone; `provhost db init` creates or verifies its tables)"
         )));
     };
-    if Path::new(&path).exists() {
+    if Path::new(path).exists() {
         return Ok(Step::Kept(format!("{path}  SQLite database")));
     }
     let db = super::open_db(&url, OpenMode::Create).await?;

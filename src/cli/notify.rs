@@ -63,15 +63,29 @@ pub fn stopping() {
 
 /// The top-level sections of `provhost.toml` whose values differ between `a` and `b`.
 pub fn changed_sections(a: &Config, b: &Config) -> Vec<&'static str> {
+    // Every section by name: a section added to `Config` fails to compile here until it
+    // is compared too.
+    let Config {
+        paths,
+        scripts,
+        database,
+        daemon,
+        ssh,
+        vm,
+        images,
+        vmnet,
+        http,
+        trace,
+    } = a;
     let mut out = Vec::new();
     macro_rules! cmp {
         ($($field:ident),*) => {$(
-            if a.$field != b.$field {
+            if *$field != b.$field {
                 out.push(stringify!($field));
             }
         )*};
     }
-    cmp!(paths, scripts, database, daemon, ssh, vm, images, vmnet);
+    cmp!(paths, scripts, database, daemon, ssh, vm, images, vmnet, http, trace);
     out
 }
 
@@ -178,6 +192,11 @@ mod tests {
         b.daemon.poll_interval_secs += 1;
         b.ssh.port = 2222;
         assert_eq!(changed_sections(&a, &b), vec!["daemon", "ssh"]);
+        // The status page's and the spans' sections too (they were not compared).
+        let mut c = Config::default();
+        c.http.listen = "127.0.0.1:8080".into();
+        c.trace.max_rows = 500;
+        assert_eq!(changed_sections(&a, &c), vec!["http", "trace"]);
     }
 
     #[test]

@@ -40,17 +40,18 @@ pub fn read_keys(files: &[impl AsRef<Path>]) -> Result<String, Refused> {
         }
         let text = std::fs::read_to_string(file)
             .map_err(|e| Refused(format!("--ssh-key {shown}: cannot read it as text: {e}")))?;
-        let before = keys.len();
+        let mut found = false;
         for (n, line) in text.lines().enumerate() {
             if let Some(key) = parse_line(line)
                 .map_err(|why| Refused(format!("--ssh-key {shown} line {}: {why}", n + 1)))?
             {
+                found = true;
                 if !keys.contains(&key) {
                     keys.push(key);
                 }
             }
         }
-        if keys.len() == before && !text.lines().any(|l| parse_line(l).ok().flatten().is_some()) {
+        if !found {
             return Err(Refused(format!(
                 "--ssh-key {shown}: no public key in it (expected lines like `ssh-ed25519 AAAA… you@host`, as in ~/.ssh/id_ed25519.pub)"
             )));
@@ -176,6 +177,20 @@ mod tests {
         let e = parse_line("ssh-foo AAAA").expect_err("type");
         assert!(e.contains("not an SSH key type"), "{e}");
         assert!(parse_line("justoneword").is_err());
+    }
+
+    #[test]
+    fn a_key_given_twice_is_kept_once_and_a_file_without_keys_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let twice = dir.path().join("twice.pub");
+        std::fs::write(&twice, format!("{ED}\n# again:\n{ED}\n")).expect("write");
+        let again = dir.path().join("again.pub");
+        std::fs::write(&again, format!("{ED}\n")).expect("write");
+        assert_eq!(read_keys(&[&twice, &again]).expect("keys"), ED);
+        let empty = dir.path().join("empty.pub");
+        std::fs::write(&empty, "# nothing here\n\n").expect("write");
+        let e = read_keys(&[&twice, &empty]).expect_err("no key").0;
+        assert!(e.contains("empty.pub: no public key in it"), "{e}");
     }
 
     #[test]

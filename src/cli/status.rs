@@ -109,12 +109,12 @@ fn render(s: &Status) -> String {
                 .iter()
                 .map(|r| {
                     vec![
-                        r.reservation_id.to_string(),
-                        r.request_id.to_string(),
-                        format!("{}/{}", r.state, r.laststate),
-                        r.user.clone(),
-                        r.image.clone(),
-                        r.computer.clone(),
+                        r.row.reservation_id.to_string(),
+                        r.row.request_id.to_string(),
+                        format!("{}/{}", r.row.state, r.row.laststate),
+                        r.row.user.clone(),
+                        r.row.image.clone(),
+                        r.row.computer.clone(),
                         match (&r.last_step, &r.last_info) {
                             (Some(st), Some(i)) if !i.is_empty() => {
                                 format!("{st}: {}", i.chars().take(60).collect::<String>())

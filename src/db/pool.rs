@@ -168,12 +168,10 @@ impl Db {
             url: shown.clone(),
             cause,
         };
-        let pool = if let Some(rest) = url.strip_prefix("sqlite:") {
-            let path = rest.trim_start_matches("//");
+        let pool = if let Some(path) = sqlite_path(url) {
             if path.is_empty() {
                 return Err(bad("no file name (expected sqlite://PATH)".into()));
             }
-            let path = path.split('?').next().unwrap_or(path);
             let create = mode == OpenMode::Create;
             if path != ":memory:" {
                 let file = std::path::Path::new(path);
@@ -454,6 +452,13 @@ fn mysql_database_name(url: &str) -> String {
     path.split('?').next().unwrap_or("").to_string()
 }
 
+/// The file a `sqlite:` URL names (`sqlite://PATH?OPTIONS` → `PATH`, possibly empty or
+/// `:memory:`); `None` for any other URL.
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite:")?.trim_start_matches("//");
+    Some(rest.split('?').next().unwrap_or(rest))
+}
+
 /// `url` with any password replaced by `***`, for logs and error messages.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
@@ -552,6 +557,18 @@ impl InsertedId for MySqlQueryResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/p.db?mode=rwc"),
+            Some("/var/lib/p.db")
+        );
+        assert_eq!(sqlite_path("sqlite://data/p.db"), Some("data/p.db"));
+        assert_eq!(sqlite_path("sqlite:p.db"), Some("p.db"));
+        assert_eq!(sqlite_path("sqlite://?mode=rwc"), Some(""));
+        assert_eq!(sqlite_path("mysql://root@127.0.0.1/vcl"), None);
+    }
 
     #[test]
     fn the_documented_retry_budget_is_the_real_one() {

@@ -366,7 +366,7 @@ async fn try_computer(
 }
 
 /// A line of `provhost request list`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RequestRow {
     pub request_id: i64,
     pub reservation_id: i64,

@@ -108,6 +108,33 @@ impl std::fmt::Debug for ScriptHost {
     }
 }
 
+/// Every file under `scripts_dir/{provisioning,os,site}/` that `keep` takes, sorted (a
+/// kind's folder that is not there is skipped; one that cannot be read is an error).
+pub(crate) fn script_files(
+    scripts_dir: &Path,
+    keep: impl Fn(&Path) -> bool,
+) -> Result<Vec<PathBuf>, HostError> {
+    let mut files = Vec::new();
+    for kind in Kind::ALL {
+        let dir = scripts_dir.join(kind.as_str());
+        if !dir.is_dir() {
+            continue;
+        }
+        let io = |e| HostError::Io {
+            path: dir.clone(),
+            source: e,
+        };
+        for entry in std::fs::read_dir(&dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if keep(&path) && path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 impl ScriptHost {
     /// A host with no modules loaded yet; `families` are the primitive families to register.
     pub fn new(opts: HostOptions, families: &[Arc<dyn Primitives>]) -> Arc<Self> {
@@ -153,33 +180,9 @@ impl ScriptHost {
     /// Every `*.rhai` under `scripts_dir/{provisioning,os,site}/`, sorted; test files
     /// (`*.test.rhai`, see [`scripttest`]) are not modules.
     pub fn module_files(&self) -> Result<Vec<PathBuf>, HostError> {
-        let mut files = Vec::new();
-        for kind in Kind::ALL {
-            let dir = self.opts.scripts_dir.join(kind.as_str());
-            if !dir.is_dir() {
-                continue;
-            }
-            let entries = std::fs::read_dir(&dir).map_err(|e| HostError::Io {
-                path: dir.clone(),
-                source: e,
-            })?;
-            for entry in entries {
-                let path = entry
-                    .map_err(|e| HostError::Io {
-                        path: dir.clone(),
-                        source: e,
-                    })?
-                    .path();
-                if path.extension().is_some_and(|e| e == "rhai")
-                    && !scripttest::is_test_file(&path)
-                    && path.is_file()
-                {
-                    files.push(path);
-                }
-            }
-        }
-        files.sort();
-        Ok(files)
+        script_files(&self.opts.scripts_dir, |path| {
+            path.extension().is_some_and(|e| e == "rhai") && !scripttest::is_test_file(path)
+        })
     }
 
     /// Load every module under `scripts_dir`. Returns every error; good modules are loaded

@@ -43,6 +43,14 @@ pub fn node_public_key(identity: &Path) -> Result<PathBuf, KeyError> {
     if let Some(dir) = identity.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
     }
+    keygen(identity).map_err(err)?;
+    eprintln!("made the management node's SSH key {}", identity.display());
+    Ok(public)
+}
+
+/// A new ed25519 pair at `identity` (no passphrase, comment `provhost-management-node`);
+/// why not, in ssh-keygen's words.
+fn keygen(identity: &Path) -> Result<(), String> {
     let out = Command::new("ssh-keygen")
         .args([
             "-q",
@@ -55,13 +63,13 @@ pub fn node_public_key(identity: &Path) -> Result<PathBuf, KeyError> {
             "-f",
         ])
         .arg(identity)
+        .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| err(format!("ssh-keygen: {e} (apt-get install openssh-client)")))?;
+        .map_err(|e| format!("ssh-keygen: {e} (apt-get install openssh-client)"))?;
     if !out.status.success() {
-        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
     }
-    eprintln!("made the management node's SSH key {}", identity.display());
-    Ok(public)
+    Ok(())
 }
 
 /// What [`ensure_private_key`] found or made.
@@ -129,24 +137,7 @@ pub fn ensure_private_key(identity: &Path) -> Result<KeyOutcome, KeyError> {
         Ok(_) => return Ok(KeyOutcome::Kept),
         Err(_) => {}
     }
-    let out = Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "provhost-management-node",
-            "-f",
-        ])
-        .arg(identity)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| err(format!("ssh-keygen: {e} (apt-get install openssh-client)")))?;
-    if !out.status.success() {
-        return Err(err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
-    }
+    keygen(identity).map_err(err)?;
     // ssh-keygen writes 0600 already; say so explicitly, whatever its version does.
     std::fs::set_permissions(identity, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| err(e.to_string()))?;
@@ -160,6 +151,24 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_public_key_is_made_with_its_pair_or_derived_from_the_private_key() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let id = tmp.path().join("keys").join("id_ed25519");
+        let public = node_public_key(&id).expect("a new pair");
+        assert!(id.is_file(), "the private key was made");
+        let first = std::fs::read_to_string(&public).expect("read .pub");
+        assert!(first.starts_with("ssh-ed25519 "), "{first}");
+        std::fs::remove_file(&public).expect("rm .pub");
+        assert_eq!(node_public_key(&id).expect("derived"), public);
+        let derived = std::fs::read_to_string(&public).expect("read .pub");
+        assert_eq!(
+            derived.split_whitespace().nth(1),
+            first.split_whitespace().nth(1),
+            "the same key"
+        );
     }
 
     #[test]

@@ -22,6 +22,15 @@ use crate::prim::host::{scp_between, Host};
 use crate::prim::scp::{CopyOptions, CopyReport, Progress};
 use crate::prim::ssh::{ExecOptions, HostKeyPolicy, Output, Pool, SshConfig, Target};
 
+/// The option keys `host.run(cmd, opts)` takes (the script-test fake takes the same).
+pub const RUN_OPTIONS: &[&str] = &["timeout", "max_output", "kill_on_timeout", "stdin"];
+/// The option keys of `host.upload`/`download`/`copy_to`.
+pub const COPY_OPTIONS: &[&str] = &["timeout", "sha256", "progress"];
+/// The keys of `remote_host(#{ … })`.
+pub const REMOTE_HOST_KEYS: &[&str] = &["host", "port", "user", "key", "host_key"];
+/// The option keys of `host.wait_for_ssh(opts)`.
+pub const WAIT_FOR_SSH_OPTIONS: &[&str] = &["timeout", "interval"];
+
 /// The remote-execution primitive family: give it to `ScriptHost::new`.
 pub struct RemotePrims {
     cfg: Arc<SshConfig>,
@@ -94,11 +103,7 @@ fn run(h: &Host, cmd: &str, opts: Option<&Map>) -> Res<Map> {
     let mut o = ExecOptions::default();
     let mut input: Option<Vec<u8>> = None;
     if let Some(opts) = opts {
-        check_keys(
-            opts,
-            &["timeout", "max_output", "kill_on_timeout", "stdin"],
-            "run",
-        )?;
+        check_keys(opts, RUN_OPTIONS, "run")?;
         if let Some(v) = opts.get("stdin") {
             let bytes = if v.is_string() {
                 v.clone()
@@ -156,7 +161,7 @@ fn copy_with(
     let mut o = CopyOptions::default();
     let mut cb: Option<FnPtr> = None;
     if let Some(opts) = opts {
-        check_keys(opts, &["timeout", "sha256", "progress"], "copy")?;
+        check_keys(opts, COPY_OPTIONS, "copy")?;
         if let Some(v) = opts.get("timeout") {
             o.timeout = Some(secs(v, "timeout")?);
         }
@@ -228,11 +233,7 @@ impl RemotePrims {
     }
 
     fn remote_host(&self, m: &Map) -> Res<Host> {
-        check_keys(
-            m,
-            &["host", "port", "user", "key", "host_key"],
-            "remote_host",
-        )?;
+        check_keys(m, REMOTE_HOST_KEYS, "remote_host")?;
         let host = m
             .get("host")
             .and_then(|v| v.clone().into_immutable_string().ok())
@@ -447,7 +448,7 @@ impl Primitives for RemotePrims {
             ])
             .with_params_info(["host: Host", "opts: Map", "bool"])
             .register_into_engine(engine, |h: &mut Host, opts: Map| -> Res<bool> {
-                check_keys(&opts, &["timeout", "interval"], "wait_for_ssh")?;
+                check_keys(&opts, WAIT_FOR_SSH_OPTIONS, "wait_for_ssh")?;
                 let timeout = match opts.get("timeout") {
                     Some(v) => secs(v, "timeout")?,
                     None => return Err("wait_for_ssh needs #{ timeout: SECONDS } (waits are always bounded)".into()),

@@ -400,7 +400,8 @@ fn fail(e: impl std::fmt::Display) -> Box<EvalAltResult> {
     }
 }
 
-const KEYS: &[&str] = &[
+/// The keys of a `vmnet::` network map (the script-test fake takes the same).
+pub const KEYS: &[&str] = &[
     "netns",
     "bridge",
     "gateway",

@@ -17,6 +17,8 @@ use crate::budget::{check_deadline, remaining};
 pub const MAX_SLEEP: Duration = Duration::from_secs(3600);
 /// Upper bound on `wait::poll` checks, whatever timeout and interval say.
 pub const MAX_CHECKS: u64 = 100_000;
+/// The option keys of `wait::poll(fn, opts)` (the script-test fake takes the same).
+pub const POLL_OPTIONS: &[&str] = &["timeout", "interval"];
 
 /// Sleep for `d`, but never past the current routine's deadline; in small steps so a
 /// cancel is noticed quickly.
@@ -52,7 +54,7 @@ fn poll(ctx: NativeCallContext, f: FnPtr, opts: Map) -> Result<bool, Box<EvalAlt
         None => Duration::from_secs(1),
     }
     .max(Duration::from_millis(10));
-    crate::prim::args::check_keys(&opts, &["timeout", "interval"], "wait::poll")?;
+    crate::prim::args::check_keys(&opts, POLL_OPTIONS, "wait::poll")?;
     let end = Instant::now() + timeout;
     for _ in 0..MAX_CHECKS {
         let got: Dynamic = f.call_within_context(&ctx, ())?;

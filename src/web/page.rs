@@ -89,22 +89,22 @@ pub fn overview(s: &Status, refresh: u64) -> String {
         o.push_str("<tr><td colspan=\"9\" class=\"muted\">none</td></tr>");
     }
     for r in &s.reservations {
-        let failed = r.state == "failed" || r.last_step.as_deref() == Some("failed");
+        let failed = r.row.state == "failed" || r.last_step.as_deref() == Some("failed");
         let _ = write!(
             o,
             "<tr{}><td><a href=\"/reservation/{id}\">{id}</a></td><td>{}</td><td class=\"state\">{}/{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} <span class=\"muted\">{}</span></td></tr>",
             if failed { " class=\"failed\"" } else { "" },
-            r.request_id,
-            esc(&r.state),
-            esc(&r.laststate),
-            esc(&r.user),
-            esc(&r.image),
-            esc(&r.computer),
-            esc(&r.start),
-            esc(&r.end),
+            r.row.request_id,
+            esc(&r.row.state),
+            esc(&r.row.laststate),
+            esc(&r.row.user),
+            esc(&r.row.image),
+            esc(&r.row.computer),
+            esc(&r.row.start),
+            esc(&r.row.end),
             opt(&r.last_step),
             opt(&r.last_info),
-            id = r.reservation_id,
+            id = r.row.reservation_id,
         );
     }
     o.push_str("</table>");
@@ -177,14 +177,14 @@ pub fn reservation(d: &Detail, refresh: u64) -> String {
             let _ = write!(
                 o,
                 "<p>Request {} · <span class=\"state\">{}/{}</span> · user {} · image {} · computer {} · {} to {}</p>",
-                r.request_id,
-                esc(&r.state),
-                esc(&r.laststate),
-                esc(&r.user),
-                esc(&r.image),
-                esc(&r.computer),
-                esc(&r.start),
-                esc(&r.end)
+                r.row.request_id,
+                esc(&r.row.state),
+                esc(&r.row.laststate),
+                esc(&r.row.user),
+                esc(&r.row.image),
+                esc(&r.row.computer),
+                esc(&r.row.start),
+                esc(&r.row.end)
             );
         }
         None => o.push_str("<p class=\"muted\">The request of this reservation is not in the database (removed after it finished, or never made).</p>"),

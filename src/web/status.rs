@@ -150,46 +150,29 @@ pub fn read_published(path: &Path) -> Option<Published> {
     serde_json::from_str(&text).ok()
 }
 
-/// Is process `pid` alive (and ours to signal, or at least present)?
+/// Is process `pid` alive and a provhost (its name, `/proc/PID/comm`, starts with
+/// `provhost`)? A pid a crashed daemon left behind may belong to another program by now
+/// (after a reboot, or once pids wrap).
 pub fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|name| name.trim_end().starts_with("provhost"))
 }
 
-/// One reservation on the overview.
+/// One reservation on the overview: its `request list` row and its newest load-log step.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReservationSummary {
-    pub request_id: i64,
-    pub reservation_id: i64,
-    pub state: String,
-    pub laststate: String,
-    pub user: String,
-    pub image: String,
-    pub computer: String,
-    pub management_node: String,
-    pub start: String,
-    pub end: String,
+    #[serde(flatten)]
+    pub row: RequestRow,
     /// The newest load-log step and its text.
     pub last_step: Option<String>,
     pub last_info: Option<String>,
 }
 
 impl ReservationSummary {
-    fn from_row(r: RequestRow, last: Option<(String, String)>) -> Self {
-        let (last_step, last_info) = match last {
-            Some((s, i)) => (Some(s), Some(i)),
-            None => (None, None),
-        };
+    fn from_row(row: RequestRow, last: Option<(String, String)>) -> Self {
+        let (last_step, last_info) = last.unzip();
         ReservationSummary {
-            request_id: r.request_id,
-            reservation_id: r.reservation_id,
-            state: r.state,
-            laststate: r.laststate,
-            user: r.user,
-            image: r.image,
-            computer: r.computer,
-            management_node: r.management_node,
-            start: r.start,
-            end: r.end,
+            row,
             last_step,
             last_info,
         }
@@ -293,4 +276,49 @@ pub async fn detail(db: &Db, reservation: i64) -> Result<Detail, DbError> {
         spans,
         spans_error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reservation_summary_is_its_request_row_plus_the_last_step_in_one_flat_object() {
+        let row = RequestRow {
+            request_id: 3,
+            reservation_id: 4,
+            state: "inuse".into(),
+            laststate: "reserved".into(),
+            user: "ann".into(),
+            image: "deb".into(),
+            computer: "vm1".into(),
+            management_node: "mn1".into(),
+            start: "s".into(),
+            end: "e".into(),
+        };
+        let s = ReservationSummary::from_row(row, Some(("reserved".into(), "ready".into())));
+        assert_eq!(
+            serde_json::to_value(&s).expect("json"),
+            serde_json::json!({
+                "request_id": 3, "reservation_id": 4, "state": "inuse", "laststate": "reserved",
+                "user": "ann", "image": "deb", "computer": "vm1", "management_node": "mn1",
+                "start": "s", "end": "e", "last_step": "reserved", "last_info": "ready",
+            })
+        );
+    }
+
+    #[test]
+    fn only_a_live_provhost_process_counts_as_the_daemon() {
+        // This test runs in `provhost-HASH`, the library's test binary.
+        assert!(pid_alive(std::process::id()));
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let reused = pid_alive(other.id());
+        let _ = other.kill();
+        let _ = other.wait();
+        assert!(!reused, "a live process that is not provhost");
+        assert!(!pid_alive(999_999_999), "no such process");
+    }
 }

@@ -236,6 +236,16 @@ impl Rig {
         }
     }
 
+    /// The user clicked Connect: VCL's web front end writes their address into the
+    /// reservation (`remoteIP`).
+    pub async fn connect_from(&self, reservation: i64, ip: &str) {
+        self.t
+            .exec(&format!(
+                "UPDATE `reservation` SET `remoteIP` = '{ip}' WHERE `id` = {reservation}"
+            ))
+            .await;
+    }
+
     /// Wait (bounded) until the reservation's load-log has an entry `name`. (A request
     /// being processed is `pending`; the load-log shows where its flow is.)
     pub async fn wait_log(&self, reservation: i64, name: &str, timeout: Duration) {

@@ -1,14 +1,18 @@
-//! Shared helpers for integration tests, each cleaned up on drop: script folders
-//! ([`scripts`]), databases ([`db`]), the state-flow rig ([`flows`]), a real OpenSSH `sshd`
-//! on a free loopback port ([`sshd`]), "lab hosts" in network namespaces each with its own
-//! sshd ([`netns`]), the test image ([`testimage`]), bridged test VMs ([`testvm`]), drop guards
-//! for VMs started through `prim::vm` ([`vmguard`]), and the skip rule for tests that need root.
+//! Shared helpers for integration tests, each cleaned up on drop: the binary run as a
+//! person runs it ([`cli`]), script folders ([`scripts`]), databases ([`db`]), the
+//! state-flow rig ([`flows`]), a real OpenSSH `sshd` on a free loopback port ([`sshd`]),
+//! "lab hosts" in network namespaces each with its own sshd ([`netns`]), the test image
+//! ([`testimage`]), bridged test VMs ([`testvm`]), drop guards for VMs started through
+//! `prim::vm` ([`vmguard`]), a named fake machine behind a real sshd ([`namedfake`]), and
+//! the skip rule for tests that need root.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod db;
 pub mod flows;
 pub mod galera;
 pub mod libvirtd;
+pub mod namedfake;
 pub mod netns;
 pub mod procs;
 pub mod proxy;

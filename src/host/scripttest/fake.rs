@@ -21,6 +21,7 @@ use super::recorder::{Answer, Call, Expectation, Pattern, Recorder, Reply};
 use crate::host::ctx::{Ctx, ReservationData};
 use crate::prim::args::{check_keys, seconds};
 use crate::prim::family::{CtxMethod, Placement, Primitives};
+use crate::prim::remote;
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
@@ -173,11 +174,7 @@ fn copy_report(local: Option<&str>) -> Dynamic {
 fn run(h: &FakeHost, cmd: &str, opts: Option<&Map>) -> Res<Map> {
     let mut stdin = None;
     if let Some(opts) = opts {
-        check_keys(
-            opts,
-            &["timeout", "max_output", "kill_on_timeout", "stdin"],
-            "run",
-        )?;
+        check_keys(opts, remote::RUN_OPTIONS, "run")?;
         if let Some(v) = opts.get("stdin") {
             if v.is_string() {
                 stdin = Some(string_of(v));
@@ -198,7 +195,7 @@ fn run(h: &FakeHost, cmd: &str, opts: Option<&Map>) -> Res<Map> {
 }
 
 fn copy_opts(opts: &Map) -> Res<()> {
-    check_keys(opts, &["timeout", "sha256", "progress"], "copy")
+    check_keys(opts, remote::COPY_OPTIONS, "copy")
 }
 
 /// A map into text for a recorded call (keys sorted, strings quoted).
@@ -372,11 +369,7 @@ impl FakePrims {
         engine.register_fn("local_host", move || FakeHost::new("local", true, &rec));
         let rec = Arc::clone(&self.rec);
         engine.register_fn("remote_host", move |m: Map| -> Res<FakeHost> {
-            check_keys(
-                &m,
-                &["host", "port", "user", "key", "host_key"],
-                "remote_host",
-            )?;
+            check_keys(&m, remote::REMOTE_HOST_KEYS, "remote_host")?;
             let host = m
                 .get("host")
                 .map(string_of)
@@ -449,7 +442,7 @@ impl FakePrims {
             },
         );
         engine.register_fn("wait_for_ssh", |h: &mut FakeHost, opts: Map| -> Res<bool> {
-            check_keys(&opts, &["timeout", "interval"], "wait_for_ssh")?;
+            check_keys(&opts, remote::WAIT_FOR_SSH_OPTIONS, "wait_for_ssh")?;
             if !opts.contains_key("timeout") {
                 return Err(
                     "wait_for_ssh needs #{ timeout: SECONDS } (waits are always bounded)".into(),
@@ -599,14 +592,7 @@ impl FakePrims {
     }
 
     fn register_vmnet(&self, engine: &mut Engine) {
-        const NET: &[&str] = &[
-            "netns",
-            "bridge",
-            "gateway",
-            "uplink",
-            "uplink_dev",
-            "timeout",
-        ];
+        use crate::prim::vmnet::KEYS as NET;
         let mut m = Module::new();
         let rec = Arc::clone(&self.rec);
         m.set_native_fn("defaults", move || -> Res<Map> {
@@ -681,7 +667,7 @@ impl FakePrims {
         m.set_native_fn(
             "poll",
             move |ctx: NativeCallContext, f: FnPtr, opts: Map| -> Res<bool> {
-                check_keys(&opts, &["timeout", "interval"], "wait::poll")?;
+                check_keys(&opts, crate::prim::wait::POLL_OPTIONS, "wait::poll")?;
                 let timeout = match opts.get("timeout") {
                     Some(v) => seconds(v, "timeout", true, cap)?.as_secs_f64(),
                     None => {

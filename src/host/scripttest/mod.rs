@@ -63,26 +63,7 @@ impl TestRun {
 
 /// The test files under `scripts_dir/{provisioning,os,site}/`, sorted.
 pub fn test_files(scripts_dir: &Path) -> Result<Vec<PathBuf>, HostError> {
-    let mut files = Vec::new();
-    for kind in Kind::ALL {
-        let dir = scripts_dir.join(kind.as_str());
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry
-                .map_err(|e| HostError::Io {
-                    path: dir.clone(),
-                    source: e,
-                })?
-                .path();
-            if is_test_file(&path) && path.is_file() {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
+    crate::host::script_files(scripts_dir, is_test_file)
 }
 
 /// The module file a test file tests (`linux.test.rhai` → `linux.rhai`).
