@@ -425,6 +425,54 @@ async fn off_loopback_the_page_needs_the_bearer_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_dropped_and_connections_are_bounded() {
+    let Some(t) = common::db::TestDb::initialized(Backend::Sqlite).await else {
+        return;
+    };
+    let state = WebState::new(t.connect_again().await, Modules::None, None, 0);
+    let (addr, stop) = provhost::web::spawn("127.0.0.1:0", state)
+        .await
+        .expect("serve");
+    // More silent clients than the server serves at once: each holds a slot until its
+    // header-read timeout, the ones past the limit are closed at accept.
+    let n = provhost::web::MAX_CONNECTIONS + 8;
+    let started = std::time::Instant::now();
+    let silent: Vec<tokio::task::JoinHandle<Duration>> = (0..n)
+        .map(|_| {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                let mut buf = [0u8; 256];
+                // Bounded: the server closes (EOF, maybe after a 408) well before this.
+                let _ = tokio::time::timeout(Duration::from_secs(60), async {
+                    while let Ok(k) = s.read(&mut buf).await {
+                        if k == 0 {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                started.elapsed()
+            })
+        })
+        .collect();
+    let mut longest = Duration::ZERO;
+    for h in silent {
+        longest = longest.max(h.await.expect("client"));
+    }
+    eprintln!("{n} silent clients all closed within {longest:?}");
+    assert!(
+        longest >= Duration::from_secs(5)
+            && longest < provhost::web::HEADER_READ_TIMEOUT + Duration::from_secs(10),
+        "silent connections are closed by the header-read timeout ({:?}), not held: {longest:?}",
+        provhost::web::HEADER_READ_TIMEOUT
+    );
+    // The server still answers afterwards.
+    assert_eq!(get_async(addr, "/api/status", None).await.0, 200);
+    let _ = stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_pruned_by_age_and_count_sqlite() {
     spans_are_pruned_by_age_and_count(Backend::Sqlite).await;
 }

@@ -181,15 +181,52 @@ pub fn router(state: WebState) -> Router {
         .with_state(state)
 }
 
-/// Serve on `listener` until `stop` resolves.
+/// At most this many connections are served at once; more are closed at accept.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request head within this (hyper's header-read timeout).
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A connection (keep-alive included) lives at most this long.
+pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Serve on `listener` until `stop` resolves. Every connection is bounded: its request
+/// head must arrive within [`HEADER_READ_TIMEOUT`], it lives at most
+/// [`CONNECTION_LIFETIME`], and at most [`MAX_CONNECTIONS`] are open at once, so a client
+/// that connects and sends nothing holds no file descriptor for long.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: WebState,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop)
-        .await
+    let app = router(state);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                // A failed accept (e.g. out of file descriptors) is not the server's end.
+                Err(e) => {
+                    tracing::warn!("status page: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => return Ok(()),
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(%peer, "status page: {MAX_CONNECTIONS} connections open; closing a new one");
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+            drop(slot);
+        });
+    }
 }
 
 /// Bind `listen` and serve in the background until the returned sender fires or is
