@@ -307,23 +307,7 @@ impl Ctx {
     /// JSON) into [`ReservationData`]. Unknown keys are an error, so a typo does not pass
     /// silently as a default value.
     pub fn data_from_file(path: &Path) -> Result<ReservationData, HostError> {
-        let text = std::fs::read_to_string(path).map_err(|e| HostError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        let bad = |message: String| HostError::Fixture {
-            path: path.to_path_buf(),
-            message,
-        };
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("json") => serde_json::from_str(&text).map_err(|e| bad(e.to_string())),
-            Some("toml") => toml::from_str(&text).map_err(|e| bad(e.to_string())),
-            _ => toml::from_str(&text)
-                .or_else(|t| {
-                    serde_json::from_str(&text).map_err(|j| format!("as TOML: {t}; as JSON: {j}"))
-                })
-                .map_err(bad),
-        }
+        crate::host::fixture::read_as(path)
     }
 
     /// The same reservation (notes, backend) with fresh data, e.g. after the user's

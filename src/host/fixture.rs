@@ -47,23 +47,11 @@ impl Fixture {
     /// Unknown keys are an error naming them, so a typo does not pass as a default;
     /// `computer_vars` values may be strings, numbers or booleans (stored as text).
     pub fn from_file(path: &Path) -> Result<Fixture, HostError> {
-        let text = std::fs::read_to_string(path).map_err(|e| HostError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
         let bad = |message: String| HostError::Fixture {
             path: path.to_path_buf(),
             message,
         };
-        let value: serde_json::Value = match path.extension().and_then(|e| e.to_str()) {
-            Some("json") => serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?,
-            Some("toml") => toml::from_str(&text).map_err(|e| bad(e.to_string()))?,
-            _ => toml::from_str(&text)
-                .or_else(|t| {
-                    serde_json::from_str(&text).map_err(|j| format!("as TOML: {t}; as JSON: {j}"))
-                })
-                .map_err(bad)?,
-        };
+        let value: serde_json::Value = read_as(path)?;
         let serde_json::Value::Object(mut map) = value else {
             return Err(bad("expected a table of ctx properties".into()));
         };
@@ -102,6 +90,28 @@ impl Fixture {
             computer_vars: vars,
             notes,
         })
+    }
+}
+
+/// Read a fixture file as `T`: `.json` as JSON, `.toml` as TOML, any other extension
+/// tried as TOML then JSON; a read or parse error names the file.
+pub fn read_as<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, HostError> {
+    let text = std::fs::read_to_string(path).map_err(|e| HostError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let bad = |message: String| HostError::Fixture {
+        path: path.to_path_buf(),
+        message,
+    };
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => serde_json::from_str(&text).map_err(|e| bad(e.to_string())),
+        Some("toml") => toml::from_str(&text).map_err(|e| bad(e.to_string())),
+        _ => toml::from_str(&text)
+            .or_else(|t| {
+                serde_json::from_str(&text).map_err(|j| format!("as TOML: {t}; as JSON: {j}"))
+            })
+            .map_err(bad),
     }
 }
 
