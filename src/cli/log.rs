@@ -92,6 +92,7 @@ async fn follow(
     let mut shown: HashSet<i64> = HashSet::new();
     let mut last_state = String::new();
     let mut pending = Some(first);
+    let mut request_id: Option<i64> = None;
     // Registered now, before the first line is printed: a Ctrl-C at any point after it
     // ends the follow with its own exit code, never the default signal death.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -109,7 +110,11 @@ async fn follow(
             shown.extend(new.iter().map(|e| e.id));
             progress.println(loadlog::format_timeline(&new).trim_end());
         }
-        let state = match flow::request_of(db, reservation).await? {
+        // A reservation never changes its request: looked up once, then only its state.
+        if request_id.is_none() {
+            request_id = flow::request_of(db, reservation).await?;
+        }
+        let state = match request_id {
             Some(request) => flow::request_times(db, request)
                 .await?
                 .map(|t| (request, t.state.clone(), t.describe())),
