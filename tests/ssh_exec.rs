@@ -471,6 +471,15 @@ fn the_local_host_gives_the_same_result_shape_and_time_out() {
     );
     assert!(start.elapsed() < Duration::from_secs(3));
     assert!(!procs::running("sleep 4322"));
+    // The shell forks here (a command follows): the grandchild is gone too when run returns.
+    let err = h
+        .run("sleep 4323; echo after", &opts(300))
+        .expect_err("timeout");
+    assert!(
+        matches!(err, RunError::Local(LocalError::Timeout { .. })),
+        "{err}"
+    );
+    assert!(!procs::running("sleep 4323"));
 }
 
 #[test]

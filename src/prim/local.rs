@@ -305,4 +305,35 @@ fn kill_group(pgid: libc::pid_t, child: &mut std::process::Child) {
     // SAFETY: as above; the group may already be gone (ESRCH is fine).
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
     let _ = child.wait();
+    wait_group_gone(pgid, Duration::from_secs(1));
+}
+
+/// Wait (bounded) until no live process is left in group `pgid`: a grandchild the shell
+/// forked may still be exiting when the shell has been reaped, and the caller is told the
+/// command is gone. Zombies (reaped by their new parent) do not count.
+fn wait_group_gone(pgid: libc::pid_t, bound: Duration) {
+    let end = Instant::now() + bound;
+    while group_has_live_member(pgid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether `/proc` shows a process of group `pgid` that is not a zombie.
+fn group_has_live_member(pgid: libc::pid_t) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // Fields after the command name (which may hold spaces and parentheses): state, ppid, pgrp.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next();
+        let pgrp = f.nth(1).and_then(|g| g.parse::<libc::pid_t>().ok());
+        pgrp == Some(pgid) && !matches!(state, Some("Z") | Some("X"))
+    })
 }
