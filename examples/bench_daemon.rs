@@ -3,12 +3,17 @@
 //! of one Perl process per reservation.
 //!
 //! Run: `cargo run --release --example bench_daemon -- [--n 1000] [--load-seconds 3]
-//!       [--url mysql://root@127.0.0.1/bench] [--trace off]` (default: a SQLite file in a
-//!       temp folder; `--trace off` records no spans, to measure what the waterfall costs).
+//!       [--url mysql://root@127.0.0.1/bench] [--trace off] [--hold 30] [--threads 1000]`
+//!       (default: a SQLite file in a temp folder; `--trace off` records no spans, to
+//!       measure what the waterfall costs; `--hold S`: after all are ready, keep all N
+//!       waiting for Connect S seconds and measure the database load of that wait;
+//!       `--threads`: `[daemon] routine_threads`).
 //!
 //! Measures: wall time from "all N requests inserted" to "all N reservations reached
 //! `nodeready`", reservations per second, peak RSS of this process (daemon + harness, from
-//! `/proc/self/status` VmHWM), failures. Anchor: `--perl 200` Perl processes that load DBI
+//! `/proc/self/status` VmHWM), failures; with `--hold`, the requests still in flight at its
+//! end, the waiting flows' looks and the statements that answered them per second, and (on
+//! MariaDB) the server's `Questions` per second. Anchor: `--perl 200` Perl processes that load DBI
 //! (+ DBD::mysql when installed), connect to the database and wait like a vcld child; their
 //! average RSS and PSS are measured and scaled to N.
 
@@ -31,6 +36,27 @@ struct Args {
     perl: usize,
     /// `--trace off`: record no spans (the waterfall's cost, compared).
     trace: bool,
+    /// `--hold S`: seconds to keep all N waiting for Connect after they are ready.
+    hold: u64,
+    /// `--threads`: `[daemon] routine_threads`.
+    threads: usize,
+}
+
+/// What one run measured.
+struct Outcome {
+    elapsed: f64,
+    peak_kb: u64,
+    failed: i64,
+    hold: Option<Hold>,
+}
+
+/// The `--hold` phase: N flows waiting for Connect.
+struct Hold {
+    secs: f64,
+    in_flight: i64,
+    looks_per_s: f64,
+    reads_per_s: f64,
+    questions_per_s: Option<f64>,
 }
 
 fn args() -> Args {
@@ -40,6 +66,8 @@ fn args() -> Args {
         url: None,
         perl: 200,
         trace: true,
+        hold: 0,
+        threads: DaemonConfig::default().routine_threads,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -50,6 +78,8 @@ fn args() -> Args {
             "--url" => a.url = Some(v),
             "--perl" => a.perl = v.parse().unwrap_or(a.perl),
             "--trace" => a.trace = v != "off",
+            "--hold" => a.hold = v.parse().unwrap_or(a.hold),
+            "--threads" => a.threads = v.parse().unwrap_or(a.threads),
             _ => eprintln!("unknown argument {k}"),
         }
     }
@@ -69,7 +99,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = args();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(a.n + 64)
         .enable_all()
         .build()?;
     let dir = tempfile::tempdir()?;
@@ -83,13 +112,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("|---|---|---|");
     println!(
         "| wall time, all {} to nodeready | {:.1} s | — |",
-        a.n, result.0
+        a.n, result.elapsed
     );
     println!(
         "| reservations per second | {:.0} | — |",
-        a.n as f64 / result.0
+        a.n as f64 / result.elapsed
     );
-    println!("| failed reservations | {} | — |", result.2);
+    println!("| failed reservations | {} | — |", result.failed);
+    if let Some(h) = &result.hold {
+        println!(
+            "| waiting for Connect ({:.0} s) | {} requests in flight; {:.0} looks/s answered by {:.1} statements/s{} | — |",
+            h.secs,
+            h.in_flight,
+            h.looks_per_s,
+            h.reads_per_s,
+            h.questions_per_s
+                .map(|q| format!("; server {q:.0} statements/s in all"))
+                .unwrap_or_default()
+        );
+    }
+    let result = (result.elapsed, result.peak_kb, result.failed);
     match perl {
         Some((rss, pss, count)) => {
             println!(
@@ -116,7 +158,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-async fn run(a: &Args, dir: PathBuf) -> Result<(f64, u64, i64), Box<dyn std::error::Error>> {
+/// (looks, reads) of waiting flows so far, from this process's metrics.
+fn watch_counts() -> (f64, f64) {
+    let text = provhost::metrics::encode(&[]);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("provhost_watch_looks_total "),
+        value("provhost_watch_reads_total "),
+    )
+}
+
+/// The server's `Questions` (MariaDB; `None` on SQLite).
+async fn questions(db: &Db) -> Option<f64> {
+    match db.pool() {
+        provhost::db::pool::Pool::MySql(p) => {
+            sqlx::query_as::<_, (String, String)>("SHOW GLOBAL STATUS LIKE 'Questions'")
+                .fetch_one(p)
+                .await
+                .ok()
+                .and_then(|(_, v)| v.parse().ok())
+        }
+        provhost::db::pool::Pool::Sqlite(_) => None,
+    }
+}
+
+async fn run(a: &Args, dir: PathBuf) -> Result<Outcome, Box<dyn std::error::Error>> {
     let url = a
         .url
         .clone()
@@ -179,6 +249,7 @@ async fn run(a: &Args, dir: PathBuf) -> Result<(f64, u64, i64), Box<dyn std::err
         node: "bench-mn".into(),
         poll_interval_secs: 1,
         max_flows: a.n + 10,
+        routine_threads: a.threads,
         timings: Timings {
             acknowledgetimeout: 3600,
             ..Timings::default()
@@ -234,11 +305,30 @@ async fn run(a: &Args, dir: PathBuf) -> Result<(f64, u64, i64), Box<dyn std::err
     }
     let elapsed = started.elapsed().as_secs_f64();
     let failed = count(failed_sql).await;
-    let peak = status_kb("VmHWM:");
+    let mut hold = None;
+    if a.hold > 0 {
+        let (q0, (l0, r0), t0) = (questions(&db).await, watch_counts(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(a.hold)).await;
+        let secs = t0.elapsed().as_secs_f64();
+        let (q1, (l1, r1)) = (questions(&db).await, watch_counts());
+        hold = Some(Hold {
+            secs,
+            in_flight: count("SELECT COUNT(*) FROM `request` WHERE `stateid` = 14").await,
+            looks_per_s: (l1 - l0) / secs,
+            reads_per_s: (r1 - r0) / secs,
+            questions_per_s: q0.zip(q1).map(|(a, b)| (b - a) / secs),
+        });
+    }
+    let peak_kb = status_kb("VmHWM:");
     let _ = tx.send(());
     let _ = handle.await;
     db.close().await;
-    Ok((elapsed, peak, failed))
+    Ok(Outcome {
+        elapsed,
+        peak_kb,
+        failed,
+        hold,
+    })
 }
 
 /// Start `n` Perl processes shaped like a vcld child (DBI loaded, DBD::mysql and a

@@ -396,12 +396,16 @@ mod tests {
                 "[daemon] timings.reconnecttimeout = 99999999999 is out of range",
             ),
             (
-                "[daemon]\nmax_flows = 5000\n",
-                "[daemon] max_flows = 5000 is out of range: allowed 1 to 4096",
+                "[daemon]\nmax_flows = 500000\n",
+                "[daemon] max_flows = 500000 is out of range: allowed 1 to 100000",
             ),
             (
-                "[daemon]\nmax_flows = 4000\nreclaim_flows = 200\n",
-                "max_flows (4000) + reclaim_flows (200) is more than the 4096 routine threads",
+                "[daemon]\nroutine_threads = 5000\n",
+                "[daemon] routine_threads = 5000 is out of range: allowed 1 to 4096",
+            ),
+            (
+                "[daemon]\nmax_flows = 20000\nroutine_threads = 4000\nreclaim_flows = 200\n",
+                "routine_threads (4000) + reclaim_flows (200) is more than the 4096 routine threads",
             ),
             (
                 "[ssh]\ncommand_timeout_secs = 0\n",

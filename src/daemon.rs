@@ -55,8 +55,12 @@ pub struct DaemonConfig {
     /// How long a stop waits for running flows to hand their requests back.
     pub shutdown_grace_secs: u64,
     /// Most flows running at once for loads and everything else; further due work waits
-    /// for the next poll. Each running flow may hold one routine thread.
+    /// for the next poll. A flow waiting (for Connect, a connection, a reload) holds no
+    /// thread; only its routine calls run on threads (`routine_threads`).
     pub max_flows: usize,
+    /// Most routine calls of those flows running at once, each on a thread of its own; a
+    /// flow's next call waits for a free thread when all are busy.
+    pub routine_threads: usize,
     /// Flows for the end of reservations (timeout, deleted, an in-use reservation past its
     /// end) on top of `max_flows`, with routine threads of their own: access is taken away
     /// from ended reservations even while loads fill `max_flows`.
@@ -100,6 +104,7 @@ impl Default for DaemonConfig {
             pickup_poll_ms: 250,
             shutdown_grace_secs: 30,
             max_flows: 1000,
+            routine_threads: 1000,
             reclaim_flows: 64,
             lease_secs: 60,
             heartbeat_secs: 10,
@@ -119,7 +124,7 @@ impl DaemonConfig {
     /// what the daemon can run) and the heartbeat inside the lease.
     pub fn check(&self) -> Result<(), String> {
         use crate::config::{Bound, MAX_SECS};
-        let flows = crate::state::lanes::MAX_THREADS;
+        let threads = crate::state::lanes::MAX_THREADS;
         let t = &self.timings;
         for b in [
             Bound::secs("poll_interval_secs", self.poll_interval_secs, 1, 3600),
@@ -132,12 +137,23 @@ impl DaemonConfig {
             Bound::secs("keep_finished_secs", self.keep_finished_secs, 0, MAX_SECS),
             Bound::secs("preload_secs", self.preload_secs, 0, MAX_SECS),
             Bound::secs("preload_min_secs", self.preload_min_secs, 0, MAX_SECS),
-            Bound::count("max_flows", self.max_flows as u64, 1, flows as u64),
+            Bound::count(
+                "max_flows",
+                self.max_flows as u64,
+                1,
+                crate::state::lanes::MAX_FLOWS as u64,
+            ),
+            Bound::count(
+                "routine_threads",
+                self.routine_threads as u64,
+                1,
+                threads as u64,
+            ),
             Bound::count(
                 "reclaim_flows",
                 self.reclaim_flows as u64,
                 1,
-                flows as u64 / 4,
+                threads as u64 / 4,
             ),
             Bound::secs(
                 "timings.acknowledgetimeout",
@@ -204,13 +220,21 @@ impl DaemonConfig {
                 self.preload_min_secs, self.preload_secs
             ));
         }
-        if self.max_flows + self.reclaim_flows > flows {
+        if self.work_threads() + self.reclaim_flows > threads {
             return Err(format!(
-                "max_flows ({}) + reclaim_flows ({}) is more than the {flows} routine threads a daemon runs at once; lower max_flows",
-                self.max_flows, self.reclaim_flows
+                "routine_threads ({}) + reclaim_flows ({}) is more than the {threads} routine threads a daemon runs at once; lower routine_threads",
+                self.routine_threads, self.reclaim_flows
             ));
         }
         Ok(())
+    }
+}
+
+impl DaemonConfig {
+    /// Routine threads for the flows of `max_flows`: `routine_threads`, and never more
+    /// than there are such flows.
+    pub fn work_threads(&self) -> usize {
+        self.routine_threads.min(self.max_flows)
     }
 }
 
@@ -484,24 +508,26 @@ impl Daemon {
                 source,
             })?;
         cfg.check().map_err(DaemonError::Config)?;
-        let threads = (cfg.max_flows + cfg.reclaim_flows) as u64 + OTHER_THREADS;
+        let threads = (cfg.work_threads() + cfg.reclaim_flows) as u64 + OTHER_THREADS;
         if let Some(limit) = thread_limit().filter(|l| *l < threads) {
             return Err(DaemonError::Config(format!(
-                "max_flows ({}) + reclaim_flows ({}) routine threads (+{OTHER_THREADS} others) exceed this user's process limit (ulimit -u = {limit}); lower max_flows or raise the limit",
-                cfg.max_flows, cfg.reclaim_flows
+                "routine_threads ({}) + reclaim_flows ({}) routine threads (+{OTHER_THREADS} others) exceed this user's process limit (ulimit -u = {limit}); lower routine_threads or raise the limit",
+                cfg.work_threads(), cfg.reclaim_flows
             )));
         }
         let timings = timings_at_start(&db, &cfg.timings).await;
         let lease = Lease::new(node_id);
+        // Its own stop flag: stopping this daemon ends only its retries. Its claims,
+        // exits, fails and releases change rows only while it holds the node's lease.
+        let flows_db = db.with_own_stop().with_lease(&lease.holder);
         let svc = Arc::new(Services {
-            // Its own stop flag: stopping this daemon ends only its retries. Its claims,
-            // exits, fails and releases change rows only while it holds the node's lease.
-            db: db.with_own_stop().with_lease(&lease.holder),
+            db: flows_db.clone(),
             host,
             timings,
             node_id,
-            lanes: Lanes::new(cfg.max_flows, cfg.reclaim_flows),
+            lanes: Lanes::new(cfg.work_threads(), cfg.reclaim_flows),
             fresh: Some(Arc::new(crate::db::lease::Freshness::default())),
+            watcher: crate::db::watchbatch::Watcher::new(flows_db),
         });
         // A database made before the waterfall gets its table (as `db init` would).
         if let Err(e) = crate::db::span::ensure_table(&db).await {

@@ -79,6 +79,8 @@ pub struct Metrics {
     claim_conflicts: Counter,
     spans_written: Counter,
     spans_pruned: Counter,
+    watch_looks: Counter,
+    watch_reads: Counter,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -105,6 +107,8 @@ pub fn get() -> &'static Metrics {
         claim_conflicts: Counter::default(),
         spans_written: Counter::default(),
         spans_pruned: Counter::default(),
+        watch_looks: Counter::default(),
+        watch_reads: Counter::default(),
     })
 }
 
@@ -202,6 +206,15 @@ impl Metrics {
         self.spans_pruned.inc_by(n);
     }
 
+    /// A waiting flow looked at its request (`db::watchbatch`).
+    pub fn watch_look(&self) {
+        self.watch_looks.inc();
+    }
+    /// Statements that answered those looks.
+    pub fn watch_reads(&self, n: u64) {
+        self.watch_reads.inc_by(n);
+    }
+
     fn register(&self, r: &mut Registry) {
         r.register(
             "provhost_routine_calls",
@@ -294,6 +307,16 @@ impl Metrics {
             "provhost_spans_pruned",
             "Spans removed by retention",
             self.spans_pruned.clone(),
+        );
+        r.register(
+            "provhost_watch_looks",
+            "Looks of waiting flows at their requests (one per flow per poll)",
+            self.watch_looks.clone(),
+        );
+        r.register(
+            "provhost_watch_reads",
+            "Statements that answered those looks (many looks share one)",
+            self.watch_reads.clone(),
         );
     }
 }

@@ -43,6 +43,7 @@ pub mod status;
 pub mod time;
 pub mod variable;
 pub mod watch;
+pub mod watchbatch;
 
 use std::path::Path;
 

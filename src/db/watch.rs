@@ -4,7 +4,7 @@
 //! acknowledgement (`remoteIP`) of any of its reservations, the reservations of a cluster
 //! request, the preload flag, and the operator's cancel of a request a flow is waiting on.
 
-use crate::db::claim::{state_id, state_label};
+use crate::db::claim::state_id;
 use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Db, RowExt};
 
@@ -23,29 +23,13 @@ pub enum Watched {
     Gone,
 }
 
-/// One read of `request` for a flow holding claim `token` (see [`Watched`]).
+/// One read of `request` for a flow holding claim `token` (see [`Watched`]). A daemon's
+/// flows share their reads through [`crate::db::watchbatch::Watcher`].
 pub async fn watch(db: &Db, request: i64, token: &str) -> Result<Watched, DbError> {
-    let sql = format!(
-        "SELECT rq.`stateid`, rq.`laststateid`, c.`token`, \
-         CASE WHEN rq.`end` <= {} THEN 1 ELSE 0 END AS `ended` \
-         FROM `request` rq LEFT JOIN `provhost_claim` c ON c.`requestid` = rq.`id` WHERE rq.`id` = ?",
-        db.now_sql()
-    );
-    let what = format!("watching request {request}");
-    db.retry(&what, || async {
-        with_pool!(db, p => {
-            let row = sqlx::query(&sql).bind(request).fetch_optional(p).await.during(what.as_str())?;
-            let Some(r) = row else { return Ok(Watched::Gone) };
-            let state = r.int("stateid")?;
-            let mine = r.opt_text("token")?.as_deref() == Some(token);
-            if state == PENDING && mine {
-                Ok(Watched::Mine { ended: r.int("ended")? != 0 })
-            } else {
-                Ok(Watched::Changed { state: state_label(state), laststate: state_label(r.int("laststateid")?) })
-            }
-        })
-    })
-    .await
+    Ok(crate::db::watchbatch::read_many(db, &[request])
+        .await?
+        .remove(&request)
+        .map_or(Watched::Gone, |s| s.for_claim(token)))
 }
 
 /// The reservations of `request`, smallest id first (VCL's parent first). Empty when it
@@ -57,21 +41,6 @@ pub async fn reservations_of(db: &Db, request: i64) -> Result<Vec<i64>, DbError>
             let rows = sqlx::query("SELECT `id` FROM `reservation` WHERE `requestid` = ? ORDER BY `id`")
                 .bind(request).fetch_all(p).await.during(what.as_str())?;
             rows.iter().map(|r| r.int("id")).collect::<Result<Vec<_>, DbError>>()
-        })
-    })
-    .await
-}
-
-/// The user's address once they clicked Connect: the `remoteIP` of the request's
-/// reservations (VCL's web writes it into every reservation of the request; provhost's
-/// `request connect` into the one named), empty while none has it.
-pub async fn request_remote_ip(db: &Db, request: i64) -> Result<String, DbError> {
-    let what = format!("reading the acknowledgement of request {request}");
-    db.retry(&what, || async {
-        with_pool!(db, p => {
-            let row = sqlx::query("SELECT MAX(`remoteIP`) AS `ip` FROM `reservation` WHERE `requestid` = ? AND `remoteIP` <> ''")
-                .bind(request).fetch_optional(p).await.during(what.as_str())?;
-            Ok(match row { Some(r) => r.opt_text("ip")?.unwrap_or_default(), None => String::new() })
         })
     })
     .await

@@ -1,18 +1,23 @@
 //! Where routine calls run: each call on its own OS thread, in one of two lanes with their
-//! own capacity — [`Lane::Work`] for loads and everything else (`[daemon] max_flows`), and
-//! [`Lane::End`] for the end of reservations (`reclaim_flows`: timeout, deleted, an in-use
-//! reservation past its end). A flow runs one call at a time and the daemon never runs more
-//! flows in a lane than it has permits, so a call never waits for a thread; and since no
-//! call uses tokio's shared blocking pool (512 threads), a thousand loads waiting in
-//! `post_load` cannot delay the `revoke_access` of a reservation that ended.
+//! own capacity — [`Lane::Work`] for loads and everything else (`[daemon] routine_threads`
+//! threads for up to `max_flows` flows), and [`Lane::End`] for the end of reservations
+//! (`reclaim_flows`, one thread per flow: timeout, deleted, an in-use reservation past its
+//! end). A flow holds a thread only while one of its calls runs: waiting for Connect, a
+//! connection or a reload it is a tokio task, so a daemon can have many more flows in
+//! flight than threads (a work call waits for a free thread when all are busy; an end call
+//! never does). No call uses tokio's shared blocking pool (512 threads), so a thousand loads
+//! waiting in `post_load` cannot delay the `revoke_access` of a reservation that ended.
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-/// Most routine threads a daemon may run at once (both lanes together): every running flow
-/// can hold one.
+/// Most routine threads a daemon may run at once (both lanes together).
 pub const MAX_THREADS: usize = 4096;
+
+/// Most flows (`[daemon] max_flows`) a daemon may have in flight: each is a tokio task of
+/// a few kilobytes while it waits (docs/BENCHMARKS.md: one node at 10,000).
+pub const MAX_FLOWS: usize = 100_000;
 
 /// Which capacity a flow runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,7 +30,7 @@ pub enum Lane {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaneError {
-    #[error("cannot start a thread for the routine call: {0} (too many threads for this system? lower [daemon] max_flows)")]
+    #[error("cannot start a thread for the routine call: {0} (too many threads for this system? lower [daemon] routine_threads)")]
     Spawn(#[source] std::io::Error),
     #[error("the routine thread ended abnormally (a panic in provhost; see the log)")]
     Panicked,

@@ -145,6 +145,8 @@ pub struct Services {
     /// How long the daemon's node lease is surely its own (`None`: no lease, e.g. a
     /// library user running flows itself). No routine call starts once it is not.
     pub fresh: Option<Arc<crate::db::lease::Freshness>>,
+    /// The shared reads of waiting flows' requests (one statement for many flows).
+    pub watcher: Arc<crate::db::watchbatch::Watcher>,
 }
 
 /// How a flow ends: VCL's `state_exit(request_state, computer_state)`.
@@ -266,26 +268,39 @@ impl Flow {
     /// wait): `Ok(true)` when its end time has come, [`FlowError::Superseded`] when it is
     /// no longer `pending` under this flow's claim (deleted, cancelled, taken over, gone).
     pub async fn watch(&self) -> Result<bool, FlowError> {
+        Ok(self.look().await?.0)
+    }
+
+    /// [`Flow::watch`] and the user's address once they clicked Connect (empty before),
+    /// from one read shared with the daemon's other waiting flows
+    /// ([`crate::db::watchbatch::Watcher`]).
+    pub async fn look(&self) -> Result<(bool, String), FlowError> {
         self.check_cancel()?;
         use crate::db::watch::Watched;
-        let why =
-            match crate::db::watch::watch(&self.svc.db, self.data.request_id, &self.token).await? {
-                Watched::Mine { ended } => return Ok(ended),
-                Watched::Changed { state, .. } if state == "pending" => format!(
+        let seen = self.svc.watcher.look(self.data.request_id).await?;
+        let watched = match &seen {
+            Some(s) => s.for_claim(&self.token),
+            None => Watched::Gone,
+        };
+        let why = match watched {
+            Watched::Mine { ended } => {
+                return Ok((ended, seen.map(|s| s.remote_ip).unwrap_or_default()))
+            }
+            Watched::Changed { state, .. } if state == "pending" => format!(
                 "request {} is pending under another daemon's claim (this one's lease or claim \
                  was taken over while its {} flow waited); handed over, nothing was written",
                 self.data.request_id, self.state
             ),
-                Watched::Changed { state, laststate } => format!(
-                    "request {} is now {state} (laststate {laststate}): changed while its {} flow \
+            Watched::Changed { state, laststate } => format!(
+                "request {} is now {state} (laststate {laststate}): changed while its {} flow \
                  waited; handed over, nothing was written",
-                    self.data.request_id, self.state
-                ),
-                Watched::Gone => format!(
-                    "request {} was removed while its {} flow waited",
-                    self.data.request_id, self.state
-                ),
-            };
+                self.data.request_id, self.state
+            ),
+            Watched::Gone => format!(
+                "request {} was removed while its {} flow waited",
+                self.data.request_id, self.state
+            ),
+        };
         self.shared.handover.store(true, Ordering::Relaxed);
         Err(FlowError::Superseded(why))
     }
@@ -741,6 +756,7 @@ async fn with_user_timings(svc: &Arc<Services>, user: i64) -> Arc<Services> {
                 node_id: svc.node_id,
                 lanes: svc.lanes.clone(),
                 fresh: svc.fresh.clone(),
+                watcher: Arc::clone(&svc.watcher),
             })
         }
         Ok(_) => Arc::clone(svc),

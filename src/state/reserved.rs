@@ -135,12 +135,12 @@ async fn wait_for_ack(f: &Flow) -> Result<Ack, FlowError> {
     let every = Duration::from_millis(t.acknowledge_poll_ms.max(10));
     let max_polls = t.acknowledgetimeout.saturating_mul(1000) / t.acknowledge_poll_ms.max(10) + 2;
     for _ in 0..max_polls {
-        if f.watch().await? {
+        let (ended, ip) = f.look().await?;
+        if ended {
             return Ok(Ack::Ended);
         }
-        let ip = crate::db::watch::request_remote_ip(&f.svc.db, f.data.request_id).await?;
-        if !ip.trim().is_empty() {
-            return Ok(Ack::From(ip.trim().to_string()));
+        if !ip.is_empty() {
+            return Ok(Ack::From(ip));
         }
         if Instant::now() >= end {
             break;
