@@ -307,6 +307,19 @@ async fn run(a: &Args, dir: PathBuf) -> Result<Outcome, Box<dyn std::error::Erro
     let failed = count(failed_sql).await;
     let mut hold = None;
     if a.hold > 0 {
+        // First every reservation's flow waits for Connect (its request `pending`).
+        let t = Instant::now();
+        while count("SELECT COUNT(*) FROM `request` WHERE `stateid` = 14").await < a.n as i64 {
+            if t.elapsed() > limit {
+                return Err(format!("not all {} waiting for Connect after {limit:?}", a.n).into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!(
+            "all {} waiting for Connect {:.1} s after all were ready",
+            a.n,
+            t.elapsed().as_secs_f64()
+        );
         let (q0, (l0, r0), t0) = (questions(&db).await, watch_counts(), Instant::now());
         tokio::time::sleep(Duration::from_secs(a.hold)).await;
         let secs = t0.elapsed().as_secs_f64();
