@@ -59,11 +59,13 @@ async fn ten_daemons_on_one_mariadb_each_serve_only_their_own_computers() {
         w.await.expect("web front end");
     }
     let inserted = started.elapsed();
-    let took = scale::wait_ready(&t.db, n as i64, Duration::from_secs(1800)).await;
+    let after_inserts = scale::wait_ready(&t.db, n as i64, Duration::from_secs(1800)).await;
+    let took = started.elapsed();
     let q = questions(&t).await - q0;
     eprintln!(
-        "{NODES} daemons × {} reservations on one MariaDB: inserted in {inserted:.1?}, all nodeready after {took:.1?} \
-         ({:.0}/s); {q} statements in all, {:.0} per node per second",
+        "{NODES} daemons × {} reservations on one MariaDB: inserted in {inserted:.1?} by 4 web front ends, \
+         all nodeready {after_inserts:.1?} after the last insert, {took:.1?} after the first ({:.0}/s); \
+         {q} statements in all (inserts included), {:.0} per node per second",
         per_node(),
         n as f64 / took.as_secs_f64(),
         q as f64 / NODES as f64 / took.as_secs_f64()
@@ -93,6 +95,16 @@ async fn ten_daemons_on_one_mariadb_each_serve_only_their_own_computers() {
         t.scalar(scale::FOREIGN_CLAIMS).await,
         0,
         "a node claimed another node's request"
+    );
+    // What the waiting costs: every reservation of every node waits for Connect now.
+    let (q0, at) = (questions(&t).await, Instant::now());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let q = questions(&t).await - q0;
+    let secs = at.elapsed().as_secs_f64();
+    eprintln!(
+        "while all {n} wait for Connect (acknowledge_poll_ms 1000): {:.0} statements/s on the server, {:.1} per node per second",
+        q as f64 / secs,
+        q as f64 / secs / NODES as f64
     );
     for d in daemons {
         match scale::stop(d).await {
