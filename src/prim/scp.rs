@@ -11,6 +11,14 @@
 //! rename, and only when it is still a regular file. A failed copy removes its part file when the destination
 //! host still answers. Remote ends use `cat`, `stat`, `sha256sum`, `mv` and `rm` through
 //! the login shell over pooled sessions; every path is shell-quoted.
+//!
+//! Transport: by default (`[ssh] copy_transport = "auto"`) the bytes of a file of at least
+//! `[ssh] openssh_min_bytes` between this node and a host go through the system's OpenSSH
+//! `ssh` ([`crate::prim::ssh::openssh`]) with the local file as its stdin or stdout — a
+//! half to a third of libssh2's client CPU, and 2–3× its speed (docs/BENCHMARKS.md,
+//! "Copies"); the size and checksum checks, the rename and the helpers stay on pooled
+//! sessions. Smaller files, copies between two hosts and targets OpenSSH cannot express
+//! stream through libssh2.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};

@@ -25,8 +25,8 @@
 //! or known_hosts path it would expand (`%`, `$`, `~`) or split (spaces), no program, no
 //! cipher in common — `auto` falls back to libssh2 and `openssh` is an error saying why.
 //! `ssh` runs in its own process group, dies with the thread that started it
-//! (`PR_SET_PDEATHSIG`), and is killed when the copy's deadline passes or the routine is
-//! stopped (checked every 50 ms).
+//! (`PR_SET_PDEATHSIG`), and is killed with its group when the copy's deadline passes or
+//! the routine is stopped (checked every 50 ms).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -395,7 +395,12 @@ fn ended(status: ExitStatus, stderr: String) -> Result<Ended, String> {
     }
 }
 
+/// Kill `ssh` with its process group (anything a wrapper program started too), and reap it.
 fn stop(child: &mut Child) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: signalling the process group of our own unreaped child (pgid = its pid).
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+    }
     let _ = child.kill();
     let _ = child.wait();
 }
