@@ -15,9 +15,9 @@
 //! Transport: by default (`[ssh] copy_transport = "auto"`) the bytes of a file of at least
 //! `[ssh] openssh_min_bytes` between this node and a host go through the system's OpenSSH
 //! `ssh` ([`crate::prim::ssh::openssh`]) with the local file as its stdin or stdout — a
-//! half to a third of libssh2's client CPU, and 2–3× its speed (docs/BENCHMARKS.md,
-//! "Copies"); the size and checksum checks, the rename and the helpers stay on pooled
-//! sessions. Smaller files, copies between two hosts and targets OpenSSH cannot express
+//! quarter to a half of libssh2's client CPU per GiB, and 1.2–2.5× its speed
+//! (docs/BENCHMARKS.md, "Copies"); the size and checksum checks, the rename and the
+//! helpers stay on pooled sessions. Smaller files, copies between two hosts and targets OpenSSH cannot express
 //! stream through libssh2.
 
 use std::fs::File;

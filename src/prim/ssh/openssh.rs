@@ -7,9 +7,9 @@
 //! they never pass through provhost: the local file is `ssh`'s stdin (upload) or stdout
 //! (download).
 //!
-//! Why: libssh2 encrypts with a reference ChaCha20-Poly1305 and calls OpenSSL 16 bytes at
-//! a time for AES, so a copy through it costs 2–4× the client CPU of OpenSSH's and runs at
-//! a third to a half of its speed (docs/BENCHMARKS.md, "Copies").
+//! Why: libssh2 encrypts with its own reference ChaCha20-Poly1305 and calls OpenSSL 16
+//! bytes at a time for AES, so a copy through it costs 2–4× the client CPU of OpenSSH's
+//! and runs at 40–85% of its speed (docs/BENCHMARKS.md, "Copies").
 //!
 //! What `ssh` is told: `-F /dev/null` (no user or system configuration), provhost's
 //! identity file only (`IdentitiesOnly`, no agent, no password or keyboard prompts,
