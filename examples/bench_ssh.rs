@@ -4,11 +4,14 @@
 //! - 500 × `true`: provhost's pool vs a fresh `ssh host true` per command vs OpenSSH
 //!   ControlMaster/ControlPersist;
 //! - 64 parallel commands to one host and spread over 4 lab hosts;
-//! - a 1 GiB copy: provhost upload/download vs OpenSSH `scp`, same cipher, with peak RSS
-//!   (each copy runs in its own child process so its peak RSS is its own).
+//! - a 1 GiB copy each way and per cipher: provhost through OpenSSH's `ssh`
+//!   (`[ssh] copy_transport = "openssh"`) and through libssh2, vs OpenSSH `scp`, interleaved,
+//!   medians of a few rounds; each copy runs in its own child process so its peak RSS and
+//!   CPU (with the `ssh` it starts) are its own.
 //!
 //! Run: `cargo run --release --example bench_ssh` (env `BENCH_N` = commands per sequential
-//! case, default 500; `BENCH_COPY_MB` = copy size, default 1024).
+//! case, default 500; `BENCH_COPY_MB` = copy size, default 1024; `BENCH_COPY_RUNS` = rounds
+//! per copy case, default 3; `BENCH_ONLY=copies` runs only the copies).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -22,7 +25,9 @@ use common::netns::LabHost;
 use common::sshd::Sshd;
 use provhost::prim::host::Host;
 use provhost::prim::scp::CopyOptions;
-use provhost::prim::ssh::{known_hosts, ExecOptions, HostKeyPolicy, Pool, SshConfig};
+use provhost::prim::ssh::{
+    known_hosts, CopyTransport, ExecOptions, HostKeyPolicy, Pool, SshConfig,
+};
 
 /// Copy ciphers compared: OpenSSH's default, and the AES-GCM mode.
 const CIPHERS: [&str; 2] = ["chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com"];
@@ -280,8 +285,13 @@ fn parallel_labs(rows: &mut Vec<Row>) {
 
 /// Child mode: one provhost copy, so its peak RSS is measured alone.
 fn copy_child(args: &[String]) {
-    let [_, dir, port, direction, src, dst, cipher] = args else {
-        panic!("usage: --copy-child DIR PORT up|down SRC DST CIPHER");
+    let [_, dir, port, direction, src, dst, cipher, transport] = args else {
+        panic!("usage: --copy-child DIR PORT up|down SRC DST CIPHER openssh|libssh2");
+    };
+    let copy_transport = match transport.as_str() {
+        "openssh" => CopyTransport::Openssh,
+        "libssh2" => CopyTransport::Libssh2,
+        other => panic!("transport {other:?}: openssh or libssh2"),
     };
     let dir = PathBuf::from(dir);
     let cfg = SshConfig {
@@ -292,6 +302,7 @@ fn copy_child(args: &[String]) {
         known_hosts: dir.join("known_hosts"),
         port: port.parse().expect("port"),
         ciphers: cipher.clone(),
+        copy_transport,
         ..SshConfig::default()
     };
     let target = provhost::prim::ssh::Target {
@@ -312,7 +323,28 @@ fn copy_child(args: &[String]) {
     println!("{}", rep.secs);
 }
 
-fn copies(s: &Sshd, mb: usize, rows: &mut Vec<Row>) -> Vec<(String, f64)> {
+/// One timed copy in a child process: (seconds, peak RSS KiB, client CPU seconds).
+fn timed(mut c: Command, what: &str) -> (f64, i64, f64) {
+    let child = c.stdout(Stdio::null()).spawn().expect(what);
+    let start = Instant::now();
+    let (ok, rss, cpu) = wait_rss(child);
+    assert!(ok, "{what} failed");
+    (start.elapsed().as_secs_f64(), rss, cpu)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The copy methods compared: provhost through each transport, and OpenSSH's scp.
+const METHODS: [&str; 3] = ["openssh", "libssh2", "scp"];
+
+/// 1 GiB (BENCH_COPY_MB) each way per cipher: provhost through OpenSSH's ssh, through
+/// libssh2, and scp, interleaved (BENCH_COPY_RUNS rounds, the order rotated each round),
+/// every copy to a destination that does not exist yet, after a `sync` (so one copy's
+/// dirty pages are not the next one's write-back); medians reported.
+fn copies(s: &Sshd, mb: usize, runs: usize, rows: &mut Vec<Row>) -> Vec<(String, f64, f64)> {
     let src = s.path("big.bin");
     {
         use std::io::Write;
@@ -331,90 +363,94 @@ fn copies(s: &Sshd, mb: usize, rows: &mut Vec<Row>) -> Vec<(String, f64)> {
     }
     let bytes = (mb as f64) * 1024.0 * 1024.0;
     let exe = std::env::current_exe().expect("exe");
+    let remote = |p: &Path| format!("{}@{}:{}", s.user, s.addr, p.display());
     let mut ratios = Vec::new();
     for (cipher, dir) in CIPHERS.iter().flat_map(|c| [(*c, "up"), (*c, "down")]) {
-        let (from, to) = if dir == "up" {
-            (src.clone(), s.path("up.bin"))
-        } else {
-            (s.path("up.bin"), s.path("down.bin"))
-        };
-        // provhost, in a child process for its own peak RSS (warm: second of two runs).
-        let mut secs = 0.0;
-        let mut rss = 0;
-        let mut cpu = 0.0;
-        for _ in 0..2 {
-            let child = Command::new(&exe)
-                .args([
-                    "--copy-child",
-                    &s.dir.path().display().to_string(),
-                    &s.port.to_string(),
-                    dir,
-                    &from.display().to_string(),
-                    &to.display().to_string(),
-                    cipher,
-                ])
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("child");
-            let start = Instant::now();
-            let (ok, r, c) = wait_rss(child);
-            assert!(ok, "provhost copy child failed");
-            secs = start.elapsed().as_secs_f64();
-            rss = r;
-            cpu = c;
+        eprintln!("  {dir} {cipher} …");
+        // method → (seconds, rss, cpu) per round
+        let mut got: Vec<Vec<(f64, i64, f64)>> = vec![Vec::new(); METHODS.len()];
+        for round in 0..runs {
+            for k in 0..METHODS.len() {
+                let m = (k + round) % METHODS.len();
+                let method = METHODS[m];
+                let dst = s.path(&format!("{dir}-{method}.bin"));
+                let _ = std::fs::remove_file(&dst);
+                // SAFETY: no preconditions.
+                unsafe { libc::sync() };
+                let cmd = if method == "scp" {
+                    let (a, b) = if dir == "up" {
+                        (src.display().to_string(), remote(&dst))
+                    } else {
+                        (remote(&src), dst.display().to_string())
+                    };
+                    let mut port_args = s.ssh_args();
+                    port_args[0] = "-P".into();
+                    let mut c = Command::new("scp");
+                    c.arg("-q")
+                        .args(&port_args)
+                        .args(["-o", &format!("Ciphers={cipher}")])
+                        .args([a, b]);
+                    c
+                } else {
+                    let mut c = Command::new(&exe);
+                    c.args([
+                        "--copy-child",
+                        &s.dir.path().display().to_string(),
+                        &s.port.to_string(),
+                        dir,
+                        &src.display().to_string(),
+                        &dst.display().to_string(),
+                        cipher,
+                        method,
+                    ]);
+                    c
+                };
+                got[m].push(timed(cmd, method));
+            }
         }
-        let ours = bytes / secs / 1e6;
-        rows.push(Row {
-            case: format!("{mb} MiB copy {dir}"),
-            how: format!("provhost ({cipher})"),
-            value: format!("{ours:.0} MB/s ({secs:.2} s)"),
-            note: format!(
-                "peak RSS {} MiB (whole process), client CPU {cpu:.2} s",
-                rss / 1024
-            ),
-        });
-        let _ = std::fs::remove_file(if dir == "up" {
-            s.path("scp-up.bin")
-        } else {
-            s.path("scp-down.bin")
-        });
-        let mut secs = 0.0;
-        let mut rss = 0;
-        let mut cpu = 0.0;
-        for _ in 0..2 {
-            let remote = |p: &Path| format!("{}@{}:{}", s.user, s.addr, p.display());
-            let (a, b) = if dir == "up" {
-                (from.display().to_string(), remote(&s.path("scp-up.bin")))
-            } else {
-                (remote(&from), s.path("scp-down.bin").display().to_string())
-            };
-            let mut port_args = s.ssh_args();
-            port_args[0] = "-P".into();
-            let child = Command::new("scp")
-                .arg("-q")
-                .args(&port_args)
-                .args(["-o", &format!("Ciphers={cipher}")])
-                .args([a, b])
-                .spawn()
-                .expect("scp");
-            let start = Instant::now();
-            let (ok, r, c) = wait_rss(child);
-            assert!(ok, "scp failed");
-            secs = start.elapsed().as_secs_f64();
-            rss = r;
-            cpu = c;
+        let med: Vec<(f64, i64, f64)> = got
+            .iter()
+            .map(|v| {
+                (
+                    median(v.iter().map(|x| x.0).collect()),
+                    v.iter().map(|x| x.1).max().unwrap_or(0),
+                    median(v.iter().map(|x| x.2).collect()),
+                )
+            })
+            .collect();
+        let (scp_secs, _, scp_cpu) = med[2];
+        for (m, method) in METHODS.iter().enumerate() {
+            let (secs, rss, cpu) = med[m];
+            let all: Vec<String> = got[m].iter().map(|x| format!("{:.2}", x.0)).collect();
+            rows.push(Row {
+                case: format!("{mb} MiB copy {dir}"),
+                how: match *method {
+                    "scp" => format!("OpenSSH scp ({cipher})"),
+                    t => format!("provhost via {t} ({cipher})"),
+                },
+                value: format!("{:.0} MB/s ({secs:.2} s)", bytes / secs / 1e6),
+                note: format!(
+                    "client CPU {cpu:.2} s{}, peak RSS {} MiB; runs {} s",
+                    match *method {
+                        "scp" => " (scp + ssh)",
+                        "openssh" => " (provhost + ssh)",
+                        _ => "",
+                    },
+                    rss / 1024,
+                    all.join(" / ")
+                ),
+            });
+            if *method != "scp" {
+                ratios.push((
+                    format!("{dir} {cipher} via {method}"),
+                    scp_secs / secs,
+                    cpu / scp_cpu,
+                ));
+            }
         }
-        let theirs = bytes / secs / 1e6;
-        rows.push(Row {
-            case: format!("{mb} MiB copy {dir}"),
-            how: format!("OpenSSH scp ({cipher})"),
-            value: format!("{theirs:.0} MB/s ({secs:.2} s)"),
-            note: format!(
-                "peak RSS {} MiB (scp client), client CPU {cpu:.2} s (scp + ssh)",
-                rss / 1024
-            ),
-        });
-        ratios.push((format!("{dir} {cipher}"), ours / theirs));
+        for method in METHODS {
+            let _ = std::fs::remove_file(s.path(&format!("{dir}-{method}.bin")));
+        }
     }
     ratios
 }
@@ -430,13 +466,20 @@ fn main() {
     let s = Sshd::start();
     s.trust();
     let mut rows = Vec::new();
-    eprintln!("sequential {n} × true …");
-    let (ours, fresh, master) = sequential(&s, n, &mut rows);
-    eprintln!("parallel …");
-    parallel_one(&s, &mut rows);
-    parallel_labs(&mut rows);
+    let copies_only = std::env::var("BENCH_ONLY").as_deref() == Ok("copies");
+    let (ours, fresh, master) = if copies_only {
+        (f64::NAN, f64::NAN, f64::NAN)
+    } else {
+        eprintln!("sequential {n} × true …");
+        let r = sequential(&s, n, &mut rows);
+        eprintln!("parallel …");
+        parallel_one(&s, &mut rows);
+        parallel_labs(&mut rows);
+        r
+    };
     eprintln!("copies ({mb} MiB) …");
-    let ratios = copies(&s, mb, &mut rows);
+    let runs = env_num("BENCH_COPY_RUNS", 3).max(1);
+    let ratios = copies(&s, mb, runs, &mut rows);
     // Stop the ControlMaster we started.
     let cpo = format!("ControlPath={}", s.path("cm-%C").display());
     let mut c = ssh_cmd(&s, &["-o", &cpo, "-O", "exit"], "");
@@ -452,12 +495,14 @@ fn main() {
         fresh / ours,
         master / ours
     );
-    let copies: Vec<String> = ratios
-        .iter()
-        .map(|(k, r)| format!("{k} {:.0}%", r * 100.0))
-        .collect();
     println!(
-        "copy throughput vs scp, same cipher (goal ≥ 95%): {}",
-        copies.join("; ")
+        "copies vs scp, same cipher, medians of {runs} (goal: throughput ≥ 95%, client CPU ≤ 100%):"
     );
+    for (k, r, c) in &ratios {
+        println!(
+            "  {k}: throughput {:.0}%, client CPU {:.0}%",
+            r * 100.0,
+            c * 100.0
+        );
+    }
 }

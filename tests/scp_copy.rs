@@ -1,6 +1,7 @@
 //! File copies against a real sshd: round trip with checksum and progress, awkward paths,
-//! sshd killed in the middle of an upload and of a download, a full remote disk, and a
-//! copy between two hosts. The rule under test: never a partial file under the final name.
+//! sshd killed in the middle of an upload and of a download (through OpenSSH's ssh, the
+//! default for large files, and through libssh2), a full remote disk, and a copy between
+//! two hosts. The rule under test: never a partial file under the final name.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use common::sshd::{Sshd, SshdOptions};
 use provhost::prim::host::{scp_between, Host};
 use provhost::prim::scp::{shell_quote, CopyOptions, Progress, ScpError};
-use provhost::prim::ssh::{ExecOptions, HostKeyPolicy};
+use provhost::prim::ssh::{CopyTransport, ExecOptions, HostKeyPolicy, Pool, SshConfig};
 
 /// A file of `size` pseudo-random bytes (xorshift; fast, incompressible enough).
 fn random_file(path: &Path, size: usize) {
@@ -130,14 +131,44 @@ fn paths_with_spaces_and_quotes_are_copied_exactly() {
     assert!(std::fs::read(&src).expect("src") == std::fs::read(&back).expect("back"));
 }
 
+/// A host whose large copies go through `transport`.
+fn remote_via(s: &Sshd, transport: CopyTransport) -> Host {
+    s.trust();
+    let cfg = SshConfig {
+        copy_transport: transport,
+        ..s.config()
+    };
+    Host::remote(Pool::new(cfg), s.target(HostKeyPolicy::Strict))
+}
+
 #[test]
 fn sshd_killed_mid_upload_leaves_no_file_under_the_final_name_and_the_pool_recovers() {
+    killed_mid_upload(CopyTransport::Auto);
+}
+
+#[test]
+fn sshd_killed_mid_upload_through_libssh2() {
+    killed_mid_upload(CopyTransport::Libssh2);
+}
+
+#[test]
+fn sshd_killed_mid_download_leaves_no_local_file() {
+    killed_mid_download(CopyTransport::Auto);
+}
+
+#[test]
+fn sshd_killed_mid_download_through_libssh2() {
+    killed_mid_download(CopyTransport::Libssh2);
+}
+
+/// 256 MiB: under `auto`, through OpenSSH's ssh.
+fn killed_mid_upload(transport: CopyTransport) {
     let s = RefCell::new(Sshd::start());
     let (h, src, dst) = {
         let s = s.borrow();
         let src = s.path("big.bin");
         random_file(&src, 256 << 20);
-        (remote(&s), src, s.path("big-copy.bin"))
+        (remote_via(&s, transport), src, s.path("big-copy.bin"))
     };
     let mut killed = false;
     let err = h
@@ -169,14 +200,13 @@ fn sshd_killed_mid_upload_leaves_no_file_under_the_final_name_and_the_pool_recov
     assert_eq!(std::fs::metadata(&dst).expect("dst").len(), 4096);
 }
 
-#[test]
-fn sshd_killed_mid_download_leaves_no_local_file() {
+fn killed_mid_download(transport: CopyTransport) {
     let s = RefCell::new(Sshd::start());
     let (h, src, dst) = {
         let s = s.borrow();
         let src = s.path("big.bin");
         random_file(&src, 256 << 20);
-        (remote(&s), src, s.path("local-copy.bin"))
+        (remote_via(&s, transport), src, s.path("local-copy.bin"))
     };
     let mut killed = false;
     let err = h
@@ -222,34 +252,42 @@ fn a_full_remote_disk_is_a_clear_error_and_leaves_nothing() {
         tmpfs: Some("1m".into()),
         ..SshdOptions::default()
     });
-    let h = remote(&s);
     let small = s.path("small").display().to_string();
-    // The tmpfs exists only in sshd's mount namespace: look through the host.
-    let df = h
-        .run(
-            &format!("df -k {}", shell_quote(&small)),
-            &ExecOptions::default(),
-        )
-        .expect("df");
-    assert!(
-        df.stdout.contains("provhost-test"),
-        "tmpfs mounted: {}",
-        df.stdout
-    );
-    let src = s.path("img.bin");
-    random_file(&src, 4 << 20);
-    let dst = format!("{small}/img.bin");
-    let err = h
-        .upload(&src, &dst, &CopyOptions::default(), &mut |_| {})
-        .expect_err("disk full");
-    assert!(err.to_string().contains("No space left on device"), "{err}");
-    let ls = h
-        .run(
-            &format!("ls -A {}", shell_quote(&small)),
-            &ExecOptions::default(),
-        )
-        .expect("ls");
-    assert_eq!(ls.stdout, "", "neither the file nor its part file is left");
+    for transport in [CopyTransport::Libssh2, CopyTransport::Openssh] {
+        let h = remote_via(&s, transport);
+        // The tmpfs exists only in sshd's mount namespace: look through the host.
+        let df = h
+            .run(
+                &format!("df -k {}", shell_quote(&small)),
+                &ExecOptions::default(),
+            )
+            .expect("df");
+        assert!(
+            df.stdout.contains("provhost-test"),
+            "tmpfs mounted: {}",
+            df.stdout
+        );
+        let src = s.path("img.bin");
+        random_file(&src, 4 << 20);
+        let dst = format!("{small}/img.bin");
+        let err = h
+            .upload(&src, &dst, &CopyOptions::default(), &mut |_| {})
+            .expect_err("disk full");
+        assert!(
+            err.to_string().contains("No space left on device"),
+            "{transport:?}: {err}"
+        );
+        let ls = h
+            .run(
+                &format!("ls -A {}", shell_quote(&small)),
+                &ExecOptions::default(),
+            )
+            .expect("ls");
+        assert_eq!(
+            ls.stdout, "",
+            "{transport:?}: neither the file nor its part file is left"
+        );
+    }
 }
 
 #[test]

@@ -11,6 +11,14 @@
 //! rename, and only when it is still a regular file. A failed copy removes its part file when the destination
 //! host still answers. Remote ends use `cat`, `stat`, `sha256sum`, `mv` and `rm` through
 //! the login shell over pooled sessions; every path is shell-quoted.
+//!
+//! Transport: by default (`[ssh] copy_transport = "auto"`) the bytes of a file of at least
+//! `[ssh] openssh_min_bytes` between this node and a host go through the system's OpenSSH
+//! `ssh` ([`crate::prim::ssh::openssh`]) with the local file as its stdin or stdout — a
+//! quarter to a half of libssh2's client CPU per GiB, and 1.2–2.5× its speed
+//! (docs/BENCHMARKS.md, "Copies"); the size and checksum checks, the rename and the
+//! helpers stay on pooled sessions. Smaller files, copies between two hosts and targets OpenSSH cannot express
+//! stream through libssh2.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
@@ -25,6 +33,7 @@ use ssh2::Channel;
 
 use crate::prim::ssh::exec::Capture;
 use crate::prim::ssh::io::Deadline;
+use crate::prim::ssh::openssh;
 use crate::prim::ssh::pool::Lease;
 use crate::prim::ssh::{ExecOptions, Pool, SshError, Target};
 
@@ -488,8 +497,24 @@ fn copy_inner(
     let d = Deadline::new(timeout);
     let started = Instant::now();
     let dest_name = dst.describe();
+    let mut reported = |p: Progress| {
+        if let Some(o) = OBSERVER.get() {
+            o.copy_progress(&dest_name, p);
+        }
+        progress(p);
+    };
+    let done = |bytes: u64, sha256: Option<String>| {
+        let report = CopyReport {
+            bytes,
+            sha256,
+            secs: started.elapsed().as_secs_f64(),
+        };
+        tracing::info!(from = %src.describe(), to = %dest_name, bytes, secs = report.secs, "copy done");
+        report
+    };
 
-    // Open the source and learn its size.
+    // Open the source and learn its size; a large file between this node and a host may
+    // go through OpenSSH's ssh instead (`[ssh] copy_transport`).
     let (mut source, total) = match src {
         End::Local(p) => {
             let f = File::open(p).map_err(local_err(p))?;
@@ -500,10 +525,39 @@ fn copy_inner(
                     source: std::io::Error::new(ErrorKind::InvalidInput, "not a regular file"),
                 });
             }
+            if let End::Remote(pool, t, rp) = dst {
+                if let Some(client) = openssh::for_copy(pool.config(), t, meta.len())? {
+                    let (bytes, sha) = via_openssh::upload(
+                        &client,
+                        f,
+                        p,
+                        meta.len(),
+                        (pool, t, rp),
+                        opts.sha256,
+                        &d,
+                        &mut reported,
+                    )?;
+                    return Ok(done(bytes, sha));
+                }
+            }
             (Source::Local(f, p.to_path_buf()), meta.len())
         }
         End::Remote(pool, t, p) => {
             let size = remote_size(pool, t, p, &d)?;
+            if let End::Local(lp) = dst {
+                if let Some(client) = openssh::for_copy(pool.config(), t, size)? {
+                    let (bytes, sha) = via_openssh::download(
+                        &client,
+                        (pool, t, p),
+                        size,
+                        lp,
+                        opts.sha256,
+                        &d,
+                        &mut reported,
+                    )?;
+                    return Ok(done(bytes, sha));
+                }
+            }
             let cat = RemoteCat::open(pool, t, &format!("cat -- {}", shell_quote(p)), &d)?;
             (Source::Remote(cat), size)
         }
@@ -540,12 +594,6 @@ fn copy_inner(
         }
     };
 
-    let mut reported = |p: Progress| {
-        if let Some(o) = OBSERVER.get() {
-            o.copy_progress(&dest_name, p);
-        }
-        progress(p);
-    };
     let result = pump(
         &mut source,
         &mut sink,
@@ -576,18 +624,47 @@ fn copy_inner(
                 });
             }
             commit(sink, total, sha.as_deref(), &d)?;
-            let report = CopyReport {
-                bytes,
-                sha256: sha,
-                secs: started.elapsed().as_secs_f64(),
-            };
-            tracing::info!(from = %src.describe(), to = %dest_name, bytes, secs = report.secs, "copy done");
-            Ok(report)
+            Ok(done(bytes, sha))
         }
         Err(e) => {
             abort(sink);
             Err(e)
         }
+    }
+}
+
+/// Starts the write-back of a local part file while data still arrives, so the `fsync`
+/// before the rename has only the tail left to write (the disk works during the copy,
+/// not after it). Best effort: a failure here only leaves more for the `fsync`.
+struct WriteBack {
+    started: u64,
+}
+
+impl WriteBack {
+    /// Write-back is started for every this many new bytes.
+    const STEP: u64 = 32 * 1024 * 1024;
+
+    fn new() -> Self {
+        WriteBack { started: 0 }
+    }
+
+    /// The file now holds `len` bytes.
+    fn advance(&mut self, file: &File, len: u64) {
+        if len < self.started + Self::STEP {
+            return;
+        }
+        use std::os::fd::AsRawFd;
+        let (Ok(off), Ok(n)) = (
+            libc::off64_t::try_from(self.started),
+            libc::off64_t::try_from(len - self.started),
+        ) else {
+            return;
+        };
+        // SAFETY: a hint on a descriptor we own; no memory is involved.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE);
+        }
+        self.started = len;
     }
 }
 
@@ -604,6 +681,7 @@ fn pump(
     let mut hasher = want_sha.then(Sha256::new);
     let mut done: u64 = 0;
     let mut last = Instant::now();
+    let mut write_back = WriteBack::new();
     progress(Progress { done: 0, total });
     // Bounded: each turn moves at least one byte or ends; the deadline ends stalls.
     loop {
@@ -622,7 +700,10 @@ fn pump(
             h.update(data);
         }
         match sink {
-            Sink::Local { file, part, .. } => file.write_all(data).map_err(local_err(part))?,
+            Sink::Local { file, part, .. } => {
+                file.write_all(data).map_err(local_err(part))?;
+                write_back.advance(file, done + n as u64);
+            }
             Sink::Remote { cat, target, .. } => {
                 if let Err(e) = cat.write_all(data, d) {
                     return Err(cat.explain(e, target, dest));
@@ -726,34 +807,285 @@ fn commit(sink: Sink<'_>, total: u64, sha: Option<&str>, d: &Deadline) -> Result
                         detail: stderr.trim().to_string(),
                     });
                 }
-                let got = remote_size(pool, target, &part, d)?;
-                if got != total {
-                    return Err(ScpError::SizeMismatch {
-                        path: dest.clone(),
-                        expected: total,
-                        got,
-                    });
-                }
-                if let Some(expected) = sha {
-                    let got = remote_sha(pool, target, &part, d)?;
-                    if got != expected {
-                        return Err(ScpError::ChecksumMismatch {
-                            path: dest.clone(),
-                            expected: expected.to_string(),
-                            got,
-                        });
-                    }
-                }
-                let out = helper(pool, target, &commit_command(&part, &dest), d)?;
-                if out.code != 0 {
-                    return Err(remote_fail(target, &dest, "renaming the copy to", &out));
-                }
-                Ok(())
+                publish_remote(pool, target, &part, &dest, total, sha, d)
             })();
             if res.is_err() {
                 remove_remote_part(pool, target, &part);
             }
             res
+        }
+    }
+}
+
+/// Check the size (and checksum) of a complete remote part file, then rename it to `dest`.
+fn publish_remote(
+    pool: &Arc<Pool>,
+    target: &Target,
+    part: &str,
+    dest: &str,
+    total: u64,
+    sha: Option<&str>,
+    d: &Deadline,
+) -> Result<(), ScpError> {
+    let got = remote_size(pool, target, part, d)?;
+    if got != total {
+        return Err(ScpError::SizeMismatch {
+            path: dest.to_string(),
+            expected: total,
+            got,
+        });
+    }
+    if let Some(expected) = sha {
+        let got = remote_sha(pool, target, part, d)?;
+        if got != expected {
+            return Err(ScpError::ChecksumMismatch {
+                path: dest.to_string(),
+                expected: expected.to_string(),
+                got,
+            });
+        }
+    }
+    let out = helper(pool, target, &commit_command(part, dest), d)?;
+    if out.code != 0 {
+        return Err(remote_fail(target, dest, "renaming the copy to", &out));
+    }
+    Ok(())
+}
+
+/// Copies whose bytes go through OpenSSH's `ssh` ([`openssh`]): the local file is `ssh`'s
+/// stdin or stdout, so no byte passes through this process. The rest is the same as
+/// through libssh2: a private part file created exclusively, the size (and SHA-256)
+/// checked, then renamed; removed when the copy fails.
+mod via_openssh {
+    use std::io::Seek;
+    use std::os::unix::fs::FileExt;
+    use std::process::Stdio;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    type RemoteEnd<'a> = (&'a Arc<Pool>, &'a Target, &'a str);
+
+    /// SHA-256 of the file behind `f` from offset 0 to its end (positional reads: the
+    /// descriptor's offset, shared with `ssh`, is not moved); stops when `stop` is set or
+    /// `d` passes.
+    fn hash_file(
+        f: &File,
+        path: &Path,
+        stop: &AtomicBool,
+        d: &Deadline,
+        what: &str,
+    ) -> Result<String, ScpError> {
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut at: u64 = 0;
+        // Bounded: each turn reads at least one byte or ends; the deadline ends the rest.
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Err(ScpError::Stopped {
+                    path: what.to_string(),
+                });
+            }
+            d.check("local", "checksumming")
+                .map_err(|e| stopped(e, what))?;
+            let n = f.read_at(&mut buf, at).map_err(local_err(path))?;
+            if n == 0 {
+                return Ok(hex(&h.finalize()));
+            }
+            h.update(&buf[..n]);
+            at += n as u64;
+        }
+    }
+
+    fn describe(t: &Target, path: &str) -> String {
+        format!("{}:{path}", t.label())
+    }
+
+    /// Upload `file` (of `total` bytes, opened from `path`) to `dest` on the host.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn upload(
+        client: &openssh::Client,
+        file: File,
+        path: &Path,
+        total: u64,
+        (pool, t, dest): RemoteEnd<'_>,
+        want_sha: bool,
+        d: &Deadline,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(u64, Option<String>), ScpError> {
+        let dest_name = describe(t, dest);
+        // The pool checks the host key under the target's policy (and records it under
+        // accept-new) before ssh, told to be strict with the same file, connects.
+        drop(pool.lease(t, d)?);
+        // Same open file description as ssh's stdin: its offset is how far ssh has read.
+        let watch = file.try_clone().map_err(local_err(path))?;
+        let for_hash = file.try_clone().map_err(local_err(path))?;
+        let part = part_name(dest);
+        let what = format!("upload to {}", shell_quote(dest));
+        let stop = AtomicBool::new(false);
+        progress(Progress { done: 0, total });
+        let (ran, sha) = std::thread::scope(|sc| {
+            let hasher =
+                want_sha.then(|| sc.spawn(|| hash_file(&for_hash, path, &stop, d, &dest_name)));
+            let mut last = Instant::now();
+            let ran = client.run(
+                &sink_command(&part),
+                Stdio::from(file),
+                Stdio::null(),
+                d,
+                &what,
+                &mut || {
+                    if last.elapsed() >= PROGRESS_EVERY {
+                        let done = (&watch).stream_position().unwrap_or(0).min(total);
+                        progress(Progress { done, total });
+                        last = Instant::now();
+                    }
+                },
+            );
+            if ran.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            let sha = hasher.map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(ScpError::Local {
+                        path: path.to_path_buf(),
+                        source: std::io::Error::other("checksum thread panicked"),
+                    })
+                })
+            });
+            (ran, sha)
+        });
+        let res = (|| {
+            let ended = ran.map_err(|e| stopped(e, &dest_name))?;
+            if ended.code != 0 {
+                return Err(ScpError::Remote {
+                    target: t.label(),
+                    path: dest.to_string(),
+                    what: "writing",
+                    detail: if ended.stderr.is_empty() {
+                        format!("exit code {}", ended.code)
+                    } else {
+                        ended.stderr
+                    },
+                });
+            }
+            let sha = sha.transpose()?;
+            let bytes = (&watch).stream_position().map_err(local_err(path))?;
+            progress(Progress { done: bytes, total });
+            if bytes != total {
+                return Err(ScpError::SizeMismatch {
+                    path: dest_name.clone(),
+                    expected: total,
+                    got: bytes,
+                });
+            }
+            publish_remote(pool, t, &part, dest, total, sha.as_deref(), d)?;
+            Ok((bytes, sha))
+        })();
+        if res.is_err() {
+            remove_remote_part(pool, t, &part);
+        }
+        res
+    }
+
+    /// Download `src` (of `total` bytes) from the host to `dest`.
+    pub(super) fn download(
+        client: &openssh::Client,
+        (pool, t, src): RemoteEnd<'_>,
+        total: u64,
+        dest: &Path,
+        want_sha: bool,
+        d: &Deadline,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(u64, Option<String>), ScpError> {
+        let dest_name = dest.display().to_string();
+        let part = PathBuf::from(part_name(&dest.to_string_lossy()));
+        // Exclusive (never follows a planted symlink) and private until complete.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&part)
+            .map_err(local_err(&part))?;
+        let res = (|| {
+            let out = file.try_clone().map_err(local_err(&part))?;
+            let what = format!("download of {}", shell_quote(src));
+            progress(Progress { done: 0, total });
+            let mut last = Instant::now();
+            let mut write_back = WriteBack::new();
+            let ended = client
+                .run(
+                    &format!("cat -- {}", shell_quote(src)),
+                    Stdio::null(),
+                    Stdio::from(out),
+                    d,
+                    &what,
+                    &mut || {
+                        let done = file.metadata().map(|m| m.len()).unwrap_or(0);
+                        write_back.advance(&file, done);
+                        if last.elapsed() >= PROGRESS_EVERY {
+                            progress(Progress {
+                                done: done.min(total),
+                                total,
+                            });
+                            last = Instant::now();
+                        }
+                    },
+                )
+                .map_err(|e| stopped(e, &dest_name))?;
+            if ended.code != 0 {
+                return Err(ScpError::Remote {
+                    target: t.label(),
+                    path: src.to_string(),
+                    what: "reading",
+                    detail: if ended.stderr.is_empty() {
+                        format!("exit code {}", ended.code)
+                    } else {
+                        ended.stderr
+                    },
+                });
+            }
+            let bytes = file.metadata().map_err(local_err(&part))?.len();
+            progress(Progress { done: bytes, total });
+            if bytes != total {
+                return Err(ScpError::SizeMismatch {
+                    path: dest_name.clone(),
+                    expected: total,
+                    got: bytes,
+                });
+            }
+            let sha = if want_sha {
+                let got = hash_file(&file, &part, &AtomicBool::new(false), d, &dest_name)?;
+                let expected = remote_sha(pool, t, src, d)?;
+                if expected != got {
+                    return Err(ScpError::ChecksumMismatch {
+                        path: src.to_string(),
+                        expected,
+                        got,
+                    });
+                }
+                Some(got)
+            } else {
+                None
+            };
+            Ok((bytes, sha))
+        })();
+        match res {
+            Ok((bytes, sha)) => {
+                let sink = Sink::Local {
+                    file,
+                    part,
+                    dest: dest.to_path_buf(),
+                };
+                commit(sink, total, None, d)?;
+                Ok((bytes, sha))
+            }
+            Err(e) => {
+                drop(file);
+                let _ = std::fs::remove_file(&part);
+                Err(e)
+            }
         }
     }
 }

@@ -2,7 +2,8 @@
 //! host key policy and the error type. The pieces: [`pool`] (sessions per target, connect,
 //! liveness), [`exec`] (one command on a new channel, with timeout and bounded output),
 //! [`known_hosts`] (the provhost-managed known_hosts file), [`forward`] (a stream to a unix
-//! socket on the remote host, for QMP), [`io`] (non-blocking waits bounded by deadlines).
+//! socket on the remote host, for QMP), [`io`] (non-blocking waits bounded by deadlines),
+//! [`openssh`] (the system's OpenSSH `ssh` as the data transport of large copies).
 //!
 //! Everything here blocks the calling thread: call it from a routine (which runs on tokio's
 //! blocking pool) or through [`pool::Pool::exec_async`], never directly on a tokio worker.
@@ -32,6 +33,7 @@ pub mod exec;
 pub mod forward;
 pub mod io;
 pub mod known_hosts;
+pub mod openssh;
 pub mod pool;
 
 use std::path::PathBuf;
@@ -84,6 +86,33 @@ pub struct SshConfig {
     /// libssh2 it is the fastest (the AES modes are encrypted 16 bytes per call), and it is
     /// OpenSSH's default too. See docs/BENCHMARKS.md.
     pub ciphers: String,
+    /// What carries the bytes of a copy between this node and a host; see
+    /// [`CopyTransport`]. Default `auto`.
+    pub copy_transport: CopyTransport,
+    /// With `copy_transport = "auto"`, files of at least this many bytes go through
+    /// OpenSSH's `ssh`; smaller ones use a pooled session (starting `ssh` costs a process
+    /// and a handshake, ~0.1 s: below ~128 MiB libssh2 is as fast or faster).
+    pub openssh_min_bytes: u64,
+    /// The OpenSSH client program for copies: a path, or a name looked up in `PATH`.
+    pub openssh_program: PathBuf,
+}
+
+/// What carries a copy's bytes between this node and a host (`[ssh] copy_transport`).
+/// Either way the copy is the same: part file then rename, size (and SHA-256) checks,
+/// time-out, progress; the host key is checked by the session pool first, under the
+/// target's policy. See [`openssh`] and docs/BENCHMARKS.md ("Copies").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CopyTransport {
+    /// OpenSSH's `ssh` for files of at least `openssh_min_bytes` when the program runs and
+    /// can express the target (see [`openssh`]); a pooled libssh2 session otherwise.
+    #[default]
+    Auto,
+    /// Every copy between this node and a host through OpenSSH's `ssh`; an error when it
+    /// cannot be used (no program, a path it would misread, no common cipher).
+    Openssh,
+    /// Every copy through pooled libssh2 sessions.
+    Libssh2,
 }
 
 impl Default for SshConfig {
@@ -102,6 +131,9 @@ impl Default for SshConfig {
             idle_secs: 300,
             max_idle_sessions: 256,
             ciphers: DEFAULT_CIPHERS.into(),
+            copy_transport: CopyTransport::Auto,
+            openssh_min_bytes: 128 * 1024 * 1024,
+            openssh_program: "ssh".into(),
         }
     }
 }
@@ -239,11 +271,19 @@ pub enum SshError {
     },
     #[error("{target}: {detail}")]
     Channel { target: String, detail: String },
+    /// OpenSSH's `ssh` could not start, or ended with its own failure (exit 255: connection,
+    /// authentication or host key); `detail` is its message.
+    #[error("{target}: {what} through OpenSSH's ssh failed: {detail}")]
+    OpenSsh {
+        target: String,
+        what: String,
+        detail: String,
+    },
 }
 
 impl SshError {
     /// True when the error says the session is unusable (it is dropped from the pool).
     pub fn breaks_session(&self) -> bool {
-        !matches!(self, SshError::Channel { .. })
+        !matches!(self, SshError::Channel { .. } | SshError::OpenSsh { .. })
     }
 }
