@@ -53,3 +53,7 @@ docs:
 scale: deps
 	PROVHOST_GALERA_N=2000 cargo test --release --test galera -- --nocapture --test-threads=1
 	PROVHOST_MANY_NODES_N=1000 cargo test --release --test many_nodes -- --nocapture --test-threads=1
+	cargo run --release --example bench_pickup -- --nodes 10 --samples 20 --modes 0,250,1000 --idle-secs 15 --background 0
+	mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS provhost_bench_daemon; CREATE DATABASE provhost_bench_daemon CHARACTER SET utf8mb4"
+	cargo run --release --example bench_daemon -- --n 10000 --load-seconds 3 --perl 0 --hold 30 --url mysql://root@127.0.0.1:3306/provhost_bench_daemon
+	cargo run --release --example bench_daemon -- --n 10000 --load-seconds 3 --perl 0 --hold 30

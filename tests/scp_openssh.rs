@@ -7,34 +7,15 @@
 
 mod common;
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::files::{part_files, random_file};
 use common::sshd::Sshd;
 use provhost::prim::host::Host;
 use provhost::prim::scp::{CopyOptions, Progress, ScpError};
 use provhost::prim::ssh::{known_hosts, CopyTransport, HostKeyPolicy, Pool, SshConfig, SshError};
-
-/// A file of `size` pseudo-random bytes.
-fn random_file(path: &Path, size: usize) {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ size as u64;
-    let mut left = size;
-    let mut buf = vec![0u8; 1 << 20];
-    while left > 0 {
-        for chunk in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
-        let n = left.min(buf.len());
-        f.write_all(&buf[..n]).expect("write");
-        left -= n;
-    }
-}
 
 /// A program that logs its arguments to `log` and then runs `body` (`exec /usr/bin/ssh
 /// "$@"` by default).
@@ -61,17 +42,6 @@ fn runs(log: &Path) -> Vec<String> {
 
 fn host(s: &Sshd, cfg: SshConfig, policy: HostKeyPolicy) -> Host {
     Host::remote(Pool::new(cfg), s.target(policy))
-}
-
-fn part_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.contains("provhost-part"))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

@@ -215,13 +215,19 @@ fn remote_fail(
     what: &'static str,
     out: &crate::prim::ssh::Output,
 ) -> ScpError {
-    let detail = out.stderr.trim();
+    remote_failed(t, path, what, out.code, &out.stderr)
+}
+
+/// A remote command of a copy that exited `code`: its stderr, or the code when it printed
+/// nothing.
+fn remote_failed(t: &Target, path: &str, what: &'static str, code: i64, stderr: &str) -> ScpError {
+    let detail = stderr.trim();
     ScpError::Remote {
         target: t.label(),
         path: path.to_string(),
         what,
         detail: if detail.is_empty() {
-            format!("exit code {}", out.code)
+            format!("exit code {code}")
         } else {
             detail.to_string()
         },
@@ -958,16 +964,13 @@ mod via_openssh {
         let res = (|| {
             let ended = ran.map_err(|e| stopped(e, &dest_name))?;
             if ended.code != 0 {
-                return Err(ScpError::Remote {
-                    target: t.label(),
-                    path: dest.to_string(),
-                    what: "writing",
-                    detail: if ended.stderr.is_empty() {
-                        format!("exit code {}", ended.code)
-                    } else {
-                        ended.stderr
-                    },
-                });
+                return Err(remote_failed(
+                    t,
+                    dest,
+                    "writing",
+                    ended.code.into(),
+                    &ended.stderr,
+                ));
             }
             let sha = sha.transpose()?;
             let bytes = (&watch).stream_position().map_err(local_err(path))?;
@@ -1035,16 +1038,13 @@ mod via_openssh {
                 )
                 .map_err(|e| stopped(e, &dest_name))?;
             if ended.code != 0 {
-                return Err(ScpError::Remote {
-                    target: t.label(),
-                    path: src.to_string(),
-                    what: "reading",
-                    detail: if ended.stderr.is_empty() {
-                        format!("exit code {}", ended.code)
-                    } else {
-                        ended.stderr
-                    },
-                });
+                return Err(remote_failed(
+                    t,
+                    src,
+                    "reading",
+                    ended.code.into(),
+                    &ended.stderr,
+                ));
             }
             let bytes = file.metadata().map_err(local_err(&part))?.len();
             progress(Progress { done: bytes, total });

@@ -1,5 +1,5 @@
 //! Shared helpers for integration tests, each cleaned up on drop: the binary run as a
-//! person runs it ([`cli`]), script folders ([`scripts`]), databases ([`db`]), the
+//! person runs it ([`cli`]), script folders ([`scripts`]), databases ([`db`]), files for copies ([`files`]), the
 //! state-flow rig ([`flows`]), a real OpenSSH `sshd` on a free loopback port ([`sshd`]),
 //! "lab hosts" in network namespaces each with its own sshd ([`netns`]), the test image
 //! ([`testimage`]), bridged test VMs ([`testvm`]), drop guards for VMs started through
@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod db;
+pub mod files;
 pub mod flows;
 pub mod galera;
 pub mod libvirtd;
