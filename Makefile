@@ -56,4 +56,5 @@ scale: deps
 	cargo run --release --example bench_pickup -- --nodes 10 --samples 20 --modes 0,250,1000 --idle-secs 15 --background 0
 	mysql -uroot -h127.0.0.1 -e "DROP DATABASE IF EXISTS provhost_bench_daemon; CREATE DATABASE provhost_bench_daemon CHARACTER SET utf8mb4"
 	cargo run --release --example bench_daemon -- --n 10000 --load-seconds 3 --perl 0 --hold 30 --url mysql://root@127.0.0.1:3306/provhost_bench_daemon
+	mysql -uroot -h127.0.0.1 -e "DROP DATABASE provhost_bench_daemon"
 	cargo run --release --example bench_daemon -- --n 10000 --load-seconds 3 --perl 0 --hold 30
