@@ -4,6 +4,9 @@
 //! The database seeds its tables from these lists, and load-log calls are checked against
 //! them, so a misspelt load-state name is an error everywhere, with or without a database.
 
+/// `state.id` of `pending`: a request a daemon has claimed and is working on.
+pub const PENDING: i64 = 14;
+
 /// `state` rows: (id, name). VCL looks these up by id in code, so the ids are fixed.
 pub const STATES: &[(i64, &str)] = &[
     (1, "deleted"),
@@ -142,6 +145,7 @@ mod tests {
     fn vcl_ids_and_names_line_up() {
         assert_eq!(STATES.len(), 29);
         assert_eq!(state_id("pending"), Some(14));
+        assert_eq!(state_id("pending"), Some(PENDING));
         assert_eq!(state_name(19), Some("reload"));
         assert_eq!(LOAD_STATES.len(), 56);
         assert_eq!(LOAD_STATES[17].0, "reserved");

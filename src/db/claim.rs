@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Db, RowExt};
-use crate::vcl;
+use crate::vcl::{self, PENDING};
 
 /// Request states the daemon acts on (VCL's dispatch in `vcld`); everything else
 /// (`pending`, `complete`, `failed`, `maintenance`, …) is left alone.
@@ -38,8 +38,6 @@ pub const ACTIONABLE: &[&str] = &[
     "checkpoint",
     "makeproduction",
 ];
-
-const PENDING: i64 = 14;
 
 /// A request assigned to a management node, in a state the daemon acts on.
 #[derive(Debug, Clone, PartialEq)]

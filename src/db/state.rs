@@ -11,9 +11,7 @@ use crate::db::claim::{state_id, state_label};
 use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Db, InsertedId, RowExt};
 use crate::host::ReservationData;
-use crate::vcl;
-
-const PENDING: i64 = 14;
+use crate::vcl::{self, PENDING};
 
 /// The three ids a state change needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,7 @@
 use crate::db::claim::state_id;
 use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Db, RowExt};
-
-const PENDING: i64 = 14;
+use crate::vcl::PENDING;
 
 /// A request as a flow running under a claim sees it on one poll.
 #[derive(Debug, Clone, PartialEq)]

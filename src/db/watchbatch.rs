@@ -16,6 +16,7 @@ use crate::db::claim::state_label;
 use crate::db::error::{DbError, During};
 use crate::db::pool::{with_pool, Db, RowExt};
 use crate::db::watch::Watched;
+use crate::vcl::PENDING;
 
 /// Most requests read by one statement.
 pub const CHUNK: usize = 500;
@@ -28,8 +29,6 @@ const MIN_GAP: std::time::Duration = std::time::Duration::from_millis(20);
 /// Rounds one drain task runs before it hands over to a new task (so no task loops for
 /// ever while looks keep coming).
 const ROUNDS_PER_TASK: usize = 64;
-
-const PENDING: i64 = 14;
 
 /// One request as one read saw it.
 #[derive(Debug, Clone, PartialEq)]
