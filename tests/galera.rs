@@ -182,21 +182,11 @@ fn one_daemon_per_galera_node_serves_every_request_once() {
             daemons.push(scale::spawn(db, &site.host, scale::config(name, n)).await);
         }
         // The web front ends: one on each Galera node, inserting while the daemons run.
-        let started = Instant::now();
         let mut webs = Vec::new();
         for i in 0..3 {
-            let db = connect(&g, i, DbOptions::default()).await;
-            let mine: Vec<String> = site.computers.iter().skip(i).step_by(3).cloned().collect();
-            webs.push(tokio::spawn(async move {
-                for c in mine {
-                    scale::request(&db, &c).await;
-                }
-            }));
+            webs.push(connect(&g, i, DbOptions::default()).await);
         }
-        for w in webs {
-            w.await.expect("web front end");
-        }
-        let inserted = started.elapsed();
+        let inserted = scale::insert_from_web_front_ends(webs, &site.computers).await;
         let took = scale::wait_ready(&db0, n as i64, Duration::from_secs(600)).await;
         eprintln!(
             "{n} requests inserted through 3 galera nodes in {inserted:.1?}; all nodeready after {took:.1?}; \

@@ -151,6 +151,27 @@ pub async fn stop(r: Running) -> Option<Result<Summary, DaemonError>> {
         .and_then(|j| j.ok())
 }
 
+/// Web front ends inserting at once, one per connection in `webs`: front end `i` inserts
+/// a request for every `webs.len()`-th computer from the `i`-th on. Returns how long the
+/// inserts took.
+pub async fn insert_from_web_front_ends(webs: Vec<Db>, computers: &[String]) -> Duration {
+    let started = Instant::now();
+    let k = webs.len();
+    let mut tasks = Vec::new();
+    for (i, db) in webs.into_iter().enumerate() {
+        let mine: Vec<String> = computers.iter().skip(i).step_by(k).cloned().collect();
+        tasks.push(tokio::spawn(async move {
+            for c in mine {
+                request(&db, &c).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("web front end");
+    }
+    started.elapsed()
+}
+
 /// A request for `computer` starting now (what VCL's web front end inserts).
 pub async fn request(db: &Db, computer: &str) -> Created {
     new_request(
